@@ -1,0 +1,241 @@
+"""The ``dualpt`` command line: thin commands that parse options and call one library function each.
+
+Every :class:`~dualpt_cli.errors.DualptError` raised below a command becomes a one-line message on
+stderr and a non-zero exit code here, in one place (:class:`_Group`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import click
+import typer
+from rich.markup import escape
+from typer.core import TyperGroup
+
+from . import __version__
+from .errors import DualptError
+from .ui import err_console
+
+
+class _Group(TyperGroup):
+    """Turns domain errors and Ctrl-C into clean exits for every command."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except DualptError as exc:
+            err_console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]: finished work was kept")
+            raise typer.Exit(130) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    help="Adapt CLIP to your own image classes from a few examples (DUAL-PT prompt tuning).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dualpt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Adapt CLIP to your own image classes from a few examples (DUAL-PT prompt tuning)."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# shared options
+
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help="open_clip model: a name (RN50, ViT-B-16), hf-hub:org/name, local-dir:/path, or a weights file.",
+    ),
+]
+PretrainedOpt = Annotated[
+    str, typer.Option("--pretrained", help="Pretrained tag for a built-in model name (e.g. openai).")
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1 or mps.")]
+PrecisionOpt = Annotated[str, typer.Option("--precision", help="auto, bf16, fp16 or fp32.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+ProjectOpt = Annotated[
+    str | None,
+    typer.Option("--project", "-p", help="Project folder.", show_default="$DUALPT_PROJECT or ./dualpt-project"),
+]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# info
+
+
+@app.command()
+def info(
+    model: ModelOpt = "RN50",
+    pretrained: PretrainedOpt = "openai",
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    json_out: JsonOpt = False,
+) -> None:
+    """Show the resolved CLIP model, its embedding size, local features, device and precision.
+
+    Example: dualpt info --model ViT-B-16 --pretrained openai
+    """
+    from .backbone import ModelSpec, load_backbone
+    from .ui import console, print_json
+
+    bb = load_backbone(ModelSpec(model, pretrained), device=device, precision=precision)
+    rows = bb.describe()
+    if json_out:
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(title="dualpt model", show_header=False)
+    for key, value in rows.items():
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# describe
+
+
+@app.command()
+def describe(
+    classes: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="CLASSES_TXT",
+            help="One class a line, or 'folder_name: readable name'. With --show: the class to show.",
+        ),
+    ] = None,
+    provider: Annotated[str, typer.Option(help="auto, openai, ollama or none (no LLM).")] = "auto",
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="LLM model.", show_default="gpt-4o-mini / llama3.2")
+    ] = None,
+    samples: Annotated[int, typer.Option(min=1, help="Answers asked per class, merged.")] = 1,
+    temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="LLM sampling temperature.")] = 0.7,
+    project: Annotated[
+        str | None, typer.Option(help="Project folder.", show_default="$DUALPT_PROJECT or ./dualpt-project")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Describe again classes already described.")] = False,
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight.")] = 4,
+    timeout: Annotated[float, typer.Option(min=0.001, help="Seconds per request.")] = 60.0,
+    base_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible server URL.", show_default="$OPENAI_BASE_URL")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Ollama server URL.", show_default="$OLLAMA_HOST")] = None,
+    show: Annotated[bool, typer.Option("--show", help="Print what is stored (one class if given).")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Ask an LLM for the visual features of each class; store them in the project's descriptions.json.
+
+    Example: dualpt describe examples/shapes/classes.txt --provider none
+
+    Re-running skips classes already described (unless --force). The key comes from $OPENAI_API_KEY.
+    """
+    from . import describe as lib
+    from .project import resolve_project
+
+    proj = resolve_project(project)
+    if show:
+        lib.show(proj, classes, json_out=json_out)
+        return
+    cfg = lib.DescribeConfig(
+        classes=classes, project=proj, provider=provider, model=model, samples=samples,
+        temperature=temperature, force=force, concurrency=concurrency, timeout=timeout,
+        base_url=base_url, host=host,
+    )  # fmt: skip
+    lib.describe(cfg, json_out=json_out)
+
+
+
+# ---------------------------------------------------------------------------------------------------------
+# train
+
+
+def _parse_shots(value: str) -> int | None:
+    if value.strip().lower() == "all":
+        return None
+    try:
+        shots = int(value)
+    except ValueError:
+        raise typer.BadParameter(f"expected a number of images per class or 'all', got {value!r}") from None
+    if shots < 1:
+        raise typer.BadParameter(f"must be at least 1, got {shots}")
+    return shots
+
+
+@app.command()
+def train(
+    images: Annotated[str, typer.Argument(metavar="IMAGES", help="ImageFolder: one sub-folder of images per class.")],
+    shots: Annotated[str, typer.Option(help="Training images per class, or 'all'.")] = "8",
+    project: ProjectOpt = None,
+    model: ModelOpt = "RN50",
+    pretrained: PretrainedOpt = "openai",
+    seed: Annotated[int, typer.Option(help="Seed of the few-shot sample, init and batch order.")] = 1,
+    prompts: Annotated[int, typer.Option("--prompts", help="M: learnable prompts per class.")] = 4,
+    ctx_len: Annotated[int, typer.Option("--ctx-len", help="Context vectors per prompt.")] = 16,
+    ctx_init: Annotated[str, typer.Option("--ctx-init", help="Initialise the context from words, e.g. "
+                                          "'a photo of a' (default: random N(0, 0.02)).")] = "",
+    class_specific: Annotated[bool, typer.Option("--class-specific", help="Per-class context (CoOp CSC).")] = False,
+    alpha: Annotated[float, typer.Option(help="Edge (Gromov-Wasserstein) weight in graph matching.")] = 0.2,
+    beta: Annotated[float, typer.Option(help="Weight of the LLM alignment loss.")] = 0.2,
+    lam: Annotated[float, typer.Option("--lambda", help="Entropic regularisation of the matching plan.")] = 0.1,
+    llm_loss: Annotated[str, typer.Option("--llm-loss", help="cosine (paper Eq. 5), wd or ce.")] = "cosine",
+    context: Annotated[str, typer.Option(help="auto: use descriptions.json if present; llm: require it; "
+                                         "none: train without LLM context.")] = "auto",
+    epochs: Annotated[int | None, typer.Option(help="Epochs (default by shots: 50/100/200).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
+    lr: Annotated[float, typer.Option(help="SGD learning rate.")] = 0.002,
+    aug_views: Annotated[int, typer.Option("--aug-views", help="Augmented views per image, encoded once "
+                                           "and cached.")] = 8,
+    val_shots: Annotated[int, typer.Option("--val-shots", help="Disjoint validation images per class; "
+                                           "the best epoch on them is kept.")] = 0,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    text_chunk: Annotated[int, typer.Option("--text-chunk", help="Classes per text-encoder chunk, to bound "
+                                            "memory for thousands of classes (0 = all at once).")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint.")] = False,
+    profile: Annotated[bool, typer.Option("--profile", help="Print where a step's time goes.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Learn M prompts per class with DUAL-PT on a few labelled images; save prompts.safetensors.
+
+    Example: dualpt train ./images --shots 8
+
+    Uses the project's descriptions.json (from dualpt describe) when present.
+    """
+    from .train import TrainConfig, run_training
+    from .train_ui import RichCallbacks, report
+
+    cfg = TrainConfig(
+        images=images, project=project, shots=_parse_shots(shots), val_shots=val_shots, model=model,
+        pretrained=pretrained, seed=seed, n_prompts=prompts, n_ctx=ctx_len, ctx_init=ctx_init,
+        class_specific=class_specific, alpha=alpha, beta=beta, lam=lam, llm_loss=llm_loss, context=context,
+        epochs=epochs, batch_size=batch_size, lr=lr, aug_views=aug_views, device=device,
+        precision=precision, text_chunk=text_chunk, resume=resume, profile=profile,
+    )  # fmt: skip
+    with RichCallbacks(quiet=json_out) as callbacks:
+        result = run_training(cfg, callbacks)
+    report(result, json_out=json_out)
+
+
+def main() -> None:
+    app()

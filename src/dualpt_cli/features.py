@@ -1,0 +1,152 @@
+"""Frozen-encoder feature cache: each training image's augmented views are encoded once, ever.
+
+CLIP is frozen during prompt tuning, so the features of an augmented view never change. Research code
+re-encodes every image at every step; we encode V views per image once, keep the global and local
+features in the project cache (keyed by model + file content + view), and let each epoch draw a view.
+
+View ``v`` of an image is a deterministic function of (file content, v, augmentation seed), so the cache
+is exact: a cached view equals a fresh encoding of the same view (tested), and raising ``--aug-views``
+only encodes the new views.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from .backbone import Backbone
+from .data import BadImage, file_digest, load_image
+from .project import atomic_write_bytes
+
+EVAL_VIEW = -1  # the un-augmented test-time view (resize + center crop)
+
+
+def model_key(bb: Backbone, aug_scale: tuple[float, float]) -> str:
+    """Cache folder name: everything that changes a feature (weights, precision, preprocessing)."""
+    name, pretrained = bb.spec.resolved()
+    ident = {"name": name, "pretrained": pretrained, "precision": bb.precision, "pp": bb.preprocess_cfg,
+             "scale": list(aug_scale)}
+    for path in (pretrained, name.removeprefix("local-dir:")):
+        if path and os.path.exists(path):  # local weights: their size and mtime stand in for content
+            for f in sorted(Path(path).glob("*")) if os.path.isdir(path) else [Path(path)]:
+                st = f.stat()
+                ident[str(f)] = [st.st_size, int(st.st_mtime)]
+    digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return f"{Path(name).name.replace(':', '-')}-{bb.precision}-{digest}"
+
+
+def view_seed(digest: str, view: int, aug_seed: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{digest}:{view}:{aug_seed}".encode()).digest()[:7], "little")
+
+
+@dataclass
+class FeatureSet:
+    """Features of I images x V views, on the device that trains."""
+
+    global_: torch.Tensor  # (I, V, d)
+    local: torch.Tensor  # (I, V, N, d)
+    paths: list[Path]  # the I images that decoded
+    bad: list[tuple[Path, str]] = field(default_factory=list)  # images skipped, with the reason
+
+
+def encode_views(
+    bb: Backbone,
+    paths: list[Path],
+    views: list[int],
+    cache_dir: Path | None,
+    aug_seed: int = 0,
+    aug_scale: tuple[float, float] = (0.08, 1.0),
+    batch_size: int = 32,
+    on_progress: Callable[[int], None] | None = None,
+) -> FeatureSet:
+    """Features of ``views`` (view indices >= 0, or ``EVAL_VIEW``) of each image, from cache or encoded.
+
+    Images that cannot be decoded are skipped and reported in ``FeatureSet.bad``.
+    """
+    train_tf, eval_tf = bb.train_transform(aug_scale), bb.eval_transform()
+    folder = cache_dir / model_key(bb, aug_scale) if cache_dir is not None else None
+    store_dtype = torch.float32 if bb.precision == "fp32" else bb.dtype  # lossless: features are made in it
+    kept, bad, globals_, locals_ = [], [], [], []
+    pending: list[tuple[int, int, torch.Tensor]] = []  # (image slot, view slot, pixels)
+    results: dict[int, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
+    files: dict[int, tuple[Path | None, str]] = {}
+
+    def flush() -> None:
+        if not pending:
+            return
+        z, local = bb.encode_images(torch.stack([p[2] for p in pending]))
+        for (slot, view, _), zi, li in zip(pending, z, local):
+            results.setdefault(slot, {})[view] = (zi.to(store_dtype).cpu(), li.to(store_dtype).cpu())
+        pending.clear()
+
+    for path in paths:
+        try:
+            digest = file_digest(path)
+        except OSError as exc:
+            bad.append((path, f"cannot read ({exc.strerror})"))
+            continue
+        cache_file = folder / f"{digest[:40]}.safetensors" if folder is not None else None
+        cached = _read_cache(cache_file)
+        missing = [v for v in views if f"g{v}" not in cached]
+        slot = len(kept)
+        if missing:
+            try:
+                image = load_image(path)
+            except BadImage as exc:
+                bad.append((path, str(exc)))
+                continue
+            for v in missing:
+                if v == EVAL_VIEW:
+                    pixels = eval_tf(image)
+                else:
+                    with torch.random.fork_rng(devices=[]):
+                        torch.manual_seed(view_seed(digest, v, aug_seed))
+                        pixels = train_tf(image)
+                pending.append((slot, v, pixels))
+                if len(pending) >= batch_size:
+                    flush()
+        kept.append(path)
+        files[slot] = (cache_file, digest)
+        results[slot] = {**results.get(slot, {}), **{v: (cached[f"g{v}"], cached[f"l{v}"]) for v in views
+                                                       if f"g{v}" in cached}}
+        if on_progress:
+            on_progress(1)
+    flush()
+
+    for slot in range(len(kept)):
+        got = results[slot]
+        globals_.append(torch.stack([got[v][0] for v in views]))
+        locals_.append(torch.stack([got[v][1] for v in views]))
+        cache_file, _ = files[slot]
+        if cache_file is not None:
+            _write_cache(cache_file, got)
+    if not kept:
+        return FeatureSet(torch.zeros(0, len(views), bb.embed_dim), torch.zeros(0, len(views), bb.num_local,
+                                                                                   bb.embed_dim), [], bad)
+    return FeatureSet(torch.stack(globals_).to(bb.device), torch.stack(locals_).to(bb.device), kept, bad)
+
+
+def _read_cache(path: Path | None) -> dict[str, torch.Tensor]:
+    if path is None or not path.is_file():
+        return {}
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError):  # a damaged cache entry is recomputed, never trusted
+        return {}
+
+
+def _write_cache(path: Path, got: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None:
+    tensors = _read_cache(path)
+    new = {f"g{v}": g for v, (g, _) in got.items()} | {f"l{v}": loc for v, (_, loc) in got.items()}
+    if all(k in tensors for k in new):
+        return
+    tensors.update({k: v.contiguous() for k, v in new.items()})
+    atomic_write_bytes(path, save(tensors))

@@ -1,0 +1,163 @@
+"""The prompt learner: M learnable prompts of n_ctx context vectors, turned into class prompt features.
+
+Prompt j for class k is ``[SOS] ctx_j,1 .. ctx_j,n_ctx <class name tokens> . [EOT]`` (method card,
+"Prompts"); ``w_k = normalize(g(prompt_k,j))`` for j = 1..M.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .backbone import Backbone
+from .errors import DataError
+
+PLACEHOLDER = "X"  # one BPE token per context slot, as CoOp does
+
+
+class PromptLearner(nn.Module):
+    """Learnable context shared across classes (default) or per class (``class_specific``, CoOp's CSC).
+
+    Buffers hold the frozen token embeddings of SOS and of each class's name + "." + EOT; only ``ctx``
+    is trained.
+    """
+
+    def __init__(
+        self,
+        bb: Backbone,
+        class_names: list[str],
+        n_prompts: int = 4,
+        n_ctx: int = 16,
+        ctx_init: str = "",
+        class_specific: bool = False,
+        seed: int = 1,
+    ):
+        super().__init__()
+        self.bb = bb
+        self.n_prompts, self.n_ctx, self.class_specific = n_prompts, n_ctx, class_specific
+        self.use_prefix_cache = True  # exact shortcut: SOS + context computed once per prompt per step
+        self.truncate = True  # exact shortcut: positions after the longest EOT are never computed
+        self.text_chunk = 0  # classes per text-encoder chunk with activation checkpointing (0 = all at once)
+        width = bb.text_width
+        self.register_buffer("_sos", torch.empty(0), persistent=False)
+        self.set_classes(class_names)
+
+        gen = torch.Generator().manual_seed(seed)
+        shape = (len(class_names), n_prompts, n_ctx, width) if class_specific else (n_prompts, n_ctx, width)
+        ctx = torch.randn(shape, generator=gen) * 0.02  # N(0, 0.02), CoOp/PLOT
+        if ctx_init:
+            words = self._init_embeddings(ctx_init)  # (n_ctx, width), words at the end, as CoOp
+            ctx[..., 0, :, :] = words  # prompt 0 starts exactly at the words; others = words + small noise
+            ctx[..., 1:, :, :] += words
+        self.ctx = nn.Parameter(ctx.to(bb.device))
+
+    # -- class tokens ---------------------------------------------------------------------------------------
+
+    def set_classes(self, class_names: list[str]) -> None:
+        """Tokenise ``[SOS] X*n_ctx name . [EOT]`` for each class; keep frozen embeddings as buffers."""
+        if not class_names:
+            raise DataError("no class names to build prompts for")
+        prompts = [" ".join([PLACEHOLDER] * self.n_ctx) + " " + name + "." for name in class_names]
+        tokens = self.bb.tokenize(prompts)  # (K, L)
+        eot = self.bb.eot_positions(tokens)
+        too_long = [n for n, e in zip(class_names, eot.tolist()) if e >= tokens.shape[1] - 1]  # cut off
+        if too_long:
+            raise DataError(f"class name too long for the text encoder with {self.n_ctx} context tokens: "
+                            f"{too_long[0]!r}; shorten it or lower --ctx-len")
+        emb = self.bb.token_embeds(tokens)  # (K, L, width)
+        self.class_names = list(class_names)
+        self._sos = emb[0, :1].clone()  # (1, width): SOS is the same token for every class
+        self.register_buffer("token_suffix", emb[:, 1 + self.n_ctx :].clone(), persistent=False)  # (K, L-1-n, W)
+        self.register_buffer("eot", eot, persistent=False)  # (K,)
+
+    def _init_embeddings(self, text: str) -> torch.Tensor:
+        tokens = self.bb.tokenize([text])
+        n_words = int(self.bb.eot_positions(tokens)[0]) - 1
+        if n_words < 1 or n_words > self.n_ctx:
+            raise DataError(f"--ctx-init {text!r} has {n_words} tokens; it must have 1 to --ctx-len "
+                            f"({self.n_ctx}) tokens")
+        emb = self.bb.token_embeds(tokens)[0, 1 : 1 + n_words].cpu()  # (n_words, width)
+        out = torch.zeros(self.n_ctx, emb.shape[1])
+        out[self.n_ctx - n_words :] = emb  # the words sit right before the class name
+        return out
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    # -- forward --------------------------------------------------------------------------------------------
+
+    def forward(self) -> torch.Tensor:
+        """(K, M, d) normalised class prompt features; gradients flow into ``ctx``."""
+        K = self.num_classes
+        chunk = self.text_chunk or K
+        parts = []
+        for start in range(0, K, chunk):
+            idx = slice(start, min(start + chunk, K))
+            if torch.is_grad_enabled() and chunk < K:
+                parts.append(checkpoint(self._encode, idx, use_reentrant=False))
+            else:
+                parts.append(self._encode(idx))
+        return F.normalize(torch.cat(parts), dim=-1)
+
+    def _encode(self, idx: slice) -> torch.Tensor:
+        """(k, M, d) unnormalised features for classes ``idx``."""
+        M, W = self.n_prompts, self.ctx.shape[-1]
+        suffix, eot = self.token_suffix[idx], self.eot[idx]  # (k, Ls, W), (k,)
+        k = suffix.shape[0]
+        Lp = 1 + self.n_ctx
+        sos = self._sos.to(self.ctx.dtype)
+        if self.truncate:
+            suffix = suffix[:, : int(eot.max()) + 1 - Lp]
+        if not self.class_specific and self.use_prefix_cache and self.bb.supports_prefix_cache:
+            prefix = torch.cat([sos.expand(M, 1, W), self.ctx], dim=1)  # (M, Lp, W)
+            feats = self.bb.encode_text_prefixed(prefix, suffix, eot)  # (M, k, d)
+            return feats.transpose(0, 1)  # (k, M, d)
+        ctx = self.ctx[idx] if self.class_specific else self.ctx.unsqueeze(0).expand(k, M, self.n_ctx, W)
+        full = torch.cat([
+            sos.expand(k, M, 1, W),
+            ctx,  # (k, M, n_ctx, W)
+            suffix.unsqueeze(1).expand(k, M, suffix.shape[1], W),
+        ], dim=2)  # (k, M, L, W)
+        feats = self.bb.encode_text_embeds(full.reshape(k * M, -1, W), eot.repeat_interleave(M),
+                                           truncate=self.truncate)  # (k*M, d)
+        return feats.reshape(k, M, -1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# LLM description embeddings
+
+DESCRIPTION_TEMPLATE = "{name}, which has {phrase}."  # Menon & Vondrick 2022 descriptor style
+
+
+def description_features(
+    bb: Backbone, class_names: list[str], phrases: list[list[str]], template: str = DESCRIPTION_TEMPLATE
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """Encode each class's phrases once (frozen): h_k in R^{e_k x d}.
+
+    Returns:
+        mean: (K, d) mean of the normalised phrase features (zeros where a class has none);
+        has: (K,) bool, classes that have at least one phrase;
+        per_class: K tensors of shape (e_k, d), normalised.
+    """
+    texts, owner = [], []
+    for k, (name, items) in enumerate(zip(class_names, phrases)):
+        for phrase in items:
+            texts.append(template.format(name=name, phrase=phrase.rstrip(".")))
+            owner.append(k)
+    d = bb.embed_dim
+    mean = torch.zeros(len(class_names), d, device=bb.device)
+    has = torch.zeros(len(class_names), dtype=torch.bool, device=bb.device)
+    per_class = [torch.zeros(0, d, device=bb.device) for _ in class_names]
+    if not texts:
+        return mean, has, per_class
+    feats = bb.encode_texts(texts)  # (P, d) normalised
+    owner_t = torch.tensor(owner, device=bb.device)
+    for k in owner_t.unique().tolist():
+        rows = feats[owner_t == k]
+        per_class[k] = rows
+        mean[k] = rows.mean(dim=0)
+        has[k] = True
+    return mean, has, per_class

@@ -1,0 +1,512 @@
+"""DUAL-PT prompt tuning on an ImageFolder (method card: "Logits and losses", "Training schedule").
+
+One step: class prompt features W (K, M, d) from the prompt learner; for each cached image view, the
+graph-matching plan between its N local features and each class's M prompts (no gradient); logits
+``exp(logit_scale) * sum_ij T_ij cos(z_i, w_kj)`` (Eq. 8); loss ``beta L_LLM + (1 - beta) L_img``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from . import __version__
+from .backbone import Backbone, ModelSpec, load_backbone
+from .data import class_entries, few_shot_split, scan_image_folder
+from .errors import DataError, ProjectError
+from .features import EVAL_VIEW, FeatureSet, encode_views
+from .matching import dual_scores, sinkhorn_ot_distance
+from .project import Project, atomic_write_json, read_json, resolve_project
+from .promptfile import CHECKPOINT_FORMAT, read_safetensors, save_prompt_file, write_safetensors
+from .prompts import DESCRIPTION_TEMPLATE, PromptLearner, description_features
+
+LLM_LOSSES = ("cosine", "wd", "ce")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run; written to run_config.json."""
+
+    images: str  # ImageFolder: one sub-folder per class
+    project: str | None = None  # project folder (None: $DUALPT_PROJECT or ./dualpt-project)
+    shots: int | None = 8  # images per class; None = all
+    val_shots: int = 0  # disjoint validation images per class, for choosing the best epoch
+    model: str = "RN50"  # open_clip model (see backbone.ModelSpec)
+    pretrained: str = "openai"  # pretrained tag or weights file
+    seed: int = 1  # few-shot sample, prompt init, batch order and view choice
+    n_prompts: int = 4  # M
+    n_ctx: int = 16  # context vectors per prompt
+    ctx_init: str = ""  # words to initialise the context from ("" = N(0, 0.02))
+    class_specific: bool = False  # per-class context (CoOp's CSC)
+    alpha: float = 0.2  # edge (GW) weight in the graph-matching cost
+    beta: float = 0.2  # weight of the LLM alignment loss (0 without descriptions)
+    lam: float = 0.1  # entropic regularisation of the plan
+    llm_loss: str = "cosine"  # cosine (Eq. 5), wd or ce (ablations)
+    context: str = "auto"  # auto: use descriptions.json when present; llm: require it; none: ignore it
+    description_template: str = DESCRIPTION_TEMPLATE
+    epochs: int | None = None  # None: by shots (50 / 100 / 200), as the paper
+    batch_size: int = 32
+    lr: float = 0.002
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 1  # constant warm-up lr before the cosine schedule
+    warmup_lr: float = 1e-5
+    aug_views: int = 8  # augmented views per image encoded once and cached
+    outer_iters: int = 10  # graph-matching fixed-point iterations (cap)
+    inner_iters: int = 100  # Sinkhorn iterations per outer iteration (cap)
+    tol: float = 1e-2  # Sinkhorn stopping rule (PLOT's)
+    device: str = "auto"
+    precision: str = "auto"
+    text_chunk: int = 0  # classes per text-encoder chunk, with activation checkpointing (0 = all)
+    match_chunk: int = 0  # classes per graph-matching solve (0 = all)
+    resume: bool = False
+    profile: bool = False
+
+
+def epochs_for_shots(shots: int | None) -> int:
+    """The paper's schedule: 50 epochs for 1 shot, 100 for 2 and 4, 200 for 8 and more."""
+    if shots is not None and shots <= 1:
+        return 50
+    if shots is not None and shots <= 4:
+        return 100
+    return 200
+
+
+def lr_at(epoch: int, cfg: TrainConfig, total: int) -> float:
+    """Constant warm-up for ``warmup_epochs``, then cosine decay over all epochs (CoOp/Dassl)."""
+    if epoch < cfg.warmup_epochs:
+        return cfg.warmup_lr
+    return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * epoch / total))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the objective
+
+
+@dataclass
+class Objective:
+    """Frozen pieces of the loss: description prototypes and the matching settings."""
+
+    logit_scale: float
+    alpha: float
+    lam: float
+    beta: float
+    llm_loss: str
+    desc_mean: torch.Tensor  # (K, d) mean of normalised description features
+    desc_has: torch.Tensor  # (K,) bool
+    desc_sets: list[torch.Tensor]  # K x (e_k, d)
+    match_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def logits(self, Z: torch.Tensor, W: torch.Tensor, return_stats: bool = False):
+        """Eq. 8: (B, K) logits from local features Z (B, N, d) and prompt features W (K, M, d)."""
+        out = dual_scores(F.normalize(Z, dim=-1), W, self.alpha, self.lam, return_stats=return_stats,
+                          **self.match_kwargs)
+        if return_stats:
+            return self.logit_scale * out[0], out[1]
+        return self.logit_scale * out
+
+    def llm_loss_value(self, W: torch.Tensor, logits: torch.Tensor, z_global: torch.Tensor) -> torch.Tensor:
+        """L_LLM between prompts and descriptions; 0 when no class has descriptions."""
+        if self.beta == 0 or not bool(self.desc_has.any()):
+            return W.new_zeros(())
+        has = self.desc_has
+        if self.llm_loss == "cosine":  # Eq. 5: 1 - cos(mean_j w_kj, mean_e h_ke), averaged over classes
+            return (1.0 - F.cosine_similarity(W[has].mean(dim=1), self.desc_mean[has], dim=-1)).mean()
+        if self.llm_loss == "wd":  # entropic OT between {w_kj} and {h_ke}, cost 1 - cos
+            ks = has.nonzero().flatten().tolist()
+            return torch.stack([sinkhorn_ot_distance(W[k], self.desc_sets[k], self.lam) for k in ks]).mean()
+        # "ce": match the zero-shot prediction made from the description prototypes
+        target = (self.logit_scale * F.normalize(z_global, dim=-1) @ F.normalize(self.desc_mean, dim=-1).T)
+        return -(target.softmax(-1) * logits.log_softmax(-1)).sum(-1).mean()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the run
+
+
+@dataclass
+class TrainData:
+    classes: list  # ClassEntry per label
+    train: FeatureSet
+    train_labels: torch.Tensor  # (I,)
+    val: FeatureSet | None
+    val_labels: torch.Tensor | None
+    split: dict[str, Any]
+    notes: list[str]
+
+
+@dataclass
+class TrainResult:
+    prompt_file: Path
+    epochs: int
+    train_acc: float
+    loss: float
+    seconds: float
+    best_epoch: int | None
+    val_acc: float | None
+    skipped: list[tuple[str, str]]
+    profile: dict[str, float] | None
+
+
+class Callbacks:
+    """Hooks the CLI fills in for progress and messages; the library never prints."""
+
+    def warn(self, message: str) -> None: ...
+
+    def info(self, message: str) -> None: ...
+
+    def stage(self, name: str, total: int) -> Callable[[int], None]:
+        return lambda n: None
+
+    def epoch(self, epoch: int, total: int, steps: int) -> Callable[[dict[str, float]], None]:
+        return lambda stats: None
+
+    def epoch_done(self, record: dict[str, Any]) -> None: ...
+
+
+def run_training(cfg: TrainConfig, cb: Callbacks | None = None) -> TrainResult:
+    """Train DUAL-PT prompts on ``cfg.images`` and write the prompt file into the project."""
+    cb = cb or Callbacks()
+    _validate(cfg)
+    project = resolve_project(cfg.project).ensure()
+    if cfg.resume and not (project.checkpoint_dir / "state.safetensors").is_file():
+        raise ProjectError(f"--resume: no checkpoint in {project.checkpoint_dir}; start without --resume")
+    bb = load_backbone(ModelSpec(cfg.model, cfg.pretrained), device=cfg.device, precision=cfg.precision)
+    data = prepare_data(cfg, project, bb, cb)
+    learner = PromptLearner(bb, [c.name for c in data.classes], cfg.n_prompts, cfg.n_ctx, cfg.ctx_init,
+                            cfg.class_specific, cfg.seed)
+    learner.text_chunk = cfg.text_chunk
+    objective = build_objective(cfg, project, bb, data, cb)
+    total = cfg.epochs or epochs_for_shots(cfg.shots)
+    resolved = {**asdict(cfg), "epochs": total, "beta": objective.beta,
+                "model_resolved": bb.spec.label, "device_resolved": str(bb.device),
+                "precision_resolved": bb.precision, "dualpt_version": __version__}
+    atomic_write_json(project.run_config, resolved)
+
+    optimizer = torch.optim.SGD([learner.ctx], lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    cb.info(f"trainable parameters: {learner.ctx.numel():,} (CLIP frozen: "
+            f"{sum(p.numel() for p in bb.model.parameters()):,})")
+    start, best = 0, {"epoch": None, "acc": -1.0, "ctx": None}
+    if cfg.resume:
+        start, best = _load_checkpoint(project, cfg, learner, optimizer)
+        cb.info(f"resuming after epoch {start} of {total}")
+    else:
+        project.train_log.unlink(missing_ok=True)
+
+    t0 = time.perf_counter()
+    prof = Profiler(bb.device) if cfg.profile else None
+    record: dict[str, Any] = {}
+    for epoch in range(start, total):
+        record = train_epoch(epoch, total, cfg, learner, optimizer, objective, data, cb, prof)
+        if data.val is not None:
+            record["val_acc"] = evaluate(learner, objective, data.val, data.val_labels)
+            if record["val_acc"] > best["acc"]:
+                best = {"epoch": epoch + 1, "acc": record["val_acc"], "ctx": learner.ctx.detach().clone()}
+        with open(project.train_log, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+        _save_checkpoint(project, cfg, learner, optimizer, epoch + 1, best)
+        cb.epoch_done(record)
+    seconds = time.perf_counter() - t0
+
+    if best["ctx"] is not None:
+        with torch.no_grad():
+            learner.ctx.copy_(best["ctx"])
+    prompt_file = save_prompts(project, learner, bb, cfg, objective, data, total, best)
+    return TrainResult(
+        prompt_file=prompt_file, epochs=total, train_acc=float(record.get("acc", float("nan"))),
+        loss=float(record.get("loss", float("nan"))), seconds=seconds, best_epoch=best["epoch"],
+        val_acc=best["acc"] if best["epoch"] else None,
+        skipped=[(str(p), r) for p, r in data.train.bad + (data.val.bad if data.val else [])],
+        profile=prof.summary() if prof else None,
+    )
+
+
+def _validate(cfg: TrainConfig) -> None:
+    checks = [
+        (cfg.shots is None or cfg.shots >= 1, f"--shots must be a positive number or 'all', got {cfg.shots}"),
+        (cfg.n_prompts >= 1, f"--prompts must be >= 1, got {cfg.n_prompts}"),
+        (cfg.n_ctx >= 1, f"--ctx-len must be >= 1, got {cfg.n_ctx}"),
+        (0.0 <= cfg.alpha <= 1.0, f"--alpha must be in [0, 1], got {cfg.alpha}"),
+        (0.0 <= cfg.beta < 1.0, f"--beta must be in [0, 1), got {cfg.beta}"),
+        (cfg.lam > 0, f"--lambda must be > 0, got {cfg.lam}"),
+        (cfg.epochs is None or cfg.epochs >= 1, f"--epochs must be >= 1, got {cfg.epochs}"),
+        (cfg.batch_size >= 1, f"--batch-size must be >= 1, got {cfg.batch_size}"),
+        (cfg.lr > 0, f"--lr must be > 0, got {cfg.lr}"),
+        (cfg.aug_views >= 1, f"--aug-views must be >= 1, got {cfg.aug_views}"),
+        (cfg.val_shots >= 0, f"--val-shots must be >= 0, got {cfg.val_shots}"),
+        (cfg.llm_loss in LLM_LOSSES, f"--llm-loss must be one of {', '.join(LLM_LOSSES)}, got {cfg.llm_loss}"),
+        (cfg.context in ("auto", "llm", "none"), f"--context must be auto, llm or none, got {cfg.context}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise DataError(message)
+
+
+def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks) -> TrainData:
+    """Scan, sample, record the split, and encode (or load cached) features of the chosen images."""
+    from .describe import load_descriptions
+
+    folders = scan_image_folder(cfg.images)
+    stored = load_descriptions(project) if cfg.context != "none" else None
+    known = [_entry(c) for c in stored] if stored else None
+    classes = class_entries(list(folders), known)
+    train, val, notes = few_shot_split(folders, cfg.shots, cfg.seed, cfg.val_shots)
+    for note in notes:
+        cb.warn(note)
+    root = Path(cfg.images).resolve()
+    split = {"images": str(root), "seed": cfg.seed, "shots": cfg.shots, "val_shots": cfg.val_shots,
+             "classes": [{"folder": c.folder, "name": c.name} for c in classes],
+             "train": {f: [str(p.relative_to(root)) for p in train[f]] for f in folders},
+             "val": {f: [str(p.relative_to(root)) for p in val.get(f, [])] for f in folders}}
+    if cfg.resume and project.split.is_file() and read_json(project.split, "few-shot split") != split:
+        raise ProjectError(f"--resume: the images or class list changed since the checkpoint in {project.root}; "
+                           "start without --resume")
+    atomic_write_json(project.split, split)
+
+    def gather(parts: dict[str, list[Path]], views: list[int], what: str) -> tuple[FeatureSet, torch.Tensor]:
+        paths = [p for f in folders for p in parts.get(f, [])]
+        label_of = {p: i for i, f in enumerate(folders) for p in parts.get(f, [])}
+        fs = encode_views(bb, paths, views, project.cache_dir, aug_seed=0,
+                          on_progress=cb.stage(f"encoding {what} images", len(paths)))
+        for path, reason in fs.bad:
+            cb.warn(f"skipping {path}: {reason}")
+        labels = torch.tensor([label_of[p] for p in fs.paths], dtype=torch.long, device=bb.device)
+        empty = [folders_list[i] for i in range(len(folders)) if not bool((labels == i).any())]
+        if empty:
+            raise DataError(f"no usable {what} image left for class(es) {', '.join(empty)} (all failed to decode)")
+        return fs, labels
+
+    folders_list = list(folders)
+    train_fs, train_labels = gather(train, list(range(cfg.aug_views)), "training")
+    val_fs = val_labels = None
+    if cfg.val_shots:
+        val_fs, val_labels = gather(val, [EVAL_VIEW], "validation")
+    return TrainData(classes, train_fs, train_labels, val_fs, val_labels, split, notes)
+
+
+def _entry(stored: dict):
+    from .project import ClassEntry
+
+    return ClassEntry(folder=stored["folder"], name=stored["name"])
+
+
+def build_objective(cfg: TrainConfig, project: Project, bb: Backbone, data: TrainData, cb: Callbacks) -> Objective:
+    from .describe import load_descriptions
+
+    stored = load_descriptions(project) if cfg.context != "none" else None
+    phrases_by_folder = {c["folder"]: list(c.get("phrases") or []) for c in stored or []}
+    phrases = [phrases_by_folder.get(c.folder, []) for c in data.classes]
+    mean, has, sets = description_features(bb, [c.name for c in data.classes], phrases, cfg.description_template)
+    beta = cfg.beta
+    if not bool(has.any()):
+        if cfg.context == "llm":
+            raise ProjectError(f"--context llm: no descriptions in {project.descriptions}; run dualpt describe")
+        if beta:
+            cb.info("no LLM descriptions for these classes: training without LLM context (beta = 0)")
+        beta = 0.0
+    else:
+        missing = [c.folder for c, h in zip(data.classes, has.tolist()) if not h]
+        if missing:
+            cb.warn(f"{len(missing)} class(es) have no descriptions and get no LLM alignment: "
+                    f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        if cfg.llm_loss == "ce" and missing:
+            raise DataError("--llm-loss ce needs descriptions for every class; run dualpt describe or use cosine")
+    return Objective(
+        logit_scale=bb.logit_scale, alpha=cfg.alpha, lam=cfg.lam, beta=beta, llm_loss=cfg.llm_loss,
+        desc_mean=mean, desc_has=has, desc_sets=sets,
+        match_kwargs={"outer_iters": cfg.outer_iters, "inner_iters": cfg.inner_iters, "tol": cfg.tol,
+                      "chunk": cfg.match_chunk or None},
+    )
+
+
+def train_epoch(epoch: int, total: int, cfg: TrainConfig, learner: PromptLearner, optimizer, objective: Objective,
+                data: TrainData, cb: Callbacks, prof: Profiler | None) -> dict[str, Any]:
+    """One pass over the training images, each at a view drawn for this epoch; the last partial batch is kept."""
+    lr = lr_at(epoch, cfg, total)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)  # order and views depend on (seed, epoch)
+    n_images, n_views = data.train.global_.shape[:2]
+    order = torch.randperm(n_images, generator=gen)
+    views = torch.randint(n_views, (n_images,), generator=gen)
+    steps = math.ceil(n_images / cfg.batch_size)
+    tick = cb.epoch(epoch, total, steps)
+    t0 = time.perf_counter()
+    sums = {"loss": 0.0, "loss_img": 0.0, "loss_llm": 0.0, "correct": 0, "seen": 0}
+    outer = inner = 0
+    bb = learner.bb
+    for step in range(steps):
+        idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+        with _phase(prof, "data"):
+            dev_idx, dev_views = idx.to(bb.device), views[idx].to(bb.device)
+            Z = data.train.local[dev_idx, dev_views].float()  # (b, N, d)
+            z = data.train.global_[dev_idx, dev_views].float()  # (b, d)
+            y = data.train_labels[dev_idx]  # (b,)
+        with _phase(prof, "text"):
+            W = learner()  # (K, M, d)
+        with _phase(prof, "matching"), bb.autocast():
+            logits, stats = objective.logits(Z, W, return_stats=True)  # (b, K)
+        with _phase(prof, "loss"):
+            loss_img = F.cross_entropy(logits.float(), y)
+            loss_llm = objective.llm_loss_value(W, logits.float(), z)
+            loss = objective.beta * loss_llm + (1.0 - objective.beta) * loss_img
+        with _phase(prof, "backward"):
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        with _phase(prof, "optimizer"):
+            optimizer.step()
+        b = len(idx)
+        sums["loss"] += float(loss.detach()) * b
+        sums["loss_img"] += float(loss_img.detach()) * b
+        sums["loss_llm"] += float(loss_llm.detach()) * b
+        sums["correct"] += int((logits.argmax(-1) == y).sum())
+        sums["seen"] += b
+        outer, inner = max(outer, stats.outer_iters), max(inner, stats.inner_iters)
+        tick({"loss": sums["loss"] / sums["seen"], "acc": sums["correct"] / sums["seen"], "lr": lr})
+    n = sums["seen"]
+    return {"epoch": epoch + 1, "epochs": total, "loss": sums["loss"] / n, "loss_img": sums["loss_img"] / n,
+            "loss_llm": sums["loss_llm"] / n, "acc": sums["correct"] / n, "lr": lr,
+            "seconds": time.perf_counter() - t0, "match_outer_iters": outer, "match_inner_iters": inner}
+
+
+@torch.no_grad()
+def evaluate(learner: PromptLearner, objective: Objective, fs: FeatureSet, labels: torch.Tensor,
+             batch_size: int = 256) -> float:
+    """Top-1 accuracy on the first view of each image (the eval view for validation sets)."""
+    W = learner()
+    correct = 0
+    for start in range(0, len(labels), batch_size):
+        Z = fs.local[start : start + batch_size, 0].float()
+        with learner.bb.autocast():
+            logits = objective.logits(Z, W)
+        correct += int((logits.argmax(-1) == labels[start : start + batch_size]).sum())
+    return correct / max(len(labels), 1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# outputs and checkpoints
+
+
+def save_prompts(project: Project, learner: PromptLearner, bb: Backbone, cfg: TrainConfig, objective: Objective,
+                 data: TrainData, epochs: int, best: dict[str, Any]) -> Path:
+    """Write prompts.safetensors: context, final class prompt features and self-describing metadata."""
+    with torch.no_grad():
+        learner.eval()
+        class_features = learner().float()  # (K, M, d), normalised
+    name, pretrained = bb.spec.resolved()
+    meta = {
+        "dualpt_version": __version__,
+        "model": name,
+        "pretrained": pretrained or "",
+        "image_size": bb.image_size,
+        "preprocess": {k: list(v) if isinstance(v, tuple) else v for k, v in bb.preprocess_cfg.items()},
+        "embed_dim": bb.embed_dim,
+        "text_width": bb.text_width,
+        "num_local": bb.num_local,
+        "class_names": [c.name for c in data.classes],
+        "class_folders": [c.folder for c in data.classes],
+        "n_prompts": cfg.n_prompts,
+        "n_ctx": cfg.n_ctx,
+        "class_specific": cfg.class_specific,
+        "alpha": cfg.alpha,
+        "beta": objective.beta,
+        "lambda": cfg.lam,
+        "outer_iters": cfg.outer_iters,
+        "inner_iters": cfg.inner_iters,
+        "tol": cfg.tol,
+        "logit_scale": objective.logit_scale,
+        "shots": cfg.shots,
+        "seed": cfg.seed,
+        "epochs": epochs,
+        "best_epoch": best["epoch"],
+        "precision": bb.precision,
+        "llm_context": bool(objective.desc_has.any()),
+    }
+    save_prompt_file(project.prompts, learner.ctx.detach(), class_features, meta)
+    return project.prompts
+
+
+def _ckpt_identity(cfg: TrainConfig) -> dict[str, Any]:
+    """The config fields that must not change across --resume."""
+    keep = ("images", "shots", "val_shots", "model", "pretrained", "seed", "n_prompts", "n_ctx", "ctx_init",
+            "class_specific", "alpha", "beta", "lam", "llm_loss", "context", "epochs", "batch_size", "lr",
+            "momentum", "weight_decay", "warmup_epochs", "warmup_lr", "aug_views", "outer_iters", "inner_iters",
+            "tol", "description_template")
+    d = asdict(cfg)
+    return {k: d[k] for k in keep}
+
+
+def _save_checkpoint(project: Project, cfg: TrainConfig, learner: PromptLearner, optimizer, epoch: int,
+                     best: dict[str, Any]) -> None:
+    tensors = {"ctx": learner.ctx.detach()}
+    buf = optimizer.state.get(learner.ctx, {}).get("momentum_buffer")
+    if buf is not None:
+        tensors["momentum"] = buf
+    if best["ctx"] is not None:
+        tensors["best_ctx"] = best["ctx"]
+    meta = {"epoch": epoch, "config": _ckpt_identity(cfg), "best_epoch": best["epoch"], "best_acc": best["acc"]}
+    write_safetensors(project.checkpoint_dir / "state.safetensors", tensors, CHECKPOINT_FORMAT, meta)
+
+
+def _load_checkpoint(project: Project, cfg: TrainConfig, learner: PromptLearner, optimizer):
+    tensors, meta = read_safetensors(project.checkpoint_dir / "state.safetensors", CHECKPOINT_FORMAT, "checkpoint")
+    stored, now = meta.get("config", {}), _ckpt_identity(cfg)
+    changed = [k for k in now if stored.get(k) != now[k]]
+    if changed:
+        k = changed[0]
+        raise ProjectError(f"--resume: {k} was {stored.get(k)!r} in the checkpoint, now {now[k]!r}; "
+                           "use the same options or start without --resume")
+    if tensors["ctx"].shape != learner.ctx.shape:
+        raise ProjectError("--resume: the checkpoint's prompts do not match this run; start without --resume")
+    with torch.no_grad():
+        learner.ctx.copy_(tensors["ctx"].to(learner.ctx.device))
+    if "momentum" in tensors:
+        optimizer.state[learner.ctx]["momentum_buffer"] = tensors["momentum"].to(learner.ctx.device).clone()
+    best_ctx = tensors.get("best_ctx")
+    best = {"epoch": meta.get("best_epoch"), "acc": meta.get("best_acc", -1.0),
+            "ctx": best_ctx.to(learner.ctx.device) if best_ctx is not None else None}
+    return int(meta["epoch"]), best
+
+
+# ---------------------------------------------------------------------------------------------------------
+# profiling
+
+
+class Profiler:
+    """Wall time per phase of a step (synchronising CUDA so the times are real)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.totals: dict[str, float] = {}
+
+    def summary(self) -> dict[str, float]:
+        return dict(self.totals)
+
+
+class _phase:
+    def __init__(self, prof: Profiler | None, name: str):
+        self.prof, self.name = prof, name
+
+    def __enter__(self):
+        if self.prof is not None:
+            if self.prof.device.type == "cuda":
+                torch.cuda.synchronize(self.prof.device)
+            self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        if self.prof is not None:
+            if self.prof.device.type == "cuda":
+                torch.cuda.synchronize(self.prof.device)
+            self.prof.totals[self.name] = self.prof.totals.get(self.name, 0.0) + time.perf_counter() - self.t0
+        return False
+
+

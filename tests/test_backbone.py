@@ -1,0 +1,187 @@
+from __future__ import annotations
+
+import json
+import shutil
+
+import open_clip
+import pytest
+import torch
+from torch.testing import assert_close
+from typer.testing import CliRunner
+
+from dualpt_cli.backbone import ModelSpec, load_backbone, select_precision
+from dualpt_cli.cli import app
+from dualpt_cli.errors import ModelLoadError
+from tiny_models import build_tiny_model
+
+runner = CliRunner()
+
+
+def _bb(spec: str, precision: str = "fp32"):
+    return load_backbone(ModelSpec(spec), device="cpu", precision=precision)
+
+
+def _images(bb, n: int = 3, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, bb.image_size, bb.image_size, generator=g)
+
+
+def test_global_feature_equals_encode_image(tiny_model):
+    bb = _bb(tiny_model)
+    x = _images(bb)
+    z, local = bb.encode_images(x)
+    assert_close(z, bb.model.encode_image(x))
+    assert local.shape == (3, bb.num_local, bb.embed_dim)
+    assert torch.isfinite(local).all()
+
+
+def test_local_feature_counts(tiny_rn, tiny_vit):
+    assert _bb(tiny_rn).num_local == 9  # 96 px / 32 = 3x3
+    assert _bb(tiny_vit).num_local == 16  # 64 px / patch 16 = 4x4
+
+
+def test_resnet_at_224_has_7x7_local_features(tmp_path):
+    spec = "local-dir:" + str(build_tiny_model("rn", tmp_path / "rn224", image_size=224))
+    bb = _bb(spec)
+    z, local = bb.encode_images(_images(bb, n=1))
+    assert local.shape[1] == 49 == bb.num_local
+
+
+def test_vit_local_features_are_projected_patch_tokens(tiny_vit):
+    bb = _bb(tiny_vit)
+    x = _images(bb, n=2)
+    visual = bb.model.visual
+    with torch.no_grad():
+        tokens = visual.transformer(visual._embeds(x))[:, 1:]
+        expected = visual.ln_post(tokens) @ visual.proj
+    assert_close(bb.encode_images(x)[1], expected)
+
+
+def test_text_path_equals_encode_text(tiny_model):
+    bb = _bb(tiny_model)
+    tokens = bb.tokenize(["a photo of a cat.", "a red circle", "x" * 3, "a much longer sentence about a dog"])
+    expected = bb.model.encode_text(tokens)
+    emb = bb.token_embeds(tokens)
+    eot = bb.eot_positions(tokens)
+    assert_close(bb.encode_text_embeds(emb, eot, truncate=False), expected)
+    assert_close(bb.encode_text_embeds(emb, eot, truncate=True), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_prefixed_text_equals_plain(tiny_model):
+    bb = _bb(tiny_model)
+    assert bb.supports_prefix_cache
+    G, n_ctx, W = 3, 4, bb.text_width
+    names = ["cat", "golden retriever", "red circle"]
+    tokens = bb.tokenize(["X " * n_ctx + n + "." for n in names])  # SOS, n_ctx placeholders, name, ., EOT
+    emb = bb.token_embeds(tokens)  # (C, 77, W)
+    eot = bb.eot_positions(tokens)
+    ctx = torch.randn(G, n_ctx, W, requires_grad=True)
+    prefix = torch.cat([emb[:1, :1].expand(G, 1, W), ctx], dim=1)  # (G, 1+n_ctx, W)
+    Lp, L = 1 + n_ctx, int(eot.max()) + 1
+    suffix = emb[:, Lp:L]  # (C, Ls, W)
+    fast = bb.encode_text_prefixed(prefix, suffix, eot)  # (G, C, d)
+
+    full = torch.cat([prefix.unsqueeze(1).expand(G, len(names), Lp, W),
+                      emb[:, Lp:].unsqueeze(0).expand(G, -1, -1, -1)], dim=2).reshape(G * len(names), -1, W)
+    plain = bb.encode_text_embeds(full, eot.repeat(G), truncate=False).reshape(G, len(names), -1)
+    assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+    (g_fast,) = torch.autograd.grad(fast.square().sum(), ctx)
+    (g_plain,) = torch.autograd.grad(plain.square().sum(), ctx)
+    assert_close(g_fast, g_plain, rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_features_close_to_fp32(tiny_rn):
+    x = torch.randn(2, 3, 96, 96)
+    z32, _ = _bb(tiny_rn).encode_images(x)
+    z16, l16 = _bb(tiny_rn, precision="bf16").encode_images(x)
+    assert z16.dtype == torch.float32 and torch.isfinite(l16).all()
+    assert torch.nn.functional.cosine_similarity(z32, z16).min() > 0.95
+
+
+def test_preprocess_from_model_config(tiny_vit):
+    bb = _bb(tiny_vit)
+    from PIL import Image
+
+    out = bb.eval_transform()(Image.new("RGB", (100, 80), "red"))
+    assert out.shape == (3, 64, 64)
+    assert bb.train_transform()(Image.new("RGB", (100, 80), "red")).shape == (3, 64, 64)
+
+
+def test_select_precision():
+    assert select_precision("fp32", torch.device("cpu")) == "fp32"
+    assert select_precision("auto", torch.device("cpu")) in ("bf16", "fp32")
+    with pytest.raises(ModelLoadError):
+        select_precision("fp8", torch.device("cpu"))
+    with pytest.raises(ModelLoadError):
+        select_precision("fp16", torch.device("cpu"))
+
+
+def test_local_dir_round_trip(tiny_vit, tmp_path):
+    folder = tmp_path / "copy"
+    shutil.copytree(tiny_vit.removeprefix("local-dir:"), folder)
+    a, b = _bb(tiny_vit), _bb(str(folder))  # a plain folder path is taken as local-dir
+    x = _images(a, n=1)
+    assert_close(a.encode_images(x)[0], b.encode_images(x)[0])
+    weights = folder / "open_clip_model.safetensors"
+    c = load_backbone(ModelSpec(str(weights)), device="cpu", precision="fp32")  # a weights file beside its config
+    assert_close(a.encode_images(x)[0], c.encode_images(x)[0])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "NoSuchNet-7"], "unknown model 'NoSuchNet-7'"),
+        (["--model", "local-dir:/definitely/missing"], "does not exist"),
+        (["--model", "RN50", "--pretrained", "bogus-tag"], "neither a weights file nor a tag"),
+        (["--model", "RN50", "--pretrained", "openai"], "cannot download weights"),
+        (["--device", "cuda:7"], "CUDA is not available"),
+    ],
+)
+def test_info_bad_model_clean_errors(args, message):
+    result = runner.invoke(app, ["info", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_corrupt_weights_clean_error(tiny_rn, tmp_path):
+    folder = tmp_path / "corrupt"
+    shutil.copytree(tiny_rn.removeprefix("local-dir:"), folder)
+    weights = folder / "open_clip_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    result = runner.invoke(app, ["info", "--model", f"local-dir:{folder}"])
+    assert result.exit_code == 2
+    assert "cannot load model" in result.output and "Traceback" not in result.output
+
+
+def test_missing_weights_in_local_dir(tiny_rn, tmp_path):
+    folder = tmp_path / "noweights"
+    folder.mkdir()
+    shutil.copy(tiny_rn.removeprefix("local-dir:") + "/open_clip_config.json", folder)
+    result = runner.invoke(app, ["info", "--model", f"local-dir:{folder}"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_info_table_and_json(tiny_vit):
+    result = runner.invoke(app, ["info", "--model", tiny_vit, "--precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    assert "local features" in result.output and "16 (4x4)" in result.output
+    result = runner.invoke(app, ["info", "--model", tiny_vit, "--json", "--device", "cpu"])
+    data = json.loads(result.stdout)
+    assert data["embedding size (d)"] == 32 and data["device"] == "cpu"
+
+
+def test_version_and_help():
+    assert runner.invoke(app, ["--version"]).output.startswith("dualpt ")
+    assert "info" in runner.invoke(app, ["--help"]).output
+
+
+def test_open_clip_not_imported_elsewhere():
+    from pathlib import Path
+
+    import dualpt_cli
+
+    pkg = Path(dualpt_cli.__file__).parent
+    users = [p.name for p in pkg.glob("*.py") if "open_clip" in p.read_text() and "import open_clip" in p.read_text()]
+    assert users == ["backbone.py"], users
+    assert open_clip  # tests may use it to build tiny models
