@@ -436,12 +436,12 @@ def save_prompts(project: Project, learner: PromptLearner, bb: Backbone, cfg: Tr
 
 def _ckpt_identity(cfg: TrainConfig) -> dict[str, Any]:
     """The config fields that must not change across --resume."""
-    keep = ("images", "shots", "val_shots", "model", "pretrained", "seed", "n_prompts", "n_ctx", "ctx_init",
+    keep = ("images", "shots", "val_shots", "seed", "n_prompts", "n_ctx", "ctx_init",
             "class_specific", "alpha", "beta", "lam", "llm_loss", "context", "epochs", "batch_size", "lr",
             "momentum", "weight_decay", "warmup_epochs", "warmup_lr", "aug_views", "outer_iters", "inner_iters",
             "tol", "description_template")
     d = asdict(cfg)
-    return {k: d[k] for k in keep}
+    return {"model": list(ModelSpec(cfg.model, cfg.pretrained).resolved()), **{k: d[k] for k in keep}}
 
 
 def _save_checkpoint(project: Project, cfg: TrainConfig, learner: PromptLearner, optimizer, epoch: int,

@@ -43,4 +43,4 @@ def print_json(obj: Any) -> None:
 def warn(message: str) -> None:
     from rich.markup import escape
 
-    err_console.print(f"[yellow]warning:[/] {escape(message)}")
+    err_console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)

@@ -1,0 +1,202 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.testing import assert_close
+from typer.testing import CliRunner
+
+from dualpt_cli.cli import app
+from dualpt_cli.promptfile import load_prompt_file
+from dualpt_cli.train import Callbacks, TrainConfig, epochs_for_shots, lr_at, run_training
+from imagegen import make_image_folder
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def images(tmp_path):
+    return make_image_folder(tmp_path / "images", per_class=4)
+
+
+def _cfg(images, model, project, **kw) -> TrainConfig:
+    base = dict(images=str(images), project=str(project), shots=2, epochs=3, model=model, pretrained="",
+                precision="fp32", device="cpu", aug_views=2, batch_size=4)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_train_cli_end_to_end(images, tiny_rn, tmp_path):
+    result = runner.invoke(app, ["train", str(images), "--shots", "2", "--model", tiny_rn, "--epochs", "6",
+                                 "--lr", "0.05", "--precision", "fp32", "--project", "proj", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["epochs"] == 6
+    log = [json.loads(line) for line in (tmp_path / "proj" / "train_log.jsonl").read_text().splitlines()]
+    assert len(log) == 6 and log[-1]["loss"] < log[0]["loss"]  # the loss falls
+    tensors, meta = load_prompt_file(tmp_path / "proj" / "prompts.safetensors")
+    assert tensors["ctx"].shape == (4, 16, 32)
+    assert tensors["class_features"].shape == (3, 4, 32)
+    assert_close(tensors["class_features"].norm(dim=-1), torch.ones(3, 4))
+    assert meta["class_folders"] == ["red", "green", "blue"] or sorted(meta["class_folders"]) == meta["class_folders"]
+    assert meta["n_prompts"] == 4 and meta["model"].startswith("local-dir:") and meta["beta"] == 0.0
+    split = json.loads((tmp_path / "proj" / "split.json").read_text())
+    assert all(len(v) == 2 for v in split["train"].values())
+    config = json.loads((tmp_path / "proj" / "run_config.json").read_text())
+    assert config["epochs"] == 6 and config["seed"] == 1
+
+
+def test_same_seed_gives_identical_prompts(images, tiny_vit, tmp_path):
+    a = run_training(_cfg(images, tiny_vit, tmp_path / "a"))
+    b = run_training(_cfg(images, tiny_vit, tmp_path / "b"))
+    ta, _ = load_prompt_file(a.prompt_file)
+    tb, _ = load_prompt_file(b.prompt_file)
+    assert torch.equal(ta["ctx"], tb["ctx"]) and torch.equal(ta["class_features"], tb["class_features"])
+    c = run_training(_cfg(images, tiny_vit, tmp_path / "c", seed=2))
+    assert not torch.equal(ta["ctx"], load_prompt_file(c.prompt_file)[0]["ctx"])
+
+
+class _StopAfter(Callbacks):
+    def __init__(self, epoch: int):
+        self.stop = epoch
+
+    def epoch_done(self, record):
+        if record["epoch"] == self.stop:
+            raise KeyboardInterrupt
+
+
+def test_resume_equals_uninterrupted(images, tiny_rn, tmp_path):
+    full = run_training(_cfg(images, tiny_rn, tmp_path / "full", epochs=4, val_shots=1))
+    cfg = _cfg(images, tiny_rn, tmp_path / "cut", epochs=4, val_shots=1)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg, _StopAfter(2))
+    assert not (tmp_path / "cut" / "prompts.safetensors").exists()
+    cfg.resume = True
+    resumed = run_training(cfg)
+    t_full, m_full = load_prompt_file(full.prompt_file)
+    t_res, m_res = load_prompt_file(resumed.prompt_file)
+    assert torch.equal(t_full["ctx"], t_res["ctx"])
+    assert m_full["best_epoch"] == m_res["best_epoch"]
+    log = (tmp_path / "cut" / "train_log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in log] == [1, 2, 3, 4]
+
+
+def test_resume_with_changed_options_is_refused(images, tiny_rn, tmp_path):
+    run_training(_cfg(images, tiny_rn, tmp_path / "p", epochs=1))
+    result = runner.invoke(app, ["train", str(images), "--shots", "2", "--model", tiny_rn, "--epochs", "1",
+                                 "--alpha", "0.5", "--project", str(tmp_path / "p"), "--resume"])
+    assert result.exit_code == 2 and "alpha was 0.2" in result.output
+
+
+def test_resume_without_checkpoint(images, tiny_rn):
+    result = runner.invoke(app, ["train", str(images), "--model", tiny_rn, "--resume"])
+    assert result.exit_code == 2 and "no checkpoint" in result.output
+
+
+def test_corrupt_image_is_skipped(images, tiny_rn, tmp_path):
+    (images / "red" / "red_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (images / "green" / "empty.jpg").write_bytes(b"")
+    result = runner.invoke(app, ["train", str(images), "--shots", "all", "--model", tiny_rn, "--epochs", "1",
+                                 "--precision", "fp32", "--project", "p"])
+    assert result.exit_code == 0, result.output
+    assert "red_broken.png" in result.output and "empty.jpg" in result.output
+
+
+def test_one_shot_five_classes_keeps_partial_batch(tmp_path, tiny_rn):
+    images = make_image_folder(tmp_path / "five", classes=["red", "green", "blue", "yellow", "purple"], per_class=1)
+    result = run_training(_cfg(images, tiny_rn, tmp_path / "p", shots=1, epochs=2, batch_size=32))
+    assert result.epochs == 2 and result.train_acc == result.train_acc  # a number, not NaN: the batch ran
+
+
+def test_descriptions_are_used(images, tiny_rn, tmp_path):
+    project = tmp_path / "p"
+    project.mkdir()
+    doc = {"format": "dualpt-descriptions/1", "classes": [
+        {"folder": f, "name": f"{f} thing", "phrases": [f"{f} colour", "round shape"], "status": "ok"}
+        for f in ("blue", "green", "red")]}
+    (project / "descriptions.json").write_text(json.dumps(doc))
+    result = run_training(_cfg(images, tiny_rn, project, epochs=2))
+    _, meta = load_prompt_file(result.prompt_file)
+    assert meta["beta"] == 0.2 and meta["llm_context"]
+    assert set(meta["class_names"]) == {"blue thing", "green thing", "red thing"}
+    log = [json.loads(line) for line in (project / "train_log.jsonl").read_text().splitlines()]
+    assert log[0]["loss_llm"] > 0
+
+
+@pytest.mark.parametrize("llm_loss", ["wd", "ce"])
+def test_llm_loss_ablations_run(images, tiny_rn, tmp_path, llm_loss):
+    project = tmp_path / "p"
+    project.mkdir()
+    doc = {"format": "dualpt-descriptions/1", "classes": [
+        {"folder": f, "name": f, "phrases": [f"{f} colour"], "status": "ok"} for f in ("blue", "green", "red")]}
+    (project / "descriptions.json").write_text(json.dumps(doc))
+    result = run_training(_cfg(images, tiny_rn, project, epochs=1, llm_loss=llm_loss))
+    assert result.loss == result.loss
+
+
+def test_class_specific_and_ctx_init(images, tiny_rn, tmp_path):
+    result = run_training(_cfg(images, tiny_rn, tmp_path / "p", epochs=1, class_specific=True,
+                               ctx_init="a photo of a", n_prompts=2, n_ctx=6))
+    tensors, meta = load_prompt_file(result.prompt_file)
+    assert tensors["ctx"].shape == (3, 2, 6, 32) and meta["class_specific"]
+
+
+def test_feature_cache_is_reused(images, tiny_rn, tmp_path, monkeypatch):
+    run_training(_cfg(images, tiny_rn, tmp_path / "p", epochs=1))
+    from dualpt_cli.backbone import Backbone
+
+    def boom(self, x):
+        raise AssertionError("encoded again despite the cache")
+
+    monkeypatch.setattr(Backbone, "encode_images", boom)
+    run_training(_cfg(images, tiny_rn, tmp_path / "p", epochs=1))
+
+
+@pytest.mark.parametrize(
+    ("setup", "args", "message"),
+    [
+        ("empty_class", [], "no images"),
+        ("no_classes", [], "no class sub-folders"),
+        ("missing", [], "does not exist"),
+        ("ok", ["--shots", "0"], "must be at least 1"),
+        ("ok", ["--shots", "many"], "expected a number"),
+        ("ok", ["--alpha", "2"], "--alpha must be in [0, 1]"),
+        ("ok", ["--llm-loss", "kl"], "--llm-loss must be one of"),
+        ("ok", ["--context", "llm"], "no descriptions"),
+        ("ok", ["--ctx-init", "a b c d e f g h i j k l m n o p q r s"], "--ctx-init"),
+    ],
+)
+def test_bad_input_clean_errors(tmp_path, tiny_rn, setup, args, message):
+    root = tmp_path / "data"
+    if setup != "missing":
+        make_image_folder(root, per_class=2)
+    if setup == "empty_class":
+        (root / "zebra").mkdir()
+    if setup == "no_classes":
+        for sub in root.iterdir():
+            for f in sub.iterdir():
+                f.unlink()
+            sub.rmdir()
+    result = runner.invoke(app, ["train", str(root), "--model", tiny_rn, "--epochs", "1", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_shots_larger_than_classes_warns(images, tiny_rn):
+    result = runner.invoke(app, ["train", str(images), "--shots", "50", "--model", tiny_rn, "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    assert "has only 4 training image(s) for --shots 50" in result.output
+
+
+def test_schedule():
+    assert [epochs_for_shots(s) for s in (1, 2, 4, 8, 16, None)] == [50, 100, 100, 200, 200, 200]
+    cfg = TrainConfig(images=".")
+    assert lr_at(0, cfg, 10) == 1e-5
+    assert lr_at(1, cfg, 10) == pytest.approx(0.5 * 0.002 * (1 + 0.9510565163))
+    assert lr_at(9, cfg, 10) < lr_at(5, cfg, 10) < lr_at(1, cfg, 10)
+
+
+def test_profile_reports_phases(images, tiny_rn, tmp_path):
+    result = run_training(_cfg(images, tiny_rn, tmp_path / "p", epochs=1, profile=True))
+    assert {"text", "matching", "backward", "optimizer"} <= set(result.profile)
