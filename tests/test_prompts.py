@@ -34,8 +34,8 @@ def _run(learner, Z, prefix: bool, truncate: bool, chunk: int = 0):
                                                            (True, True, 2), (False, False, 3)])
 def test_shortcuts_equal_plain_path(tiny_model, prefix, truncate, chunk):
     learner = _learner(tiny_model)
-    Z = F.normalize(torch.randn(5, learner.bb.num_local, learner.bb.embed_dim, generator=torch.Generator().manual_seed(1)),
-                    dim=-1)
+    gen = torch.Generator().manual_seed(1)
+    Z = F.normalize(torch.randn(5, learner.bb.num_local, learner.bb.embed_dim, generator=gen), dim=-1)
     W0, logits0, grad0 = _run(learner, Z, prefix=False, truncate=False)  # the plain 77-token path
     W1, logits1, grad1 = _run(learner, Z, prefix=prefix, truncate=truncate, chunk=chunk)
     assert_close(W1, W0, rtol=1e-5, atol=1e-6)

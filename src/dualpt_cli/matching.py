@@ -24,6 +24,7 @@ Z: (B, 1, N, d) with W: (1, K, M, d) gives plans of shape (B, K, N, M) without c
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -92,8 +93,7 @@ def _log_sinkhorn(log_K: Tensor, max_iters: int, tol: float, check_every: int) -
     if max_iters < 1:
         raise ValueError(f"Sinkhorn needs at least one iteration, got {max_iters}")
     N, M = log_K.shape[-2:]
-    log_p, log_q = -torch.log(torch.tensor(float(N))), -torch.log(torch.tensor(float(M)))
-    log_p, log_q = log_p.to(log_K), log_q.to(log_K)
+    log_p, log_q = -math.log(N), -math.log(M)
     log_b = torch.zeros(log_K.shape[:-2] + (M,), dtype=log_K.dtype, device=log_K.device)  # (..., M)
     log_a = None
     n_iters = 0

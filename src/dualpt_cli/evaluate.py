@@ -1,0 +1,315 @@
+"""Accuracy of trained prompts (and of zero-shot CLIP) on a labelled ImageFolder.
+
+Metrics are pure functions of a logits matrix and labels: top-1/top-5, per-class accuracy, the most
+confused (true, predicted) pairs, and for base-to-new splits the accuracy on base classes among base
+classes (B), on new classes among new classes (N) and their harmonic mean H = 2BN / (B + N) (CoCoOp's
+protocol). Images are encoded once; DUAL-PT uses the local features, zero-shot the global ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .backbone import Backbone, ModelSpec, load_backbone
+from .data import scan_image_folder
+from .errors import DataError, PartialFailure, PromptFileError
+from .predict import Classifier, find_trained, image_batches, prompt_path, trained_entries
+from .project import ClassEntry, parse_class_list, readable_name
+from .promptfile import load_prompt_file
+
+ZERO_SHOT_TEMPLATE = "a photo of a {}."
+
+
+# ---------------------------------------------------------------------------------------------------------
+# metrics
+
+
+def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+    """Share of rows whose label is among the ``k`` largest logits; logits (I, K), labels (I,)."""
+    if len(labels) == 0:
+        return float("nan")
+    top = logits.topk(min(k, logits.shape[1]), dim=1).indices  # (I, k)
+    return float((top == labels[:, None]).any(dim=1).float().mean())
+
+
+def confusion_matrix(pred: torch.Tensor, labels: torch.Tensor, K: int) -> torch.Tensor:
+    """(K, K) counts, rows = true class, columns = predicted class."""
+    return torch.bincount(labels * K + pred, minlength=K * K).reshape(K, K)
+
+
+def split_accuracy(logits: torch.Tensor, labels: torch.Tensor, members: torch.Tensor) -> tuple[float, int]:
+    """Top-1 accuracy on images of ``members`` classes, choosing among those classes only.
+
+    Args:
+        logits: (I, K); labels: (I,); members: (K,) bool.
+    Returns:
+        (accuracy, number of images); accuracy is NaN without images.
+    """
+    rows = members[labels]  # (I,)
+    if not bool(rows.any()):
+        return float("nan"), 0
+    cols = members.nonzero().flatten()  # (K_s,)
+    remap = torch.full((len(members),), -1, dtype=torch.long)
+    remap[cols] = torch.arange(len(cols))
+    return topk_accuracy(logits[rows][:, cols], remap[labels[rows]], 1), int(rows.sum())
+
+
+def harmonic_mean(b: float, n: float) -> float:
+    return 0.0 if b + n == 0 else 2 * b * n / (b + n)
+
+
+def metrics(logits: torch.Tensor, labels: torch.Tensor, classes: list[ClassEntry], base: torch.Tensor | None = None,
+            top_confused: int = 10) -> dict[str, Any]:
+    """Everything ``dualpt eval`` reports for one classifier.
+
+    Args:
+        logits: (I, K) scores of I images over K classes.
+        labels: (I,) true class indices.
+        classes: the K classes.
+        base: (K,) bool, the trained classes, when some classes are new (base-to-new); else None.
+        top_confused: how many confused pairs to list.
+    """
+    logits, labels = logits.float().cpu(), labels.long().cpu()
+    K = len(classes)
+    pred = logits.argmax(dim=1)
+    cm = confusion_matrix(pred, labels, K)  # (K, K)
+    per_class = []
+    for k, c in enumerate(classes):
+        n = int(cm[k].sum())
+        if n:
+            per_class.append({"class": c.name, "folder": c.folder, "images": n, "correct": int(cm[k, k]),
+                              "accuracy": int(cm[k, k]) / n})
+    off = cm.clone()
+    off.fill_diagonal_(0)
+    counts, flat = off.flatten().sort(descending=True)
+    confused = []
+    for count, i in zip(counts.tolist()[:top_confused], flat.tolist()[:top_confused]):
+        if count == 0:
+            break
+        t, p = divmod(i, K)
+        confused.append({"true": classes[t].name, "predicted": classes[p].name, "count": count,
+                         "share_of_true": count / int(cm[t].sum())})
+    out = {"images": len(labels), "classes": K, "top1": topk_accuracy(logits, labels, 1),
+           "top5": topk_accuracy(logits, labels, 5), "top5_k": min(5, K), "per_class": per_class,
+           "confused": confused}
+    if base is not None and bool(base.any()) and not bool(base.all()):
+        b, nb = split_accuracy(logits, labels, base)
+        n, nn_ = split_accuracy(logits, labels, ~base)
+        out["base"] = {"classes": int(base.sum()), "images": nb, "accuracy": b}
+        out["new"] = {"classes": int((~base).sum()), "images": nn_, "accuracy": n}
+        out["H"] = harmonic_mean(b, n) if nb and nn_ else None
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# zero-shot CLIP
+
+
+class ZeroShotClassifier:
+    """Plain CLIP: ``logit_scale * cos(z, t_k)`` with t_k the text feature of "a photo of a {class}."."""
+
+    def __init__(self, bb: Backbone, class_names: list[str], template: str = ZERO_SHOT_TEMPLATE):
+        self.bb = bb
+        with torch.no_grad():
+            self.text = bb.encode_texts([template.format(name) for name in class_names])  # (K, d)
+
+    def logits_from_global(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, K) logits from global image features z (B, d)."""
+        return self.bb.logit_scale * F.normalize(z.float(), dim=-1) @ self.text.float().T
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the command
+
+
+@dataclass
+class EvalConfig:
+    """Everything ``dualpt eval`` needs."""
+
+    images: str  # ImageFolder: one sub-folder per class
+    project: str | None = None  # project whose prompts.safetensors to evaluate
+    prompts: str | None = None  # a prompt file (wins over project)
+    classes: str | None = None  # class list for folders that are not trained classes (base-to-new)
+    zero_shot: bool = False  # also (or, without a prompt file, only) evaluate plain CLIP
+    model: str | None = None  # model override, or the CLIP for --zero-shot without a prompt file
+    pretrained: str | None = None
+    batch_size: int = 64
+    workers: int | None = None  # DataLoader worker processes (None: min(4, CPUs))
+    device: str = "auto"
+    precision: str = "auto"
+    top_confused: int = 10  # confused pairs listed
+    template: str = ZERO_SHOT_TEMPLATE  # zero-shot prompt
+
+
+@dataclass
+class EvalResult:
+    images: str
+    prompt_file: str | None
+    model: str
+    classes: list[ClassEntry]
+    results: dict[str, dict[str, Any]]  # "dualpt" and/or "zero_shot" -> metrics()
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (image, reason)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"images": self.images, "prompt_file": self.prompt_file, "model": self.model,
+               "classes": [c.name for c in self.classes], **self.results,
+               "failed": [{"image": p, "error": e} for p, e in self.failed]}
+        if len(self.results) == 2:
+            out["gain_top1"] = self.results["dualpt"]["top1"] - self.results["zero_shot"]["top1"]
+        return out
+
+
+def class_set(folders: list[str], trained: list[ClassEntry] | None, extra: list[ClassEntry],
+              source: str) -> tuple[list[ClassEntry], list[int], torch.Tensor | None]:
+    """Classes to score, each folder's class index, and the base mask (None when nothing is new).
+
+    With a prompt file, the classes are the trained ones plus the new ones of ``--classes``; without one,
+    the ``--classes`` list or else the folders with readable names.
+    """
+    if trained is not None:
+        classes = trained + [c for c in extra if find_trained(c, trained) is None]
+    else:
+        classes = extra or [ClassEntry(folder=f, name=readable_name(f)) for f in folders]
+    index = [find_trained(ClassEntry(folder=f, name=readable_name(f)), classes) for f in folders]
+    unknown = [f for f, i in zip(folders, index) if i is None]
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        raise DataError(f"folder(s) {shown} are not among the classes of {source}; list them in a class file "
+                        "and pass it with --classes (new classes are encoded from the learned context)")
+    base = None
+    if trained is not None and len(classes) > len(trained):
+        base = torch.tensor([i < len(trained) for i in range(len(classes))])
+    return classes, index, base
+
+
+def evaluate_folder(cfg: EvalConfig) -> EvalResult:
+    """Score every image of ``cfg.images`` with the prompts (and zero-shot CLIP with ``cfg.zero_shot``)."""
+    if cfg.batch_size < 1:
+        raise DataError(f"--batch-size must be >= 1, got {cfg.batch_size}")
+    folders = scan_image_folder(cfg.images)
+    extra = parse_class_list(cfg.classes) if cfg.classes else []
+    path = prompt_path(cfg.prompts, cfg.project)
+    use_prompts = not cfg.zero_shot or cfg.prompts is not None or path.is_file()
+    if not use_prompts and cfg.model is None:
+        raise PromptFileError(f"--zero-shot without a prompt file needs --model (no {path}); name the CLIP to "
+                              "evaluate, e.g. --model RN50")
+    clf = None
+    if use_prompts:
+        _, meta = load_prompt_file(path)
+        classes, index, base = class_set(list(folders), trained_entries(meta), extra, str(path))
+        clf = Classifier.from_prompt_file(path, cfg.model, device=cfg.device, precision=cfg.precision,
+                                          classes=classes, batch_size=cfg.batch_size, pretrained=cfg.pretrained)
+        bb = clf.bb
+    else:
+        classes, index, base = class_set(list(folders), None, extra, cfg.classes or str(cfg.images))
+        bb = load_backbone(ModelSpec(cfg.model, cfg.pretrained or "openai"), cfg.device, cfg.precision)
+    zs = ZeroShotClassifier(bb, [c.name for c in classes], cfg.template) if cfg.zero_shot else None
+
+    paths = [p for files in folders.values() for p in files]
+    labels = torch.tensor([index[k] for k, files in enumerate(folders.values()) for _ in files])
+    scores = run_images(bb, clf, zs, paths, cfg)
+    kept = torch.tensor(scores["kept"], dtype=torch.long)
+    results = {name: metrics(torch.cat(scores[name]), labels[kept], classes, base, cfg.top_confused)
+               for name in ("dualpt", "zero_shot") if scores[name]}
+    if not results:
+        raise DataError(f"no image in {cfg.images} could be read")
+    return EvalResult(images=str(cfg.images), prompt_file=str(path) if clf else None, model=bb.spec.label,
+                      classes=classes, results=results, failed=scores["failed"])
+
+
+def run_images(bb: Backbone, clf: Classifier | None, zs: ZeroShotClassifier | None, paths: list[Path],
+               cfg: EvalConfig) -> dict[str, list]:
+    """Encode each image once; logits of each classifier, indices of the images kept, failures."""
+    from . import ui
+
+    out: dict[str, list] = {"dualpt": [], "zero_shot": [], "kept": [], "failed": []}
+    with ui.progress(transient=True) as bar:
+        task = bar.add_task("evaluating", total=len(paths), status="", visible=len(paths) > cfg.batch_size)
+        for batch in image_batches(paths, bb.eval_transform(), cfg.batch_size, cfg.workers,
+                                   pin_memory=bb.device.type == "cuda"):
+            out["failed"] += [(str(paths[i]), e) for i, e in batch.errors.items()]
+            if batch.pixels is not None:
+                z, Z = bb.encode_images(batch.pixels)  # (b, d), (b, N, d)
+                if clf is not None:
+                    out["dualpt"].append(clf.logits_from_local(Z).cpu())
+                if zs is not None:
+                    out["zero_shot"].append(zs.logits_from_global(z).cpu())
+                out["kept"] += batch.ok
+            bar.advance(task, len(batch.indices))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# report
+
+TITLES = {"dualpt": "DUAL-PT", "zero_shot": "zero-shot CLIP"}
+
+
+def report(result: EvalResult, json_out: bool = False) -> None:
+    """Print the result (tables, or JSON); :class:`PartialFailure` afterwards if an image failed."""
+    from . import ui
+
+    if json_out:
+        ui.print_json(result.to_json())
+    else:
+        _print_tables(result)
+    for image, error in result.failed:
+        ui.warn(f"{image}: {error}")
+    if result.failed:
+        raise PartialFailure(f"{len(result.failed)} image(s) could not be read and were left out of the accuracy")
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None or x != x else f"{x:.1%}"
+
+
+def _print_tables(result: EvalResult) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from .ui import console
+
+    first = next(iter(result.results.values()))
+    split = "H" in first
+    summary = Table(title=f"{escape(result.images)}: {first['images']} images, {first['classes']} classes "
+                    f"({escape(result.model)})")
+    summary.add_column("method")
+    summary.add_column("top-1", justify="right")
+    summary.add_column(f"top-{first['top5_k']}", justify="right")
+    if split:
+        for col in ("base", "new", "H"):
+            summary.add_column(col, justify="right")
+    for name, m in result.results.items():
+        cells = [TITLES[name], _pct(m["top1"]), _pct(m["top5"])]
+        if split:
+            cells += [_pct(m["base"]["accuracy"]), _pct(m["new"]["accuracy"]), _pct(m["H"])]
+        summary.add_row(*cells)
+    console.print(summary)
+    if len(result.results) == 2:
+        gain = result.results["dualpt"]["top1"] - result.results["zero_shot"]["top1"]
+        console.print(f"gain from training: {gain * 100:+.1f} points top-1")
+
+    per = Table(title="per class")
+    per.add_column("class")
+    per.add_column("images", justify="right")
+    for name in result.results:
+        per.add_column(TITLES[name], justify="right")
+    rows = {name: {r["class"]: r for r in m["per_class"]} for name, m in result.results.items()}
+    for r in first["per_class"]:
+        per.add_row(escape(r["class"]), str(r["images"]), *[_pct(rows[n][r["class"]]["accuracy"]) for n in rows])
+    console.print(per)
+
+    main = "dualpt" if "dualpt" in result.results else "zero_shot"
+    confused = result.results[main]["confused"]
+    if confused:
+        pairs = Table(title=f"most confused ({TITLES[main]})")
+        for col in ("true class", "predicted as", "images", "share"):
+            pairs.add_column(col, justify="right" if col in ("images", "share") else "left")
+        for c in confused:
+            pairs.add_row(escape(c["true"]), escape(c["predicted"]), str(c["count"]), _pct(c["share_of_true"]))
+        console.print(pairs)
