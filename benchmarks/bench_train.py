@@ -109,6 +109,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--inline", action="store_true",
                    help="run every part in this process (faster start; peak RSS is then the process's so far)")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    p.add_argument("--save", default=None, help="also write the results as JSON to this file")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--_data", default=None, help=argparse.SUPPRESS)
@@ -494,6 +495,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.memory_unchunked:
             results["memory"].append(run_part("memory", args, argv, None, 0))
     results["summary"] = summarise(args, results)
+    if args.save:
+        Path(args.save).write_text(json.dumps(results, indent=2))
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -550,7 +553,7 @@ def print_tables(r: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    con = Console()
+    con = Console(width=max(Console().width, 132))
     env, sc, s = r["environment"], r["scenario"], r["summary"]
     con.print(f"[bold]{r['command']}[/bold]")
     con.print(f"device {env['device']} ({env['device_name']}), {env['cpu_threads']} CPU threads, "

@@ -27,7 +27,8 @@ def _cfg(images, model, project, **kw) -> TrainConfig:
 
 
 def test_train_cli_end_to_end(images, tiny_rn, tmp_path):
-    result = runner.invoke(app, ["train", str(images), "--shots", "2", "--model", tiny_rn, "--epochs", "6",
+    assert images == tmp_path / "images"  # the test runs in tmp_path: pass the folder relative, as users do
+    result = runner.invoke(app, ["train", "images", "--shots", "2", "--model", tiny_rn, "--epochs", "6",
                                  "--lr", "0.05", "--precision", "fp32", "--project", "proj", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)

@@ -237,5 +237,95 @@ def train(
     report(result, json_out=json_out)
 
 
+# ---------------------------------------------------------------------------------------------------------
+# predict and eval
+
+PromptsOpt = Annotated[
+    str | None,
+    typer.Option("--prompts", help="Prompt file to use (instead of the project's prompts.safetensors)."),
+]
+ClassesOpt = Annotated[
+    str | None,
+    typer.Option("--classes", help="Class list (one a line, or 'folder: name'); classes not trained are encoded "
+                 "from the learned context (base-to-new), no LLM needed."),
+]
+OverrideModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", "-m", help="Load the CLIP from here instead of the one named in the prompt file "
+                 "(must be the same model).", show_default="the prompt file's"),
+]
+OverridePretrainedOpt = Annotated[
+    str | None, typer.Option("--pretrained", help="Pretrained tag or weights file.", show_default="the prompt file's")
+]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")]
+WorkersOpt = Annotated[
+    int | None, typer.Option("--workers", min=0, help="Image decoding processes.", show_default="min(4, CPUs)")
+]
+
+
+@app.command()
+def predict(
+    images: Annotated[list[str], typer.Argument(metavar="IMAGES...", help="Image files, folders or globs.")],
+    project: ProjectOpt = None,
+    prompts: PromptsOpt = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes listed per image.")] = 5,
+    fmt: Annotated[str | None, typer.Option("--format", "-f", help="table, json, jsonl or csv.",
+                                            show_default="from --output's extension, else table")] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Write to this file (atomically).",
+                                               show_default="stdout")] = None,
+    batch_size: BatchOpt = 64,
+    classes: ClassesOpt = None,
+    model: OverrideModelOpt = None,
+    pretrained: OverridePretrainedOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    workers: WorkersOpt = None,
+) -> None:
+    """Classify images with the trained prompts: top-k classes and probabilities per image.
+
+    Example: dualpt predict photos/ --top-k 3 --format csv --output predictions.csv
+
+    Needs only the prompt file and the CLIP it names. Unreadable images get an error row and exit code 1.
+    """
+    from .predict import PredictConfig, run_predict
+
+    run_predict(PredictConfig(
+        inputs=images, project=project, prompts=prompts, top_k=top_k, fmt=fmt, output=output,
+        batch_size=batch_size, workers=workers, classes=classes, model=model, pretrained=pretrained,
+        device=device, precision=precision,
+    ))  # fmt: skip
+
+
+@app.command("eval")
+def eval_(
+    images: Annotated[str, typer.Argument(metavar="IMAGES", help="ImageFolder: one sub-folder of images per class.")],
+    project: ProjectOpt = None,
+    prompts: PromptsOpt = None,
+    classes: ClassesOpt = None,
+    zero_shot: Annotated[bool, typer.Option("--zero-shot", help="Also evaluate plain CLIP ('a photo of a "
+                                            "{class}.'); with --model it needs no prompt file.")] = False,
+    model: OverrideModelOpt = None,
+    pretrained: OverridePretrainedOpt = None,
+    batch_size: BatchOpt = 64,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    workers: WorkersOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Accuracy of the trained prompts on labelled images: top-1/top-5, per class, confused pairs.
+
+    Example: dualpt eval ./test_images --zero-shot
+
+    Folder names must be trained classes, or listed in --classes (then base, new and H are reported).
+    """
+    from .evaluate import EvalConfig, evaluate_folder, report
+
+    cfg = EvalConfig(
+        images=images, project=project, prompts=prompts, classes=classes, zero_shot=zero_shot, model=model,
+        pretrained=pretrained, batch_size=batch_size, workers=workers, device=device, precision=precision,
+    )  # fmt: skip
+    report(evaluate_folder(cfg), json_out=json_out)
+
+
 def main() -> None:
     app()

@@ -111,9 +111,7 @@ def _log_sinkhorn(log_K: Tensor, max_iters: int, tol: float, check_every: int) -
 
 
 @torch.no_grad()
-def sinkhorn_plan(
-    C: Tensor, lam: float = 0.1, *, iters: int = 100, tol: float = 1e-2, check_every: int = 5
-) -> Tensor:
+def sinkhorn_plan(C: Tensor, lam: float = 0.1, *, iters: int = 100, tol: float = 1e-2, check_every: int = 5) -> Tensor:
     """Entropic OT plan with uniform marginals p = 1/N, q = 1/M (no gradient).
 
     Args:
@@ -157,9 +155,12 @@ def fgw_plan(
     from b = 1 and stops by PLOT's rule: mean |a - a'| < ``tol`` for every instance, checked every
     ``check_every`` iterations, or after ``inner_iters``. With alpha = 0 the cost does not depend on T,
     so a single outer iteration is run (PLOT). Defaults: alpha 0.2, lam 0.1 (PLOT's eps), inner
-    iterations and tol as PLOT (<= 100, 1e-2). The fixed point contracts quickly at these settings:
-    the Gromov term changes C by at most 2 alpha ||T - T'||_1, so 10 outer iterations with the
-    1e-4 early stop leave the class scores within about 1e-4 of the converged ones.
+    iterations and tol as PLOT (<= 100, 1e-2). Why 10 outer iterations: a plan step of L1 size
+    outer_tol moves every score s = <T, cos> by at most outer_tol, and at the defaults the fixed point
+    is reached in 3-4 iterations on synthetic CLIP-like features (cosines 0.4-0.7; scores within 1e-6
+    of the fully converged ones), so 10 is a cap with headroom. More iterations are needed for alpha
+    near 1 with small lam (hundreds to reach 1e-13 in float64 at alpha = 1, lam = 0.05); the returned
+    ``stats.converged`` says whether the cap was hit.
 
     Args:
         C_wd: node cost 1 - cos(Z, W), shape (..., N, M).
@@ -195,8 +196,9 @@ def fgw_plan(
         C_zw = (C_z**2).mean(-1).unsqueeze(-1) + (C_w**2).mean(-1).unsqueeze(-2)  # (..., N, M)
         node = (1.0 - alpha) * C_wd  # (..., N, M)
         T = torch.full(batch + (N, M), 1.0 / (N * M), dtype=dtype, device=C_wd.device)  # p q^T
-        n_inner, converged, it = 0, False, 0
-        for it in range(1, outer_iters + 1):
+        n_outer, n_inner, converged = 0, 0, False
+        while n_outer < outer_iters:
+            n_outer += 1
             CT = torch.einsum("...nk,...km->...nm", C_z, T)  # (..., N, M), C_z is not expanded per class
             C_gwd = C_zw - 2.0 * torch.einsum("...nl,...ml->...nm", CT, C_w)  # (..., N, M)
             T_prev = T
@@ -207,7 +209,7 @@ def fgw_plan(
                 if bool((change < outer_tol).all()):
                     converged = True
                     break
-    return T, MatchingStats(outer_iters=it, inner_iters=n_inner, converged=converged)
+    return T, MatchingStats(outer_iters=n_outer, inner_iters=n_inner, converged=converged)
 
 
 def graph_matching_plan(

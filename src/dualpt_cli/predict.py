@@ -87,8 +87,8 @@ class Classifier:
         self.trained = trained  # per class: True when its features come from the prompt file
         self.source = source
         K, M = W.shape[:2]
-        chunk = max(1, MATCH_BUDGET // (batch_size * bb.num_local * M)) if batch_size * K * bb.num_local * M > \
-            MATCH_BUDGET else None
+        per_class = batch_size * bb.num_local * M  # elements of the (B, 1, N, M) similarity slice of one class
+        chunk = max(1, MATCH_BUDGET // per_class) if K * per_class > MATCH_BUDGET else None  # None: all at once
         self.objective = matching_objective(meta, chunk)
 
     @property

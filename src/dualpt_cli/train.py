@@ -254,14 +254,14 @@ def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks
     """Scan, sample, record the split, and encode (or load cached) features of the chosen images."""
     from .describe import load_descriptions
 
-    folders = scan_image_folder(cfg.images)
+    root = Path(cfg.images).expanduser().resolve()
+    folders = scan_image_folder(root)
     stored = load_descriptions(project) if cfg.context != "none" else None
     known = [_entry(c) for c in stored] if stored else None
     classes = class_entries(list(folders), known)
     train, val, notes = few_shot_split(folders, cfg.shots, cfg.seed, cfg.val_shots)
     for note in notes:
         cb.warn(note)
-    root = Path(cfg.images).resolve()
     split = {"images": str(root), "seed": cfg.seed, "shots": cfg.shots, "val_shots": cfg.val_shots,
              "classes": [{"folder": c.folder, "name": c.name} for c in classes],
              "train": {f: [str(p.relative_to(root)) for p in train[f]] for f in folders},

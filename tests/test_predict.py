@@ -1,0 +1,315 @@
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import open_clip
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch.testing import assert_close
+from typer.testing import CliRunner
+
+from dualpt_cli.backbone import ModelSpec, load_backbone
+from dualpt_cli.cli import app
+from dualpt_cli.data import load_image
+from dualpt_cli.errors import DataError
+from dualpt_cli.features import EVAL_VIEW, encode_views
+from dualpt_cli.predict import (
+    Classifier,
+    JsonlWriter,
+    collate_with_errors,
+    encode_new_classes,
+    expand_inputs,
+    image_batches,
+    make_row,
+)
+from dualpt_cli.project import ClassEntry, resolve_project
+from dualpt_cli.promptfile import PROMPT_FORMAT, load_prompt_file, read_safetensors, write_safetensors
+from dualpt_cli.prompts import PromptLearner
+from dualpt_cli.train import Callbacks, TrainConfig, build_objective, run_training
+from imagegen import make_image_folder, write_corrupt_image
+from tiny_models import CONFIGS, PREPROCESS_CFG, build_tiny_model
+
+runner = CliRunner()
+TRAINED_CLASSES = ["red", "green", "blue"]
+_TRAINED: dict[str, tuple[Path, TrainConfig]] = {}
+
+
+def trained_project(tmp_path_factory, model: str) -> tuple[Path, TrainConfig]:
+    """Train tiny prompts once per model for all predict/eval tests: (folder with images/ and proj/, config)."""
+    if model not in _TRAINED:
+        root = tmp_path_factory.mktemp("trained")
+        images = make_image_folder(root / "images", classes=TRAINED_CLASSES, per_class=3)
+        cfg = TrainConfig(images=str(images), project=str(root / "proj"), shots=2, epochs=2, model=model,
+                          pretrained="", precision="fp32", device="cpu", n_ctx=4, aug_views=2, batch_size=4)
+        run_training(cfg)
+        _TRAINED[model] = (root, cfg)
+    return _TRAINED[model]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_rn):
+    return trained_project(tmp_path_factory, tiny_rn)
+
+
+@pytest.fixture
+def prompts(trained) -> str:
+    return str(trained[0] / "proj" / "prompts.safetensors")
+
+
+@pytest.fixture
+def test_images(tmp_path) -> Path:
+    return make_image_folder(tmp_path / "test", classes=TRAINED_CLASSES, per_class=2, seed=7)
+
+
+def _pixels(bb, paths) -> torch.Tensor:
+    tf = bb.eval_transform()
+    return torch.stack([tf(load_image(p)) for p in paths])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the same logits as training
+
+
+@pytest.mark.parametrize("kind", ["rn", "vit"])
+def test_predict_reproduces_training_logits(kind, tmp_path_factory, tiny_rn, tiny_vit, test_images):
+    model = {"rn": tiny_rn, "vit": tiny_vit}[kind]
+    root, cfg = trained_project(tmp_path_factory, model)
+    tensors, meta = load_prompt_file(root / "proj" / "prompts.safetensors")
+    bb = load_backbone(ModelSpec(model, ""), device="cpu", precision="fp32")
+    classes = [ClassEntry(f, n) for f, n in zip(meta["class_folders"], meta["class_names"])]
+
+    # training's own pieces: the learner with the learned context, the objective, eval-view features
+    learner = PromptLearner(bb, meta["class_names"], cfg.n_prompts, cfg.n_ctx, cfg.ctx_init, cfg.class_specific)
+    with torch.no_grad():
+        learner.ctx.copy_(tensors["ctx"])
+        W = learner()  # (K, M, d)
+    objective = build_objective(cfg, resolve_project(cfg.project), bb, SimpleNamespace(classes=classes),
+                                Callbacks())
+    paths = sorted(test_images.rglob("*.png"))
+    fs = encode_views(bb, paths, [EVAL_VIEW], cache_dir=None)
+    with torch.no_grad(), bb.autocast():
+        expected = objective.logits(fs.local[:, 0], W)  # (I, K)
+
+    clf = Classifier.from_prompt_file(root / "proj" / "prompts.safetensors", device="cpu", precision="fp32")
+    assert clf.class_names == TRAINED_CLASSES or sorted(clf.class_names) == sorted(TRAINED_CLASSES)
+    assert_close(clf.logits(_pixels(clf.bb, paths)), expected)
+    assert_close(clf.predict_batch(_pixels(clf.bb, paths)), expected.softmax(-1))
+
+    # and the CLI prints those probabilities
+    result = runner.invoke(app, ["predict", *map(str, paths), "--prompts", str(root / "proj" / "prompts.safetensors"),
+                                 "--format", "json", "--top-k", "3", "--precision", "fp32", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    probs = expected.softmax(-1)
+    for row, p in zip(rows, probs):
+        got = {t["class"]: t["prob"] for t in row["top_k"]}
+        assert_close(torch.tensor([got[n] for n in clf.class_names]), p, atol=2e-6, rtol=0)
+        assert row["class"] == clf.class_names[int(p.argmax())]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# new classes (base-to-new)
+
+
+def test_new_classes_use_learned_context(prompts, tmp_path, test_images):
+    (tmp_path / "new.txt").write_text("yellow\npurple\nRed\n")
+    tensors, meta = load_prompt_file(Path(prompts))
+    entries = [ClassEntry("yellow", "yellow"), ClassEntry("purple", "purple"), ClassEntry("Red", "Red")]
+    clf = Classifier.from_prompt_file(prompts, device="cpu", precision="fp32", classes=entries)
+    assert clf.class_names == ["yellow", "purple", "Red"]
+    assert clf.trained == [False, False, True]
+    assert_close(clf.W[2], tensors["class_features"][meta["class_names"].index("red")])  # known: stored
+    learner = PromptLearner(clf.bb, ["yellow", "purple"], meta["n_prompts"], meta["n_ctx"])
+    with torch.no_grad():
+        learner.ctx.copy_(tensors["ctx"])
+        assert_close(clf.W[:2], learner())  # new: learned context + new names
+
+    new_images = make_image_folder(tmp_path / "new", classes=["yellow", "purple"], per_class=1)
+    result = runner.invoke(app, ["predict", str(new_images), "--prompts", prompts, "--classes", "new.txt",
+                                 "--format", "jsonl", "--top-k", "3", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(rows) == 2
+    assert all({t["class"] for t in r["top_k"]} == {"yellow", "purple", "Red"} for r in rows)
+
+
+def test_class_specific_context_cannot_describe_new_classes(prompts):
+    tensors, meta = load_prompt_file(Path(prompts))
+    bb = load_backbone(ModelSpec(meta["model"], ""), device="cpu", precision="fp32")
+    with pytest.raises(DataError, match="class-specific"):
+        encode_new_classes(bb, tensors["ctx"], {**meta, "class_specific": True}, ["yellow"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# output formats and streaming
+
+
+def _parse(fmt: str, text: str) -> list[dict]:
+    if fmt == "json":
+        return json.loads(text)
+    if fmt == "jsonl":
+        return [json.loads(line) for line in text.splitlines()]
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "jsonl", "csv"])
+def test_formats_parse_back(fmt, prompts, test_images):
+    result = runner.invoke(app, ["predict", str(test_images), "--prompts", prompts, "--format", fmt, "-k", "2",
+                                 "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    images = [str(p) for p in expand_inputs([str(test_images)])]
+    if fmt == "table":
+        assert all(Path(p).name in result.stdout for p in images)
+        return
+    rows = _parse(fmt, result.stdout)
+    assert [r["image"] for r in rows] == images  # one row per input, in order
+    for row in rows:
+        assert row["class" if fmt != "csv" else "class_1"] in TRAINED_CLASSES
+        if fmt == "csv":
+            assert set(row) == {"image", "class_1", "prob_1", "class_2", "prob_2", "error"}
+            assert 0 < float(row["prob_2"]) <= float(row["prob_1"]) <= 1 and row["error"] == ""
+        else:
+            assert len(row["top_k"]) == 2 and row["error"] is None
+
+
+@pytest.mark.parametrize("name, fmt", [("out.csv", "csv"), ("out.txt", "table")])
+def test_output_file_format_from_extension(name, fmt, prompts, test_images, tmp_path):
+    result = runner.invoke(app, ["predict", str(test_images), "--prompts", prompts, "--output", f"sub/{name}",
+                                 "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    text = (tmp_path / "sub" / name).read_text()
+    if fmt == "table":
+        assert "red_0.png" in text
+    else:
+        assert len(_parse(fmt, text)) == 6
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == [name]  # no temp file left
+
+
+def test_stream_with_workers_and_a_corrupt_image(prompts, test_images, tmp_path):
+    write_corrupt_image(test_images / "green" / "broken.png")
+    (test_images / "blue" / "empty.jpg").write_bytes(b"")
+    result = runner.invoke(app, ["predict", str(test_images), "--prompts", prompts, "--format", "jsonl",
+                                 "--batch-size", "3", "--workers", "2", "--device", "cpu"])
+    assert result.exit_code == 1
+    assert "2 of 8 image(s) could not be read" in result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["image"] for r in rows] == [str(p) for p in expand_inputs([str(test_images)])]
+    bad = {Path(r["image"]).name: r["error"] for r in rows if r["error"]}
+    assert set(bad) == {"broken.png", "empty.jpg"} and "empty file" in bad["empty.jpg"]
+    assert all(r["class"] in TRAINED_CLASSES for r in rows if not r["error"])
+
+
+def test_jsonl_rows_are_flushed_as_written(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    with open(path, "w") as fh:
+        writer = JsonlWriter(fh, top_k=1)
+        writer.write(make_row(Path("a.png"), torch.tensor([0.2, 0.8]), ["x", "y"], 1))
+        assert json.loads(path.read_text())["class"] == "y"  # readable before the writer closes
+        writer.write(make_row(Path("b.png"), None, ["x", "y"], 1, "cannot decode image"))
+        assert len(path.read_text().splitlines()) == 2
+
+
+def test_batches_keep_order_and_errors(tmp_path):
+    images = make_image_folder(tmp_path / "imgs", classes=["red"], per_class=5, size=32)
+    paths = sorted((images / "red").iterdir())
+    paths.insert(2, write_corrupt_image(tmp_path / "bad.png"))
+    batches = list(image_batches(paths, lambda im: torch.zeros(3, 4, 4), batch_size=2, workers=2))
+    assert [i for b in batches for i in b.indices] == list(range(6))
+    assert [i for b in batches for i in b.ok] == [0, 1, 3, 4, 5]
+    assert list(batches[1].errors) == [2] and batches[1].pixels.shape == (1, 3, 4, 4)
+    assert collate_with_errors([(0, None, "bad")]).pixels is None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# bad inputs
+
+
+def _tiny_model_with(folder: Path, embed_dim: int) -> str:
+    cfg = json.loads(json.dumps(CONFIGS["rn"]))
+    cfg["embed_dim"] = embed_dim
+    torch.manual_seed(0)
+    model = open_clip.CLIP(**cfg)
+    folder.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
+    config = {"model_cfg": cfg, "preprocess_cfg": {"size": 96, **PREPROCESS_CFG}}
+    (folder / "open_clip_config.json").write_text(json.dumps(config))
+    return "local-dir:" + str(folder)
+
+
+def _damage(prompts: str, tmp_path: Path, how: str) -> str:
+    raw = Path(prompts).read_bytes()
+    out = tmp_path / f"{how}.safetensors"
+    if how == "truncated":
+        out.write_bytes(raw[: len(raw) // 2])
+    elif how == "tampered":
+        out.write_bytes(raw[:-3] + bytes([raw[-3] ^ 0xFF]) + raw[-2:])
+    elif how == "text":
+        out.write_text("not a prompt file\n")
+    elif how == "version":
+        tensors, meta = read_safetensors(Path(prompts), PROMPT_FORMAT, "prompt file")
+        write_safetensors(out, tensors, "dualpt-prompts/9", meta)
+    elif how == "foreign":
+        save_file({"x": torch.zeros(2)}, str(out))
+    return str(out)
+
+
+@pytest.mark.parametrize("how, message", [
+    ("truncated", "not safetensors, or truncated"),
+    ("tampered", "fails its checksum"),
+    ("text", "not a valid prompt file"),
+    ("version", "has format dualpt-prompts/9"),
+    ("foreign", "is not a dualpt prompt file"),
+])
+def test_bad_prompt_files(how, message, prompts, test_images, tmp_path):
+    result = runner.invoke(app, ["predict", str(test_images), "--prompts", _damage(prompts, tmp_path, how)])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["missing.jpg"], "missing.jpg does not exist"),
+    (["empty_dir"], "folder empty_dir has no images"),
+    (["nothing/*.jpg"], "matches no image files"),
+    (["IMAGES", "--format", "xml"], "--format must be one of"),
+    (["IMAGES", "--classes", "absent.txt"], "class list absent.txt does not exist"),
+])
+def test_bad_inputs(args, message, prompts, test_images, tmp_path):
+    (tmp_path / "empty_dir").mkdir()
+    (tmp_path / "empty_dir" / "notes.txt").write_text("no images here")
+    args = [str(test_images) if a == "IMAGES" else a for a in args]
+    result = runner.invoke(app, ["predict", *args, "--prompts", prompts])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and "Traceback" not in result.output
+
+
+def test_missing_project_prompt_file(test_images):
+    result = runner.invoke(app, ["predict", str(test_images), "--project", "nowhere"])
+    assert result.exit_code == 2
+    assert "prompt file nowhere/prompts.safetensors does not exist" in result.stderr
+
+
+def test_mismatched_models(prompts, test_images, tiny_vit, tiny_rn, tmp_path):
+    other_dim = _tiny_model_with(tmp_path / "wide", embed_dim=48)
+    other_weights = "local-dir:" + str(build_tiny_model("rn", tmp_path / "reseeded", seed=1))
+    cases = [(tiny_vit, "local features 16"), (other_dim, "embedding size 48"),
+             (other_weights, "different weights"), ("ViT-B-16", "was trained with local-dir:")]
+    for model, message in cases:
+        result = runner.invoke(app, ["predict", str(test_images), "--prompts", prompts, "--model", model,
+                                     "--device", "cpu"])
+        assert result.exit_code == 2, (model, result.output)
+        assert message in result.stderr, (model, result.stderr)
+    # the same weights from another place are fine
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for f in Path(tiny_rn.removeprefix("local-dir:")).iterdir():
+        (moved / f.name).write_bytes(f.read_bytes())
+    result = runner.invoke(app, ["predict", str(test_images), "--prompts", prompts, "--model", str(moved),
+                                 "--device", "cpu", "-f", "jsonl"])
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) == 6
