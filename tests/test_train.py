@@ -201,3 +201,19 @@ def test_schedule():
 def test_profile_reports_phases(images, tiny_rn, tmp_path):
     result = run_training(_cfg(images, tiny_rn, tmp_path / "p", epochs=1, profile=True))
     assert {"text", "matching", "backward", "optimizer"} <= set(result.profile)
+
+
+def test_ctrl_c_keeps_checkpoint_and_resume_finishes(images, tiny_rn, monkeypatch):
+    from dualpt_cli import train_ui
+
+    def interrupt(self, record):
+        raise KeyboardInterrupt
+
+    args = ["train", str(images), "--shots", "2", "--model", tiny_rn, "--epochs", "3", "--precision", "fp32"]
+    with monkeypatch.context() as m:
+        m.setattr(train_ui.RichCallbacks, "epoch_done", interrupt)
+        result = runner.invoke(app, args)
+    assert result.exit_code == 130 and "--resume" in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, [*args, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "resuming after epoch 1 of 3" in result.output

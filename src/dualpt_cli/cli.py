@@ -232,8 +232,13 @@ def train(
         epochs=epochs, batch_size=batch_size, lr=lr, aug_views=aug_views, device=device,
         precision=precision, text_chunk=text_chunk, resume=resume, profile=profile,
     )  # fmt: skip
-    with RichCallbacks(quiet=json_out) as callbacks:
-        result = run_training(cfg, callbacks)
+    try:
+        with RichCallbacks(quiet=json_out) as callbacks:
+            result = run_training(cfg, callbacks)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]: the last finished epoch is kept; run the same command with "
+                          "--resume to continue", soft_wrap=True)
+        raise typer.Exit(130) from None
     report(result, json_out=json_out)
 
 
