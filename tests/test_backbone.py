@@ -185,3 +185,16 @@ def test_open_clip_not_imported_elsewhere():
     users = [p.name for p in pkg.glob("*.py") if "open_clip" in p.read_text() and "import open_clip" in p.read_text()]
     assert users == ["backbone.py"], users
     assert open_clip  # tests may use it to build tiny models
+
+
+def test_bf16_text_copy_equals_autocast_of_original(tiny_model):
+    """The text transformer's pre-cast copy gives exactly what autocast gives with the fp32 weights."""
+    bb = _bb(tiny_model, precision="bf16")
+    assert bb.text_transformer is not bb.model.transformer
+    tokens = bb.tokenize(["a photo of a cat.", "a red circle"])
+    emb, eot = bb.token_embeds(tokens), bb.eot_positions(tokens)
+    fast = bb.encode_text_embeds(emb, eot)
+    bb.text_transformer = bb.model.transformer  # autocast re-casting the original weights
+    assert torch.equal(fast, bb.encode_text_embeds(emb, eot))
+    fp32 = _bb(tiny_model)
+    assert fp32.text_transformer is fp32.model.transformer

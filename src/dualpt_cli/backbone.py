@@ -224,6 +224,12 @@ class Backbone:
         self.channels_last = self.family == "resnet" and precision != "fp32"
         if self.channels_last:
             self.model.visual.to(memory_format=torch.channels_last)
+        # The text transformer runs at every training step. Autocast re-casts frozen weights at every call
+        # (its cast cache only keeps trainable leaves), so keep a copy with the matmul weights cast once;
+        # the result is the same as autocast's, without the copies.
+        self.text_transformer = self.model.transformer
+        if precision != "fp32":
+            self.text_transformer = _lowp_matmul_copy(self.model.transformer, _DTYPES[precision])
 
     # -- facts ----------------------------------------------------------------------------------------------
 
@@ -392,7 +398,7 @@ class Backbone:
         mask = mask[:length, :length] if mask is not None else None
         with self.autocast():
             h = x + self.model.positional_embedding[:length].to(x.dtype)
-            h = self.model.transformer(h, attn_mask=mask)  # (P, L, width)
+            h = self.text_transformer(h, attn_mask=mask)  # (P, L, width)
             h = self.model.ln_final(h)
             h = h[torch.arange(h.shape[0], device=h.device), eot]  # (P, width)
             out = self._project(h)
@@ -422,7 +428,7 @@ class Backbone:
         with self.autocast():
             hp = prefix + pos[:Lp].to(prefix.dtype)  # (G, Lp, W)
             hs = (suffix + pos[Lp : Lp + Ls].to(suffix.dtype)).reshape(G * C, Ls, W)  # (G*C, Ls, W)
-            for block in self.model.transformer.resblocks:
+            for block in self.text_transformer.resblocks:
                 hp, hs = _prefixed_block(block, hp, hs, C, mask)
             hs = self.model.ln_final(hs)  # (G*C, Ls, W)
             idx = (eot - Lp).repeat(G)  # (G*C,)
@@ -444,6 +450,23 @@ class Backbone:
             tokens = self.tokenize(texts[start : start + batch_size])
             feats.append(self.encode_text_embeds(self.token_embeds(tokens), self.eot_positions(tokens)))
         return F.normalize(torch.cat(feats), dim=-1)
+
+
+def _lowp_matmul_copy(module: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A frozen copy of ``module`` whose Linear and attention projection weights are in ``dtype``.
+
+    LayerNorms stay fp32, as autocast runs them. Under autocast the copy computes exactly what the
+    original does (autocast casts those weights to ``dtype`` anyway), without re-casting them per call.
+    """
+    import copy
+
+    low = copy.deepcopy(module).requires_grad_(False)
+    for sub in low.modules():
+        if isinstance(sub, (nn.Linear, nn.MultiheadAttention)):
+            for name, param in sub.named_parameters(recurse=False):
+                if name.endswith("weight") and param.dim() == 2:
+                    param.data = param.data.to(dtype)
+    return low
 
 
 def _visual_family(visual: nn.Module) -> str | None:
@@ -501,6 +524,18 @@ def _vit_features(visual, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return pooled, tokens
 
 
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(Dh), masked) v for short sequences.
+
+    q: (P, H, Lq, Dh); k, v: (P, H, Lk, Dh); mask: (Lq, Lk) bool, True = attend. Written out rather than
+    through scaled_dot_product_attention: the sequences here are a few tokens long, where the fused CPU
+    kernels' backward (in bf16 especially) costs many times the arithmetic.
+    """
+    scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)  # (P, H, Lq, Lk)
+    scores = scores.float().masked_fill(~mask, float("-inf"))
+    return scores.softmax(dim=-1).to(v.dtype) @ v  # (P, H, Lq, Dh)
+
+
 def _prefixed_block(block, hp: torch.Tensor, hs: torch.Tensor, C: int, mask: torch.Tensor):
     """One ResidualAttentionBlock over a shared prefix stream and a per-class suffix stream.
 
@@ -519,12 +554,13 @@ def _prefixed_block(block, hp: torch.Tensor, hs: torch.Tensor, C: int, mask: tor
     qkv_s = F.linear(block.ln_1(hs), attn.in_proj_weight, attn.in_proj_bias)  # (G*C, Ls, 3W)
     qp, kp, vp = (heads(t) for t in qkv_p.chunk(3, dim=-1))  # (G, H, Lp, Dh)
     qs, ks, vs = (heads(t) for t in qkv_s.chunk(3, dim=-1))  # (G*C, H, Ls, Dh)
-    out_p = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True)  # (G, H, Lp, Dh)
+    causal = torch.ones(Lp, Lp, dtype=torch.bool, device=hp.device).tril()
+    out_p = _attention(qp, kp, vp, causal)  # (G, H, Lp, Dh)
     kp_s = kp.unsqueeze(1).expand(G, C, H, Lp, Dh).reshape(G * C, H, Lp, Dh)
     vp_s = vp.unsqueeze(1).expand(G, C, H, Lp, Dh).reshape(G * C, H, Lp, Dh)
     k = torch.cat([kp_s, ks.to(kp_s.dtype)], dim=2)  # (G*C, H, Lp+Ls, Dh)
     v = torch.cat([vp_s, vs.to(vp_s.dtype)], dim=2)
-    out_s = F.scaled_dot_product_attention(qs, k, v, attn_mask=mask)  # (G*C, H, Ls, Dh)
+    out_s = _attention(qs, k, v, mask)  # (G*C, H, Ls, Dh)
     out_p = F.linear(out_p.transpose(1, 2).reshape(G, Lp, W), attn.out_proj.weight, attn.out_proj.bias)
     out_s = F.linear(out_s.transpose(1, 2).reshape(G * C, Ls, W), attn.out_proj.weight, attn.out_proj.bias)
     hp = hp + block.ls_1(out_p)

@@ -54,6 +54,21 @@ def matching_objective(meta: dict[str, Any], chunk: int | None = None) -> Object
     )  # fmt: skip
 
 
+@contextlib.contextmanager
+def matching_threads(device: torch.device) -> Iterator[None]:
+    """One CPU thread for the graph matching: its many small ops gain little from a thread team, and a team
+    stalls at every op when a core is busy (decode workers, other processes); restored afterwards."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def trained_entries(meta: dict[str, Any]) -> list[ClassEntry]:
     """The prompt file's classes as (folder, readable name)."""
     names = list(meta["class_names"])
@@ -128,7 +143,7 @@ class Classifier:
 
     def logits_from_local(self, Z: torch.Tensor) -> torch.Tensor:
         """(B, K) logits from local image features Z (B, N, d), exactly as training computes them."""
-        with torch.no_grad(), self.bb.autocast():
+        with torch.no_grad(), self.bb.autocast(), matching_threads(self.bb.device):
             return self.objective.logits(Z.to(self.bb.device), self.W).float()
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
