@@ -44,7 +44,7 @@ from dualpt_cli.backbone import Backbone, ModelSpec, cpu_has_fast_bf16, load_bac
 from dualpt_cli.predict import Classifier, default_workers, expand_inputs, image_batches, predict_rows
 from dualpt_cli.project import ClassEntry, resolve_project
 from dualpt_cli.prompts import PromptLearner
-from dualpt_cli.train import TrainConfig, save_prompts
+from dualpt_cli.train import TrainConfig, matcher_for, save_prompts
 
 RESULT_MARK = "BENCH_RESULT "
 GIB = 1024**3
@@ -140,7 +140,7 @@ def make_prompt_file(args: argparse.Namespace, folder: Path) -> Path:
     cfg = TrainConfig(images="", model=args.model, pretrained=args.pretrained, n_prompts=args.prompts,
                       n_ctx=args.ctx_len, shots=1, seed=args.seed, device=args.device)
     no_desc = torch.zeros(args.classes, dtype=torch.bool)
-    objective = SimpleNamespace(beta=0.0, logit_scale=bb.logit_scale, desc_has=no_desc)
+    objective = SimpleNamespace(beta=0.0, matcher=matcher_for(cfg, bb), desc_has=no_desc)
     data = SimpleNamespace(classes=[ClassEntry(folder=n.replace(" ", "_"), name=n) for n in names])
     project = resolve_project(str(folder)).ensure()
     return save_prompts(project, learner, bb, cfg, objective, data, epochs=0, best={"epoch": 0})

@@ -57,6 +57,7 @@ from dualpt_cli.train import (
     build_objective,
     epochs_for_shots,
     lr_at,
+    matcher_for,
     prepare_data,
     train_epoch,
 )
@@ -178,11 +179,9 @@ def make_objective(args: argparse.Namespace, bb: Backbone, num_classes: int) -> 
     cfg = TrainConfig(images="")
     d = bb.embed_dim
     return Objective(
-        logit_scale=bb.logit_scale, alpha=cfg.alpha, lam=cfg.lam, beta=0.0, llm_loss=cfg.llm_loss,
+        matcher=matcher_for(cfg, bb), beta=0.0, llm_loss=cfg.llm_loss,
         desc_mean=torch.zeros(num_classes, d, device=bb.device),
         desc_has=torch.zeros(num_classes, dtype=torch.bool, device=bb.device), desc_sets=[],
-        match_kwargs={"outer_iters": cfg.outer_iters, "inner_iters": cfg.inner_iters, "tol": cfg.tol,
-                      "chunk": cfg.match_chunk or None},
     )
 
 

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "Matcher",
     "MatchingStats",
     "dual_scores",
     "fgw_plan",
@@ -357,3 +358,40 @@ def sinkhorn_ot_distance(
     C = 1.0 - _cosine(X, Y)  # (..., n, m)
     T = sinkhorn_plan(C, lam, iters=iters, tol=tol, check_every=check_every)
     return (T * C).sum((-2, -1))
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """The paper's Eq. 8 logits with fixed settings: ``logit_scale * sum_ij T_ij cos(z_i, w_kj)``.
+
+    Training and prediction both score through this one object, so their logits are the same computation.
+    """
+
+    logit_scale: float  # exp(CLIP's logit scale)
+    alpha: float = 0.2  # edge (GW) weight
+    lam: float = 0.1  # entropic regularisation
+    outer_iters: int = 10
+    inner_iters: int = 100
+    tol: float = 1e-2
+    chunk: int | None = None  # classes per solve (None: all at once)
+
+    @classmethod
+    def from_meta(cls, meta: dict, chunk: int | None = None) -> Matcher:
+        """The settings stored in a prompt file's metadata."""
+        return cls(logit_scale=float(meta["logit_scale"]), alpha=float(meta["alpha"]), lam=float(meta["lambda"]),
+                   outer_iters=int(meta["outer_iters"]), inner_iters=int(meta["inner_iters"]), tol=float(meta["tol"]),
+                   chunk=chunk)
+
+    def meta(self) -> dict:
+        """The inverse of :meth:`from_meta` (``chunk`` is a memory setting, not part of the model)."""
+        return {"logit_scale": self.logit_scale, "alpha": self.alpha, "lambda": self.lam,
+                "outer_iters": self.outer_iters, "inner_iters": self.inner_iters, "tol": self.tol}
+
+    def logits(self, Z: Tensor, W: Tensor, return_stats: bool = False) -> Tensor | tuple[Tensor, MatchingStats]:
+        """(B, K) logits from local image features Z (B, N, d) (any norm) and normalised prompts W (K, M, d)."""
+        out = dual_scores(torch.nn.functional.normalize(Z, dim=-1), W, self.alpha, self.lam,
+                          outer_iters=self.outer_iters, inner_iters=self.inner_iters, tol=self.tol, chunk=self.chunk,
+                          return_stats=return_stats)
+        if return_stats:
+            return self.logit_scale * out[0], out[1]
+        return self.logit_scale * out

@@ -2,7 +2,8 @@
 
 Predict needs only ``prompts.safetensors`` and the CLIP named in its metadata: the class prompt features
 w_k (K, M, d) are stored, and the logits are the training ones, ``exp(logit_scale) * sum_ij T_ij cos(z_i,
-w_kj)`` (Eq. 8) with the graph-matching plan T, computed by the same :class:`~dualpt_cli.train.Objective`.
+w_kj)`` (Eq. 8) with the graph-matching plan T, computed by the same :class:`~dualpt_cli.matching.Matcher`
+as in training.
 New classes (base-to-new) are encoded from the learned context and their names; no LLM is involved.
 
 Images stream through a DataLoader; a file that cannot be decoded becomes an error row, never a crash.
@@ -30,10 +31,10 @@ from torch.utils.data import DataLoader, Dataset
 from .backbone import LOCAL_DIR, Backbone, ModelSpec, load_backbone
 from .data import IMG_EXTENSIONS, BadImage, is_image_file, load_image
 from .errors import DataError, ModelLoadError, PartialFailure, PromptFileError
+from .matching import Matcher
 from .project import ClassEntry, parse_class_list, resolve_project
 from .promptfile import load_prompt_file
 from .prompts import PromptLearner
-from .train import Objective
 
 FORMATS = ("table", "json", "jsonl", "csv")
 FINGERPRINT_CLASSES = 4  # trained classes re-encoded to check that an overriding --model is the trained one
@@ -42,16 +43,6 @@ MATCH_BUDGET = 1 << 26  # elements of one (B, K, N, M) similarity tensor before 
 
 # ---------------------------------------------------------------------------------------------------------
 # the classifier
-
-
-def matching_objective(meta: dict[str, Any], chunk: int | None = None) -> Objective:
-    """The training objective's logit path (Eq. 8) with the settings stored in a prompt file."""
-    return Objective(
-        logit_scale=float(meta["logit_scale"]), alpha=float(meta["alpha"]), lam=float(meta["lambda"]), beta=0.0,
-        llm_loss="cosine", desc_mean=torch.zeros(0), desc_has=torch.zeros(0, dtype=torch.bool), desc_sets=[],
-        match_kwargs={"outer_iters": int(meta["outer_iters"]), "inner_iters": int(meta["inner_iters"]),
-                      "tol": float(meta["tol"]), "chunk": chunk},
-    )  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -104,7 +95,7 @@ class Classifier:
         K, M = W.shape[:2]
         per_class = batch_size * bb.num_local * M  # elements of the (B, 1, N, M) similarity slice of one class
         chunk = max(1, MATCH_BUDGET // per_class) if K * per_class > MATCH_BUDGET else None  # None: all at once
-        self.objective = matching_objective(meta, chunk)
+        self.matcher = Matcher.from_meta(meta, chunk)
 
     @property
     def class_names(self) -> list[str]:
@@ -144,7 +135,7 @@ class Classifier:
     def logits_from_local(self, Z: torch.Tensor) -> torch.Tensor:
         """(B, K) logits from local image features Z (B, N, d), exactly as training computes them."""
         with torch.no_grad(), self.bb.autocast(), matching_threads(self.bb.device):
-            return self.objective.logits(Z.to(self.bb.device), self.W).float()
+            return self.matcher.logits(Z.to(self.bb.device), self.W).float()
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """(B, K) logits for preprocessed images (B, 3, H, W)."""

@@ -11,7 +11,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from .backbone import Backbone, ModelSpec, load_backbone
 from .data import class_entries, few_shot_split, scan_image_folder
 from .errors import DataError, ProjectError
 from .features import EVAL_VIEW, FeatureSet, encode_views
-from .matching import dual_scores, sinkhorn_ot_distance
+from .matching import Matcher, sinkhorn_ot_distance
 from .project import Project, atomic_write_json, read_json, resolve_project
 from .promptfile import CHECKPOINT_FORMAT, read_safetensors, save_prompt_file, write_safetensors
 from .prompts import DESCRIPTION_TEMPLATE, PromptLearner, description_features
@@ -93,25 +93,18 @@ def lr_at(epoch: int, cfg: TrainConfig, total: int) -> float:
 
 @dataclass
 class Objective:
-    """Frozen pieces of the loss: description prototypes and the matching settings."""
+    """The loss: Eq. 8 logits (``matcher``) and the frozen description prototypes for L_LLM."""
 
-    logit_scale: float
-    alpha: float
-    lam: float
+    matcher: Matcher
     beta: float
     llm_loss: str
     desc_mean: torch.Tensor  # (K, d) mean of normalised description features
     desc_has: torch.Tensor  # (K,) bool
     desc_sets: list[torch.Tensor]  # K x (e_k, d)
-    match_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def logits(self, Z: torch.Tensor, W: torch.Tensor, return_stats: bool = False):
         """Eq. 8: (B, K) logits from local features Z (B, N, d) and prompt features W (K, M, d)."""
-        out = dual_scores(F.normalize(Z, dim=-1), W, self.alpha, self.lam, return_stats=return_stats,
-                          **self.match_kwargs)
-        if return_stats:
-            return self.logit_scale * out[0], out[1]
-        return self.logit_scale * out
+        return self.matcher.logits(Z, W, return_stats=return_stats)
 
     def llm_loss_value(self, W: torch.Tensor, logits: torch.Tensor, z_global: torch.Tensor) -> torch.Tensor:
         """L_LLM between prompts and descriptions; 0 when no class has descriptions."""
@@ -122,9 +115,10 @@ class Objective:
             return (1.0 - F.cosine_similarity(W[has].mean(dim=1), self.desc_mean[has], dim=-1)).mean()
         if self.llm_loss == "wd":  # entropic OT between {w_kj} and {h_ke}, cost 1 - cos
             ks = has.nonzero().flatten().tolist()
-            return torch.stack([sinkhorn_ot_distance(W[k], self.desc_sets[k], self.lam) for k in ks]).mean()
+            lam = self.matcher.lam
+            return torch.stack([sinkhorn_ot_distance(W[k], self.desc_sets[k], lam) for k in ks]).mean()
         # "ce": match the zero-shot prediction made from the description prototypes
-        target = (self.logit_scale * F.normalize(z_global, dim=-1) @ F.normalize(self.desc_mean, dim=-1).T)
+        target = self.matcher.logit_scale * F.normalize(z_global, dim=-1) @ F.normalize(self.desc_mean, dim=-1).T
         return -(target.softmax(-1) * logits.log_softmax(-1)).sum(-1).mean()
 
 
@@ -278,7 +272,7 @@ def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks
                           on_progress=cb.stage(f"encoding {what} images", len(paths)))
         for path, reason in fs.bad:
             cb.warn(f"skipping {path}: {reason}")
-        labels = torch.tensor([label_of[p] for p in fs.paths], dtype=torch.long, device=bb.device)
+        labels = torch.tensor([label_of[p] for p in fs.paths], dtype=torch.long)
         empty = [folders_list[i] for i in range(len(folders)) if not bool((labels == i).any())]
         if empty:
             raise DataError(f"no usable {what} image left for class(es) {', '.join(empty)} (all failed to decode)")
@@ -319,12 +313,14 @@ def build_objective(cfg: TrainConfig, project: Project, bb: Backbone, data: Trai
                     f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
         if cfg.llm_loss == "ce" and missing:
             raise DataError("--llm-loss ce needs descriptions for every class; run dualpt describe or use cosine")
-    return Objective(
-        logit_scale=bb.logit_scale, alpha=cfg.alpha, lam=cfg.lam, beta=beta, llm_loss=cfg.llm_loss,
-        desc_mean=mean, desc_has=has, desc_sets=sets,
-        match_kwargs={"outer_iters": cfg.outer_iters, "inner_iters": cfg.inner_iters, "tol": cfg.tol,
-                      "chunk": cfg.match_chunk or None},
-    )
+    return Objective(matcher=matcher_for(cfg, bb), beta=beta, llm_loss=cfg.llm_loss, desc_mean=mean,
+                     desc_has=has, desc_sets=sets)
+
+
+def matcher_for(cfg: TrainConfig, bb: Backbone) -> Matcher:
+    """Eq. 8 with this run's matching settings and the model's logit scale."""
+    return Matcher(logit_scale=bb.logit_scale, alpha=cfg.alpha, lam=cfg.lam, outer_iters=cfg.outer_iters,
+                   inner_iters=cfg.inner_iters, tol=cfg.tol, chunk=cfg.match_chunk or None)
 
 
 def train_epoch(epoch: int, total: int, cfg: TrainConfig, learner: PromptLearner, optimizer, objective: Objective,
@@ -346,10 +342,9 @@ def train_epoch(epoch: int, total: int, cfg: TrainConfig, learner: PromptLearner
     for step in range(steps):
         idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
         with _phase(prof, "data"):
-            dev_idx, dev_views = idx.to(bb.device), views[idx].to(bb.device)
-            Z = data.train.local[dev_idx, dev_views].float()  # (b, N, d)
-            z = data.train.global_[dev_idx, dev_views].float()  # (b, d)
-            y = data.train_labels[dev_idx]  # (b,)
+            Z = data.train.local[idx, views[idx]].to(bb.device, non_blocking=True).float()  # (b, N, d)
+            z = data.train.global_[idx, views[idx]].to(bb.device, non_blocking=True).float()  # (b, d)
+            y = data.train_labels[idx].to(bb.device)  # (b,)
         with _phase(prof, "text"):
             W = learner()  # (K, M, d)
         with _phase(prof, "matching"), bb.autocast():
@@ -384,10 +379,10 @@ def evaluate(learner: PromptLearner, objective: Objective, fs: FeatureSet, label
     W = learner()
     correct = 0
     for start in range(0, len(labels), batch_size):
-        Z = fs.local[start : start + batch_size, 0].float()
+        Z = fs.local[start : start + batch_size, 0].to(learner.bb.device).float()
         with learner.bb.autocast():
             logits = objective.logits(Z, W)
-        correct += int((logits.argmax(-1) == labels[start : start + batch_size]).sum())
+        correct += int((logits.argmax(-1).cpu() == labels[start : start + batch_size]).sum())
     return correct / max(len(labels), 1)
 
 
@@ -416,13 +411,8 @@ def save_prompts(project: Project, learner: PromptLearner, bb: Backbone, cfg: Tr
         "n_prompts": cfg.n_prompts,
         "n_ctx": cfg.n_ctx,
         "class_specific": cfg.class_specific,
-        "alpha": cfg.alpha,
+        **objective.matcher.meta(),  # alpha, lambda, iteration caps, tol, logit_scale
         "beta": objective.beta,
-        "lambda": cfg.lam,
-        "outer_iters": cfg.outer_iters,
-        "inner_iters": cfg.inner_iters,
-        "tol": cfg.tol,
-        "logit_scale": objective.logit_scale,
         "shots": cfg.shots,
         "seed": cfg.seed,
         "epochs": epochs,
