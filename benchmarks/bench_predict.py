@@ -83,7 +83,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--prompts", type=int, default=4, help="M prompts per class")
     p.add_argument("--ctx-len", type=int, default=16, help="context vectors per prompt")
     p.add_argument("--workers", type=int, default=None,
-                   help=f"dualpt's DataLoader workers (default: predict's own, {default_workers()} here)")
+                   help=f"dualpt's DataLoader workers (default: predict's own, {default_workers()} on this CPU)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", help="dualpt's and the floor's precision (plain is fp32)")
     p.add_argument("--skip-plain", action="store_true", help="skip the plain fp32 path")
@@ -200,7 +200,8 @@ def dualpt_parts(args: argparse.Namespace, clf: Classifier, paths: list[Path]) -
     """Seconds of each part of dualpt's path on its own: decode (with the workers), encode, matching."""
     dev = clf.bb.device
     t = time.perf_counter()
-    pixels = [b.pixels for b in image_batches(paths, clf.bb.eval_transform(), args.batch_size, args.workers)]
+    pixels = [b.pixels for b in image_batches(paths, clf.bb.eval_transform(), args.batch_size, args.workers,
+                                              device=dev)]
     decode = time.perf_counter() - t
     encode = matching = 0.0
     for x in pixels:

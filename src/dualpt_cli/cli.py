@@ -264,7 +264,8 @@ OverridePretrainedOpt = Annotated[
 ]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")]
 WorkersOpt = Annotated[
-    int | None, typer.Option("--workers", min=0, help="Image decoding processes.", show_default="min(4, CPUs)")
+    int | None, typer.Option("--workers", min=0, help="Image decoding processes.",
+                                show_default="4 beside a GPU, CPUs // 8 on a CPU")
 ]
 
 

@@ -139,7 +139,7 @@ class EvalConfig:
     model: str | None = None  # model override, or the CLIP for --zero-shot without a prompt file
     pretrained: str | None = None
     batch_size: int = 64
-    workers: int | None = None  # DataLoader worker processes (None: min(4, CPUs))
+    workers: int | None = None  # DataLoader worker processes (None: predict.default_workers)
     device: str = "auto"
     precision: str = "auto"
     top_confused: int = 10  # confused pairs listed
@@ -231,7 +231,7 @@ def run_images(bb: Backbone, clf: Classifier | None, zs: ZeroShotClassifier | No
     with ui.progress(transient=True) as bar:
         task = bar.add_task("evaluating", total=len(paths), status="", visible=len(paths) > cfg.batch_size)
         for batch in image_batches(paths, bb.eval_transform(), cfg.batch_size, cfg.workers,
-                                   pin_memory=bb.device.type == "cuda"):
+                                   pin_memory=bb.device.type == "cuda", device=bb.device):
             out["failed"] += [(str(paths[i]), e) for i, e in batch.errors.items()]
             if batch.pixels is not None:
                 z, Z = bb.encode_images(batch.pixels)  # (b, d), (b, N, d)

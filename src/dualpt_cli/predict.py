@@ -306,14 +306,20 @@ def collate_with_errors(items: list[tuple[int, torch.Tensor | None, str | None]]
     )  # fmt: skip
 
 
-def default_workers() -> int:
-    return min(4, os.cpu_count() or 1)
+def default_workers(device: torch.device | None = None) -> int:
+    """Decoding processes: up to 4 beside a GPU; on a CPU one per 8 cores, since decoding (about a tenth of
+    a CLIP forward) in processes beside the encoder's threads slows the encoder more than it saves (on 2
+    cores, 2 workers cost 40% of the rate, measured in benchmarks/bench_predict.py)."""
+    cpus = os.cpu_count() or 1
+    if device is not None and device.type != "cpu":
+        return min(4, cpus)
+    return min(4, cpus // 8)
 
 
 def image_batches(paths: list[Path], transform, batch_size: int = 64, workers: int | None = None,
-                  pin_memory: bool = False) -> Iterator[ImageBatch]:
-    """Decode and preprocess ``paths`` in worker processes; batches come back in input order."""
-    workers = default_workers() if workers is None else workers
+                  pin_memory: bool = False, device: torch.device | None = None) -> Iterator[ImageBatch]:
+    """Decode and preprocess ``paths`` (in worker processes if ``workers``); batches come in input order."""
+    workers = default_workers(device) if workers is None else workers
     if len(paths) <= batch_size:
         workers = 0  # one batch: starting processes costs more than it saves
     loader = DataLoader(ImageFiles(paths, transform), batch_size=batch_size, shuffle=False, num_workers=workers,
@@ -518,7 +524,8 @@ def predict_rows(clf: Classifier, paths: list[Path], top_k: int, batch_size: int
     """One row per path, in order, as batches finish."""
     names = clf.class_names
     pin = clf.bb.device.type == "cuda"
-    for batch in image_batches(paths, clf.bb.eval_transform(), batch_size, workers, pin_memory=pin):
+    for batch in image_batches(paths, clf.bb.eval_transform(), batch_size, workers, pin_memory=pin,
+                               device=clf.bb.device):
         probs = clf.predict_batch(batch.pixels).cpu() if batch.pixels is not None else None
         slot = {i: n for n, i in enumerate(batch.ok)}
         for i in batch.indices:
