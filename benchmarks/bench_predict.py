@@ -24,13 +24,8 @@ loading is left out of every rate (it is the same for all three and paid once pe
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
-import os
-import platform
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,14 +35,15 @@ from typing import Any
 
 import torch
 
-from dualpt_cli.backbone import Backbone, ModelSpec, cpu_has_fast_bf16, load_backbone, select_device, select_precision
+from dualpt_cli.backbone import Backbone, ModelSpec, load_backbone, select_device
 from dualpt_cli.predict import Classifier, default_workers, expand_inputs, image_batches, predict_rows
 from dualpt_cli.project import ClassEntry, resolve_project
 from dualpt_cli.prompts import PromptLearner
 from dualpt_cli.train import TrainConfig, matcher_for, save_prompts
 
-RESULT_MARK = "BENCH_RESULT "
-GIB = 1024**3
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import environment, finish, fmt, load_avg, peak_rss_gib, report_from_worker, run_part, sync  # noqa: E402
+
 TOP_K = 5
 NAMES = ["accordion", "airplane", "anchor", "ant", "barrel", "bass", "beaver", "binocular", "bonsai", "brain",
          "brontosaurus", "buddha", "butterfly", "camera", "cannon", "car side", "ceiling fan", "cellphone",
@@ -154,15 +150,6 @@ def load(args: argparse.Namespace, precision: str) -> Backbone:
 
 def batches(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def peak_rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB  # Linux: KiB
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -287,66 +274,30 @@ WORKERS = {"dualpt": work_dualpt, "floor": work_floor, "plain": work_plain, "che
 # orchestration
 
 
-def run_part(role: str, args: argparse.Namespace, argv: list[str], data: Path) -> dict[str, Any]:
-    """Run one path, in a fresh process unless --inline."""
-    print(f"[bench_predict] {role} ...", file=sys.stderr, flush=True)
-    t = time.perf_counter()
-    if args.inline:
-        result = WORKERS[role](args, data)
-    else:
-        cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--_worker", role, "--_data", str(data)]
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_MARK)]
-        if proc.returncode != 0 or not lines:
-            result = {"error": f"worker {role} failed with exit code {proc.returncode} (killed for memory if -9)"}
-        else:
-            result = json.loads(lines[-1][len(RESULT_MARK) :])
-    result["wall_s"] = time.perf_counter() - t
-    return result
-
-
-def environment(args: argparse.Namespace) -> dict[str, Any]:
-    dev = select_device(args.device)
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                   if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor() or platform.machine()
-    return {"device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu,
-            "cpu_count": os.cpu_count(), "cpu_threads": torch.get_num_threads(), "cpu_fast_bf16": cpu_has_fast_bf16(),
-            "precision": select_precision(args.precision, dev), "torch": torch.__version__,
-            "python": platform.python_version(),
-            "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     logging.getLogger().setLevel(logging.ERROR)  # open_clip's "initialized randomly" warning
     if args._worker:
-        print(RESULT_MARK + json.dumps(WORKERS[args._worker](args, Path(args._data))), flush=True)
+        report_from_worker(WORKERS[args._worker](args, Path(args._data)))
         return {}
 
     results: dict[str, Any] = {"command": " ".join(["python benchmarks/bench_predict.py", *argv]),
-                               "environment": environment(args), "scenario": scenario(args)}
+                               "environment": environment(args.device, args.precision),
+                               "scenario": scenario(args)}
     with tempfile.TemporaryDirectory(prefix="dualpt-bench-predict-") as tmp:
         data = Path(tmp)
         make_photos(data / "photos", args.images, args.image_size, args.seed)
         make_prompt_file(args, data / "prompts")
         roles = ["dualpt", "floor"] + ([] if args.skip_plain else ["plain"]) + ([] if args.skip_check else ["check"])
         for role in roles:
-            results[role] = run_part(role, args, argv, data)
-    results["environment"]["load_avg_1m_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+            results[role] = run_part(__file__, role, args.inline, lambda r=role: WORKERS[r](args, data), argv,
+                                     ["--_data", str(data)])
+    results["environment"]["load_avg_1m_end"] = load_avg()
     results["summary"] = summarise(results)
     for role in ("dualpt", "check"):
         results.get(role, {}).pop("top1", None)  # compared in the summary; too long to print
-    if args.save:
-        Path(args.save).write_text(json.dumps(results, indent=2))
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        print_tables(results)
-    return results
+    return finish(results, args.save, args.json, print_tables)
 
 
 def scenario(args: argparse.Namespace) -> dict[str, Any]:
@@ -376,12 +327,6 @@ def summarise(r: dict[str, Any]) -> dict[str, Any]:
 # output
 
 
-def _fmt(x: Any, spec: str = ".2f", unit: str = "") -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    return f"{x:{spec}}{unit}"
-
-
 def print_tables(r: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -391,7 +336,7 @@ def print_tables(r: dict[str, Any]) -> None:
     con.print(f"[bold]{r['command']}[/bold]")
     con.print(f"device {env['device']} ({env['device_name']}), {env['cpu_count']} CPUs, {env['cpu_threads']} torch "
               f"threads, bf16 fast path: {env['cpu_fast_bf16']}, torch {env['torch']}, load avg "
-              f"{_fmt(env['load_avg_1m'])} -> {_fmt(env.get('load_avg_1m_end'))}")
+              f"{fmt(env['load_avg_1m'])} -> {fmt(env.get('load_avg_1m_end'))}")
     con.print(f"{sc['model']} {sc['pretrained']}, {sc['images']} JPEGs {sc['source_size']}, batch {sc['batch_size']}, "
               f"{sc['classes']} classes x {sc['prompts']} prompts, dualpt workers {sc['workers']}")
     t = Table(title="Prediction speed (model loading excluded)")
@@ -411,9 +356,9 @@ def print_tables(r: dict[str, Any]) -> None:
             continue
         rate = part["images_per_s"]
         prec = part["precision"] + (" channels_last" if part.get("channels_last") else "")
-        t.add_row(label, prec, f"{rate:.1f}", _fmt(rate / floor_rate if floor_rate else None, ".2f", "x"),
-                  _fmt(ours.get("images_per_s", math.nan) / rate, ".2f", "x"),
-                  _fmt(part["peak_rss_gib"], ".2f", " GiB"))
+        t.add_row(label, prec, f"{rate:.1f}", fmt(rate / floor_rate if floor_rate else None, ".2f", "x"),
+                  fmt(ours.get("images_per_s", math.nan) / rate, ".2f", "x"),
+                  fmt(part["peak_rss_gib"], ".2f", " GiB"))
     con.print(t)
     parts = ours.get("parts")
     if parts:
@@ -426,8 +371,8 @@ def print_tables(r: dict[str, Any]) -> None:
                   f"of {s['agreement_images']} images")
     goals = {k: v for k, v in s.items() if k.startswith("goal_")}
     if goals:
-        con.print(f"dualpt / floor {_fmt(s.get('vs_floor'), '.2f', 'x')}, dualpt / plain fp32 "
-                  f"{_fmt(s.get('vs_plain_fp32'), '.2f', 'x')}; goals: "
+        con.print(f"dualpt / floor {fmt(s.get('vs_floor'), '.2f', 'x')}, dualpt / plain fp32 "
+                  f"{fmt(s.get('vs_plain_fp32'), '.2f', 'x')}; goals: "
                   + ", ".join(f"{k[5:]} {'PASS' if v else 'FAIL'}" for k, v in goals.items()))
 
 

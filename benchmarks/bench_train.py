@@ -26,14 +26,10 @@ chunked text encoding. Each measurement runs in its own subprocess so that peak 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
-import platform
 import random
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +39,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from dualpt_cli.backbone import Backbone, ModelSpec, cpu_has_fast_bf16, load_backbone, select_device, select_precision
+from dualpt_cli.backbone import Backbone, ModelSpec, load_backbone, select_device, select_precision
 from dualpt_cli.data import class_entries, few_shot_split, file_digest, load_image, scan_image_folder
 from dualpt_cli.features import EVAL_VIEW, encode_views, view_seed
 from dualpt_cli.project import resolve_project
@@ -62,8 +58,8 @@ from dualpt_cli.train import (
     train_epoch,
 )
 
-RESULT_MARK = "BENCH_RESULT "
-GIB = 1024**3
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import GIB, environment, finish, fmt, peak_rss_gib, report_from_worker, run_part, sync  # noqa: E402
 
 # Caltech101-like class names: realistic token lengths decide where the text sequence is cut
 NAMES = ["accordion", "airplane", "anchor", "ant", "barrel", "bass", "beaver", "binocular", "bonsai", "brain",
@@ -201,11 +197,10 @@ def cuda_reset(bb: Backbone) -> None:
 
 def memory(bb: Backbone | None) -> dict[str, float | None]:
     """Peak RSS of this process so far (GiB) and CUDA max allocated since the last reset (GiB)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB  # Linux: KiB
     cuda = None
     if bb is not None and bb.device.type == "cuda":
         cuda = torch.cuda.max_memory_allocated(bb.device) / GIB
-    return {"peak_rss_gib": peak, "cuda_max_alloc_gib": cuda}
+    return {"peak_rss_gib": peak_rss_gib(), "cuda_max_alloc_gib": cuda}
 
 
 def current_rss_gib() -> float:
@@ -214,11 +209,6 @@ def current_rss_gib() -> float:
         return pages * os.sysconf("SC_PAGE_SIZE") / GIB
     except (OSError, ValueError):
         return float("nan")
-
-
-def sync(bb: Backbone) -> None:
-    if bb.device.type == "cuda":
-        torch.cuda.synchronize(bb.device)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -239,7 +229,7 @@ def work_dualpt(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         cb = Callbacks()
         t0 = time.perf_counter()
         data = prepare_data(cfg, project, bb, cb)
-        sync(bb)
+        sync(bb.device)
         cache_s = time.perf_counter() - t0
         learner = PromptLearner(bb, [c.name for c in data.classes], cfg.n_prompts, cfg.n_ctx, cfg.ctx_init,
                                 cfg.class_specific, cfg.seed)
@@ -250,10 +240,10 @@ def work_dualpt(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         prof = Profiler(bb.device)
         seconds, records = [], []
         for epoch in range(1, total):
-            sync(bb)
+            sync(bb.device)
             t = time.perf_counter()
             records.append(train_epoch(epoch, total, cfg, learner, optimizer, objective, data, cb, prof))
-            sync(bb)
+            sync(bb.device)
             seconds.append(time.perf_counter() - t)
     n_images = int(data.train.global_.shape[0])
     return {
@@ -320,11 +310,11 @@ def work_reference(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
             group["lr"] = lr_at(epoch, cfg, cfg.epochs)
         perm, views = order(epoch)
         before = prof.totals.get("data", 0.0)
-        sync(bb)
+        sync(bb.device)
         t = time.perf_counter()
         for s in range(steps):
             step(perm[s * args.batch_size : (s + 1) * args.batch_size], views, prof)
-        sync(bb)
+        sync(bb.device)
         seconds.append(time.perf_counter() - t - (prof.totals["data"] - before))  # decode/augment left out
     totals = prof.summary()
     data_s = totals.pop("data", 0.0)
@@ -398,7 +388,7 @@ def step_time(learner: PromptLearner, objective: Objective, Z: torch.Tensor, y: 
             F.cross_entropy(logits.float(), y).backward()
         learner.ctx.grad = None
         if bb is not None:
-            sync(bb)
+            sync(bb.device)
         times.append(time.perf_counter() - t)
     return min(times[1:])
 
@@ -426,7 +416,7 @@ def work_memory(args: argparse.Namespace, chunk: int) -> dict[str, Any]:
     with _phase(prof, "backward"):
         F.cross_entropy(logits.float(), y).backward()
     optimizer.step()
-    sync(bb)
+    sync(bb.device)
     cache_gib = (K * args.shots * args.aug_views * (bb.num_local + 1) * bb.embed_dim
                  * (4 if bb.precision == "fp32" else 2)) / GIB
     return {"classes": K, "prompts": args.prompts, "text_chunk": chunk, "precision": bb.precision,
@@ -444,25 +434,11 @@ def phase_shares(totals: dict[str, float]) -> dict[str, dict[str, float]]:
 # orchestration
 
 
-def run_part(role: str, args: argparse.Namespace, argv: list[str], data_dir: Path | None, chunk: int = 0) -> dict:
+def part(role: str, args: argparse.Namespace, argv: list[str], data_dir: Path | None, chunk: int = 0) -> dict:
     """Run one worker, in a fresh process unless --inline."""
-    print(f"[bench_train] {role}{f' (text_chunk {chunk})' if role == 'memory' else ''} ...", file=sys.stderr,
-          flush=True)
-    t = time.perf_counter()
-    if args.inline:
-        result = dispatch(role, args, data_dir, chunk)
-    else:
-        cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--_worker", role, "--_chunk", str(chunk)]
-        if data_dir is not None:
-            cmd += ["--_data", str(data_dir)]
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_MARK)]
-        if proc.returncode != 0 or not lines:
-            result = {"error": f"worker {role} failed with exit code {proc.returncode} (killed for memory if -9)"}
-        else:
-            result = json.loads(lines[-1][len(RESULT_MARK):])
-    result["wall_s"] = time.perf_counter() - t
-    return result
+    extra = ["--_chunk", str(chunk)] + (["--_data", str(data_dir)] if data_dir is not None else [])
+    label = f"{role} (text_chunk {chunk})" if role == "memory" else role
+    return run_part(__file__, role, args.inline, lambda: dispatch(role, args, data_dir, chunk), argv, extra, label)
 
 
 def dispatch(role: str, args: argparse.Namespace, data_dir: Path | None, chunk: int) -> dict:
@@ -477,20 +453,6 @@ def dispatch(role: str, args: argparse.Namespace, data_dir: Path | None, chunk: 
     raise SystemExit(f"unknown worker {role}")
 
 
-def environment(args: argparse.Namespace) -> dict[str, Any]:
-    dev = select_device(args.device)
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine()
-    try:
-        model_name = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                          if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        model_name = name
-    return {"device": str(dev), "device_name": name if dev.type == "cuda" else model_name,
-            "cpu_threads": torch.get_num_threads(), "cpu_fast_bf16": cpu_has_fast_bf16(),
-            "torch": torch.__version__, "python": platform.python_version(),
-            "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
@@ -500,30 +462,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         load0 = os.getloadavg()[0]
         result = dispatch(args._worker, args, data, args._chunk)
         result["load_avg_1m"] = [load0, os.getloadavg()[0]]
-        print(RESULT_MARK + json.dumps(result), flush=True)
+        report_from_worker(result)
         return {}
 
     results: dict[str, Any] = {"command": "python benchmarks/bench_train.py " + " ".join(argv),
-                               "environment": environment(args), "scenario": scenario(args)}
+                               "environment": environment(args.device, args.precision),
+                               "scenario": scenario(args)}
     with tempfile.TemporaryDirectory(prefix="dualpt-bench-images-") as tmp:
         bb_size = args.image_size or 224
         data_dir = make_image_folder(Path(tmp) / "images", args.classes, args.shots, bb_size + 32, args.seed)
-        results["dualpt"] = run_part("dualpt", args, argv, data_dir)
+        results["dualpt"] = part("dualpt", args, argv, data_dir)
         if not args.skip_reference:
-            results["reference"] = run_part("reference", args, argv, data_dir)
-            results["check"] = run_part("check", args, argv, data_dir)
+            results["reference"] = part("reference", args, argv, data_dir)
+            results["check"] = part("check", args, argv, data_dir)
     if args.memory_classes > 0:
-        results["memory"] = [run_part("memory", args, argv, None, args.memory_chunk)]
+        results["memory"] = [part("memory", args, argv, None, args.memory_chunk)]
         if args.memory_unchunked:
-            results["memory"].append(run_part("memory", args, argv, None, 0))
+            results["memory"].append(part("memory", args, argv, None, 0))
     results["summary"] = summarise(args, results)
-    if args.save:
-        Path(args.save).write_text(json.dumps(results, indent=2))
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        print_tables(results)
-    return results
+    return finish(results, args.save, args.json, print_tables)
 
 
 def scenario(args: argparse.Namespace) -> dict[str, Any]:
@@ -559,14 +516,6 @@ def summarise(args: argparse.Namespace, r: dict[str, Any]) -> dict[str, Any]:
 # output
 
 
-def _fmt(x: Any, spec: str = ".2f", unit: str = "") -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float) and math.isnan(x):
-        return "-"
-    return f"{x:{spec}}{unit}"
-
-
 def _phase_text(p: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v['share']:.0%}" for k, v in sorted(p.items(), key=lambda kv: -kv[1]["s"]))
 
@@ -579,7 +528,7 @@ def print_tables(r: dict[str, Any]) -> None:
     env, sc, s = r["environment"], r["scenario"], r["summary"]
     con.print(f"[bold]{r['command']}[/bold]")
     con.print(f"device {env['device']} ({env['device_name']}), {env['cpu_threads']} CPU threads, "
-              f"bf16 fast path: {env['cpu_fast_bf16']}, torch {env['torch']}, load avg {_fmt(env['load_avg_1m'])}")
+              f"bf16 fast path: {env['cpu_fast_bf16']}, torch {env['torch']}, load avg {fmt(env['load_avg_1m'])}")
     con.print(f"{sc['model']} {sc['pretrained']}, image size {sc['image_size']}, {sc['classes']} classes x "
               f"{sc['shots']} shots, M={sc['prompts']}, n_ctx={sc['ctx_len']}, batch {sc['batch_size']}, "
               f"{sc['timed_epochs']} timed epoch(s) after a warm-up, {sc['aug_views']} cached views/image")
@@ -590,25 +539,25 @@ def print_tables(r: dict[str, Any]) -> None:
     t.add_column("reference (CoOp/PLOT step)", justify="right")
     t.add_column("dualpt", justify="right")
     t.add_row("precision", ref.get("precision", "-"), ours.get("precision", "-"))
-    t.add_row("seconds / epoch (fastest timed epoch)", _fmt(ref.get("sec_per_epoch"), ".2f", " s"),
-              _fmt(ours.get("sec_per_epoch"), ".3f", " s"))
-    t.add_row("speed-up", "1x", _fmt(s.get("speedup"), ".1f", "x"))
-    t.add_row("feature cache, one-time", "-", f"{_fmt(ours.get('cache_encode_s'), '.1f', ' s')} "
+    t.add_row("seconds / epoch (fastest timed epoch)", fmt(ref.get("sec_per_epoch"), ".2f", " s"),
+              fmt(ours.get("sec_per_epoch"), ".3f", " s"))
+    t.add_row("speed-up", "1x", fmt(s.get("speedup"), ".1f", "x"))
+    t.add_row("feature cache, one-time", "-", f"{fmt(ours.get('cache_encode_s'), '.1f', ' s')} "
               f"({ours.get('cache_views', '-')} views)")
     t.add_row(f"  amortised over {s.get('paper_epochs', '-')} epochs", "-",
-              _fmt(s.get("cache_amortised_s_per_epoch"), ".3f", " s / epoch"))
-    t.add_row("speed-up incl. amortised cache", "1x", _fmt(s.get("speedup_with_cache"), ".1f", "x"))
+              fmt(s.get("cache_amortised_s_per_epoch"), ".3f", " s / epoch"))
+    t.add_row("speed-up incl. amortised cache", "1x", fmt(s.get("speedup_with_cache"), ".1f", "x"))
     t.add_row(f"{s.get('paper_epochs', '-')}-epoch run (incl. cache)",
-              _fmt(s.get("reference_paper_run_s"), ".0f", " s"), _fmt(s.get("dualpt_paper_run_s"), ".0f", " s"))
+              fmt(s.get("reference_paper_run_s"), ".0f", " s"), fmt(s.get("dualpt_paper_run_s"), ".0f", " s"))
     t.add_row("step time by phase", _phase_text(ref.get("phases", {})), _phase_text(ours.get("phases", {})))
-    t.add_row("graph matching share of step", _fmt(ref.get("phases", {}).get("matching", {}).get("share"), ".1%"),
-              _fmt(ours.get("phases", {}).get("matching", {}).get("share"), ".1%"))
-    t.add_row("decode + augment (left out)", _fmt(ref.get("data_s_per_epoch_excluded"), ".2f", " s / epoch"), "cached")
-    t.add_row("peak RSS (after model load)", f"{_fmt(ref.get('peak_rss_gib'), '.2f', ' GiB')} "
-              f"({_fmt(ref.get('base_rss_gib'), '.2f', ' GiB')})",
-              f"{_fmt(ours.get('peak_rss_gib'), '.2f', ' GiB')} ({_fmt(ours.get('base_rss_gib'), '.2f', ' GiB')})")
-    t.add_row("CUDA max allocated", _fmt(ref.get("cuda_max_alloc_gib"), ".2f", " GiB"),
-              _fmt(ours.get("cuda_max_alloc_gib"), ".2f", " GiB"))
+    t.add_row("graph matching share of step", fmt(ref.get("phases", {}).get("matching", {}).get("share"), ".1%"),
+              fmt(ours.get("phases", {}).get("matching", {}).get("share"), ".1%"))
+    t.add_row("decode + augment (left out)", fmt(ref.get("data_s_per_epoch_excluded"), ".2f", " s / epoch"), "cached")
+    t.add_row("peak RSS (after model load)", f"{fmt(ref.get('peak_rss_gib'), '.2f', ' GiB')} "
+              f"({fmt(ref.get('base_rss_gib'), '.2f', ' GiB')})",
+              f"{fmt(ours.get('peak_rss_gib'), '.2f', ' GiB')} ({fmt(ours.get('base_rss_gib'), '.2f', ' GiB')})")
+    t.add_row("CUDA max allocated", fmt(ref.get("cuda_max_alloc_gib"), ".2f", " GiB"),
+              fmt(ours.get("cuda_max_alloc_gib"), ".2f", " GiB"))
     for key in ("reference", "dualpt"):
         if "error" in r.get(key, {}):
             t.add_row(f"{key} error", r[key]["error"], "")
@@ -648,7 +597,7 @@ def print_tables(r: dict[str, Any]) -> None:
                 continue
             m.add_row(f"{row['classes']} x {row['prompts']}", str(row["text_chunk"] or "none"), row["precision"],
                       f"{row['step_s']:.1f} s", f"{row['peak_rss_gib']:.2f} GiB ({row['base_rss_gib']:.2f})",
-                      _fmt(row["cuda_max_alloc_gib"], ".2f", " GiB"),
+                      fmt(row["cuda_max_alloc_gib"], ".2f", " GiB"),
                       f"{row['feature_cache_gib']:.1f} GiB")
         con.print(m)
         con.print(f"feature cache = classes x {sc['shots']} shots x {sc['aug_views']} views x (N+1) x d, "

@@ -6,7 +6,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is imported: tests 
 
 import pytest  # noqa: E402
 
+from imagegen import make_image_folder  # noqa: E402
 from tiny_models import build_tiny_model  # noqa: E402
+from trained import TRAINED_CLASSES, trained_project  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -35,3 +37,20 @@ def tiny_vit(tmp_path_factory) -> str:
 def tiny_model(request, tiny_rn, tiny_vit) -> str:
     """Both tiny model families, one after the other."""
     return {"rn": tiny_rn, "vit": tiny_vit}[request.param]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, tiny_rn):
+    """(folder, TrainConfig) of tiny prompts trained once on the tiny ResNet, for predict and eval tests."""
+    return trained_project(tmp_path_factory, tiny_rn)
+
+
+@pytest.fixture
+def prompts(trained) -> str:
+    return str(trained[0] / "proj" / "prompts.safetensors")
+
+
+@pytest.fixture
+def test_images(tmp_path):
+    """A labelled test folder of the trained classes."""
+    return make_image_folder(tmp_path / "test", classes=TRAINED_CLASSES, per_class=2, seed=7)

@@ -14,24 +14,8 @@ from dualpt_cli.cli import app
 from dualpt_cli.evaluate import ZeroShotClassifier, harmonic_mean, metrics, split_accuracy, topk_accuracy
 from dualpt_cli.project import ClassEntry
 from imagegen import make_image_folder, write_corrupt_image
-from test_predict import TRAINED_CLASSES, trained_project
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_rn):
-    return trained_project(tmp_path_factory, tiny_rn)
-
-
-@pytest.fixture
-def prompts(trained) -> str:
-    return str(trained[0] / "proj" / "prompts.safetensors")
-
-
-@pytest.fixture
-def test_images(tmp_path):
-    return make_image_folder(tmp_path / "test", classes=TRAINED_CLASSES, per_class=2, seed=3)
 
 
 # ---------------------------------------------------------------------------------------------------------

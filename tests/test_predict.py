@@ -30,42 +30,12 @@ from dualpt_cli.predict import (
 from dualpt_cli.project import ClassEntry, resolve_project
 from dualpt_cli.promptfile import PROMPT_FORMAT, load_prompt_file, read_safetensors, write_safetensors
 from dualpt_cli.prompts import PromptLearner
-from dualpt_cli.train import Callbacks, TrainConfig, build_objective, run_training
+from dualpt_cli.train import Callbacks, build_objective
 from imagegen import make_image_folder, write_corrupt_image
 from tiny_models import CONFIGS, PREPROCESS_CFG, build_tiny_model
+from trained import TRAINED_CLASSES, trained_project
 
 runner = CliRunner()
-TRAINED_CLASSES = ["red", "green", "blue"]
-_TRAINED: dict[str, tuple[Path, TrainConfig]] = {}
-
-
-def trained_project(tmp_path_factory, model: str) -> tuple[Path, TrainConfig]:
-    """Train tiny prompts once per model for all predict/eval tests: (folder with images/ and proj/, config)."""
-    if model not in _TRAINED:
-        root = tmp_path_factory.mktemp("trained")
-        images = make_image_folder(root / "images", classes=TRAINED_CLASSES, per_class=3)
-        cfg = TrainConfig(images=str(images), project=str(root / "proj"), shots=2, epochs=2, model=model,
-                          pretrained="", precision="fp32", device="cpu", n_ctx=4, aug_views=2, batch_size=4)
-        run_training(cfg)
-        _TRAINED[model] = (root, cfg)
-    return _TRAINED[model]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_rn):
-    return trained_project(tmp_path_factory, tiny_rn)
-
-
-@pytest.fixture
-def prompts(trained) -> str:
-    return str(trained[0] / "proj" / "prompts.safetensors")
-
-
-@pytest.fixture
-def test_images(tmp_path) -> Path:
-    return make_image_folder(tmp_path / "test", classes=TRAINED_CLASSES, per_class=2, seed=7)
-
-
 def _pixels(bb, paths) -> torch.Tensor:
     tf = bb.eval_transform()
     return torch.stack([tf(load_image(p)) for p in paths])

@@ -378,8 +378,8 @@ class CsvWriter(RowWriter):
         self.fh.flush()
 
 
-class JsonWriter(RowWriter):
-    """One JSON array, written when all rows are in."""
+class _BufferedWriter(RowWriter):
+    """A writer whose output needs every row first."""
 
     def __init__(self, fh: IO[str], top_k: int):
         super().__init__(fh, top_k)
@@ -387,21 +387,18 @@ class JsonWriter(RowWriter):
 
     def write(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
+
+
+class JsonWriter(_BufferedWriter):
+    """One JSON array, written when all rows are in."""
 
     def close(self) -> None:
         self.fh.write(json.dumps(self.rows, indent=2, ensure_ascii=False) + "\n")
         self.fh.flush()
 
 
-class TableWriter(RowWriter):
+class TableWriter(_BufferedWriter):
     """A rich table: image, prediction, probability, and the runners-up."""
-
-    def __init__(self, fh: IO[str], top_k: int):
-        super().__init__(fh, top_k)
-        self.rows: list[dict[str, Any]] = []
-
-    def write(self, row: dict[str, Any]) -> None:
-        self.rows.append(row)
 
     def close(self) -> None:
         from rich.console import Console
