@@ -198,3 +198,10 @@ def test_bf16_text_copy_equals_autocast_of_original(tiny_model):
     assert torch.equal(fast, bb.encode_text_embeds(emb, eot))
     fp32 = _bb(tiny_model)
     assert fp32.text_transformer is fp32.model.transformer
+
+
+def test_local_dir_is_recorded_absolute(tiny_vit, tmp_path, monkeypatch):
+    folder = tiny_vit.removeprefix("local-dir:")
+    monkeypatch.chdir(folder + "/..")
+    relative = "local-dir:" + folder.rsplit("/", 1)[1]
+    assert ModelSpec(relative).resolved() == (tiny_vit, None)

@@ -44,7 +44,9 @@ class ModelSpec:
         name, pretrained = self.name.strip(), (self.pretrained or "").strip()
         if pretrained.lower() in ("", "none", "random"):
             pretrained = ""
-        if name.startswith((LOCAL_DIR, HF_HUB)):
+        if name.startswith(LOCAL_DIR):  # absolute, so a prompt file naming it works from any folder
+            return LOCAL_DIR + str(Path(name[len(LOCAL_DIR) :]).expanduser().resolve()), None
+        if name.startswith(HF_HUB):
             return name, None
         path = Path(name).expanduser()
         if path.is_dir():
