@@ -45,7 +45,7 @@ class ModelSpec:
         if pretrained.lower() in ("", "none", "random"):
             pretrained = ""
         if name.startswith(LOCAL_DIR):  # absolute, so a prompt file naming it works from any folder
-            return LOCAL_DIR + str(Path(name[len(LOCAL_DIR) :]).expanduser().resolve()), None
+            return LOCAL_DIR + os.path.abspath(Path(name[len(LOCAL_DIR) :]).expanduser()), None
         if name.startswith(HF_HUB):
             return name, None
         path = Path(name).expanduser()
@@ -297,7 +297,8 @@ class Backbone:
         name, pretrained = self.spec.resolved()
         return {
             "model": name,
-            "pretrained": pretrained or "(none: random or local weights)",
+            "pretrained": pretrained or ("(weights in the folder)" if name.startswith(LOCAL_DIR)
+                                         else "(none: random weights)"),
             "image tower": f"{self.family} ({type(self.model.visual).__name__})",
             "image size": self.image_size,
             "embedding size (d)": self.embed_dim,

@@ -276,8 +276,9 @@ def _print_tables(result: EvalResult) -> None:
 
     first = next(iter(result.results.values()))
     split = "H" in first
-    summary = Table(title=f"{escape(result.images)}: {first['images']} images, {first['classes']} classes "
-                    f"({escape(result.model)})")
+    console.print(f"{escape(result.images)}: {first['images']} images, {first['classes']} classes "
+                  f"({escape(result.model)})", soft_wrap=True)
+    summary = Table()
     summary.add_column("method")
     summary.add_column("top-1", justify="right")
     summary.add_column(f"top-{first['top5_k']}", justify="right")
