@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import DataError, ProjectError
+from .errors import DataError, DualptError, ProjectError
 
 PROJECT_ENV = "DUALPT_PROJECT"
 DEFAULT_PROJECT = "dualpt-project"
@@ -115,6 +115,18 @@ def read_json(path: Path, what: str) -> Any:
         raise ProjectError(f"{path} is not valid JSON ({what}): {exc}; delete it or re-create it") from None
 
 
+def read_user_file(path: Path, what: str, error: type[DualptError]) -> bytes:
+    """The bytes of a file the user named; ``error`` with one clear line (``what`` and the path) if unreadable."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise error(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise error(f"{what} {path} is a folder; pass the file itself") from None
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
 # ---------------------------------------------------------------------------------------------------------
 # class lists
 
@@ -138,14 +150,7 @@ def parse_class_list(path: str | os.PathLike) -> list[ClassEntry]:
     A line is either ``name`` (folder and prompt name alike) or ``folder_name: readable name``.
     """
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"class list {path} does not exist") from None
-    except IsADirectoryError:
-        raise DataError(f"class list {path} is a folder; pass a text file with one class per line") from None
-    except OSError as exc:
-        raise DataError(f"cannot read class list {path}: {exc.strerror}") from None
+    raw = read_user_file(path, "class list", DataError)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:

@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save
 
 from .errors import PromptFileError
-from .project import atomic_write_bytes
+from .project import atomic_write_bytes, read_user_file
 
 PROMPT_FORMAT = "dualpt-prompts/1"
 CHECKPOINT_FORMAT = "dualpt-checkpoint/1"
@@ -50,14 +50,7 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], fmt: str, me
 def read_safetensors(path: Path, fmt: str, what: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read and verify a file written by :func:`write_safetensors`; one clear error for any damage."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise PromptFileError(f"{what} {path} does not exist") from None
-    except IsADirectoryError:
-        raise PromptFileError(f"{what} {path} is a folder, not a file") from None
-    except OSError as exc:
-        raise PromptFileError(f"cannot read {what} {path}: {exc.strerror}") from None
+    raw = read_user_file(path, what, PromptFileError)
     try:
         tensors = load(raw)
         header = _header(raw)
