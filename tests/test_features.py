@@ -54,3 +54,26 @@ def test_bad_images_reported_and_damaged_cache_recomputed(tmp_path, tiny_rn):
         f.write_bytes(b"garbage")
     again = encode_views(bb, paths, [0], tmp_path / "cache")
     assert torch.equal(again.local, fs.local)
+
+
+def test_interrupted_encoding_keeps_finished_images(tmp_path, tiny_rn):
+    bb = load_backbone(ModelSpec(tiny_rn), device="cpu", precision="fp32")
+    paths = sorted(make_image_folder(tmp_path / "img", per_class=1).rglob("*.png"))
+    original, calls = bb.encode_images, []
+
+    def encode_then_stop(x):
+        calls.append(len(x))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(x)
+
+    bb.encode_images = encode_then_stop
+    try:
+        encode_views(bb, paths, [0, 1], tmp_path / "cache", batch_size=2)
+    except KeyboardInterrupt:
+        pass
+    assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 1  # the first image's two views
+    bb.encode_images = original
+    full = encode_views(bb, paths, [0, 1], tmp_path / "cache", batch_size=2)
+    fresh = encode_views(bb, paths, [0, 1], None, batch_size=2)
+    assert torch.equal(full.local, fresh.local)

@@ -74,18 +74,25 @@ def encode_views(
     train_tf, eval_tf = bb.train_transform(aug_scale), bb.eval_transform()
     folder = cache_dir / model_key(bb, aug_scale) if cache_dir is not None else None
     store_dtype = torch.float32 if bb.precision == "fp32" else bb.dtype  # lossless: features are made in it
-    kept, bad, globals_, locals_ = [], [], [], []
-    pending: list[tuple[int, int, torch.Tensor]] = []  # (image slot, view slot, pixels)
-    results: dict[int, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
-    files: dict[int, tuple[Path | None, str]] = {}
+    kept: list[Path] = []
+    bad: list[tuple[Path, str]] = []
+    got: list[dict[int, tuple[torch.Tensor, torch.Tensor]]] = []  # per kept image: view -> (global, local)
+    cache_files: list[Path | None] = []
+    unsaved: set[int] = set()  # kept images with newly encoded views not yet in the cache
+    pending: list[tuple[int, int, torch.Tensor]] = []  # (image slot, view, pixels) waiting for a batch
 
     def flush() -> None:
-        if not pending:
-            return
-        z, local = bb.encode_images(torch.stack([p[2] for p in pending]))
-        for (slot, view, _), zi, li in zip(pending, z, local):
-            results.setdefault(slot, {})[view] = (zi.to(store_dtype).cpu(), li.to(store_dtype).cpu())
-        pending.clear()
+        """Encode the pending views, then save every image whose views are now all there."""
+        if pending:
+            z, local = bb.encode_images(torch.stack([p[2] for p in pending]))
+            for (slot, view, _), zi, li in zip(pending, z, local):
+                got[slot][view] = (zi.to(store_dtype).cpu(), li.to(store_dtype).cpu())
+            pending.clear()
+        for slot in sorted(unsaved):
+            if len(got[slot]) == len(views):
+                if cache_files[slot] is not None:  # saved as we go: an interrupted run keeps what it encoded
+                    _write_cache(cache_files[slot], got[slot])
+                unsaved.discard(slot)
 
     for path in paths:
         try:
@@ -96,46 +103,41 @@ def encode_views(
         cache_file = folder / f"{digest[:40]}.safetensors" if folder is not None else None
         cached = _read_cache(cache_file)
         missing = [v for v in views if f"g{v}" not in cached]
-        slot = len(kept)
         if missing:
             try:
                 image = load_image(path)
             except BadImage as exc:
                 bad.append((path, str(exc)))
                 continue
-            for v in missing:
-                if v == EVAL_VIEW:
-                    pixels = eval_tf(image)
-                else:
-                    with torch.random.fork_rng(devices=[]):
-                        torch.manual_seed(view_seed(digest, v, aug_seed))
-                        pixels = train_tf(image)
-                pending.append((slot, v, pixels))
-                if len(pending) >= batch_size:
-                    flush()
+        slot = len(kept)
         kept.append(path)
-        files[slot] = (cache_file, digest)
-        results[slot] = {**results.get(slot, {}), **{v: (cached[f"g{v}"], cached[f"l{v}"]) for v in views
-                                                       if f"g{v}" in cached}}
+        cache_files.append(cache_file)
+        got.append({v: (cached[f"g{v}"], cached[f"l{v}"]) for v in views if f"g{v}" in cached})
+        for v in missing:
+            if v == EVAL_VIEW:
+                pixels = eval_tf(image)
+            else:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(view_seed(digest, v, aug_seed))
+                    pixels = train_tf(image)
+            pending.append((slot, v, pixels))
+            unsaved.add(slot)
+            if len(pending) >= batch_size:
+                flush()
         if on_progress:
             on_progress(1)
     flush()
 
-    for slot in range(len(kept)):
-        got = results[slot]
-        globals_.append(torch.stack([got[v][0] for v in views]))
-        locals_.append(torch.stack([got[v][1] for v in views]))
-        cache_file, _ = files[slot]
-        if cache_file is not None:
-            _write_cache(cache_file, got)
     if not kept:
-        return FeatureSet(torch.zeros(0, len(views), bb.embed_dim), torch.zeros(0, len(views), bb.num_local,
-                                                                                   bb.embed_dim), [], bad)
+        d, n = bb.embed_dim, bb.num_local
+        return FeatureSet(torch.zeros(0, len(views), d), torch.zeros(0, len(views), n, d), [], bad)
+    g = torch.stack([torch.stack([views_of[v][0] for v in views]) for views_of in got])  # (I, V, d)
+    loc = torch.stack([torch.stack([views_of[v][1] for v in views]) for views_of in got])  # (I, V, N, d)
     # kept in host memory (pinned for CUDA): training moves one batch at a time, so the cache is bounded by
     # RAM, not by GPU memory (1000 classes x 16 shots x 8 views of RN50 is 12 GiB in bf16)
-    pin = bb.device.type == "cuda"
-    g, loc = torch.stack(globals_), torch.stack(locals_)
-    return FeatureSet(g.pin_memory() if pin else g, loc.pin_memory() if pin else loc, kept, bad)
+    if bb.device.type == "cuda":
+        g, loc = g.pin_memory(), loc.pin_memory()
+    return FeatureSet(g, loc, kept, bad)
 
 
 def _read_cache(path: Path | None) -> dict[str, torch.Tensor]:
@@ -147,10 +149,9 @@ def _read_cache(path: Path | None) -> dict[str, torch.Tensor]:
         return {}
 
 
-def _write_cache(path: Path, got: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None:
+def _write_cache(path: Path, views: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Merge ``views`` into the image's cache file (other runs may have stored other views)."""
     tensors = _read_cache(path)
-    new = {f"g{v}": g for v, (g, _) in got.items()} | {f"l{v}": loc for v, (_, loc) in got.items()}
-    if all(k in tensors for k in new):
-        return
-    tensors.update({k: v.contiguous() for k, v in new.items()})
+    tensors.update({f"g{v}": g.contiguous() for v, (g, _) in views.items()})
+    tensors.update({f"l{v}": loc.contiguous() for v, (_, loc) in views.items()})
     atomic_write_bytes(path, save(tensors))
