@@ -58,8 +58,8 @@ def test_predict_reproduces_training_logits(kind, tmp_path_factory, tiny_rn, tin
     with torch.no_grad():
         learner.ctx.copy_(tensors["ctx"])
         W = learner()  # (K, M, d)
-    objective = build_objective(cfg, resolve_project(cfg.project), bb, SimpleNamespace(classes=classes),
-                                Callbacks())
+    data = SimpleNamespace(classes=classes, descriptions=None)
+    objective = build_objective(cfg, resolve_project(cfg.project), bb, data, Callbacks())
     paths = sorted(test_images.rglob("*.png"))
     fs = encode_views(bb, paths, [EVAL_VIEW], cache_dir=None)
     with torch.no_grad(), bb.autocast():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import random
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageOps
@@ -83,12 +82,6 @@ def file_digest(path: Path) -> str:
 
 # ---------------------------------------------------------------------------------------------------------
 # ImageFolder
-
-
-@dataclass(frozen=True)
-class Sample:
-    path: Path
-    label: int
 
 
 def scan_image_folder(root: str | Path) -> dict[str, list[Path]]:

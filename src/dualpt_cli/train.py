@@ -135,6 +135,7 @@ class TrainData:
     val_labels: torch.Tensor | None
     split: dict[str, Any]
     notes: list[str]
+    descriptions: list[dict] | None  # descriptions.json entries, None without one (or with --context none)
 
 
 @dataclass
@@ -283,7 +284,7 @@ def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks
     val_fs = val_labels = None
     if cfg.val_shots:
         val_fs, val_labels = gather(val, [EVAL_VIEW], "validation")
-    return TrainData(classes, train_fs, train_labels, val_fs, val_labels, split, notes)
+    return TrainData(classes, train_fs, train_labels, val_fs, val_labels, split, notes, stored)
 
 
 def _entry(stored: dict):
@@ -293,11 +294,10 @@ def _entry(stored: dict):
 
 
 def build_objective(cfg: TrainConfig, project: Project, bb: Backbone, data: TrainData, cb: Callbacks) -> Objective:
-    from .describe import load_descriptions
+    from .describe import phrases_by_folder
 
-    stored = load_descriptions(project) if cfg.context != "none" else None
-    phrases_by_folder = {c["folder"]: list(c.get("phrases") or []) for c in stored or []}
-    phrases = [phrases_by_folder.get(c.folder, []) for c in data.classes]
+    stored = phrases_by_folder(data.descriptions)
+    phrases = [stored.get(c.folder, []) for c in data.classes]
     mean, has, sets = description_features(bb, [c.name for c in data.classes], phrases, cfg.description_template)
     beta = cfg.beta
     if not bool(has.any()):
