@@ -72,6 +72,8 @@ def test_resume_equals_uninterrupted(images, tiny_rn, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run_training(cfg, _StopAfter(2))
     assert not (tmp_path / "cut" / "prompts.safetensors").exists()
+    with open(tmp_path / "cut" / "train_log.jsonl", "a") as fh:  # epoch 3 logged, interrupted before its checkpoint
+        fh.write('{"epoch": 3, "loss": 1.0}\n{"epoch": 4, "lo')
     cfg.resume = True
     resumed = run_training(cfg)
     t_full, m_full = load_prompt_file(full.prompt_file)

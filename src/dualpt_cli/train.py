@@ -24,7 +24,7 @@ from .data import class_entries, few_shot_split, scan_image_folder
 from .errors import DataError, ProjectError
 from .features import EVAL_VIEW, FeatureSet, encode_views
 from .matching import Matcher, sinkhorn_ot_distance
-from .project import Project, atomic_write_json, read_json, resolve_project
+from .project import Project, atomic_write_json, atomic_write_text, read_json, resolve_project
 from .promptfile import CHECKPOINT_FORMAT, read_safetensors, save_prompt_file, write_safetensors
 from .prompts import DESCRIPTION_TEMPLATE, PromptLearner, description_features
 
@@ -172,8 +172,7 @@ def run_training(cfg: TrainConfig, cb: Callbacks | None = None) -> TrainResult:
     cb = cb or Callbacks()
     _validate(cfg)
     project = resolve_project(cfg.project).ensure()
-    if cfg.resume and not (project.checkpoint_dir / "state.safetensors").is_file():
-        raise ProjectError(f"--resume: no checkpoint in {project.checkpoint_dir}; start without --resume")
+    checkpoint = _read_checkpoint(project, cfg) if cfg.resume else None
     bb = load_backbone(ModelSpec(cfg.model, cfg.pretrained), device=cfg.device, precision=cfg.precision)
     data = prepare_data(cfg, project, bb, cb)
     learner = PromptLearner(bb, [c.name for c in data.classes], cfg.n_prompts, cfg.n_ctx, cfg.ctx_init,
@@ -190,9 +189,10 @@ def run_training(cfg: TrainConfig, cb: Callbacks | None = None) -> TrainResult:
     cb.info(f"trainable parameters: {learner.ctx.numel():,} (CLIP frozen: "
             f"{sum(p.numel() for p in bb.model.parameters()):,})")
     start, best = 0, {"epoch": None, "acc": -1.0, "ctx": None}
-    if cfg.resume:
-        start, best = _load_checkpoint(project, cfg, learner, optimizer)
+    if checkpoint is not None:
+        start, best = _restore(checkpoint, learner, optimizer)
         cb.info(f"resuming after epoch {start} of {total}")
+        _trim_log(project.train_log, start)
     else:
         project.train_log.unlink(missing_ok=True)
 
@@ -446,14 +446,39 @@ def _save_checkpoint(project: Project, cfg: TrainConfig, learner: PromptLearner,
     write_safetensors(project.checkpoint_dir / "state.safetensors", tensors, CHECKPOINT_FORMAT, meta)
 
 
-def _load_checkpoint(project: Project, cfg: TrainConfig, learner: PromptLearner, optimizer):
-    tensors, meta = read_safetensors(project.checkpoint_dir / "state.safetensors", CHECKPOINT_FORMAT, "checkpoint")
+def _trim_log(path: Path, epochs_done: int) -> None:
+    """Drop log lines of epochs after the checkpoint (an epoch logged, then interrupted before saving)."""
+    if not path.is_file():
+        return
+    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    keep = []
+    for ln in lines:
+        try:
+            if json.loads(ln)["epoch"] <= epochs_done:
+                keep.append(ln)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a line cut off by the interrupt
+    atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+
+
+def _read_checkpoint(project: Project, cfg: TrainConfig) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The checkpoint, checked to come from the same options (before any slow work starts)."""
+    path = project.checkpoint_dir / "state.safetensors"
+    if not path.is_file():
+        raise ProjectError(f"--resume: no checkpoint in {project.checkpoint_dir}; start without --resume")
+    tensors, meta = read_safetensors(path, CHECKPOINT_FORMAT, "checkpoint")
     stored, now = meta.get("config", {}), _ckpt_identity(cfg)
     changed = [k for k in now if stored.get(k) != now[k]]
     if changed:
         k = changed[0]
         raise ProjectError(f"--resume: {k} was {stored.get(k)!r} in the checkpoint, now {now[k]!r}; "
                            "use the same options or start without --resume")
+    return tensors, meta
+
+
+def _restore(checkpoint: tuple[dict[str, torch.Tensor], dict[str, Any]], learner: PromptLearner, optimizer):
+    """Load the context, momentum and best-validation state; (epochs done, best)."""
+    tensors, meta = checkpoint
     if tensors["ctx"].shape != learner.ctx.shape:
         raise ProjectError("--resume: the checkpoint's prompts do not match this run; start without --resume")
     with torch.no_grad():
