@@ -480,7 +480,7 @@ class PredictConfig:
     fmt: str | None = None  # table, json, jsonl or csv (None: from --output's extension, else table)
     output: str | None = None  # file to write (None: stdout)
     batch_size: int = 64
-    workers: int | None = None  # DataLoader worker processes (None: min(4, CPUs))
+    workers: int | None = None  # DataLoader worker processes (None: default_workers(device))
     classes: str | None = None  # class list to predict over instead of the trained classes (base-to-new)
     model: str | None = None  # override the model named in the prompt file (same architecture)
     pretrained: str | None = None  # override its pretrained tag or weights file
