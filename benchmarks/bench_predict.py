@@ -42,7 +42,17 @@ from dualpt_cli.prompts import PromptLearner
 from dualpt_cli.train import TrainConfig, matcher_for, save_prompts
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import environment, finish, fmt, load_avg, peak_rss_gib, report_from_worker, run_part, sync  # noqa: E402
+from harness import (  # noqa: E402
+    add_harness_args,
+    environment,
+    finish,
+    fmt,
+    load_avg,
+    peak_rss_gib,
+    report_from_worker,
+    run_part,
+    sync,
+)
 
 TOP_K = 5
 NAMES = ["accordion", "airplane", "anchor", "ant", "barrel", "bass", "beaver", "binocular", "bonsai", "brain",
@@ -84,13 +94,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--precision", default="auto", help="dualpt's and the floor's precision (plain is fp32)")
     p.add_argument("--skip-plain", action="store_true", help="skip the plain fp32 path")
     p.add_argument("--skip-check", action="store_true", help="skip the fp32 run of dualpt's path (agreement)")
-    p.add_argument("--inline", action="store_true",
-                   help="run every part in this process (faster start; peak RSS is then the process's so far)")
-    p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
-    p.add_argument("--save", default=None, help="also write the results as JSON to this file")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--_data", default=None, help=argparse.SUPPRESS)
+    add_harness_args(p)
     args = p.parse_args(argv)
     if min(args.images, args.batch_size, args.classes, args.prompts, args.ctx_len) < 1:
         p.error("--images, --batch-size, --classes, --prompts and --ctx-len must be >= 1")

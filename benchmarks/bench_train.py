@@ -59,7 +59,7 @@ from dualpt_cli.train import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import GIB, environment, finish, fmt, peak_rss_gib, report_from_worker, run_part, sync  # noqa: E402
+from harness import GIB, add_harness_args, environment, finish, fmt, peak_rss_gib, report_from_worker, run_part, sync  # noqa: E402
 
 # Caltech101-like class names: realistic token lengths decide where the text sequence is cut
 NAMES = ["accordion", "airplane", "anchor", "ant", "barrel", "bass", "beaver", "binocular", "bonsai", "brain",
@@ -102,13 +102,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--memory-unchunked", action=argparse.BooleanOptionalAction, default=True,
                    help="also run the memory scenario without chunking")
     p.add_argument("--skip-reference", action="store_true", help="time only dualpt's path")
-    p.add_argument("--inline", action="store_true",
-                   help="run every part in this process (faster start; peak RSS is then the process's so far)")
-    p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
-    p.add_argument("--save", default=None, help="also write the results as JSON to this file")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--_data", default=None, help=argparse.SUPPRESS)
+    add_harness_args(p)
     p.add_argument("--_chunk", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if min(args.classes, args.shots, args.prompts, args.ctx_len, args.batch_size, args.epochs, args.aug_views) < 1:

@@ -6,6 +6,7 @@ is its own: the parent re-runs the script with ``--_worker ROLE`` and reads one 
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -24,6 +25,16 @@ from dualpt_cli.backbone import cpu_has_fast_bf16, select_device, select_precisi
 
 RESULT_MARK = "BENCH_RESULT "
 GIB = 1024**3
+
+
+def add_harness_args(p: argparse.ArgumentParser) -> None:
+    """Options every benchmark takes, and the hidden ones :func:`run_part` passes to a worker process."""
+    p.add_argument("--inline", action="store_true",
+                   help="run every part in this process (faster start; peak RSS is then the process's so far)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    p.add_argument("--save", default=None, help="also write the results as JSON to this file")
+    p.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--_data", default=None, help=argparse.SUPPRESS)
 
 
 def peak_rss_gib() -> float:
