@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from .backbone import Backbone, ModelSpec, load_backbone
-from .data import scan_image_folder
+from .data import class_entries, scan_image_folder
 from .errors import DataError, PartialFailure, PromptFileError
 from .predict import Classifier, find_trained, image_batches, prompt_path, trained_entries
-from .project import ClassEntry, parse_class_list, readable_name
+from .project import ClassEntry, parse_class_list
 from .promptfile import load_prompt_file
 
 ZERO_SHOT_TEMPLATE = "a photo of a {}."
@@ -174,8 +174,8 @@ def class_set(folders: list[str], trained: list[ClassEntry] | None, extra: list[
     if trained is not None:
         classes = trained + [c for c in extra if find_trained(c, trained) is None]
     else:
-        classes = extra or [ClassEntry(folder=f, name=readable_name(f)) for f in folders]
-    index = [find_trained(ClassEntry(folder=f, name=readable_name(f)), classes) for f in folders]
+        classes = extra or class_entries(folders, None)
+    index = [find_trained(entry, classes) for entry in class_entries(folders, None)]
     unknown = [f for f, i in zip(folders, index) if i is None]
     if unknown:
         shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
