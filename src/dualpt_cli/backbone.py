@@ -417,7 +417,7 @@ class Backbone:
             prefix: (G, Lp, width) embeddings of SOS + context, one row per prompt.
             suffix: (G, C, Ls, width) or (C, Ls, width) embeddings of the class-name + EOT positions
                 (a 3-D suffix is shared by all G prefixes).
-            eot: (C,) pooling position of each suffix, counted in the full sequence (>= Lp).
+            eot: (C,) or (G, C) pooling position of each suffix, counted in the full sequence (>= Lp).
         Returns:
             (G, C, d) text features, not normalised.
         """
@@ -434,7 +434,7 @@ class Backbone:
             for block in self.text_transformer.resblocks:
                 hp, hs = _prefixed_block(block, hp, hs, C, mask)
             hs = self.model.ln_final(hs)  # (G*C, Ls, W)
-            idx = (eot - Lp).repeat(G)  # (G*C,)
+            idx = (eot - Lp).expand(G, C).reshape(G * C)  # (G*C,)
             h = hs[torch.arange(G * C, device=hs.device), idx]  # (G*C, W)
             out = self._project(h)
         return out.float().reshape(G, C, -1)

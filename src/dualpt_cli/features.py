@@ -29,11 +29,13 @@ from .project import atomic_write_bytes
 EVAL_VIEW = -1  # the un-augmented test-time view (resize + center crop)
 
 
-def model_key(bb: Backbone, aug_scale: tuple[float, float]) -> str:
-    """Cache folder name: everything that changes a feature (weights, precision, preprocessing)."""
+def model_key(bb: Backbone, aug_scale: tuple[float, float], aug_seed: int = 0) -> str:
+    """Cache folder name: everything that changes a feature (weights, precision, preprocessing, augmentation)."""
     name, pretrained = bb.spec.resolved()
     ident = {"name": name, "pretrained": pretrained, "precision": bb.precision, "pp": bb.preprocess_cfg,
              "scale": list(aug_scale)}
+    if aug_seed:  # seed 0 keeps the key of caches made before the seed was part of it
+        ident["aug_seed"] = aug_seed
     for path in (pretrained, name.removeprefix("local-dir:")):
         if path and os.path.exists(path):  # local weights: their size and mtime stand in for content
             for f in sorted(Path(path).glob("*")) if os.path.isdir(path) else [Path(path)]:
@@ -72,7 +74,7 @@ def encode_views(
     Images that cannot be decoded are skipped and reported in ``FeatureSet.bad``.
     """
     train_tf, eval_tf = bb.train_transform(aug_scale), bb.eval_transform()
-    folder = cache_dir / model_key(bb, aug_scale) if cache_dir is not None else None
+    folder = cache_dir / model_key(bb, aug_scale, aug_seed) if cache_dir is not None else None
     store_dtype = torch.float32 if bb.precision == "fp32" else bb.dtype  # lossless: features are made in it
     kept: list[Path] = []
     bad: list[tuple[Path, str]] = []

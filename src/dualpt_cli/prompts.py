@@ -33,6 +33,7 @@ class PromptLearner(nn.Module):
         ctx_init: str = "",
         class_specific: bool = False,
         seed: int = 1,
+        class_texts: list[list[str]] | None = None,
     ):
         super().__init__()
         self.bb = bb
@@ -42,7 +43,7 @@ class PromptLearner(nn.Module):
         self.text_chunk = 0  # classes per text-encoder chunk with activation checkpointing (0 = all at once)
         width = bb.text_width
         self.register_buffer("_sos", torch.empty(0), persistent=False)
-        self.set_classes(class_names)
+        self.set_classes(class_names, class_texts)
 
         gen = torch.Generator().manual_seed(seed)
         shape = (len(class_names), n_prompts, n_ctx, width) if class_specific else (n_prompts, n_ctx, width)
@@ -55,22 +56,36 @@ class PromptLearner(nn.Module):
 
     # -- class tokens ---------------------------------------------------------------------------------------
 
-    def set_classes(self, class_names: list[str]) -> None:
-        """Tokenise ``[SOS] X*n_ctx name . [EOT]`` for each class; keep frozen embeddings as buffers."""
+    def set_classes(self, class_names: list[str], class_texts: list[list[str]] | None = None) -> None:
+        """Tokenise ``[SOS] X*n_ctx <text> [EOT]`` per class (and prompt); keep frozen embeddings as buffers.
+
+        ``class_texts`` gives each class's M texts after the context (``"{name}, which has {phrase}."``);
+        without it every prompt of class k ends in ``"{name}."`` (the method card's prompt).
+        """
         if not class_names:
             raise DataError("no class names to build prompts for")
-        prompts = [" ".join([PLACEHOLDER] * self.n_ctx) + " " + name + "." for name in class_names]
-        tokens = self.bb.tokenize(prompts)  # (K, L)
+        texts = class_texts or [[f"{name}."] for name in class_names]
+        if class_texts is not None and any(len(t) != self.n_prompts for t in class_texts):
+            raise DataError(f"each class needs {self.n_prompts} prompt texts")
+        flat = [t for per_class in texts for t in per_class]
+        tokens = self.bb.tokenize([" ".join([PLACEHOLDER] * self.n_ctx) + " " + t for t in flat])  # (P, L)
         eot = self.bb.eot_positions(tokens)
-        too_long = [n for n, e in zip(class_names, eot.tolist()) if e >= tokens.shape[1] - 1]  # cut off
+        too_long = [t for t, e in zip(flat, eot.tolist()) if e >= tokens.shape[1] - 1]  # cut off
         if too_long:
-            raise DataError(f"class name too long for the text encoder with {self.n_ctx} context tokens: "
+            what = "prompt text" if class_texts is not None else "class name"
+            raise DataError(f"{what} too long for the text encoder with {self.n_ctx} context tokens: "
                             f"{too_long[0]!r}; shorten it or lower --ctx-len")
-        emb = self.bb.token_embeds(tokens)  # (K, L, width)
+        emb = self.bb.token_embeds(tokens)  # (P, L, width)
         self.class_names = list(class_names)
+        self.class_texts = [list(t) for t in texts]
+        self.per_prompt = class_texts is not None  # suffixes differ between the M prompts of a class
         self._sos = emb[0, :1].clone()  # (1, width): SOS is the same token for every class
-        self.register_buffer("token_suffix", emb[:, 1 + self.n_ctx :].clone(), persistent=False)  # (K, L-1-n, W)
-        self.register_buffer("eot", eot, persistent=False)  # (K,)
+        suffix = emb[:, 1 + self.n_ctx :]  # (P, L-1-n, W)
+        if self.per_prompt:
+            suffix = suffix.unflatten(0, (len(class_names), self.n_prompts))  # (K, M, Ls, W)
+            eot = eot.unflatten(0, (len(class_names), self.n_prompts))  # (K, M)
+        self.register_buffer("token_suffix", suffix.clone(), persistent=False)  # (K, Ls, W) or (K, M, Ls, W)
+        self.register_buffer("eot", eot, persistent=False)  # (K,) or (K, M)
 
     def _init_embeddings(self, text: str) -> torch.Tensor:
         tokens = self.bb.tokenize([text])
@@ -110,18 +125,17 @@ class PromptLearner(nn.Module):
         Lp = 1 + self.n_ctx
         sos = self._sos.to(self.ctx.dtype)
         if self.truncate:
-            suffix = suffix[:, : int(eot.max()) + 1 - Lp]
+            suffix = suffix[..., : int(eot.max()) + 1 - Lp, :]
+        if not self.per_prompt:  # one suffix per class, the same for its M prompts
+            suffix = suffix.unsqueeze(1).expand(k, M, suffix.shape[1], W)  # (k, M, Ls, W)
+            eot = eot.unsqueeze(1).expand(k, M)  # (k, M)
         if not self.class_specific and self.use_prefix_cache and self.bb.supports_prefix_cache:
             prefix = torch.cat([sos.expand(M, 1, W), self.ctx], dim=1)  # (M, Lp, W)
-            feats = self.bb.encode_text_prefixed(prefix, suffix, eot)  # (M, k, d)
+            feats = self.bb.encode_text_prefixed(prefix, suffix.transpose(0, 1), eot.T)  # (M, k, d)
             return feats.transpose(0, 1)  # (k, M, d)
         ctx = self.ctx[idx] if self.class_specific else self.ctx.unsqueeze(0).expand(k, M, self.n_ctx, W)
-        full = torch.cat([
-            sos.expand(k, M, 1, W),
-            ctx,  # (k, M, n_ctx, W)
-            suffix.unsqueeze(1).expand(k, M, suffix.shape[1], W),
-        ], dim=2)  # (k, M, L, W)
-        feats = self.bb.encode_text_embeds(full.reshape(k * M, -1, W), eot.repeat_interleave(M),
+        full = torch.cat([sos.expand(k, M, 1, W), ctx, suffix], dim=2)  # (k, M, L, W)
+        feats = self.bb.encode_text_embeds(full.reshape(k * M, -1, W), eot.reshape(k * M),
                                            truncate=self.truncate)  # (k*M, d)
         return feats.reshape(k, M, -1)
 

@@ -11,7 +11,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +42,12 @@ class TrainConfig:
     model: str = "RN50"  # open_clip model (see backbone.ModelSpec)
     pretrained: str = "openai"  # pretrained tag or weights file
     seed: int = 1  # few-shot sample, prompt init, batch order and view choice
+    recipe: str = "default"  # default: the measured recipe (docs/method.md); paper: the paper's exact setup
     n_prompts: int = 4  # M
-    n_ctx: int = 16  # context vectors per prompt
-    ctx_init: str = ""  # words to initialise the context from ("" = N(0, 0.02))
+    n_ctx: int | None = None  # context vectors per prompt (None: by recipe, 4 default / 16 paper)
+    ctx_init: str | None = None  # words to initialise the context from ("" = N(0, 0.02); None: by recipe)
+    prompt_text: str | None = None  # what follows the context: name ("{name}.") or descriptions (one phrase
+    #   per prompt, "{name}, which has {phrase}."); None: by recipe
     class_specific: bool = False  # per-class context (CoOp's CSC)
     alpha: float = 0.2  # edge (GW) weight in the graph-matching cost
     beta: float = 0.2  # weight of the LLM alignment loss (0 without descriptions)
@@ -60,6 +63,8 @@ class TrainConfig:
     warmup_epochs: int = 1  # constant warm-up lr before the cosine schedule
     warmup_lr: float = 1e-5
     aug_views: int = 8  # augmented views per image encoded once and cached
+    crop_scale: float | None = None  # smallest crop area of the random resized crop (None: by recipe)
+    min_steps: int | None = None  # at least this many optimiser steps, epochs raised to reach it (None: by recipe)
     outer_iters: int = 10  # graph-matching fixed-point iterations (cap)
     inner_iters: int = 100  # Sinkhorn iterations per outer iteration (cap)
     tol: float = 1e-2  # Sinkhorn stopping rule (PLOT's)
@@ -69,6 +74,24 @@ class TrainConfig:
     match_chunk: int = 0  # classes per graph-matching solve (0 = all)
     resume: bool = False
     profile: bool = False
+
+
+# What ``--recipe`` sets for the options left unset (None). "paper" is the paper and method card exactly;
+# "default" is the recipe measured on benchmarks/bench_learning.py (docs/method.md, "The default recipe").
+RECIPES: dict[str, dict[str, Any]] = {
+    "paper": {"n_ctx": 16, "ctx_init": "", "prompt_text": "name", "crop_scale": 0.08, "min_steps": 0},
+    "default": {"n_ctx": 4, "ctx_init": "a photo of a", "prompt_text": "descriptions", "crop_scale": 0.9,
+                "min_steps": 0},
+}
+PROMPT_TEXTS = ("name", "descriptions")
+
+
+def resolve_recipe(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with every option left unset (None) filled in from its recipe."""
+    if cfg.recipe not in RECIPES:
+        raise DataError(f"--recipe must be one of {', '.join(RECIPES)}, got {cfg.recipe!r}")
+    unset = {k: v for k, v in RECIPES[cfg.recipe].items() if getattr(cfg, k) is None}
+    return replace(cfg, **unset)
 
 
 def epochs_for_shots(shots: int | None) -> int:
@@ -81,10 +104,15 @@ def epochs_for_shots(shots: int | None) -> int:
 
 
 def lr_at(epoch: int, cfg: TrainConfig, total: int) -> float:
-    """Constant warm-up for ``warmup_epochs``, then cosine decay over all epochs (CoOp/Dassl)."""
-    if epoch < cfg.warmup_epochs:
+    """Constant warm-up for ``warmup_epochs``, then cosine decay over the remaining epochs (CoOp/Dassl).
+
+    After the warm-up, epoch e runs at ``0.5 lr (1 + cos(pi (e - w) / (E - w)))``: the full rate right after
+    the warm-up. A run no longer than the warm-up skips it (``--epochs 1`` trains at ``lr``).
+    """
+    warmup = cfg.warmup_epochs if total > cfg.warmup_epochs else 0
+    if epoch < warmup:
         return cfg.warmup_lr
-    return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * epoch / total))
+    return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * (epoch - warmup) / (total - warmup)))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -170,16 +198,17 @@ class Callbacks:
 def run_training(cfg: TrainConfig, cb: Callbacks | None = None) -> TrainResult:
     """Train DUAL-PT prompts on ``cfg.images`` and write the prompt file into the project."""
     cb = cb or Callbacks()
+    cfg = resolve_recipe(cfg)
     _validate(cfg)
     project = resolve_project(cfg.project).ensure()
     checkpoint = _read_checkpoint(project, cfg) if cfg.resume else None
     bb = load_backbone(ModelSpec(cfg.model, cfg.pretrained), device=cfg.device, precision=cfg.precision)
     data = prepare_data(cfg, project, bb, cb)
-    learner = PromptLearner(bb, [c.name for c in data.classes], cfg.n_prompts, cfg.n_ctx, cfg.ctx_init,
-                            cfg.class_specific, cfg.seed)
-    learner.text_chunk = cfg.text_chunk
     objective = build_objective(cfg, project, bb, data, cb)
-    total = cfg.epochs or epochs_for_shots(cfg.shots)
+    learner = PromptLearner(bb, [c.name for c in data.classes], cfg.n_prompts, cfg.n_ctx, cfg.ctx_init,
+                            cfg.class_specific, cfg.seed, class_texts=prompt_texts(cfg, data))
+    learner.text_chunk = cfg.text_chunk
+    total = schedule_epochs(cfg, len(data.train_labels))
     resolved = {**asdict(cfg), "epochs": total, "beta": objective.beta,
                 "model_resolved": bb.spec.label, "device_resolved": str(bb.device),
                 "precision_resolved": bb.precision, "dualpt_version": __version__}
@@ -224,6 +253,34 @@ def run_training(cfg: TrainConfig, cb: Callbacks | None = None) -> TrainResult:
     )
 
 
+def schedule_epochs(cfg: TrainConfig, n_images: int) -> int:
+    """``--epochs``, else the paper's epochs by shots, raised until the run makes ``min_steps`` optimiser steps."""
+    if cfg.epochs:
+        return cfg.epochs
+    steps_per_epoch = max(1, math.ceil(n_images / cfg.batch_size))
+    return max(epochs_for_shots(cfg.shots), math.ceil((cfg.min_steps or 0) / steps_per_epoch))
+
+
+def prompt_texts(cfg: TrainConfig, data: TrainData) -> list[list[str]] | None:
+    """Per class, the M texts after the context: one description phrase per prompt (cycling through the
+    class's phrases) with ``prompt_text`` descriptions, else None (every prompt ends in ``"{name}."``)."""
+    if cfg.prompt_text != "descriptions":
+        return None
+    phrases = class_phrases(data)
+    if not any(phrases):
+        return None
+    return [[cfg.description_template.format(name=c.name, phrase=p[j % len(p)].rstrip(".")) if p else f"{c.name}."
+             for j in range(cfg.n_prompts)] for c, p in zip(data.classes, phrases)]
+
+
+def class_phrases(data: TrainData) -> list[list[str]]:
+    """Each class's description phrases, in class order ([] without descriptions)."""
+    from .describe import phrases_by_folder
+
+    stored = phrases_by_folder(data.descriptions)
+    return [stored.get(c.folder, []) for c in data.classes]
+
+
 def _validate(cfg: TrainConfig) -> None:
     checks = [
         (cfg.shots is None or cfg.shots >= 1, f"--shots must be a positive number or 'all', got {cfg.shots}"),
@@ -239,6 +296,10 @@ def _validate(cfg: TrainConfig) -> None:
         (cfg.val_shots >= 0, f"--val-shots must be >= 0, got {cfg.val_shots}"),
         (cfg.llm_loss in LLM_LOSSES, f"--llm-loss must be one of {', '.join(LLM_LOSSES)}, got {cfg.llm_loss}"),
         (cfg.context in ("auto", "llm", "none"), f"--context must be auto, llm or none, got {cfg.context}"),
+        (cfg.prompt_text in PROMPT_TEXTS, f"--prompt-text must be one of {', '.join(PROMPT_TEXTS)}, "
+                                          f"got {cfg.prompt_text}"),
+        (0.0 < cfg.crop_scale <= 1.0, f"--crop-scale must be in (0, 1], got {cfg.crop_scale}"),
+        (cfg.min_steps >= 0, f"--min-steps must be >= 0, got {cfg.min_steps}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -269,7 +330,7 @@ def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks
     def gather(parts: dict[str, list[Path]], views: list[int], what: str) -> tuple[FeatureSet, torch.Tensor]:
         paths = [p for f in folders for p in parts.get(f, [])]
         label_of = {p: i for i, f in enumerate(folders) for p in parts.get(f, [])}
-        fs = encode_views(bb, paths, views, project.cache_dir, aug_seed=0,
+        fs = encode_views(bb, paths, views, project.cache_dir, aug_seed=cfg.seed, aug_scale=(cfg.crop_scale, 1.0),
                           on_progress=cb.stage(f"encoding {what} images", len(paths)))
         for path, reason in fs.bad:
             cb.warn(f"skipping {path}: {reason}")
@@ -294,10 +355,7 @@ def _entry(stored: dict):
 
 
 def build_objective(cfg: TrainConfig, project: Project, bb: Backbone, data: TrainData, cb: Callbacks) -> Objective:
-    from .describe import phrases_by_folder
-
-    stored = phrases_by_folder(data.descriptions)
-    phrases = [stored.get(c.folder, []) for c in data.classes]
+    phrases = class_phrases(data)
     mean, has, sets = description_features(bb, [c.name for c in data.classes], phrases, cfg.description_template)
     beta = cfg.beta
     if not bool(has.any()):
