@@ -19,7 +19,7 @@ from .backbone import Backbone, ModelSpec, load_backbone
 from .data import class_entries, scan_image_folder
 from .errors import DataError, PartialFailure, PromptFileError
 from .predict import Classifier, find_trained, image_batches, prompt_path, trained_entries
-from .project import ClassEntry, parse_class_list
+from .project import ClassEntry, parse_class_list, resolve_project
 from .promptfile import load_prompt_file
 
 ZERO_SHOT_TEMPLATE = "a photo of a {}."
@@ -191,7 +191,7 @@ def evaluate_folder(cfg: EvalConfig) -> EvalResult:
     """Score every image of ``cfg.images`` with the prompts (and zero-shot CLIP with ``cfg.zero_shot``)."""
     if cfg.batch_size < 1:
         raise DataError(f"--batch-size must be >= 1, got {cfg.batch_size}")
-    folders = scan_image_folder(cfg.images)
+    folders = scan_image_folder(cfg.images, exclude=resolve_project(cfg.project).root)  # the project is no class
     extra = parse_class_list(cfg.classes) if cfg.classes else []
     path = prompt_path(cfg.prompts, cfg.project)
     use_prompts = not cfg.zero_shot or cfg.prompts is not None or path.is_file()
