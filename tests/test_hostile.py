@@ -31,7 +31,7 @@ from dualpt_cli.describe import RetryPolicy
 from dualpt_cli.project import Project
 from dualpt_cli.promptfile import PROMPT_FORMAT, load_prompt_file, read_safetensors, write_safetensors
 from imagegen import make_image_folder, write_corrupt_image
-from llm_server import FakeLLM, Reply
+from llm_server import Reply
 from tiny_models import build_tiny_model
 
 runner = CliRunner()
@@ -39,18 +39,10 @@ KEY = "sk-hostile-SECRET-4242"
 
 
 @pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OLLAMA_HOST", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
-                "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)
+def _fast_retries(monkeypatch):
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)  # the fake server is on 127.0.0.1
     monkeypatch.setattr(describe_mod, "RETRY", RetryPolicy(attempts=3, base=0.01, cap=0.02, retry_after_cap=1))
-
-
-@pytest.fixture
-def fake():
-    server = FakeLLM().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

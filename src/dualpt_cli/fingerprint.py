@@ -33,7 +33,8 @@ def probe_image(size: int) -> torch.Tensor:
 
 def image_fingerprint(bb: Backbone) -> list[float]:
     """The normalised global feature (d floats, 6 decimals) of :func:`probe_image` through ``bb``."""
-    z, _ = bb.encode_images(probe_image(bb.image_size))
+    with torch.no_grad(), bb.autocast():  # the global feature only (what encode_images' z equals)
+        z = bb.model.encode_image(probe_image(bb.image_size).to(bb.device))
     return [round(v, 6) for v in F.normalize(z.float(), dim=-1)[0].cpu().tolist()]
 
 

@@ -331,6 +331,8 @@ def image_batches(paths: list[Path], transform, batch_size: int = 64, workers: i
 def make_row(image: Path, probs: torch.Tensor | None, names: list[str], top_k: int, error: str | None = None
              ) -> dict[str, Any]:
     """One output row: the top-k classes with probabilities, or the error that stopped this image."""
+    if probs is not None and not bool(torch.isfinite(probs).all()):  # never a NaN in the output (invalid JSON)
+        probs, error = None, "the model gave non-finite scores for this image"
     if probs is None:
         return {"image": str(image), "class": None, "prob": None, "top_k": [], "error": error}
     p, idx = probs.topk(min(top_k, len(names)))
