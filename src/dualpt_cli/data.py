@@ -225,7 +225,7 @@ def few_shot_split(
             raise DataError(f"no usable training image for class {folder!r} ({len(files)} file(s), none can be "
                             "decoded); add readable images")
         if shots is not None and len(chosen) < shots:
-            notes.append(f"class {folder!r} has only {len(chosen)} usable training image(s) for --shots {shots}; "
+            notes.append(f"class {folder!r} has only {len(chosen)} training image(s) for --shots {shots}; "
                          "using all")
         train[folder] = sorted(chosen)
     return train, val, notes
