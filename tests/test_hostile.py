@@ -112,6 +112,18 @@ def test_force_with_failing_server_keeps_phrases(fake, tmp_path, monkeypatch):
     assert json.loads(path.read_text()) == before
 
 
+def test_force_interrupted_keeps_phrases(fake, tmp_path, monkeypatch):
+    path, before = _described(fake, tmp_path, monkeypatch)
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(describe_mod, "describe_class", ctrl_c)
+    result = invoke("describe", "classes.txt", "--force", "--provider", "openai", "--base-url", f"{fake.url}/v1")
+    assert result.exit_code == 130 and "Traceback" not in result.output
+    assert json.loads(path.read_text()) == before
+
+
 def test_force_replaces_class_by_class(fake, tmp_path, monkeypatch):
     path, _ = _described(fake, tmp_path, monkeypatch)
     fake.script("tiger", Reply(content="- orange fur\n- black stripes"))
