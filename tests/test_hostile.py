@@ -539,7 +539,7 @@ def test_written_files_follow_the_umask(prompts, test_images, tmp_path):
 def test_impossible_folder_names(line, why, tmp_path):
     (tmp_path / "classes.txt").write_text(f"tiger\n{line}\n")
     one_line_error(invoke("describe", "classes.txt", "--provider", "none"), "classes.txt:2", why)
-    assert not (tmp_path / "dualpt-project" / "descriptions.json").exists()
+    assert not (tmp_path / "dualpt-project").exists()
 
 
 def test_described_class_without_folder_is_reported(images, tiny_rn, tmp_path):
