@@ -447,6 +447,21 @@ def test_full_disk_is_one_line_and_keeps_files(tmp_path, monkeypatch):
     assert snapshot(tmp_path / "dualpt-project") == before  # old file intact, no temp file left
 
 
+def test_full_disk_while_writing_predictions(prompts, test_images, tmp_path, monkeypatch):
+    out = tmp_path / "out.csv"
+    out.write_text("earlier predictions\n")
+    real_replace = os.replace
+
+    def full(src, dst):
+        if Path(dst) == out:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", full)
+    one_line_error(invoke("predict", test_images, "--prompts", prompts, "--output", out), "out.csv", "No space left")
+    assert out.read_text() == "earlier predictions\n" and sorted(p.name for p in tmp_path.glob(".out.csv*")) == []
+
+
 def test_read_only_project_is_one_line(images, tiny_rn, tmp_path, monkeypatch):
     import tempfile
 

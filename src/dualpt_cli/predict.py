@@ -32,7 +32,7 @@ from .data import IMG_EXTENSIONS, BadImage, folder_images, is_image_file, load_i
 from .errors import DataError, ModelLoadError, PartialFailure, PromptFileError
 from .fingerprint import check_image_fingerprint
 from .matching import Matcher
-from .project import ClassEntry, mkstemp_beside, output_path, parse_class_list, resolve_project
+from .project import ClassEntry, mkstemp_beside, output_path, parse_class_list, resolve_project, write_failure
 from .promptfile import load_prompt_file
 from .prompts import PromptLearner
 
@@ -438,7 +438,7 @@ def open_output(path: str | Path | None) -> Iterator[IO[str]]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = mkstemp_beside(path)
     except OSError as exc:
-        raise DataError(f"cannot write --output {path}: {exc.strerror}") from None
+        raise DataError(write_failure(path, exc)) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             yield fh
@@ -446,6 +446,9 @@ def open_output(path: str | Path | None) -> Iterator[IO[str]]:
     except KeyboardInterrupt:
         os.replace(tmp, f"{path}.partial")
         raise
+    except OSError as exc:  # a full disk while writing rows: one line; the old file stays as it was
+        Path(tmp).unlink(missing_ok=True)
+        raise DataError(write_failure(path, exc)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
