@@ -410,6 +410,16 @@ def test_connection_refused_fails_fast(api, tmp_path, monkeypatch):
     one_line_error(result, "cannot connect", "refused")
 
 
+@pytest.mark.parametrize("api", ["openai", "ollama"])
+def test_unknown_host_fails_fast(api, tmp_path, monkeypatch):
+    (tmp_path / "classes.txt").write_text("tiger\nzebra\n")
+    url = "http://dualpt-test.invalid:8080"  # .invalid never resolves (RFC 2606)
+    where = ["--base-url", f"{url}/v1"] if api == "openai" else ["--host", url]
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    result = invoke("describe", "classes.txt", "--provider", api, *where)
+    one_line_error(result, "cannot connect", "unknown host")  # exit 2 for the run, not a failure per class
+
+
 def test_credentials_in_urls_are_redacted(fake, tmp_path, monkeypatch):
     (tmp_path / "classes.txt").write_text("tiger\n")
     fake.default = lambda cls: Reply(418)
