@@ -156,7 +156,7 @@ def accuracy_order(cm: torch.Tensor) -> list[int]:
     return sorted(range(len(acc)), key=lambda k: (float(acc[k]), k))
 
 
-def _sparse_ticks(n: int, most: int) -> list[int]:
+def sparse_ticks(n: int, most: int) -> list[int]:
     step = max(1, math.ceil(n / most))
     return list(range(0, n, step))
 
@@ -174,7 +174,7 @@ def confusion_png(cm: torch.Tensor, names: Sequence[str], title: str) -> bytes:
     ax = fig.subplots()
     im = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
     fig.colorbar(im, ax=ax, shrink=0.7, label="share of the true class")
-    ticks = _sparse_ticks(K, 40)
+    ticks = sparse_ticks(K, 40)
     labels = [_short(names[order[i]], 24, 1) for i in ticks]
     ax.set_xticks(ticks, labels, rotation=90 if K > 8 else 30, ha="center" if K > 8 else "right",
                   fontsize=7 if K > 20 else 8)
@@ -208,7 +208,7 @@ def per_class_png(per_class: dict[str, list[dict[str, Any]]], titles: dict[str, 
     for i, m in enumerate(methods):
         ax.bar(x + (i - (len(methods) - 1) / 2) * width, [acc[m].get(n, float("nan")) for n in names], width,
                label=titles.get(m, m))
-    ticks = _sparse_ticks(K, 60)
+    ticks = sparse_ticks(K, 60)
     ax.set_xticks(ticks, [_short(names[i], 20, 1) for i in ticks], rotation=90 if K > 8 else 30,
                   ha="center" if K > 8 else "right", fontsize=7 if K > 20 else 8)
     ax.set_ylim(0, 1.02)

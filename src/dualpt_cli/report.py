@@ -169,7 +169,9 @@ def _config_section(project: Project) -> str:
         return "<p>No run_config.json: this project was not trained yet.</p>"
     cfg = read_json(project.run_config, "run config")
     rows = [[k, json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v] for k, v in cfg.items()]
-    return _table(["setting", "value"], rows, "config")
+    third = -(-len(rows) // 3)
+    tables = [_table(["setting", "value"], rows[i : i + third], "config") for i in range(0, len(rows), third)]
+    return f'<div class="columns">{"".join(tables)}</div>'
 
 
 def _descriptions_section(project: Project) -> str:
@@ -285,6 +287,7 @@ th { background: #f2f2f2; }
 img { max-width: 100%; height: auto; display: block; margin: 0.5em 0; }
 figure { margin: 1em 0; } figcaption { font-size: 0.85em; color: #555; }
 nav a { margin-right: 1em; } section { margin-bottom: 2em; }
+.columns { display: flex; flex-wrap: wrap; gap: 1.5em; align-items: flex-start; }
 """
 
 
