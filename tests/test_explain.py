@@ -217,3 +217,5 @@ def test_explain_errors(prompts, test_images, tmp_path):
     assert [p.name for p in out.glob("*.png")] == [Path(image).stem + ".png"]
     result = runner.invoke(app, ["explain", str(tmp_path / "missing.png"), "--prompts", prompts])
     assert result.exit_code == 2 and "does not exist" in result.output
+    result = runner.invoke(app, ["explain", image, "--prompts", prompts, "-o", str(bad)])
+    assert result.exit_code == 2 and "--output" in result.output and "is a file" in result.output

@@ -97,6 +97,8 @@ def test_eval_plot_counts_equal_evals_numbers(prompts, tmp_path):
     assert png_size(out / "per_class.png") == (600, 420)
     saved = json.loads((out / "eval.json").read_text())
     assert saved["dualpt"] == report["dualpt"] and saved["zero_shot"] == report["zero_shot"]
+    result = runner.invoke(app, ["eval", str(images), "--prompts", prompts, "--plot", str(out / "eval.json")])
+    assert result.exit_code == 2 and "--plot" in result.output and "is a file" in result.output
 
 
 def test_confusion_matrix_for_many_classes_is_sorted_and_sparsely_labelled():

@@ -333,10 +333,12 @@ def eval_(
         images=images, project=project, prompts=prompts, classes=classes, zero_shot=zero_shot, model=model,
         pretrained=pretrained, batch_size=batch_size, workers=workers, device=device, precision=precision,
     )  # fmt: skip
+    if plot is not None:
+        from .report import writable_folder, write_eval_plots
+
+        writable_folder(plot, "--plot")  # before the images are scored
     result = evaluate_folder(cfg)
     if plot is not None:
-        from .report import write_eval_plots
-
         written = write_eval_plots(result, plot)
         err_console.print(f"pictures: {escape(', '.join(str(p) for p in written))}", soft_wrap=True)
     report(result, json_out=json_out)

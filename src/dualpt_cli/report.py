@@ -35,7 +35,8 @@ TITLES = {"dualpt": "DUAL-PT", "zero_shot": "zero-shot CLIP"}
 # files
 
 
-def _writable_folder(folder: str | Path, flag: str) -> Path:
+def writable_folder(folder: str | Path, flag: str) -> Path:
+    """``folder``, created if needed; a clear error naming ``flag`` if it is a file or cannot be made."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise DataError(f"{flag} {folder} is a file; give a folder")
@@ -53,7 +54,7 @@ def write_explanations(cfg: ExplainConfig, out_dir: str | Path | None,
     :func:`picture_names`). ``on_image(explanation, png or None)`` after each image."""
     paths = expand_inputs(cfg.inputs)  # bad paths fail before the model loads
     names = picture_names(paths)
-    folder = _writable_folder(out_dir, "--output") if out_dir is not None else None
+    folder = writable_folder(out_dir, "--output") if out_dir is not None else None
     items = []
     for i, expl in enumerate(explain_images(cfg, paths)):
         png = None
@@ -85,9 +86,9 @@ def read_train_log(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def write_curves(project: Project) -> Path:
-    """Draw ``curves.png`` in the project from its ``train_log.jsonl``."""
-    records = read_train_log(project.train_log)
+def write_curves(project: Project, records: list[dict[str, Any]] | None = None) -> Path:
+    """Draw ``curves.png`` in the project from its ``train_log.jsonl`` (or from ``records`` read from it)."""
+    records = read_train_log(project.train_log) if records is None else records
     try:
         png = plots.curves_png(records)
     except ValueError as exc:
@@ -100,7 +101,7 @@ def write_curves(project: Project) -> Path:
 def write_eval_plots(result, folder: str | Path) -> list[Path]:
     """``dualpt eval --plot DIR``: per method a confusion-matrix PNG and CSV (the counts), the per-class
     accuracy bars (zero-shot beside DUAL-PT), and eval.json (what ``--json`` prints) for the report."""
-    folder = _writable_folder(folder, "--plot")
+    folder = writable_folder(folder, "--plot")
     names = [c.name for c in result.classes]
     written = []
     for method in result.logits:
@@ -186,12 +187,12 @@ def _descriptions_section(project: Project) -> str:
 
 def _curves_section(project: Project, notes: list[str]) -> tuple[str, Path | None]:
     try:
-        path = write_curves(project)
+        records = read_train_log(project.train_log)
+        path = write_curves(project, records)
     except ProjectError as exc:
         notes.append(str(exc))
         return f"<p>No curves: {html.escape(str(exc))}</p>", None
-    records = read_train_log(project.train_log)
-    last = records[-1] if records else {}
+    last = records[-1]
     facts = [[k, _pct(v) if "acc" in k else (f"{v:.4g}" if isinstance(v, float) else v)]
              for k, v in last.items()]
     return _img(path.read_bytes(), "training curves") + "<h3>Last epoch</h3>" + _table(["", "value"], facts), path
@@ -269,7 +270,12 @@ def _explain_section(cfg: ReportConfig, project: Project, eval_dir: Path | None,
     parts = ["<p>Each row: the image as CLIP saw it, then where each prompt of the predicted class puts its "
              "mass (the graph-matching plan over the local features), with the prompt's share of the class score "
              "and the nearest description phrase.</p>"]
-    for expl in explain_images(ecfg):
+    try:
+        explained = list(explain_images(ecfg))
+    except DualptError as exc:  # e.g. the model cannot be loaded here: the rest of the report still stands
+        notes.append(f"no explained images: {exc}")
+        return f"<p>No explained images: {html.escape(str(exc))}</p>"
+    for expl in explained:
         if expl.error:
             notes.append(f"{expl.image}: {expl.error}")
             continue
