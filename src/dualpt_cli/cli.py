@@ -370,32 +370,13 @@ def explain(
 
     Titles give the class, the prompt, its share of the class score and the nearest description phrase.
     """
+    from . import explain_ui
     from .explain import ExplainConfig
-    from .report import write_explanations
-    from .ui import console, print_json
 
     chosen = [c.strip() for value in classes or ["top"] for c in value.split(",") if c.strip()]
     cfg = ExplainConfig(inputs=images, classes=chosen, project=project, prompts=prompts, model=model,
                         pretrained=pretrained, device=device, precision=precision)
-    folder = output if output is not None else (None if json_out else "explain")
-
-    def shown(expl, png) -> None:
-        if json_out:
-            return
-        if expl.error:
-            err_console.print(f"[red]error:[/] {escape(str(expl.image))}: {escape(expl.error)}", soft_wrap=True)
-        else:
-            console.print(f"{escape(str(expl.image))}: {escape(expl.prediction)} ({expl.prob:.1%}) -> "
-                          f"{escape(str(png))}", soft_wrap=True)
-
-    items = write_explanations(cfg, folder, on_image=shown)
-    if json_out:
-        print_json([e.to_json() for e in items])
-    failed = sum(e.error is not None for e in items)
-    if failed:
-        from .errors import PartialFailure
-
-        raise PartialFailure(f"{failed} of {len(items)} image(s) could not be read")
+    explain_ui.run(cfg, output if output is not None else (None if json_out else "explain"), json_out)
 
 
 @app.command("report")
