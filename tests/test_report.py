@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 
 from dualpt_cli.cli import app
 from dualpt_cli.plots import accuracy_order, confusion_png, curve_panels, curve_series, curves_png, sparse_ticks
-from dualpt_cli.report import read_train_log
+from dualpt_cli.project import Project
+from dualpt_cli.report import pick_examples, read_train_log
 from imagegen import make_image_folder
 from test_explain import png_size
 from trained import TRAINED_CLASSES
@@ -97,6 +98,11 @@ def test_eval_plot_counts_equal_evals_numbers(prompts, tmp_path):
     assert png_size(out / "per_class.png") == (600, 420)
     saved = json.loads((out / "eval.json").read_text())
     assert saved["dualpt"] == report["dualpt"] and saved["zero_shot"] == report["zero_shot"]
+    wrong = list(csv.DictReader((out / "mistakes.csv").open()))
+    m = report["dualpt"]
+    assert len(wrong) == saved["mistakes"]["count"] == m["images"] - sum(r["correct"] for r in m["per_class"])
+    assert all(r["true"] != r["predicted"] and Path(r["image"]).parent.name == r["true"] for r in wrong)
+    assert [float(r["prob"]) for r in wrong] == sorted((float(r["prob"]) for r in wrong), reverse=True)
     result = runner.invoke(app, ["eval", str(images), "--prompts", prompts, "--plot", str(out / "eval.json")])
     assert result.exit_code == 2 and "--plot" in result.output and "is a file" in result.output
 
@@ -152,6 +158,21 @@ def test_report_is_one_self_contained_page(report_project):
         png_size(base64.b64decode(src.split(",", 1)[1]))
     assert not re.search(r'(src|href)="(?!data:|#)', page)  # nothing fetched from anywhere
     assert "<script" not in page and "http://" not in page and "https://" not in page
+
+
+def test_report_explains_the_worst_classes_mistakes(report_project):
+    data = json.loads((report_project / "eval" / "eval.json").read_text())
+    picked = pick_examples(Project(report_project), report_project / "eval", 2)
+    assert len(picked) == 2
+    wrong = {}
+    for m in data["mistakes"]["most_confident"]:
+        wrong.setdefault(m["true"], m["image"])
+    worst = sorted(data["dualpt"]["per_class"], key=lambda r: r["accuracy"])[:2]
+    for (image, selectors), row in zip(picked, worst):
+        if row["folder"] in wrong:
+            assert (image, selectors) == (wrong[row["folder"]], ["top", row["folder"]])
+        else:
+            assert Path(image).parent.name == row["folder"] and selectors == ["top"]
 
 
 def test_report_errors(tmp_path):

@@ -156,6 +156,7 @@ class EvalResult:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (image, reason)
     logits: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (I, K), images that were read
     labels: torch.Tensor | None = None  # (I,) their true class indices
+    paths: list[str] = field(default_factory=list)  # (I,) their files
 
     def confusion(self, name: str) -> torch.Tensor:
         """(K, K) counts of ``name``'s predictions, rows = true class (the matrix behind its metrics)."""
@@ -225,7 +226,8 @@ def evaluate_folder(cfg: EvalConfig) -> EvalResult:
     if not results:
         raise DataError(f"no image in {cfg.images} could be read")
     return EvalResult(images=str(cfg.images), prompt_file=str(path) if clf else None, model=bb.spec.label,
-                      classes=classes, results=results, failed=scores["failed"], logits=logits, labels=labels[kept])
+                      classes=classes, results=results, failed=scores["failed"], logits=logits, labels=labels[kept],
+                      paths=[str(paths[i]) for i in scores["kept"]])
 
 
 def run_images(bb: Backbone, clf: Classifier | None, zs: ZeroShotClassifier | None, paths: list[Path],

@@ -228,30 +228,42 @@ def descriptions_for(cfg: ExplainConfig) -> tuple[dict[str, list[str]], str]:
     return phrases, template
 
 
+class Explainer:
+    """The classifier, description phrases and transforms of ``cfg``, loaded once for many images."""
+
+    def __init__(self, cfg: ExplainConfig):
+        self.clf = load_classifier(cfg.prompts, cfg.project, cfg.model, cfg.pretrained, None, cfg.device,
+                                   cfg.precision, batch_size=1)
+        phrases, template = descriptions_for(cfg)
+        self.phrases = PhraseIndex(self.clf, phrases, template) if phrases else None
+        self.to_pixels, self.to_view = self.clf.bb.eval_transform(), display_transform(self.clf)
+
+    def image(self, path: Path, selectors: list[str]) -> ImageExplanation:
+        """The classes ``selectors`` name (see :func:`choose_classes`) explained on one image."""
+        if not selectors:
+            raise DataError("--classes needs at least one value: top, topN, or a class name")
+        try:
+            img = load_image(path)
+        except BadImage as exc:
+            return ImageExplanation(image=path, error=str(exc))
+        clf = self.clf
+        _, Z = clf.bb.encode_images(self.to_pixels(img)[None])  # (1, N, d)
+        probs = clf.logits_from_local(Z).softmax(-1)[0].cpu()  # (K,)
+        views = explain_local(clf, Z, [choose_classes(selectors, probs, clf.classes)], self.phrases)[0]
+        top = int(probs.argmax())
+        return ImageExplanation(image=path, grid=clf.bb.grid, view=self.to_view(img),
+                                prediction=clf.classes[top].name, prob=float(probs[top]), classes=views)
+
+
 def explain_images(cfg: ExplainConfig, paths: list[Path] | None = None) -> Iterator[ImageExplanation]:
     """One :class:`ImageExplanation` per input image (``paths``, default: expanded ``cfg.inputs``), in order;
     unreadable images carry their error."""
     paths = expand_inputs(cfg.inputs) if paths is None else paths
     if not cfg.classes:
         raise DataError("--classes needs at least one value: top, topN, or a class name")
-    clf = load_classifier(cfg.prompts, cfg.project, cfg.model, cfg.pretrained, None, cfg.device,
-                                 cfg.precision, batch_size=1)
-    phrases, template = descriptions_for(cfg)
-    index = PhraseIndex(clf, phrases, template) if phrases else None
-    to_pixels, to_view = clf.bb.eval_transform(), display_transform(clf)
+    explainer = Explainer(cfg)
     for path in paths:
-        try:
-            img = load_image(path)
-        except BadImage as exc:
-            yield ImageExplanation(image=path, error=str(exc))
-            continue
-        _, Z = clf.bb.encode_images(to_pixels(img)[None])  # (1, N, d)
-        probs = clf.logits_from_local(Z).softmax(-1)[0].cpu()  # (K,)
-        chosen = choose_classes(cfg.classes, probs, clf.classes)
-        views = explain_local(clf, Z, [chosen], index)[0]
-        top = int(probs.argmax())
-        yield ImageExplanation(image=path, grid=clf.bb.grid, view=to_view(img), prediction=clf.classes[top].name,
-                               prob=float(probs[top]), classes=views)
+        yield explainer.image(path, cfg.classes)
 
 
 def picture_names(paths: list[Path]) -> list[str]:

@@ -21,13 +21,15 @@ from typing import Any
 
 from . import plots
 from .errors import DataError, DualptError, ProjectError
-from .explain import ExplainConfig, ImageExplanation, explain_images, picture_names
+from .explain import ExplainConfig, Explainer, ImageExplanation, explain_images, picture_names
 from .predict import expand_inputs
 from .project import Project, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json, resolve_project
 
 CURVES = "curves.png"
 EVAL_JSON = "eval.json"
 PER_CLASS = "per_class.png"
+MISTAKES = "mistakes.csv"
+MISTAKES_KEPT = 100  # most confident mistakes listed in eval.json (mistakes.csv has all)
 TITLES = {"dualpt": "DUAL-PT", "zero_shot": "zero-shot CLIP"}
 
 
@@ -117,9 +119,28 @@ def write_eval_plots(result, folder: str | Path) -> list[Path]:
         written += [png, folder / f"confusion_{method}.csv"]
     per_class = {m: r["per_class"] for m, r in result.results.items()}
     atomic_write_bytes(folder / PER_CLASS, plots.per_class_png(per_class, TITLES))
-    data = {**result.to_json(), "images": str(Path(result.images).resolve())}
+    method = "dualpt" if "dualpt" in result.logits else "zero_shot"
+    wrong = mistakes(result, method)
+    buf = io.StringIO()
+    table = csv.DictWriter(buf, ["image", "true", "predicted", "prob"], lineterminator="\n")
+    table.writeheader()
+    table.writerows(wrong)
+    atomic_write_text(folder / MISTAKES, buf.getvalue())
+    data = {**result.to_json(), "images": str(Path(result.images).resolve()),
+            "mistakes": {"method": method, "count": len(wrong), "most_confident": wrong[:MISTAKES_KEPT]}}
     atomic_write_json(folder / EVAL_JSON, data)
-    return [*written, folder / PER_CLASS, folder / EVAL_JSON]
+    return [*written, folder / PER_CLASS, folder / MISTAKES, folder / EVAL_JSON]
+
+
+def mistakes(result, method: str) -> list[dict[str, Any]]:
+    """The images ``method`` got wrong, most confident first: image (absolute), true and predicted class
+    folders, probability of the prediction."""
+    probs = result.logits[method].float().softmax(dim=1)  # (I, K)
+    p, pred = probs.max(dim=1)
+    out = [{"image": str(Path(path).resolve()), "true": result.classes[t].folder,
+            "predicted": result.classes[k].folder, "prob": round(float(q), 6)}
+           for path, t, k, q in zip(result.paths, result.labels.tolist(), pred.tolist(), p.tolist()) if t != k]
+    return sorted(out, key=lambda r: -r["prob"])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -229,9 +250,10 @@ def _eval_section(folder: Path | None) -> str:
     return "\n".join(parts)
 
 
-def pick_examples(project: Project, eval_dir: Path | None, n: int) -> list[str]:
-    """Images to explain: one from each of the ``n`` worst classes of the evaluation (where the classifier
-    errs), else one training image from each of the first ``n`` classes of split.json."""
+def pick_examples(project: Project, eval_dir: Path | None, n: int) -> list[tuple[str, list[str]]]:
+    """Images to explain, each with the classes to show: the most confident mistake in each of the ``n`` worst
+    classes of the evaluation (its prediction and its true class: where the classifier errs), else one image
+    of each of those classes, else one training image of each of the first ``n`` classes of split.json."""
     from .data import scan_image_folder
 
     if n <= 0:
@@ -239,12 +261,20 @@ def pick_examples(project: Project, eval_dir: Path | None, n: int) -> list[str]:
     if eval_dir is not None and (eval_dir / EVAL_JSON).is_file():
         data = read_json(eval_dir / EVAL_JSON, "eval results")
         main = data.get("dualpt") or data.get("zero_shot") or {}
-        worst = sorted(main.get("per_class", []), key=lambda r: r["accuracy"])[:n]
+        worst = [r["folder"] for r in sorted(main.get("per_class", []), key=lambda r: r["accuracy"])][:n]
+        wrong: dict[str, str] = {}
+        for m in (data.get("mistakes") or {}).get("most_confident", []):
+            wrong.setdefault(m["true"], m["image"])
         try:
             folders = scan_image_folder(data["images"])
         except (DualptError, KeyError, TypeError):
             folders = {}
-        picked = [str(folders[r["folder"]][0]) for r in worst if folders.get(r["folder"])]
+        picked = []
+        for folder in worst:
+            if folder in wrong and Path(wrong[folder]).is_file():
+                picked.append((wrong[folder], ["top", folder]))
+            elif folders.get(folder):
+                picked.append((str(folders[folder][0]), ["top"]))
         if picked:
             return picked
     if project.split.is_file():
@@ -253,7 +283,7 @@ def pick_examples(project: Project, eval_dir: Path | None, n: int) -> list[str]:
         out = []
         for files in split.get("train", {}).values():
             if files and (root / files[0]).is_file():
-                out.append(str(root / files[0]))
+                out.append((str(root / files[0]), ["top"]))
             if len(out) == n:
                 break
         return out
@@ -261,17 +291,18 @@ def pick_examples(project: Project, eval_dir: Path | None, n: int) -> list[str]:
 
 
 def _explain_section(cfg: ReportConfig, project: Project, eval_dir: Path | None, notes: list[str]) -> str:
-    images = cfg.explain or pick_examples(project, eval_dir, cfg.examples)
-    if not images:
+    examples = [(p, ["top"]) for p in cfg.explain] or pick_examples(project, eval_dir, cfg.examples)
+    if not examples:
         return "<p>No images to explain (pass --explain IMAGE).</p>"
     if not project.prompts.is_file():
         return "<p>No prompts.safetensors: nothing to explain yet.</p>"
-    ecfg = ExplainConfig(inputs=images, project=str(project.root), device=cfg.device, precision=cfg.precision)
-    parts = ["<p>Each row: the image as CLIP saw it, then where each prompt of the predicted class puts its "
-             "mass (the graph-matching plan over the local features), with the prompt's share of the class score "
-             "and the nearest description phrase.</p>"]
+    parts = ["<p>Each row: the image as CLIP saw it, then where each prompt of a class puts its mass (the "
+             "graph-matching plan over the local features), with the prompt's share of the class score and the "
+             "nearest description phrase. For a misclassified image the second row is its true class.</p>"]
     try:
-        explained = list(explain_images(ecfg))
+        explainer = Explainer(ExplainConfig(inputs=[], project=str(project.root), device=cfg.device,
+                                            precision=cfg.precision))
+        explained = [_explain_one(explainer, Path(path), selectors) for path, selectors in examples]
     except DualptError as exc:  # e.g. the model cannot be loaded here: the rest of the report still stands
         notes.append(f"no explained images: {exc}")
         return f"<p>No explained images: {html.escape(str(exc))}</p>"
@@ -279,10 +310,18 @@ def _explain_section(cfg: ReportConfig, project: Project, eval_dir: Path | None,
         if expl.error:
             notes.append(f"{expl.image}: {expl.error}")
             continue
+        truth = f"; true class {html.escape(expl.classes[1].name)}" if len(expl.classes) > 1 else ""
         parts.append(f"<figure>{_img(plots.explanation_png(expl), f'explained {expl.image.name}')}"
                      f"<figcaption>{html.escape(str(expl.image))}: predicted {html.escape(expl.prediction or '')}"
-                     f" ({_pct(expl.prob)})</figcaption></figure>")
+                     f" ({_pct(expl.prob)}){truth}</figcaption></figure>")
     return "\n".join(parts)
+
+
+def _explain_one(explainer: Explainer, path: Path, selectors: list[str]) -> ImageExplanation:
+    try:
+        return explainer.image(path, selectors)
+    except DataError:  # a true class the prompt file does not have (base-to-new evaluation)
+        return explainer.image(path, ["top"])
 
 
 STYLE = """
