@@ -37,7 +37,7 @@ def test_curves_tolerate_missing_and_unknown_keys(tmp_path):
         {"epoch": 1, "loss": 2.0, "loss_img": 2.1, "loss_llm": 0.5, "acc": 0.3, "lr": 1e-5},
         {"epoch": 2, "loss": 1.5, "loss_img": 1.6, "acc": 0.5, "lr": 2e-3, "val_acc": 0.4, "plan_entropy": 3.1},
         {"epoch": 3, "loss": 1.0, "acc": 0.7, "lr": 1e-3, "val_acc": None, "zero_shot_acc": 0.45,
-         "plan_entropy": 2.9, "note": "text", "flag": True},
+         "plan_entropy": 2.9, "note": "text", "flag": True, "seconds": 1.5, "match_outer_iters": 3},
     ]
     log.write_text("".join(json.dumps(x) + "\n" for x in lines) + '{"epoch": 4, "loss": 0.9, "ac')  # cut off
     records = read_train_log(log)

@@ -82,11 +82,11 @@ def explanation_png(expl: ImageExplanation) -> bytes:
 # ---------------------------------------------------------------------------------------------------------
 # training curves
 
-PANELS = (  # (title, which log keys, y label)
-    ("loss", lambda k: k.startswith("loss"), "loss"),
-    ("accuracy", lambda k: k == "acc" or k.endswith("_acc") or "accuracy" in k, "accuracy"),
-    ("learning rate", lambda k: k == "lr" or k.startswith("lr_"), "lr"),
-    ("plan entropy", lambda k: "entropy" in k, "entropy (nats)"),
+PANELS = (  # (title, which log keys, y label); keys are matched by their "_"-separated words
+    ("loss", lambda k: "loss" in k.split("_"), "loss"),
+    ("accuracy", lambda k: "acc" in k.split("_") or "accuracy" in k.split("_"), "accuracy"),
+    ("learning rate", lambda k: "lr" in k.split("_"), "lr"),
+    ("plan entropy", lambda k: "entropy" in k.split("_"), "entropy"),
 )
 
 
