@@ -7,6 +7,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is imported: tests 
 import pytest  # noqa: E402
 
 from imagegen import make_image_folder  # noqa: E402
+from llm_server import FakeLLM  # noqa: E402
 from tiny_models import build_tiny_model  # noqa: E402
 from trained import TRAINED_CLASSES, trained_project  # noqa: E402
 
@@ -19,6 +20,14 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     for var in ("DUALPT_PROJECT", "OPENAI_API_KEY", "OPENAI_BASE_URL", "OLLAMA_HOST"):
         monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def fake():
+    """The scripted LLM server of tests/llm_server.py on 127.0.0.1, stopped after the test."""
+    server = FakeLLM().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

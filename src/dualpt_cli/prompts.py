@@ -64,6 +64,9 @@ class PromptLearner(nn.Module):
         """
         if not class_names:
             raise DataError("no class names to build prompts for")
+        if self.n_ctx + 4 > self.bb.context_length:  # SOS, context, at least one name token, ".", EOT
+            raise DataError(f"--ctx-len {self.n_ctx} is too long for the model's {self.bb.context_length}-token text "
+                            f"context; use at most {self.bb.context_length - 4} (fewer leaves room for class names)")
         texts = class_texts or [[f"{name}."] for name in class_names]
         if class_texts is not None and any(len(t) != self.n_prompts for t in class_texts):
             raise DataError(f"each class needs {self.n_prompts} prompt texts")

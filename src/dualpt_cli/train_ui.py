@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
+from .errors import DualptError
 from .train import Callbacks, TrainResult
 from .ui import console, err_console, print_json, progress, warn
 
@@ -64,7 +66,19 @@ class RichCallbacks(Callbacks):
             )
 
 
-def report(result: TrainResult, json_out: bool = False) -> None:
+def draw_curves(project_root: Path) -> Path | None:
+    """curves.png in the project from its train_log.jsonl; a warning (not a failed run) if it cannot be drawn."""
+    from .project import Project
+    from .report import write_curves
+
+    try:
+        return write_curves(Project(project_root))
+    except (DualptError, OSError) as exc:
+        warn(f"curves.png not drawn: {exc}")
+        return None
+
+
+def report(result: TrainResult, json_out: bool = False, curves: Path | None = None) -> None:
     data = {
         "prompt_file": str(result.prompt_file),
         "epochs": result.epochs,
@@ -74,6 +88,7 @@ def report(result: TrainResult, json_out: bool = False) -> None:
         "best_epoch": result.best_epoch,
         "val_accuracy": result.val_acc,
         "skipped_images": [{"path": p, "reason": r} for p, r in result.skipped],
+        "curves": str(curves) if curves else None,
     }
     if result.profile is not None:
         data["profile_seconds"] = {k: round(v, 4) for k, v in result.profile.items()}
@@ -88,6 +103,8 @@ def report(result: TrainResult, json_out: bool = False) -> None:
     if result.val_acc is not None:
         table.add_row("best validation accuracy", f"{result.val_acc:.1%} (epoch {result.best_epoch})")
     table.add_row("time", f"{result.seconds:.1f} s")
+    if curves:
+        table.add_row("curves", escape(str(curves)))
     if result.skipped:
         table.add_row("skipped images", str(len(result.skipped)))
     console.print(table)
