@@ -1,15 +1,26 @@
-"""Does training learn? A few-shot task from the synthclip world: describe -> train -> eval.
+"""Does training beat zero-shot CLIP? Three kinds of few-shot task from the synthclip world, several seeds.
 
 No real CLIP can be downloaded on our machines, and a random CLIP learns nothing meaningful, so this
-benchmark uses the small CLIP pretrained on a synthetic world of coloured shapes (shared/synthclip) and
-that world's generator. Classes are attribute combinations (colour x shape) with opaque names ("wug",
-"dax", ...) by default, so the name alone tells zero-shot CLIP nothing and the LLM-style descriptions
-("red colour", "star shape") carry the information a real LLM would give. For each shot count it trains
-with and without descriptions and prints zero-shot vs trained top-1 accuracy on a held-out test folder.
+benchmark uses the small CLIP pretrained on a synthetic world of coloured shapes (shared/synthclip, also
+shipped as the demo model under examples/) and that world's generator. Tasks:
 
-    python benchmarks/bench_learning.py --model local-dir:../shared/synthclip/model
+- named: 12 colour x shape classes whose names say what they are ("red circle");
+- shift: the 10 shapes drawn in the generator's shifted domain (muted colours, tinted backgrounds,
+  distractors), images unlike pretraining;
+- opaque: 12 colour x shape classes with made-up names ("wug"), so only the descriptions (what an LLM
+  would say: "orange colour", "five points") carry the class.
 
-Not a CI test: it takes a few minutes on a 2-core CPU.
+Each class gets LLM-style phrases written into descriptions.json (the real describe command with provider
+none, then the phrases filled in). For each task, seed and shot count the k-shot training folder holds
+exactly k images per class; every method sees only those (the default recipe holds some of them out for
+its guard). Rows: zero-shot CLIP ("a photo of a {name}."), the description ensemble, a linear probe
+(logistic regression on the frozen global features of the same k images), and `dualpt train` with each
+recipe, evaluated by `dualpt eval` on a test folder.
+
+    python benchmarks/bench_learning.py --model local-dir:../shared/synthclip/model --save results.json
+
+Not a CI test: the full grid (3 tasks x 4 shot counts x 3 seeds x 2 recipes) takes about an hour on 2 cores;
+`--recipes` and `--tasks` split it over processes (`--threads 1` each), `--merge` joins their JSON files.
 """
 
 from __future__ import annotations
@@ -17,23 +28,28 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image
 
+from dualpt_cli.backbone import ModelSpec, load_backbone
 from dualpt_cli.describe import DescribeConfig, plan_describe, run_describe
 from dualpt_cli.evaluate import EvalConfig, evaluate_folder
+from dualpt_cli.features import EVAL_VIEW, encode_views
+from dualpt_cli.head import name_features, prior_features
 from dualpt_cli.project import atomic_write_json, resolve_project
+from dualpt_cli.prompts import description_features
 from dualpt_cli.train import TrainConfig, run_training
 
-# (colour, shape) combinations: each colour and each shape appears twice, so neither alone separates them
-CLASSES = [("red", "circle"), ("blue", "star"), ("green", "square"), ("red", "star"), ("blue", "square"),
-           ("green", "circle")]
-OPAQUE = ["wug", "dax", "blicket", "toma", "fep", "zib"]
+TASKS = ("named", "shift", "opaque")
+OPAQUE_NAMES = ["wug", "dax", "blicket", "toma", "fep", "zib", "kiki", "bouba", "lorp", "snib", "quav", "mipo"]
 
 
 def load_generator(folder: Path):
@@ -43,26 +59,54 @@ def load_generator(folder: Path):
     return module
 
 
-def build_task(gen, root: Path, names: list[str], train_per_class: int, test_per_class: int, seed: int) -> None:
-    """Write train/ and test/ ImageFolders, classes.txt and answers.json (the descriptions) under root."""
-    rng = np.random.default_rng(seed)
-    lines, answers = [], {}
-    for (colour, shape), name in zip(CLASSES, names):
-        folder = f"{colour}_{shape}"
-        lines.append(f"{folder}: {name}")
-        answers[folder] = [f"{colour} colour", f"a {colour} object", f"{shape} shape", f"the outline of a {shape}"]
-        for split, n in (("train", train_per_class), ("test", test_per_class)):
-            out = root / split / folder
+def task_classes(gen, kind: str) -> list[dict]:
+    """Folder, name, fixed attributes, domain and LLM-style phrases of each class of a task."""
+    def colour_shape(colours, shapes, names=None):
+        pairs = [(c, s) for c in colours for s in shapes]
+        return [{"folder": f"{c}_{s}", "name": names[i] if names else f"{c} {s}", "domain": "pretrain",
+                 "fixed": {"colour": c, "shape": s},
+                 "phrases": [f"{c} colour", f"a {c} object", *gen.SHAPE_PHRASES[s][:2]]}
+                for i, (c, s) in enumerate(pairs)]
+
+    if kind == "named":
+        return colour_shape(("red", "blue", "green", "yellow"), ("circle", "triangle", "heart"))
+    if kind == "opaque":
+        return colour_shape(("orange", "cyan", "purple", "pink"), ("square", "star", "hexagon"), OPAQUE_NAMES)
+    return [{"folder": s, "name": s, "domain": "shift", "fixed": {"shape": s}, "phrases": list(gen.SHAPE_PHRASES[s])}
+            for s in gen.SHAPES]
+
+
+def build_task(gen, kind: str, root: Path, seed: int, pool: int, test: int) -> list[dict]:
+    """train/ (``pool`` images per class), test/, classes.txt and answers.json under ``root``."""
+    classes = task_classes(gen, kind)
+    if (root / "answers.json").is_file():
+        return classes
+    rng = np.random.default_rng([seed, TASKS.index(kind)])
+    for c in classes:
+        for split, n in (("train", pool), ("test", test)):
+            out = root / split / c["folder"]
             out.mkdir(parents=True, exist_ok=True)
             for i in range(n):
-                attrs = gen.sample_attrs(rng, "pretrain", fixed={"colour": colour, "shape": shape})
+                attrs = gen.sample_attrs(rng, c["domain"], fixed=c["fixed"])
                 Image.fromarray(gen.render(attrs, rng)).save(out / f"{i:03d}.png")
-    (root / "classes.txt").write_text("\n".join(lines) + "\n")
-    (root / "answers.json").write_text(json.dumps(answers, indent=2))
+    (root / "classes.txt").write_text("".join(f"{c['folder']}: {c['name']}\n" for c in classes))
+    (root / "answers.json").write_text(json.dumps({c["folder"]: c["phrases"] for c in classes}, indent=1))
+    return classes
 
 
-def describe_from_file(root: Path, project: Path) -> None:
-    """Run the real describe (provider none) for the class list, then fill in the phrases from the file."""
+def k_shot_folder(root: Path, k: int) -> Path:
+    """train{k}/: the first k images of each class of train/ (symlinks)."""
+    out = root / f"train{k}"
+    if not out.is_dir():
+        for folder in sorted((root / "train").iterdir()):
+            (out / folder.name).mkdir(parents=True)
+            for path in sorted(folder.glob("*.png"))[:k]:
+                (out / folder.name / path.name).symlink_to(path.resolve())
+    return out
+
+
+def describe_from_answers(root: Path, project: Path) -> None:
+    """The real describe (provider none) for the class list, then the phrases of answers.json filled in."""
     run_describe(plan_describe(DescribeConfig(classes=str(root / "classes.txt"), project=resolve_project(project),
                                               provider="none")))
     doc = json.loads((project / "descriptions.json").read_text())
@@ -73,61 +117,135 @@ def describe_from_file(root: Path, project: Path) -> None:
     atomic_write_json(project / "descriptions.json", doc)
 
 
+def features(bb, folder: Path, classes: list[dict], cache: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Global features (eval view) of every image of an ImageFolder, and labels in ``classes`` order."""
+    paths, labels = [], []
+    for i, c in enumerate(classes):
+        found = sorted((folder / c["folder"]).glob("*.png"))
+        paths += found
+        labels += [i] * len(found)
+    fs = encode_views(bb, paths, [EVAL_VIEW], cache)
+    return fs.global_[:, 0].float(), torch.tensor(labels)
+
+
+def linear_probe(z: torch.Tensor, y: torch.Tensor, K: int, wd: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multinomial logistic regression on L2-normalised features (L-BFGS, L2 penalty ``wd``)."""
+    X = F.normalize(z, dim=-1)
+    W = torch.zeros(K, X.shape[1], requires_grad=True)
+    b = torch.zeros(K, requires_grad=True)
+    opt = torch.optim.LBFGS([W, b], max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(X @ W.T + b, y) + wd * (W**2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return W.detach(), b.detach()
+
+
+def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    return float((logits.argmax(-1) == y).float().mean())
+
+
+def run_cell(args, gen, kind: str, seed: int, shots: int, work: Path) -> list[dict]:
+    """All rows of one (task, seed, shots) cell."""
+    root = work / f"{kind}-seed{seed}"
+    classes = build_task(gen, kind, root, seed, pool=max(args.shots), test=args.test_per_class)
+    train_k = k_shot_folder(root, shots)
+    bb = load_backbone(ModelSpec(args.model, ""), args.device, args.precision)
+    cache = work / "cache"
+    z_test, y_test = features(bb, root / "test", classes, cache)
+    z_train, y_train = features(bb, train_k, classes, cache)
+    names = name_features(bb, [c["name"] for c in classes])
+    mean, has, _ = description_features(bb, [c["name"] for c in classes], [c["phrases"] for c in classes])
+    ls = bb.logit_scale
+    W, b = linear_probe(z_train, y_train, len(classes))
+    rows = [{"method": "zero-shot", "top1": accuracy(F.normalize(z_test, dim=-1) @ names.T, y_test)},
+            {"method": "descriptions",
+             "top1": accuracy(F.normalize(z_test, dim=-1) @ prior_features(names, mean, has).T, y_test)},
+            {"method": "linear probe", "top1": accuracy(ls * F.normalize(z_test, dim=-1) @ W.T + b, y_test)}]
+    for recipe in args.recipes:
+        project = work / f"project-{kind}-seed{seed}-{shots}shot-{recipe}"
+        describe_from_answers(root, project)
+        t0 = time.perf_counter()
+        result = run_training(TrainConfig(images=str(train_k), project=str(project), shots=shots, model=args.model,
+                                          pretrained="", seed=seed, recipe=recipe, device=args.device,
+                                          precision=args.precision))
+        seconds = time.perf_counter() - t0
+        res = evaluate_folder(EvalConfig(images=str(root / "test"), project=str(project), device=args.device,
+                                         precision=args.precision, workers=0)).results["dualpt"]
+        guard = result.guard.to_json() if result.guard else {}
+        rows.append({"method": f"dualpt --recipe {recipe}", "top1": res["top1"], "train_seconds": round(seconds, 1),
+                     "kept": guard.get("classifier"), "prior_weight": guard.get("prior_weight"),
+                     "collapsed": guard.get("collapsed")})
+    return [{"task": kind, "seed": seed, "shots": shots, **r} for r in rows]
+
+
+def summarise(rows: list[dict]) -> dict:
+    """mean and std of top-1 per (task, shots, method) over seeds."""
+    groups: dict[tuple, list[float]] = {}
+    for r in rows:
+        groups.setdefault((r["task"], r["shots"], r["method"]), []).append(r["top1"])
+    return {f"{t}|{k}|{m}": {"mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0,
+                             "n": len(v)} for (t, k, m), v in sorted(groups.items())}
+
+
+def print_table(rows: list[dict]) -> None:
+    summary = summarise(rows)
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    for task in dict.fromkeys(r["task"] for r in rows):
+        print(f"\n{task}: top-1 %, mean ± std over seeds")
+        print("| shots | " + " | ".join(methods) + " |")
+        print("|---:|" + "---:|" * len(methods))
+        for shots in sorted({r["shots"] for r in rows if r["task"] == task}):
+            cells = []
+            for m in methods:
+                s = summary.get(f"{task}|{shots}|{m}")
+                cells.append(f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}" if s else "-")
+            print(f"| {shots} | " + " | ".join(cells) + " |")
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="local-dir:<path to shared/synthclip/model>")
+    parser.add_argument("--model", help="local-dir:<path to the synthclip model>")
     parser.add_argument("--synthclip", default=str(Path(__file__).resolve().parents[2] / "shared" / "synthclip"),
                         help="folder with the synthclip generator.py")
-    parser.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    parser.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--recipes", nargs="+", default=["default", "paper"], choices=["default", "paper"])
     parser.add_argument("--test-per-class", type=int, default=40)
-    parser.add_argument("--names", choices=["opaque", "plain"], default="opaque",
-                        help="opaque: made-up class names; plain: 'red circle'")
-    parser.add_argument("--class-specific", action="store_true", help="per-class context (CoOp's CSC)")
-    parser.add_argument("--epochs", type=int, default=None, help="override the paper's schedule (50/100/100)")
-    parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--workdir", default=None, help="keep the generated task here (default: a temp dir)")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--workdir", default=None, help="keep the generated tasks here (default: a temp dir)")
+    parser.add_argument("--save", default=None, help="write the rows as JSON to this file")
+    parser.add_argument("--merge", nargs="+", default=None, help="print the table of these saved JSON files")
     args = parser.parse_args(argv)
 
+    if args.merge:
+        rows = [r for f in args.merge for r in json.loads(Path(f).read_text())["rows"]]
+        print_table(rows)
+        return {"rows": rows}
+    if not args.model:
+        parser.error("--model is required")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     gen = load_generator(Path(args.synthclip))
-    names = OPAQUE if args.names == "opaque" else [f"{c} {s}" for c, s in CLASSES]
     work = Path(args.workdir or tempfile.mkdtemp(prefix="dualpt-bench-learning-"))
-    build_task(gen, work, names, train_per_class=max(args.shots), test_per_class=args.test_per_class, seed=args.seed)
-
-    rows = []
-    for shots in args.shots:
-        for with_desc in (False, True):
-            project = work / f"project-{shots}shot-{'desc' if with_desc else 'none'}"
-            if with_desc:
-                describe_from_file(work, project)
-            else:
-                run_describe(plan_describe(DescribeConfig(classes=str(work / "classes.txt"),
-                                                          project=resolve_project(project), provider="none")))
-            t0 = time.perf_counter()
-            run_training(TrainConfig(images=str(work / "train"), project=str(project), shots=shots, model=args.model,
-                                     pretrained="", seed=args.seed, epochs=args.epochs, device=args.device,
-                                     precision=args.precision, class_specific=args.class_specific))
-            seconds = time.perf_counter() - t0
-            res = evaluate_folder(EvalConfig(images=str(work / "test"), project=str(project), zero_shot=True,
-                                             device=args.device, precision=args.precision, workers=0)).results
-            rows.append({"shots": shots, "descriptions": with_desc, "zero_shot_top1": res["zero_shot"]["top1"],
-                         "dualpt_top1": res["dualpt"]["top1"], "train_seconds": round(seconds, 1)})
-
-    out = {"model": args.model, "names": args.names, "class_specific": args.class_specific, "classes": len(CLASSES),
-           "test_per_class": args.test_per_class,
-           "seed": args.seed, "rows": rows}
-    if args.json:
-        print(json.dumps(out, indent=2))
-    else:
-        context = "class-specific" if args.class_specific else "shared"
-        print(f"synthclip few-shot task: {len(CLASSES)} classes (colour x shape), {args.names} names, {context} "
-              f"context, {args.test_per_class} test images per class, seed {args.seed}")
-        print(f"{'shots':>5}  {'descriptions':>12}  {'zero-shot':>9}  {'DUAL-PT':>8}  {'train s':>7}")
-        for r in rows:
-            print(f"{r['shots']:>5}  {'yes' if r['descriptions'] else 'no':>12}  {r['zero_shot_top1']:>9.1%}  "
-                  f"{r['dualpt_top1']:>8.1%}  {r['train_seconds']:>7.1f}")
+    rows: list[dict] = []
+    for kind in args.tasks:
+        for seed in args.seeds:
+            for shots in args.shots:
+                rows += run_cell(args, gen, kind, seed, shots, work)
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+                out = {"model": args.model, "test_per_class": args.test_per_class, "rows": rows,
+                       "summary": summarise(rows)}
+                if args.save:
+                    atomic_write_json(Path(args.save), out)
+    print_table(rows)
     return out
 
 

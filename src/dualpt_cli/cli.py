@@ -191,9 +191,27 @@ def train(
     pretrained: PretrainedOpt = "openai",
     seed: Annotated[int, typer.Option(help="Seed of the few-shot sample, init and batch order.")] = 1,
     prompts: Annotated[int, typer.Option("--prompts", help="M: learnable prompts per class.")] = 4,
-    ctx_len: Annotated[int, typer.Option("--ctx-len", help="Context vectors per prompt.")] = 16,
-    ctx_init: Annotated[str, typer.Option("--ctx-init", help="Initialise the context from words, e.g. "
-                                          "'a photo of a' (default: random N(0, 0.02)).")] = "",
+    recipe: Annotated[str, typer.Option(help="default: the measured recipe (starts at zero-shot, keeps the "
+                                        "better of trained and zero-shot); paper: the paper's exact setup. "
+                                        "Options given explicitly win over the recipe.")] = "default",
+    ctx_len: Annotated[int | None, typer.Option("--ctx-len", help="Context vectors per prompt.",
+                                                show_default="4; paper 16")] = None,
+    ctx_init: Annotated[str | None, typer.Option("--ctx-init", help="Initialise the context from words "
+                                                 "('' = random N(0, 0.02)).",
+                                                 show_default="'a photo of a'; paper ''")] = None,
+    prompt_text: Annotated[str | None, typer.Option("--prompt-text", help="What follows the context: name "
+                                                    "('{name}.') or descriptions (one phrase per prompt).",
+                                                    show_default="descriptions; paper name")] = None,
+    crop_scale: Annotated[float | None, typer.Option("--crop-scale", help="Smallest random-crop area (share "
+                                                     "of the image) of the training views.",
+                                                     show_default="0.9; paper 0.08")] = None,
+    prior_weight: Annotated[float | None, typer.Option("--prior-weight", help="Weight of the zero-shot prior "
+                                                       "(description ensemble) added to the DUAL-PT logits when "
+                                                       "not chosen on held-out images.",
+                                                       show_default="2; paper 0")] = None,
+    guard: Annotated[bool | None, typer.Option("--guard/--no-guard", help="Choose the blend on held-out "
+                                               "images and keep zero-shot CLIP if training did not beat it.",
+                                               show_default="on; paper off")] = None,
     class_specific: Annotated[bool, typer.Option("--class-specific", help="Per-class context (CoOp CSC).")] = False,
     alpha: Annotated[float, typer.Option(help="Edge (Gromov-Wasserstein) weight in graph matching.")] = 0.2,
     beta: Annotated[float, typer.Option(help="Weight of the LLM alignment loss.")] = 0.2,
@@ -206,8 +224,9 @@ def train(
     lr: Annotated[float, typer.Option(help="SGD learning rate.")] = 0.002,
     aug_views: Annotated[int, typer.Option("--aug-views", help="Augmented views per image, encoded once "
                                            "and cached.")] = 8,
-    val_shots: Annotated[int, typer.Option("--val-shots", help="Disjoint validation images per class; "
-                                           "the best epoch on them is kept.")] = 0,
+    val_shots: Annotated[int | None, typer.Option("--val-shots", help="Held-out images per class: the best "
+                                                  "epoch on them is kept, and the guard compares with zero-shot.",
+                                                  show_default="1 per 4 shots; paper 0")] = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     text_chunk: Annotated[int, typer.Option("--text-chunk", help="Classes per text-encoder chunk, to bound "
@@ -227,7 +246,8 @@ def train(
 
     cfg = TrainConfig(
         images=images, project=project, shots=_parse_shots(shots), val_shots=val_shots, model=model,
-        pretrained=pretrained, seed=seed, n_prompts=prompts, n_ctx=ctx_len, ctx_init=ctx_init,
+        pretrained=pretrained, seed=seed, recipe=recipe, n_prompts=prompts, n_ctx=ctx_len, ctx_init=ctx_init,
+        prompt_text=prompt_text, crop_scale=crop_scale, prior_weight=prior_weight, guard=guard,
         class_specific=class_specific, alpha=alpha, beta=beta, lam=lam, llm_loss=llm_loss, context=context,
         epochs=epochs, batch_size=batch_size, lr=lr, aug_views=aug_views, device=device,
         precision=precision, text_chunk=text_chunk, resume=resume, profile=profile,

@@ -18,12 +18,10 @@ import torch.nn.functional as F
 from .backbone import Backbone, ModelSpec, load_backbone
 from .data import class_entries, scan_image_folder
 from .errors import DataError, PartialFailure, PromptFileError
+from .head import ZERO_SHOT_TEMPLATE, name_features
 from .predict import Classifier, find_trained, image_batches, prompt_path, trained_entries
 from .project import ClassEntry, parse_class_list, resolve_project
 from .promptfile import load_prompt_file
-
-ZERO_SHOT_TEMPLATE = "a photo of a {}."
-
 
 # ---------------------------------------------------------------------------------------------------------
 # metrics
@@ -115,8 +113,7 @@ class ZeroShotClassifier:
 
     def __init__(self, bb: Backbone, class_names: list[str], template: str = ZERO_SHOT_TEMPLATE):
         self.bb = bb
-        with torch.no_grad():
-            self.text = bb.encode_texts([template.format(name) for name in class_names])  # (K, d)
+        self.text = name_features(bb, class_names, template)  # (K, d)
 
     def logits_from_global(self, z: torch.Tensor) -> torch.Tensor:
         """(B, K) logits from global image features z (B, d)."""
@@ -244,7 +241,7 @@ def run_images(bb: Backbone, clf: Classifier | None, zs: ZeroShotClassifier | No
             if batch.pixels is not None:
                 z, Z = bb.encode_images(batch.pixels)  # (b, d), (b, N, d)
                 if clf is not None:
-                    out["dualpt"].append(clf.logits_from_local(Z).cpu())
+                    out["dualpt"].append(clf.logits_from_features(z, Z).cpu())
                 if zs is not None:
                     out["zero_shot"].append(zs.logits_from_global(z).cpu())
                 out["kept"] += batch.ok

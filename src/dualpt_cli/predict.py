@@ -31,6 +31,7 @@ from .backbone import LOCAL_DIR, Backbone, ModelSpec, load_backbone
 from .data import IMG_EXTENSIONS, BadImage, folder_images, is_image_file, load_image
 from .errors import DataError, ModelLoadError, PartialFailure, PromptFileError
 from .fingerprint import check_image_fingerprint
+from .head import ZERO_SHOT_TEMPLATE, blend_logits, name_features
 from .matching import Matcher
 from .project import ClassEntry, mkstemp_beside, output_path, parse_class_list, resolve_project, write_failure
 from .promptfile import load_prompt_file
@@ -85,10 +86,14 @@ class Classifier:
     """
 
     def __init__(self, bb: Backbone, meta: dict[str, Any], W: torch.Tensor, classes: list[ClassEntry],
-                 trained: list[bool], source: Path | None = None, batch_size: int = 64):
+                 trained: list[bool], source: Path | None = None, batch_size: int = 64,
+                 prior: torch.Tensor | None = None):
         self.bb = bb
         self.meta = meta
         self.W = W.to(bb.device)  # (K, M, d), normalised
+        self.prior = prior.to(bb.device) if prior is not None else None  # (K, d) zero-shot prior (head.py)
+        self.dual_weight = float(meta.get("dual_weight", 1.0))  # files from before the prior: DUAL-PT alone
+        self.prior_weight = float(meta.get("prior_weight", 0.0)) if prior is not None else 0.0
         self.classes = classes
         self.trained = trained  # per class: True when its features come from the prompt file
         self.source = source
@@ -130,17 +135,26 @@ class Classifier:
         known = trained_entries(meta)
         classes = list(classes) if classes else known
         W, trained = class_features(bb, tensors, meta, known, classes)
-        return cls(bb, meta, W, classes, trained, source=path, batch_size=batch_size)
+        prior = class_priors(bb, tensors, meta, known, classes)
+        return cls(bb, meta, W, classes, trained, source=path, batch_size=batch_size, prior=prior)
 
     def logits_from_local(self, Z: torch.Tensor) -> torch.Tensor:
-        """(B, K) logits from local image features Z (B, N, d), exactly as training computes them."""
+        """(B, K) DUAL-PT logits from local image features Z (B, N, d), exactly as training computes them."""
         with torch.no_grad(), self.bb.autocast(), matching_threads(self.bb.device):
             return self.matcher.logits(Z.to(self.bb.device), self.W).float()
 
+    def logits_from_features(self, z: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
+        """(B, K) final logits from global (B, d) and local (B, N, d) features: DUAL-PT blended with the prior
+        as the prompt file says (:func:`head.blend_logits`)."""
+        dual = self.logits_from_local(Z) if self.dual_weight else None
+        prior = self.prior if self.prior is not None else self.W[:, 0]  # unused when prior_weight is 0
+        return blend_logits(dual, z.to(self.bb.device), prior, self.matcher.logit_scale, self.dual_weight,
+                            self.prior_weight)
+
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """(B, K) logits for preprocessed images (B, 3, H, W)."""
-        _, Z = self.bb.encode_images(images)  # (B, N, d)
-        return self.logits_from_local(Z)
+        z, Z = self.bb.encode_images(images)  # (B, d), (B, N, d)
+        return self.logits_from_features(z, Z)
 
     def predict_batch(self, images: torch.Tensor) -> torch.Tensor:
         """(B, K) class probabilities (softmax of the logits)."""
@@ -193,6 +207,19 @@ def class_features(bb: Backbone, tensors: dict[str, torch.Tensor], meta: dict[st
     return W, [i is not None for i in index]
 
 
+def class_priors(bb: Backbone, tensors: dict[str, torch.Tensor], meta: dict[str, Any], known: list[ClassEntry],
+                 classes: list[ClassEntry]) -> torch.Tensor | None:
+    """(K, d) prior prototypes for ``classes``: stored for trained classes, the name prompt for new ones."""
+    stored = tensors.get("prior_features")
+    if stored is None:
+        return None
+    index = [find_trained(c, known) for c in classes]
+    new = [c.name for c, i in zip(classes, index) if i is None]
+    template = meta.get("zero_shot_template", ZERO_SHOT_TEMPLATE)
+    fresh = iter(name_features(bb, new, template) if new else [])
+    return torch.stack([stored[i].to(bb.device) if i is not None else next(fresh) for i in index])  # (K, d)
+
+
 def encode_new_classes(bb: Backbone, ctx: torch.Tensor, meta: dict[str, Any], names: list[str]) -> torch.Tensor:
     """(K_new, M, d) features of new class names with the learned shared context (base-to-new)."""
     if meta.get("class_specific"):
@@ -205,9 +232,11 @@ def encode_new_classes(bb: Backbone, ctx: torch.Tensor, meta: dict[str, Any], na
         return learner().float()
 
 
-def _learner(bb: Backbone, ctx: torch.Tensor, meta: dict[str, Any], names: list[str]) -> PromptLearner:
+def _learner(bb: Backbone, ctx: torch.Tensor, meta: dict[str, Any], names: list[str],
+             texts: list[list[str]] | None = None) -> PromptLearner:
+    """A prompt learner holding the stored context; ``texts`` are the prompts' class texts (None: "{name}.")."""
     learner = PromptLearner(bb, names, int(meta["n_prompts"]), int(meta["n_ctx"]),
-                            class_specific=bool(meta.get("class_specific")))
+                            class_specific=bool(meta.get("class_specific")), class_texts=texts)
     if tuple(ctx.shape) != tuple(learner.ctx.shape):
         raise PromptFileError(f"the prompt file's context has shape {tuple(ctx.shape)}, expected "
                               f"{tuple(learner.ctx.shape)} for this model; re-create it with dualpt train")
@@ -222,8 +251,9 @@ def check_same_weights(bb: Backbone, tensors: dict[str, torch.Tensor], meta: dic
     known = trained_entries(meta)
     n = min(FINGERPRINT_CLASSES, len(known))
     ctx = tensors["ctx"][:n] if meta.get("class_specific") else tensors["ctx"]
+    texts = meta.get("prompt_texts")
     with torch.no_grad():
-        again = _learner(bb, ctx, meta, [c.name for c in known[:n]])().float()  # (n, M, d)
+        again = _learner(bb, ctx, meta, [c.name for c in known[:n]], texts[:n] if texts else None)().float()
     cos = F.cosine_similarity(again, tensors["class_features"][:n].to(again.device), dim=-1).min()
     if float(cos) < 0.99:
         raise ModelLoadError(f"model {bb.spec.label} has the right shape but different weights from the one "

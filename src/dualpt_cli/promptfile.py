@@ -6,7 +6,9 @@ damaged or edited file is refused. Tensors:
 
 - ``ctx``: the learned context, (M, n_ctx, width) shared or (K, M, n_ctx, width) class-specific;
 - ``class_features``: the normalised class prompt features w_k, (K, M, d) float32, so predict needs no
-  text-encoder pass for the trained classes.
+  text-encoder pass for the trained classes;
+- ``prior_features`` (optional): the zero-shot prior prototypes p_k, (K, d) float32 (description ensemble or
+  name prompt, see :mod:`dualpt_cli.head`), blended with the DUAL-PT logits by ``prior_weight``.
 """
 
 from __future__ import annotations
@@ -79,8 +81,11 @@ def _header(raw: bytes) -> dict[str, str]:
     return dict(json.loads(raw[8 : 8 + n].decode("utf-8")).get("__metadata__") or {})
 
 
-def save_prompt_file(path: Path, ctx: torch.Tensor, class_features: torch.Tensor, meta: dict[str, Any]) -> None:
+def save_prompt_file(path: Path, ctx: torch.Tensor, class_features: torch.Tensor, meta: dict[str, Any],
+                     prior_features: torch.Tensor | None = None) -> None:
     tensors = {"ctx": ctx, "class_features": class_features.float()}
+    if prior_features is not None:
+        tensors["prior_features"] = prior_features.float()
     bad = non_finite(tensors)
     if bad:  # never leave a prompt file that predicts NaN
         raise PromptFileError(f"not writing {path}: the learned {bad} has NaN or infinite values (training "
@@ -111,5 +116,11 @@ def load_prompt_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
     K, M = len(meta.get("class_names", [])), meta.get("n_prompts")
     if feats.dim() != 3 or feats.shape[0] != K or feats.shape[1] != M or feats.shape[2] != meta.get("embed_dim"):
         raise PromptFileError(f"{path}: class_features shape {tuple(feats.shape)} does not match its metadata")
+    prior = tensors.get("prior_features")
+    if prior is not None and tuple(prior.shape) != (K, feats.shape[2]):
+        raise PromptFileError(f"{path}: prior_features shape {tuple(prior.shape)} does not match its metadata")
+    if prior is None and meta.get("prior_weight"):
+        raise PromptFileError(f"{path}: its metadata blends a zero-shot prior but the file has no prior_features; "
+                              "re-create it with dualpt train")
     return tensors, meta
 

@@ -46,6 +46,9 @@ OPTIONAL_META: dict[str, tuple[Callable[[Any], bool], str]] = {
     "class_folders": (_is_names, "a non-empty list of names"),
     "text_width": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "num_local": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "dual_weight": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    "prior_weight": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    "zero_shot_template": (lambda v: isinstance(v, str) and "{}" in v, "a template with {}"),
     "image_fingerprint": (lambda v: isinstance(v, list) and len(v) > 0 and all(_is_number(x) for x in v),
                           "a list of numbers"),
 }

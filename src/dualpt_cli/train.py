@@ -24,6 +24,7 @@ from .data import class_entries, few_shot_split, inside, looks_decodable, scan_i
 from .errors import DataError, ProjectError, TrainingDiverged
 from .features import EVAL_VIEW, FeatureSet, encode_views
 from .fingerprint import image_fingerprint
+from .head import ZERO_SHOT_TEMPLATE, Decision, auto_val_shots, choose, collapsed, name_features, prior_features
 from .matching import Matcher, sinkhorn_ot_distance
 from .options import require_finite
 from .project import (
@@ -48,7 +49,7 @@ class TrainConfig:
     images: str  # ImageFolder: one sub-folder per class
     project: str | None = None  # project folder (None: $DUALPT_PROJECT or ./dualpt-project)
     shots: int | None = 8  # images per class; None = all
-    val_shots: int = 0  # disjoint validation images per class, for choosing the best epoch
+    val_shots: int | None = None  # held-out images per class (best epoch, guard); None: by recipe (auto / 0)
     model: str = "RN50"  # open_clip model (see backbone.ModelSpec)
     pretrained: str = "openai"  # pretrained tag or weights file
     seed: int = 1  # few-shot sample, prompt init, batch order and view choice
@@ -74,7 +75,8 @@ class TrainConfig:
     warmup_lr: float = 1e-5
     aug_views: int = 8  # augmented views per image encoded once and cached
     crop_scale: float | None = None  # smallest crop area of the random resized crop (None: by recipe)
-    min_steps: int | None = None  # at least this many optimiser steps, epochs raised to reach it (None: by recipe)
+    prior_weight: float | None = None  # weight of the zero-shot prior in the final logits (None: by recipe)
+    guard: bool | None = None  # choose the blend on held-out images, keep zero-shot if it is better (by recipe)
     outer_iters: int = 10  # graph-matching fixed-point iterations (cap)
     inner_iters: int = 100  # Sinkhorn iterations per outer iteration (cap)
     tol: float = 1e-2  # Sinkhorn stopping rule (PLOT's)
@@ -89,9 +91,10 @@ class TrainConfig:
 # What ``--recipe`` sets for the options left unset (None). "paper" is the paper and method card exactly;
 # "default" is the recipe measured on benchmarks/bench_learning.py (docs/method.md, "The default recipe").
 RECIPES: dict[str, dict[str, Any]] = {
-    "paper": {"n_ctx": 16, "ctx_init": "", "prompt_text": "name", "crop_scale": 0.08, "min_steps": 0},
+    "paper": {"n_ctx": 16, "ctx_init": "", "prompt_text": "name", "crop_scale": 0.08, "prior_weight": 0.0,
+              "guard": False, "val_shots": 0},
     "default": {"n_ctx": 4, "ctx_init": "a photo of a", "prompt_text": "descriptions", "crop_scale": 0.9,
-                "min_steps": 0},
+                "prior_weight": 2.0, "guard": True},  # val_shots stays None: head.auto_val_shots
 }
 PROMPT_TEXTS = ("name", "descriptions")
 
@@ -187,6 +190,7 @@ class TrainResult:
     val_acc: float | None
     skipped: list[tuple[str, str]]
     profile: dict[str, float] | None
+    guard: Decision | None = None  # what the prompt file keeps, and the held-out comparison with zero-shot
 
 
 class Callbacks:
@@ -223,7 +227,7 @@ def _run_training(cfg: TrainConfig, cb: Callbacks, project: Project) -> TrainRes
     learner = PromptLearner(bb, [c.name for c in data.classes], cfg.n_prompts, cfg.n_ctx, cfg.ctx_init,
                             cfg.class_specific, cfg.seed, class_texts=prompt_texts(cfg, data))
     learner.text_chunk = cfg.text_chunk
-    total = schedule_epochs(cfg, len(data.train_labels))
+    total = cfg.epochs or epochs_for_shots(cfg.shots)
     resolved = {**asdict(cfg), "epochs": total, "beta": objective.beta,
                 "model_resolved": bb.spec.label, "device_resolved": str(bb.device),
                 "precision_resolved": bb.precision, "dualpt_version": __version__}
@@ -261,22 +265,43 @@ def _run_training(cfg: TrainConfig, cb: Callbacks, project: Project) -> TrainRes
     if best["ctx"] is not None:
         with torch.no_grad():
             learner.ctx.copy_(best["ctx"])
-    prompt_file = save_prompts(project, learner, bb, cfg, objective, data, total, best)
+    decision, prior = decide(cfg, learner, objective, data, record)
+    if decision.collapsed:
+        cb.warn("training collapsed: the loss is near ln K and training accuracy at chance (every class scores "
+                "alike)" + ("" if cfg.guard else "; the default recipe's guard would keep zero-shot CLIP"))
+    if decision.classifier != "trained":
+        cb.warn(f"training did not beat {decision.classifier} on the held-out images; the prompt file keeps "
+                f"{decision.classifier} ({decision.reason})")
+    prompt_file = save_prompts(project, learner, bb, cfg, objective, data, total, best, decision, prior)
     return TrainResult(
         prompt_file=prompt_file, epochs=total, train_acc=float(record.get("acc", float("nan"))),
         loss=float(record.get("loss", float("nan"))), seconds=seconds, best_epoch=best["epoch"],
         val_acc=best["acc"] if best["epoch"] else None,
         skipped=[(str(p), r) for p, r in data.train.bad + (data.val.bad if data.val else [])],
-        profile=prof.summary() if prof else None,
+        profile=prof.summary() if prof else None, guard=decision,
     )
 
 
-def schedule_epochs(cfg: TrainConfig, n_images: int) -> int:
-    """``--epochs``, else the paper's epochs by shots, raised until the run makes ``min_steps`` optimiser steps."""
-    if cfg.epochs:
-        return cfg.epochs
-    steps_per_epoch = max(1, math.ceil(n_images / cfg.batch_size))
-    return max(epochs_for_shots(cfg.shots), math.ceil((cfg.min_steps or 0) / steps_per_epoch))
+@torch.no_grad()
+def decide(cfg: TrainConfig, learner: PromptLearner, objective: Objective, data: TrainData,
+           last: dict[str, Any]) -> tuple[Decision, torch.Tensor]:
+    """The classifier to save (:func:`head.choose`) and the prior prototypes it blends, (K, d)."""
+    bb = learner.bb
+    names = name_features(bb, learner.class_names)  # (K, d)
+    prior = prior_features(names, objective.desc_mean, objective.desc_has)  # (K, d)
+    has_desc = bool(objective.desc_has.any())
+    is_collapsed = bool(last) and collapsed(last["loss_img"], last["acc"], learner.num_classes)
+    if not cfg.guard:
+        kind = "descriptions" if has_desc else "names"
+        return Decision("trained", 1.0, cfg.prior_weight, kind, collapsed=is_collapsed, reason="no guard"), prior
+    dual = z = labels = None
+    if data.val is not None:
+        W = learner()  # (K, M, d)
+        with bb.autocast():
+            dual = objective.logits(data.val.local[:, 0].to(bb.device).float(), W).float()  # (V, K)
+        z, labels = data.val.global_[:, 0].to(bb.device).float(), data.val_labels
+    decision = choose(dual, z, labels, names, prior, has_desc, bb.logit_scale, cfg.prior_weight, is_collapsed)
+    return decision, names if decision.prior == "names" else prior
 
 
 def prompt_texts(cfg: TrainConfig, data: TrainData) -> list[list[str]] | None:
@@ -300,7 +325,8 @@ def class_phrases(data: TrainData) -> list[list[str]]:
 
 
 def _validate(cfg: TrainConfig) -> None:
-    require_finite({"--alpha": cfg.alpha, "--beta": cfg.beta, "--lambda": cfg.lam, "--lr": cfg.lr})
+    require_finite({"--alpha": cfg.alpha, "--beta": cfg.beta, "--lambda": cfg.lam, "--lr": cfg.lr,
+                    "--prior-weight": cfg.prior_weight, "--crop-scale": cfg.crop_scale})
     checks = [
         (cfg.text_chunk >= 0, f"--text-chunk must be >= 0 (0 = all classes at once), got {cfg.text_chunk}"),
         (cfg.shots is None or cfg.shots >= 1, f"--shots must be a positive number or 'all', got {cfg.shots}"),
@@ -313,13 +339,13 @@ def _validate(cfg: TrainConfig) -> None:
         (cfg.batch_size >= 1, f"--batch-size must be >= 1, got {cfg.batch_size}"),
         (cfg.lr > 0, f"--lr must be > 0, got {cfg.lr}"),
         (cfg.aug_views >= 1, f"--aug-views must be >= 1, got {cfg.aug_views}"),
-        (cfg.val_shots >= 0, f"--val-shots must be >= 0, got {cfg.val_shots}"),
+        (cfg.val_shots is None or cfg.val_shots >= 0, f"--val-shots must be >= 0, got {cfg.val_shots}"),
         (cfg.llm_loss in LLM_LOSSES, f"--llm-loss must be one of {', '.join(LLM_LOSSES)}, got {cfg.llm_loss}"),
         (cfg.context in ("auto", "llm", "none"), f"--context must be auto, llm or none, got {cfg.context}"),
         (cfg.prompt_text in PROMPT_TEXTS, f"--prompt-text must be one of {', '.join(PROMPT_TEXTS)}, "
                                           f"got {cfg.prompt_text}"),
         (0.0 < cfg.crop_scale <= 1.0, f"--crop-scale must be in (0, 1], got {cfg.crop_scale}"),
-        (cfg.min_steps >= 0, f"--min-steps must be >= 0, got {cfg.min_steps}"),
+        (cfg.prior_weight >= 0, f"--prior-weight must be >= 0, got {cfg.prior_weight}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -359,18 +385,27 @@ def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks
             cb.warn(f"skipping {path}: {reason}")
         return fs, torch.tensor([label_of[p] for p in fs.paths], dtype=torch.long)
 
+    auto_val = cfg.val_shots is None
+    val_shots = auto_val_shots(cfg.shots, min(len(files) for files in folders.values())) if auto_val \
+        else cfg.val_shots
     while True:  # a file that passes the header check but fails to decode is replaced by the next one drawn
-        train, val, notes = few_shot_split(folders, cfg.shots, cfg.seed, cfg.val_shots, usable)
+        train, val, notes = few_shot_split(folders, cfg.shots, cfg.seed, val_shots, usable)
         train_fs, train_labels = gather(train, list(range(cfg.aug_views)), "training")
         val_fs = val_labels = None
-        if cfg.val_shots:
+        if val_shots:
             val_fs, val_labels = gather(val, [EVAL_VIEW], "validation")
         if not train_fs.bad and not (val_fs is not None and val_fs.bad):
             break
     train_fs.bad = list(rejected.items())
+    if auto_val and val_shots:
+        short = [f for f in folders if len(train[f]) < (cfg.shots or 0)]
+        notes = [n for n in notes if not any(f"class {f!r} " in n for f in short)]  # said once, below
+        cb.info(f"holding out {val_shots} image(s) per class to check the result against zero-shot CLIP"
+                + (f"; {len(short)} class(es) train on fewer than {cfg.shots} (give --val-shots 0 to train on "
+                   "all)" if short else ""))
     for note in notes:
         cb.warn(note)
-    split = {"images": str(root), "seed": cfg.seed, "shots": cfg.shots, "val_shots": cfg.val_shots,
+    split = {"images": str(root), "seed": cfg.seed, "shots": cfg.shots, "val_shots": val_shots,
              "classes": [{"folder": c.folder, "name": c.name} for c in classes],
              "train": {f: [str(p.relative_to(root)) for p in train[f]] for f in folders},
              "val": {f: [str(p.relative_to(root)) for p in val.get(f, [])] for f in folders}}
@@ -482,7 +517,8 @@ def evaluate(learner: PromptLearner, objective: Objective, fs: FeatureSet, label
 
 
 def save_prompts(project: Project, learner: PromptLearner, bb: Backbone, cfg: TrainConfig, objective: Objective,
-                 data: TrainData, epochs: int, best: dict[str, Any]) -> Path:
+                 data: TrainData, epochs: int, best: dict[str, Any], decision: Decision,
+                 prior: torch.Tensor) -> Path:
     """Write prompts.safetensors: context, final class prompt features and self-describing metadata."""
     with torch.no_grad():
         learner.eval()
@@ -510,15 +546,24 @@ def save_prompts(project: Project, learner: PromptLearner, bb: Backbone, cfg: Tr
         "best_epoch": best["epoch"],
         "precision": bb.precision,
         "llm_context": bool(objective.desc_has.any()),
+        "recipe": cfg.recipe,
+        "prompt_texts": learner.class_texts if learner.per_prompt else None,  # per class and prompt, after ctx
+        "dual_weight": decision.dual_weight,
+        "prior_weight": decision.prior_weight,
+        "prior": decision.prior,
+        "zero_shot_template": ZERO_SHOT_TEMPLATE,
+        "guard": decision.to_json(),
         "image_fingerprint": image_fingerprint(bb),  # checked on load: the image tower is the trained one
     }
-    save_prompt_file(project.prompts, learner.ctx.detach(), class_features, meta)
+    save_prompt_file(project.prompts, learner.ctx.detach(), class_features, meta,
+                     prior if decision.prior_weight else None)
     return project.prompts
 
 
 def _ckpt_identity(cfg: TrainConfig) -> dict[str, Any]:
     """The config fields that must not change across --resume."""
-    keep = ("images", "shots", "val_shots", "seed", "n_prompts", "n_ctx", "ctx_init",
+    keep = ("images", "shots", "val_shots", "seed", "recipe", "prompt_text", "crop_scale", "n_prompts", "n_ctx",
+            "ctx_init",
             "class_specific", "alpha", "beta", "lam", "llm_loss", "context", "epochs", "batch_size", "lr",
             "momentum", "weight_decay", "warmup_epochs", "warmup_lr", "aug_views", "outer_iters", "inner_iters",
             "tol", "description_template")

@@ -89,6 +89,7 @@ def report(result: TrainResult, json_out: bool = False, curves: Path | None = No
         "val_accuracy": result.val_acc,
         "skipped_images": [{"path": p, "reason": r} for p, r in result.skipped],
         "curves": str(curves) if curves else None,
+        "guard": result.guard.to_json() if result.guard else None,
     }
     if result.profile is not None:
         data["profile_seconds"] = {k: round(v, 4) for k, v in result.profile.items()}
@@ -102,6 +103,19 @@ def report(result: TrainResult, json_out: bool = False, curves: Path | None = No
     table.add_row("final loss", f"{result.loss:.4f}")
     if result.val_acc is not None:
         table.add_row("best validation accuracy", f"{result.val_acc:.1%} (epoch {result.best_epoch})")
+    g = result.guard
+    if g is not None:
+        blend = f"DUAL-PT + {g.prior_weight:g} x {g.prior} prior" if g.prior_weight else "DUAL-PT alone"
+        table.add_row("classifier kept", blend if g.classifier == "trained" else f"{g.classifier} (training lost)")
+        if g.val_images:
+            acc = g.val_acc
+            parts = [f"kept {g.kept_acc:.1%}", f"zero-shot {acc['zero-shot']:.1%}"]
+            if "descriptions" in acc:
+                parts.append(f"descriptions {acc['descriptions']:.1%}")
+            table.add_row(f"held-out accuracy ({g.val_images} images)", ", ".join(parts))
+            table.add_row("gain over zero-shot (held-out)", f"{g.gain * 100:+.1f} points")
+        if g.collapsed:
+            table.add_row("collapse", "[red]yes[/]: loss near ln K, chance accuracy")
     table.add_row("time", f"{result.seconds:.1f} s")
     if curves:
         table.add_row("curves", escape(str(curves)))
