@@ -197,7 +197,7 @@ def test_bad_files_are_replaced_in_the_sample(images, tiny_rn, tmp_path):
         assert result.exit_code == 0, (seed, result.output)
         split = json.loads((tmp_path / "proj" / "split.json").read_text())
         assert len(split["train"]["red"]) == 1 and not bad & set(split["train"]["red"])
-    result = train(tiny_rn, "--shots", "4", "--seed", "3")
+    result = train(tiny_rn, "--shots", "4", "--seed", "3", "--val-shots", "0")  # all 4 sampled go to training
     assert result.exit_code == 0, result.output
     split = json.loads((tmp_path / "proj" / "split.json").read_text())
     assert len(split["train"]["red"]) == 4 and not bad & set(split["train"]["red"])

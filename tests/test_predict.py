@@ -30,7 +30,7 @@ from dualpt_cli.predict import (
 from dualpt_cli.project import ClassEntry, resolve_project
 from dualpt_cli.promptfile import PROMPT_FORMAT, load_prompt_file, read_safetensors, write_safetensors
 from dualpt_cli.prompts import PromptLearner
-from dualpt_cli.train import Callbacks, build_objective
+from dualpt_cli.train import Callbacks, build_objective, resolve_recipe
 from imagegen import make_image_folder, write_corrupt_image
 from tiny_models import CONFIGS, PREPROCESS_CFG, build_tiny_model
 from trained import TRAINED_CLASSES, trained_project
@@ -54,6 +54,7 @@ def test_predict_reproduces_training_logits(kind, tmp_path_factory, tiny_rn, tin
     classes = [ClassEntry(f, n) for f, n in zip(meta["class_folders"], meta["class_names"])]
 
     # training's own pieces: the learner with the learned context, the objective, eval-view features
+    cfg = resolve_recipe(cfg)
     learner = PromptLearner(bb, meta["class_names"], cfg.n_prompts, cfg.n_ctx, cfg.ctx_init, cfg.class_specific)
     with torch.no_grad():
         learner.ctx.copy_(tensors["ctx"])
@@ -63,10 +64,18 @@ def test_predict_reproduces_training_logits(kind, tmp_path_factory, tiny_rn, tin
     paths = sorted(test_images.rglob("*.png"))
     fs = encode_views(bb, paths, [EVAL_VIEW], cache_dir=None)
     with torch.no_grad(), bb.autocast():
-        expected = objective.logits(fs.local[:, 0], W)  # (I, K)
+        dual = objective.logits(fs.local[:, 0], W)  # (I, K)
+    # the final classifier adds the zero-shot prior, written out here: no descriptions, so "a photo of a {name}."
+    with torch.no_grad():
+        text = bb.model.encode_text(bb.tokenize([f"a photo of a {n}." for n in meta["class_names"]]))  # (K, d)
+    z = fs.global_[:, 0]  # (I, d)
+    cos = torch.nn.functional.normalize(z, dim=-1) @ torch.nn.functional.normalize(text, dim=-1).T
+    assert meta["dual_weight"] == 1.0 and meta["prior_weight"] > 0 and meta["prior"] == "names"
+    expected = dual + meta["prior_weight"] * bb.logit_scale * cos
 
     clf = Classifier.from_prompt_file(root / "proj" / "prompts.safetensors", device="cpu", precision="fp32")
     assert clf.class_names == TRAINED_CLASSES or sorted(clf.class_names) == sorted(TRAINED_CLASSES)
+    assert_close(clf.logits_from_local(fs.local[:, 0]), dual)  # Eq. 8 exactly as training computes it
     assert_close(clf.logits(_pixels(clf.bb, paths)), expected)
     assert_close(clf.predict_batch(_pixels(clf.bb, paths)), expected.softmax(-1))
 

@@ -43,6 +43,41 @@ def test_shortcuts_equal_plain_path(tiny_model, prefix, truncate, chunk):
     assert_close(grad1, grad0, rtol=1e-4, atol=1e-6)
 
 
+TEXTS = [["red circle, which has a round shape.", "red circle, which has red colour.", "red circle."],
+         ["golden retriever, which has long golden fur.", "golden retriever.", "golden retriever, which has a tail."],
+         ["a very long class name with many words in it.", "a very long class name, which has x.", "a."],
+         ["x, which has y.", "x, which has z and more words than the others.", "x."]]
+
+
+@pytest.mark.parametrize(("prefix", "truncate", "chunk"), [(True, True, 0), (False, True, 0), (True, True, 3)])
+def test_per_prompt_texts_shortcuts_equal_plain_path(tiny_model, prefix, truncate, chunk):
+    """Description prompts (a different text after the context for each of the M prompts) through the shortcuts."""
+    learner = _learner(tiny_model, class_texts=TEXTS)
+    assert learner.per_prompt and learner.token_suffix.shape[:2] == (4, 3)
+    gen = torch.Generator().manual_seed(2)
+    Z = F.normalize(torch.randn(5, learner.bb.num_local, learner.bb.embed_dim, generator=gen), dim=-1)
+    W0, logits0, grad0 = _run(learner, Z, prefix=False, truncate=False)
+    W1, logits1, grad1 = _run(learner, Z, prefix=prefix, truncate=truncate, chunk=chunk)
+    assert_close(W1, W0, rtol=1e-5, atol=1e-6)
+    assert_close(logits1, logits0, rtol=1e-5, atol=1e-5)
+    assert_close(grad1, grad0, rtol=1e-4, atol=1e-6)
+
+
+def test_per_prompt_texts_equal_encode_text(tiny_rn):
+    """Prompt j of class k is exactly ``ctx_words + texts[k][j]``: the words "a photo of a" as context."""
+    bb = load_backbone(ModelSpec(tiny_rn), device="cpu", precision="fp32")
+    texts = [["cat, which has whiskers.", "cat."], ["dog, which has a tail.", "dog, which barks."]]
+    learner = PromptLearner(bb, ["cat", "dog"], n_prompts=2, n_ctx=4, ctx_init="a photo of a", class_texts=texts)
+    with torch.no_grad():
+        learner.ctx[1] = learner.ctx[0]  # prompt 1 = the words exactly too
+        W = learner()  # (2, 2, d)
+        flat = [f"a photo of a {t}" for pair in texts for t in pair]
+        expected = F.normalize(bb.model.encode_text(bb.tokenize(flat)), dim=-1).reshape(2, 2, -1)
+    assert_close(W, expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(DataError, match="needs 2 prompt texts"):
+        PromptLearner(bb, ["cat", "dog"], n_prompts=2, n_ctx=4, class_texts=[["cat."], ["dog."]])
+
+
 def test_plain_path_matches_encode_text_for_word_prompts(tiny_rn):
     """With the context set to real word embeddings, the learner's features equal encode_text of the text."""
     bb = load_backbone(ModelSpec(tiny_rn), device="cpu", precision="fp32")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -36,7 +37,7 @@ def test_train_cli_end_to_end(images, tiny_rn, tmp_path):
     log = [json.loads(line) for line in (tmp_path / "proj" / "train_log.jsonl").read_text().splitlines()]
     assert len(log) == 6 and log[-1]["loss"] < log[0]["loss"]  # the loss falls
     tensors, meta = load_prompt_file(tmp_path / "proj" / "prompts.safetensors")
-    assert tensors["ctx"].shape == (4, 16, 32)
+    assert tensors["ctx"].shape == (4, 4, 32)  # the default recipe: 4 context vectors ("a photo of a")
     assert tensors["class_features"].shape == (3, 4, 32)
     assert_close(tensors["class_features"].norm(dim=-1), torch.ones(3, 4))
     assert meta["class_folders"] == ["red", "green", "blue"] or sorted(meta["class_folders"]) == meta["class_folders"]
@@ -189,14 +190,27 @@ def test_bad_input_clean_errors(tmp_path, tiny_rn, setup, args, message):
 def test_shots_larger_than_classes_warns(images, tiny_rn):
     result = runner.invoke(app, ["train", str(images), "--shots", "50", "--model", tiny_rn, "--epochs", "1"])
     assert result.exit_code == 0, result.output
-    assert "has only 4 training image(s) for --shots 50" in result.output
+    assert "has only 3 training image(s) for --shots 50" in result.output  # 1 of 4 held out for the guard
+    assert "holding out 1 image(s) per class" in result.output
+
+
+def dassl_lr(epoch: int, base: float, max_epoch: int, warmup: int, warmup_lr: float) -> float:
+    """CoOp's schedule written out independently: ConstantWarmupScheduler, then CosineAnnealingLR restarted
+    after the warm-up, so the first epoch after it runs at the full rate."""
+    if epoch < warmup:
+        return warmup_lr
+    t = epoch - warmup
+    return 0.5 * base * (1 + math.cos(math.pi * t / (max_epoch - warmup)))
 
 
 def test_schedule():
     assert [epochs_for_shots(s) for s in (1, 2, 4, 8, 16, None)] == [50, 100, 100, 200, 200, 200]
     cfg = TrainConfig(images=".")
-    assert lr_at(0, cfg, 10) == 1e-5
-    assert lr_at(1, cfg, 10) == pytest.approx(0.5 * 0.002 * (1 + 0.9510565163))
+    for total in (2, 10, 50, 200):
+        got = [lr_at(e, cfg, total) for e in range(total)]
+        assert got == pytest.approx([dassl_lr(e, 0.002, total, 1, 1e-5) for e in range(total)], rel=1e-12)
+    assert lr_at(1, cfg, 10) == pytest.approx(0.002)  # not one epoch ahead (cos(pi/10) would give 0.00195)
+    assert lr_at(0, cfg, 1) == pytest.approx(0.002)  # --epochs 1 trains at --lr, not only the warm-up rate
     assert lr_at(9, cfg, 10) < lr_at(5, cfg, 10) < lr_at(1, cfg, 10)
 
 

@@ -64,12 +64,12 @@ def collapsed(loss_img: float, train_acc: float, num_classes: int) -> bool:
 def auto_val_shots(shots: int | None, smallest_class: int) -> int:
     """Validation images per class held out for the guard when ``--val-shots`` is not given.
 
-    One per 4 shots (4 -> 1, 8 -> 2, 16 -> 4), none below 4 shots or with ``--shots all``, and never so many
-    that a class is left without a training image.
+    One per 4 shots (4 -> 1, 8 -> 2, 16 -> 4), none below 4 shots or with ``--shots all``, and never more than
+    a quarter of the smallest class's images.
     """
     if shots is None or shots < 4:
         return 0
-    return max(0, min(shots // 4, smallest_class - 1))
+    return min(shots // 4, smallest_class // 4)
 
 
 @dataclass

@@ -398,7 +398,7 @@ def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks
             break
     train_fs.bad = list(rejected.items())
     if auto_val and val_shots:
-        short = [f for f in folders if len(train[f]) < (cfg.shots or 0)]
+        short = [f for f in folders if len(train[f]) < (cfg.shots or 0) <= len(folders[f])]  # by the hold-out
         notes = [n for n in notes if not any(f"class {f!r} " in n for f in short)]  # said once, below
         cb.info(f"holding out {val_shots} image(s) per class to check the result against zero-shot CLIP"
                 + (f"; {len(short)} class(es) train on fewer than {cfg.shots} (give --val-shots 0 to train on "
@@ -517,9 +517,10 @@ def evaluate(learner: PromptLearner, objective: Objective, fs: FeatureSet, label
 
 
 def save_prompts(project: Project, learner: PromptLearner, bb: Backbone, cfg: TrainConfig, objective: Objective,
-                 data: TrainData, epochs: int, best: dict[str, Any], decision: Decision,
-                 prior: torch.Tensor) -> Path:
+                 data: TrainData, epochs: int, best: dict[str, Any], decision: Decision | None = None,
+                 prior: torch.Tensor | None = None) -> Path:
     """Write prompts.safetensors: context, final class prompt features and self-describing metadata."""
+    decision = decision or Decision("trained", 1.0, 0.0, "names", reason="DUAL-PT alone")
     with torch.no_grad():
         learner.eval()
         class_features = learner().float()  # (K, M, d), normalised
