@@ -224,6 +224,9 @@ def train(
     lr: Annotated[float, typer.Option(help="SGD learning rate.")] = 0.002,
     aug_views: Annotated[int, typer.Option("--aug-views", help="Augmented views per image, encoded once "
                                            "and cached.")] = 8,
+    fresh_views: Annotated[bool, typer.Option("--fresh-views", help="Encode a new augmented view of every "
+                                              "image for every epoch instead of reusing --aug-views cached "
+                                              "ones (the research-code behaviour; slower).")] = False,
     val_shots: Annotated[int | None, typer.Option("--val-shots", help="Held-out images per class: the best "
                                                   "epoch on them is kept, and the guard compares with zero-shot.",
                                                   show_default="1 per 4 shots; paper 0")] = None,
@@ -249,7 +252,7 @@ def train(
         pretrained=pretrained, seed=seed, recipe=recipe, n_prompts=prompts, n_ctx=ctx_len, ctx_init=ctx_init,
         prompt_text=prompt_text, crop_scale=crop_scale, prior_weight=prior_weight, guard=guard,
         class_specific=class_specific, alpha=alpha, beta=beta, lam=lam, llm_loss=llm_loss, context=context,
-        epochs=epochs, batch_size=batch_size, lr=lr, aug_views=aug_views, device=device,
+        epochs=epochs, batch_size=batch_size, lr=lr, aug_views=aug_views, fresh_views=fresh_views, device=device,
         precision=precision, text_chunk=text_chunk, resume=resume, profile=profile,
     )  # fmt: skip
     try:

@@ -74,6 +74,7 @@ class TrainConfig:
     warmup_epochs: int = 1  # constant warm-up lr before the cosine schedule
     warmup_lr: float = 1e-5
     aug_views: int = 8  # augmented views per image encoded once and cached
+    fresh_views: bool = False  # a new view of every image in every epoch (encodes one view per epoch)
     crop_scale: float | None = None  # smallest crop area of the random resized crop (None: by recipe)
     prior_weight: float | None = None  # weight of the zero-shot prior in the final logits (None: by recipe)
     guard: bool | None = None  # choose the blend on held-out images, keep zero-shot if it is better (by recipe)
@@ -390,7 +391,8 @@ def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks
         else cfg.val_shots
     while True:  # a file that passes the header check but fails to decode is replaced by the next one drawn
         train, val, notes = few_shot_split(folders, cfg.shots, cfg.seed, val_shots, usable)
-        train_fs, train_labels = gather(train, list(range(cfg.aug_views)), "training")
+        n_views = (cfg.epochs or epochs_for_shots(cfg.shots)) if cfg.fresh_views else cfg.aug_views
+        train_fs, train_labels = gather(train, list(range(n_views)), "training")
         val_fs = val_labels = None
         if val_shots:
             val_fs, val_labels = gather(val, [EVAL_VIEW], "validation")
@@ -459,6 +461,8 @@ def train_epoch(epoch: int, total: int, cfg: TrainConfig, learner: PromptLearner
     n_images, n_views = data.train.global_.shape[:2]
     order = torch.randperm(n_images, generator=gen)
     views = torch.randint(n_views, (n_images,), generator=gen)
+    if cfg.fresh_views:  # view e of every image in epoch e: never the same crop twice
+        views = torch.full((n_images,), epoch % n_views)
     steps = math.ceil(n_images / cfg.batch_size)
     tick = cb.epoch(epoch, total, steps)
     t0 = time.perf_counter()
@@ -564,10 +568,9 @@ def save_prompts(project: Project, learner: PromptLearner, bb: Backbone, cfg: Tr
 def _ckpt_identity(cfg: TrainConfig) -> dict[str, Any]:
     """The config fields that must not change across --resume."""
     keep = ("images", "shots", "val_shots", "seed", "recipe", "prompt_text", "crop_scale", "n_prompts", "n_ctx",
-            "ctx_init",
-            "class_specific", "alpha", "beta", "lam", "llm_loss", "context", "epochs", "batch_size", "lr",
-            "momentum", "weight_decay", "warmup_epochs", "warmup_lr", "aug_views", "outer_iters", "inner_iters",
-            "tol", "description_template")
+            "ctx_init", "class_specific", "alpha", "beta", "lam", "llm_loss", "context", "epochs", "batch_size",
+            "lr", "momentum", "weight_decay", "warmup_epochs", "warmup_lr", "aug_views", "fresh_views",
+            "outer_iters", "inner_iters", "tol", "description_template")
     d = asdict(cfg)
     return {"model": list(ModelSpec(cfg.model, cfg.pretrained).resolved()), **{k: d[k] for k in keep}}
 
