@@ -60,6 +60,24 @@ class ModelSpec:
         name, pretrained = self.resolved()
         return f"{name} ({pretrained})" if pretrained else name
 
+    @property
+    def display(self) -> str:
+        """:attr:`label` with paths under the current folder shown relative to it (for terminal output)."""
+        name, pretrained = self.resolved()
+        if name.startswith(LOCAL_DIR):
+            name = LOCAL_DIR + _relative_to_cwd(name[len(LOCAL_DIR) :])
+        if pretrained and os.path.isabs(pretrained):
+            pretrained = _relative_to_cwd(pretrained)
+        return f"{name} ({pretrained})" if pretrained else name
+
+
+def _relative_to_cwd(path: str) -> str:
+    """``path`` relative to the current folder when it lies under it, else unchanged."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
 
 def _weights_file_spec(path: Path) -> tuple[str, str]:
     """A weights file given as --model: its folder must hold open_clip_config.json."""

@@ -218,7 +218,7 @@ def evaluate_folder(cfg: EvalConfig) -> EvalResult:
                for name in ("dualpt", "zero_shot") if scores[name]}
     if not results:
         raise DataError(f"no image in {cfg.images} could be read")
-    return EvalResult(images=str(cfg.images), prompt_file=str(path) if clf else None, model=bb.spec.label,
+    return EvalResult(images=str(cfg.images), prompt_file=str(path) if clf else None, model=bb.spec.display,
                       classes=classes, results=results, failed=scores["failed"])
 
 
