@@ -6,8 +6,9 @@ SOURCE_MODEL_DIR is the fp32 open_clip ``local-dir:`` folder that ``pretrain.py`
 ``open_clip_model.safetensors`` with every floating-point tensor in bf16 (and copies
 ``open_clip_config.json``), then loads both folders through dualpt's own ``local-dir:`` path in fp32 (the bf16
 values are widened exactly on load) and compares zero-shot CLIP predictions ("a photo of a {colour} {shape}.",
-all 80 colour x shape classes, and the classes of ``classes.txt`` among themselves) on images drawn by ``generator.py``: the share of images whose top-1 class is the
-same, the top-1 accuracy of each, and the largest difference in class probability.
+all 80 colour x shape classes, and the classes of ``classes.txt`` among themselves) on images drawn by
+``generator.py``: the share of images whose top-1 class is the same, the top-1 accuracy of each, and the
+largest difference in class probability.
 """
 
 from __future__ import annotations
