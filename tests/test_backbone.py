@@ -133,7 +133,7 @@ def test_local_dir_round_trip(tiny_vit, tmp_path):
         (["--model", "NoSuchNet-7"], "unknown model 'NoSuchNet-7'"),
         (["--model", "local-dir:/definitely/missing"], "does not exist"),
         (["--model", "RN50", "--pretrained", "bogus-tag"], "neither a weights file nor a tag"),
-        (["--model", "RN50", "--pretrained", "openai"], "cannot download weights"),
+        (["--model", "RN50", "--pretrained", "openai"], "HF_HUB_OFFLINE is set"),
         (["--device", "cuda:7"], "CUDA is not available"),
     ],
 )

@@ -55,6 +55,9 @@ def _root(
     ] = False,
 ) -> None:
     """Adapt CLIP to your own image classes from a few examples (DUAL-PT prompt tuning)."""
+    from .ui import setup_logging
+
+    setup_logging()
 
 
 # ---------------------------------------------------------------------------------------------------------

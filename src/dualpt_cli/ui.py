@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from typing import Any
 
@@ -44,3 +45,24 @@ def warn(message: str) -> None:
     from rich.markup import escape
 
     err_console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
+
+
+class WarningHandler(logging.Handler):
+    """Library log records as ``warning: ...`` lines on stderr, like dualpt's own warnings.
+
+    Installed on the root logger by the CLI, so that no library's ``logging.info()`` call installs Python's
+    default ``LEVEL:name:message`` handler behind our back.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        warn(record.getMessage())
+
+
+def setup_logging(level: int = logging.WARNING) -> None:
+    """Route log records at ``level`` and above to :class:`WarningHandler` (once per process)."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if isinstance(handler, WarningHandler):
+            handler.setLevel(level)
+            return
+    root.addHandler(WarningHandler(level))
