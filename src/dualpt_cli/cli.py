@@ -134,9 +134,7 @@ def describe(
     ] = None,
     samples: Annotated[int, typer.Option(min=1, help="Answers asked per class, merged.")] = 1,
     temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="LLM sampling temperature.")] = 0.7,
-    project: Annotated[
-        str | None, typer.Option(help="Project folder.", show_default="$DUALPT_PROJECT or ./dualpt-project")
-    ] = None,
+    project: ProjectOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Describe again classes already described.")] = False,
     concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight.")] = 4,
     timeout: Annotated[float, typer.Option(min=0.001, help="Seconds per request.")] = 60.0,
@@ -145,6 +143,11 @@ def describe(
     ] = None,
     host: Annotated[str | None, typer.Option(help="Ollama server URL.", show_default="$OLLAMA_HOST")] = None,
     show: Annotated[bool, typer.Option("--show", help="Print what is stored (one class if given).")] = False,
+    phrases: Annotated[
+        str | None,
+        typer.Option("--phrases", metavar="FILE", help="Add phrases from a JSON or YAML file mapping each class "
+                     "to its phrases (no LLM is asked); --force replaces the stored ones."),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Ask an LLM for the visual features of each class; store them in the project's descriptions.json.
@@ -152,6 +155,7 @@ def describe(
     Example: dualpt describe examples/shapes/classes.txt --provider none
 
     Re-running skips classes already described (unless --force). The key comes from $OPENAI_API_KEY.
+    Phrases you already have: dualpt describe classes.txt --phrases phrases.json
     """
     from . import describe as lib
     from .project import resolve_project
@@ -159,6 +163,13 @@ def describe(
     proj = resolve_project(project)
     if show:
         lib.show(proj, classes, json_out=json_out)
+        return
+    if phrases is not None:
+        from .phrasefile import add_phrases
+
+        if provider != "auto":
+            raise typer.BadParameter("--phrases asks no LLM; leave out --provider", param_hint="'--provider'")
+        lib.print_report(add_phrases(proj, classes, phrases, replace=force), json_out)
         return
     cfg = lib.DescribeConfig(
         classes=classes, project=proj, provider=provider, model=model, samples=samples,
