@@ -406,7 +406,7 @@ def test_openai_without_key_or_base_url(classes):
     [
         (["missing.txt", "--provider", "none"], "missing.txt does not exist"),
         ([], "missing classes.txt"),
-        (["CLASSES", "--provider", "gpt"], "unknown provider 'gpt'"),
+        (["CLASSES", "--provider", "gpt"], "'gpt' is not one of"),
         (["CLASSES", "--samples", "0"], "greater than or equal to 1"),
     ],
 )

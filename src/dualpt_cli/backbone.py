@@ -367,21 +367,23 @@ class Backbone:
                 and getattr(self.model.transformer, "batch_first", True))
 
     def describe(self) -> dict[str, Any]:
+        """The facts ``dualpt info`` shows, with snake_case keys (its ``--json`` output)."""
         name, pretrained = self.spec.resolved()
         return {
             "model": name,
             "pretrained": pretrained or ("(weights in the folder)" if name.startswith(LOCAL_DIR)
                                          else "(none: random weights)"),
-            "image tower": f"{self.family} ({type(self.model.visual).__name__})",
-            "image size": self.image_size,
-            "embedding size (d)": self.embed_dim,
-            "local features (N)": f"{self.num_local} ({self.grid[0]}x{self.grid[1]})",
-            "text width": self.text_width,
-            "context length": self.context_length,
-            "text pooling": self.pool_type,
+            "image_tower": f"{self.family} ({type(self.model.visual).__name__})",
+            "image_size": self.image_size,
+            "embed_dim": self.embed_dim,
+            "local_features": self.num_local,
+            "local_grid": list(self.grid),
+            "text_width": self.text_width,
+            "context_length": self.context_length,
+            "text_pooling": self.pool_type,
             "device": str(self.device),
             "precision": self.precision,
-            "parameters (frozen)": sum(p.numel() for p in self.model.parameters()),
+            "frozen_parameters": sum(p.numel() for p in self.model.parameters()),
         }
 
     # -- precision ------------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ stderr and a non-zero exit code here, in one place (:class:`_Group`).
 
 from __future__ import annotations
 
-from typing import Annotated
+import re
+from typing import Annotated, Literal
 
 import click
 import typer
@@ -19,7 +20,19 @@ from .ui import err_console
 
 
 class _Group(TyperGroup):
-    """Turns domain errors and Ctrl-C into clean exits for every command."""
+    """Turns domain errors and Ctrl-C into clean exits for every command; sorts options into help panels."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        for param in command.params if command else []:
+            panel = PANELS.get((cmd_name, param.name)) or PANELS.get(param.name)
+            if panel and param.param_type_name == "option":
+                param.rich_help_panel = panel
+        if command:  # panels in a fixed order (help shows them in the order of their first option)
+            order = [DATA, LLM, MODEL, METHOD, OPTIMISATION, HARDWARE, OUTPUT]
+            command.params.sort(key=lambda p: order.index(p.rich_help_panel) if getattr(p, "rich_help_panel", None)
+                                in order else -1)
+        return command
 
     def invoke(self, ctx: click.Context):
         try:
@@ -37,8 +50,8 @@ app = typer.Typer(
     help="Adapt CLIP to your own image classes from a few examples (DUAL-PT prompt tuning).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
     rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
@@ -55,9 +68,50 @@ def _root(
     ] = False,
 ) -> None:
     """Adapt CLIP to your own image classes from a few examples (DUAL-PT prompt tuning)."""
-    from .ui import setup_logging
+    from .ui import set_quiet, setup_logging
 
     setup_logging()
+    set_quiet(False)  # a command's --quiet sets it again
+
+
+# ---------------------------------------------------------------------------------------------------------
+# help panels: every option of every command sits in one (tests/test_cli.py checks)
+
+DATA, MODEL, METHOD, OPTIMISATION, HARDWARE, OUTPUT, LLM = (
+    "Data", "Model", "Method", "Optimisation", "Hardware", "Output", "LLM")
+PANELS: dict[str | tuple[str, str], str] = {
+    **dict.fromkeys(["shots", "val_shots", "seed", "aug_views", "classes", "force", "phrases"], DATA),
+    **dict.fromkeys(["model", "pretrained", "prompt_file", "prompts_deprecated"], MODEL),
+    **dict.fromkeys(["prompts", "ctx_len", "ctx_init", "class_specific", "alpha", "beta", "lam", "llm_loss",
+                     "context", "zero_shot"], METHOD),
+    **dict.fromkeys(["epochs", "batch_size", "lr", "resume"], OPTIMISATION),
+    **dict.fromkeys(["device", "precision", "text_chunk", "workers"], HARDWARE),
+    **dict.fromkeys(["project", "json_out", "quiet", "profile", "top_k", "fmt", "output", "show"], OUTPUT),
+    **dict.fromkeys([("describe", n) for n in ("provider", "model", "samples", "temperature", "concurrency",
+                                               "timeout", "base_url", "host")], LLM),
+    ("predict", "batch_size"): HARDWARE,
+    ("eval", "batch_size"): HARDWARE,
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# closed sets: parse-time choices (tests/test_cli.py checks they equal the library's)
+
+Provider = Literal["auto", "openai", "ollama", "none"]
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+LlmLoss = Literal["cosine", "wd", "ce"]
+Context = Literal["auto", "llm", "none"]
+Format = Literal["table", "json", "jsonl", "csv"]
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+
+
+def _device(value: str) -> str:
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value.strip()):
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(map(repr, DEVICES))}")
+    return value.strip()
+
+
+def _complete_device(incomplete: str) -> list[str]:
+    return [d for d in ("auto", "cpu", "cuda", "mps") if d.startswith(incomplete)]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -74,13 +128,25 @@ ModelOpt = Annotated[
 PretrainedOpt = Annotated[
     str, typer.Option("--pretrained", help="Pretrained tag for a built-in model name (e.g. openai).")
 ]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1 or mps.")]
-PrecisionOpt = Annotated[str, typer.Option("--precision", help="auto, bf16, fp16 or fp32.")]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", parser=_device, metavar="|".join(DEVICES), autocompletion=_complete_device,
+                      help="Where to run (auto: cuda, then mps, then cpu).")
+]
+PrecisionOpt = Annotated[Precision, typer.Option("--precision", help="auto: bf16 where it is fast, else fp32.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 ProjectOpt = Annotated[
     str | None,
     typer.Option("--project", "-p", help="Project folder.", show_default="$DUALPT_PROJECT or ./dualpt-project"),
 ]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, epoch lines or hints; "
+                                        "warnings, errors and the result only.")]
+
+
+def _quiet(quiet: bool) -> None:
+    if quiet:
+        from .ui import set_quiet
+
+        set_quiet()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -109,9 +175,11 @@ def info(
         return
     from rich.table import Table
 
+    labels = {"embed_dim": "embedding size (d)", "local_features": "local features (N)"}
+    rows["local_features"] = f"{rows['local_features']} ({'x'.join(map(str, rows.pop('local_grid')))})"
     table = Table(title="dualpt model", show_header=False)
     for key, value in rows.items():
-        table.add_row(key, str(value))
+        table.add_row(labels.get(key, key.replace("_", " ")), str(value))
     console.print(table)
 
 
@@ -128,7 +196,7 @@ def describe(
             help="One class a line, or 'folder_name: readable name'. With --show: the class to show.",
         ),
     ] = None,
-    provider: Annotated[str, typer.Option(help="auto, openai, ollama or none (no LLM).")] = "auto",
+    provider: Annotated[Provider, typer.Option(help="LLM provider; none: no LLM.")] = "auto",
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="LLM model.", show_default="gpt-4o-mini / llama3.2")
     ] = None,
@@ -149,6 +217,7 @@ def describe(
                      "to its phrases (no LLM is asked); --force replaces the stored ones."),
     ] = None,
     json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Ask an LLM for the visual features of each class; store them in the project's descriptions.json.
 
@@ -160,6 +229,7 @@ def describe(
     from . import describe as lib
     from .project import resolve_project
 
+    _quiet(quiet)
     proj = resolve_project(project)
     if show:
         lib.show(proj, classes, json_out=json_out)
@@ -170,13 +240,15 @@ def describe(
         if provider != "auto":
             raise typer.BadParameter("--phrases asks no LLM; leave out --provider", param_hint="'--provider'")
         lib.print_report(add_phrases(proj, classes, phrases, replace=force), json_out)
-        return
-    cfg = lib.DescribeConfig(
-        classes=classes, project=proj, provider=provider, model=model, samples=samples,
-        temperature=temperature, force=force, concurrency=concurrency, timeout=timeout,
-        base_url=base_url, host=host,
-    )  # fmt: skip
-    lib.describe(cfg, json_out=json_out)
+    else:
+        cfg = lib.DescribeConfig(
+            classes=classes, project=proj, provider=provider, model=model, samples=samples,
+            temperature=temperature, force=force, concurrency=concurrency, timeout=timeout,
+            base_url=base_url, host=host,
+        )  # fmt: skip
+        lib.describe(cfg, json_out=json_out)
+    _hint(json_out, f"dualpt train IMAGES --shots 8{_project_arg(project)}  (IMAGES: one sub-folder of "
+                    "images per class)")
 
 
 
@@ -212,11 +284,12 @@ def train(
     alpha: Annotated[float, typer.Option(help="Edge (Gromov-Wasserstein) weight in graph matching.")] = 0.2,
     beta: Annotated[float, typer.Option(help="Weight of the LLM alignment loss.")] = 0.2,
     lam: Annotated[float, typer.Option("--lambda", help="Entropic regularisation of the matching plan.")] = 0.1,
-    llm_loss: Annotated[str, typer.Option("--llm-loss", help="cosine (paper Eq. 5), wd or ce.")] = "cosine",
-    context: Annotated[str, typer.Option(help="auto: use descriptions.json if present; llm: require it; "
-                                         "none: train without LLM context.")] = "auto",
+    llm_loss: Annotated[LlmLoss, typer.Option("--llm-loss", help="cosine (paper Eq. 5); wd, ce: "
+                                              "ablations.")] = "cosine",
+    context: Annotated[Context, typer.Option(help="auto: use descriptions.json if present; llm: require it; "
+                                             "none: train without LLM context.")] = "auto",
     epochs: Annotated[int | None, typer.Option(help="Epochs (default by shots: 50/100/200).")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per optimisation step.")] = 32,
     lr: Annotated[float, typer.Option(help="SGD learning rate.")] = 0.002,
     aug_views: Annotated[int, typer.Option("--aug-views", help="Augmented views per image, encoded once "
                                            "and cached.")] = 8,
@@ -229,6 +302,7 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint.")] = False,
     profile: Annotated[bool, typer.Option("--profile", help="Print where a step's time goes.")] = False,
     json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Learn M prompts per class with DUAL-PT on a few labelled images; save prompts.safetensors.
 
@@ -239,6 +313,7 @@ def train(
     from .train import TrainConfig, run_training
     from .train_ui import RichCallbacks, report
 
+    _quiet(quiet)
     cfg = TrainConfig(
         images=images, project=project, shots=_parse_shots(shots), val_shots=val_shots, model=model,
         pretrained=pretrained, seed=seed, n_prompts=prompts, n_ctx=ctx_len, ctx_init=ctx_init,
@@ -247,22 +322,38 @@ def train(
         precision=precision, text_chunk=text_chunk, resume=resume, profile=profile,
     )  # fmt: skip
     try:
-        with RichCallbacks(quiet=json_out) as callbacks:
+        with RichCallbacks(quiet=json_out or quiet) as callbacks:
             result = run_training(cfg, callbacks)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]: the last finished epoch is kept; run the same command with "
                           "--resume to continue", soft_wrap=True)
         raise typer.Exit(130) from None
     report(result, json_out=json_out)
+    _hint(json_out, f"dualpt eval TEST_IMAGES --zero-shot{_project_arg(project)}  (accuracy on held-out "
+                    f"images), or dualpt predict IMAGES{_project_arg(project)}")
 
 
 # ---------------------------------------------------------------------------------------------------------
 # predict and eval
 
-PromptsOpt = Annotated[
+PromptFileOpt = Annotated[
     str | None,
-    typer.Option("--prompts", help="Prompt file to use (instead of the project's prompts.safetensors)."),
+    typer.Option("--prompt-file", help="Prompt file to use (instead of the project's prompts.safetensors)."),
 ]
+OldPromptsOpt = Annotated[str | None, typer.Option("--prompts", hidden=True, help="Deprecated: --prompt-file.")]
+
+
+def _prompt_file(new: str | None, old: str | None) -> str | None:
+    """--prompt-file, or the deprecated --prompts spelling of it (with a warning)."""
+    if old is None:
+        return new
+    if new is not None:
+        raise typer.BadParameter("give the prompt file once, as --prompt-file", param_hint="'--prompts'")
+    from .ui import warn
+
+    warn("--prompts FILE is deprecated for predict and eval (train's --prompts is the number of prompts); "
+         "use --prompt-file FILE")
+    return old
 ClassesOpt = Annotated[
     str | None,
     typer.Option("--classes", help="Class list (one a line, or 'folder: name'); classes not trained are encoded "
@@ -287,10 +378,11 @@ WorkersOpt = Annotated[
 def predict(
     images: Annotated[list[str], typer.Argument(metavar="IMAGES...", help="Image files, folders or globs.")],
     project: ProjectOpt = None,
-    prompts: PromptsOpt = None,
+    prompt_file: PromptFileOpt = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes listed per image.")] = 5,
-    fmt: Annotated[str | None, typer.Option("--format", "-f", help="table, json, jsonl or csv.",
-                                            show_default="from --output's extension, else table")] = None,
+    fmt: Annotated[Format | None, typer.Option("--format", "-f", help="Output format.",
+                                               show_default="from --output's extension, else table")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
     output: Annotated[str | None, typer.Option("--output", "-o", help="Write to this file (atomically).",
                                                show_default="stdout")] = None,
     batch_size: BatchOpt = 64,
@@ -300,6 +392,8 @@ def predict(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     workers: WorkersOpt = None,
+    quiet: QuietOpt = False,
+    prompts_deprecated: OldPromptsOpt = None,
 ) -> None:
     """Classify images with the trained prompts: top-k classes and probabilities per image.
 
@@ -309,8 +403,13 @@ def predict(
     """
     from .predict import PredictConfig, run_predict
 
+    _quiet(quiet)
+    if json_out and fmt not in (None, "json"):
+        raise typer.BadParameter(f"--json means --format json, not {fmt}", param_hint="'--json'")
+    prompts = _prompt_file(prompt_file, prompts_deprecated)
     run_predict(PredictConfig(
-        inputs=images, project=project, prompts=prompts, top_k=top_k, fmt=fmt, output=output,
+        inputs=images, project=project, prompts=prompts, top_k=top_k, fmt="json" if json_out else fmt,
+        output=output,
         batch_size=batch_size, workers=workers, classes=classes, model=model, pretrained=pretrained,
         device=device, precision=precision,
     ))  # fmt: skip
@@ -320,7 +419,7 @@ def predict(
 def eval_(
     images: Annotated[str, typer.Argument(metavar="IMAGES", help="ImageFolder: one sub-folder of images per class.")],
     project: ProjectOpt = None,
-    prompts: PromptsOpt = None,
+    prompt_file: PromptFileOpt = None,
     classes: ClassesOpt = None,
     zero_shot: Annotated[bool, typer.Option("--zero-shot", help="Also evaluate plain CLIP ('a photo of a "
                                             "{class}.'); with --model it needs no prompt file.")] = False,
@@ -331,6 +430,8 @@ def eval_(
     precision: PrecisionOpt = "auto",
     workers: WorkersOpt = None,
     json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    prompts_deprecated: OldPromptsOpt = None,
 ) -> None:
     """Accuracy of the trained prompts on labelled images: top-1/top-5, per class, confused pairs.
 
@@ -340,11 +441,27 @@ def eval_(
     """
     from .evaluate import EvalConfig, evaluate_folder, report
 
+    _quiet(quiet)
+    prompts = _prompt_file(prompt_file, prompts_deprecated)
     cfg = EvalConfig(
         images=images, project=project, prompts=prompts, classes=classes, zero_shot=zero_shot, model=model,
         pretrained=pretrained, batch_size=batch_size, workers=workers, device=device, precision=precision,
     )  # fmt: skip
     report(evaluate_folder(cfg), json_out=json_out)
+
+
+def _project_arg(project: str | None) -> str:
+    import shlex
+
+    return f" -p {shlex.quote(project)}" if project else ""
+
+
+def _hint(json_out: bool, command: str) -> None:
+    """The usual next command, for people (not with --json or --quiet)."""
+    if not json_out:
+        from .ui import hint
+
+        hint(f"next: {command}")
 
 
 def main() -> None:

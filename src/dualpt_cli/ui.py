@@ -19,10 +19,16 @@ from rich.progress import (
 
 console = Console()
 err_console = Console(stderr=True)
+QUIET = False  # --quiet: no progress bars and no hints (set_quiet)
+
+
+def set_quiet(quiet: bool = True) -> None:
+    global QUIET
+    QUIET = quiet
 
 
 def progress(transient: bool = False) -> Progress:
-    """A progress bar on stderr, so ``--json`` output on stdout stays clean."""
+    """A progress bar on stderr, so ``--json`` output on stdout stays clean (none with --quiet)."""
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -32,6 +38,7 @@ def progress(transient: bool = False) -> Progress:
         TextColumn("{task.fields[status]}"),
         console=err_console,
         transient=transient,
+        disable=QUIET,
     )
 
 
@@ -39,6 +46,14 @@ def print_json(obj: Any) -> None:
     """Machine output: plain JSON on stdout, nothing else."""
     sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
     sys.stdout.flush()
+
+
+def hint(message: str) -> None:
+    """A suggestion for people at the end of a command, on stderr (none with --quiet)."""
+    if not QUIET:
+        from rich.markup import escape
+
+        err_console.print(f"[dim]{escape(message)}[/]", soft_wrap=True)
 
 
 def warn(message: str) -> None:
