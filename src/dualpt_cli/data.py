@@ -24,12 +24,15 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMG_EXTENSIONS and not path.name.startswith(".")
 
 
-def load_image(path: str | Path) -> Image.Image:
+def load_image(path: str | Path | Image.Image) -> Image.Image:
     """Decode an image as 8-bit RGB, handling what real folders contain.
 
     EXIF rotation is applied; CMYK, palette, grey and 16-bit images are converted; transparency is
-    composited onto white. Raises :class:`BadImage` for anything that cannot be decoded.
+    composited onto white. Raises :class:`BadImage` for anything that cannot be decoded. An image already
+    in memory (PIL) is only converted.
     """
+    if isinstance(path, Image.Image):
+        return _to_rgb(path)
     path = Path(path)
     try:
         if path.stat().st_size == 0:
