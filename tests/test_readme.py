@@ -101,10 +101,11 @@ def test_checker_catches_a_changed_line():
 @pytest.mark.slow
 def test_first_session_runs_as_written(tmp_path):
     (tmp_path / "examples").symlink_to(ROOT / "examples")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DUALPT_", "OPENAI_", "OLLAMA_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DUALPT_", "OPENAI_", "OLLAMA_", "XDG_"))}
     env.update(
         HF_HUB_OFFLINE="1",
         HOME=str(tmp_path / "home"),
+        DUALPT_CACHE=str(tmp_path / "cache"),
         COLUMNS="100",
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",  # this environment's dualpt
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")])),

@@ -450,6 +450,53 @@ def eval_(
     report(evaluate_folder(cfg), json_out=json_out)
 
 
+# ---------------------------------------------------------------------------------------------------------
+# cache
+
+cache_app = typer.Typer(help="The per-user feature cache shared by all projects ($DUALPT_CACHE overrides).",
+                        no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("info")
+def cache_info(json_out: JsonOpt = False) -> None:
+    """Where the feature cache is and how much it holds, per model.
+
+    Example: dualpt cache info
+    """
+    from .cache import cache_info as info_
+    from .ui import console, print_json
+
+    data = info_()
+    if json_out:
+        print_json(data)
+        return
+    console.print(f"{escape(data['path'])} ({data['env']}): {data['entries']} images, {_mb(data['bytes'])}")
+    for model in data["models"]:
+        console.print(f"  {escape(model['model_key'])}: {model['entries']} images, {_mb(model['bytes'])}")
+
+
+@cache_app.command("clear")
+def cache_clear(json_out: JsonOpt = False) -> None:
+    """Delete the cached features (they are encoded again when needed).
+
+    Example: dualpt cache clear
+    """
+    from .cache import clear_cache
+    from .ui import console, print_json
+
+    data = clear_cache()
+    if json_out:
+        print_json(data)
+        return
+    console.print(f"removed {data['entries_removed']} cached images ({_mb(data['bytes_freed'])}) from "
+                  f"{escape(data['path'])}")
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f} MB"
+
+
 def _project_arg(project: str | None) -> str:
     import shlex
 

@@ -8,7 +8,9 @@ Layout of a project folder (default ``./dualpt-project``, else ``$DUALPT_PROJECT
     train_log.jsonl       one line per epoch
     split.json            the exact few-shot files used for training (and validation)
     checkpoint/           the last end-of-epoch state, for --resume
-    cache/                frozen CLIP features of the training views
+
+Frozen CLIP features of the training views live in one cache per user, shared by all projects
+(:func:`user_cache_dir`: ``$DUALPT_CACHE``, else ``$XDG_CACHE_HOME/dualpt``, else ``~/.cache/dualpt``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,15 @@ from .errors import DataError, DualptError, ProjectError
 
 PROJECT_ENV = "DUALPT_PROJECT"
 DEFAULT_PROJECT = "dualpt-project"
+CACHE_ENV = "DUALPT_CACHE"
+
+
+def user_cache_dir() -> Path:
+    """dualpt's per-user cache: ``$DUALPT_CACHE``, else ``$XDG_CACHE_HOME/dualpt``, else ``~/.cache/dualpt``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    return Path(base).expanduser() / "dualpt"
 
 
 @dataclass(frozen=True)
@@ -58,7 +69,8 @@ class Project:
 
     @property
     def cache_dir(self) -> Path:
-        return self.root / "cache"
+        """The feature cache: per user, shared with every other project (content-addressed, so that is safe)."""
+        return user_cache_dir() / "features"
 
     def ensure(self) -> Project:
         """Create the folder (and parents) if needed; a clear error if that is impossible."""
