@@ -81,12 +81,13 @@ DATA, MODEL, METHOD, OPTIMISATION, HARDWARE, OUTPUT, LLM = (
     "Data", "Model", "Method", "Optimisation", "Hardware", "Output", "LLM")
 PANELS: dict[str | tuple[str, str], str] = {
     **dict.fromkeys(["shots", "val_shots", "seed", "aug_views", "classes", "force", "phrases"], DATA),
-    **dict.fromkeys(["model", "pretrained", "prompt_file", "prompts_deprecated"], MODEL),
+    **dict.fromkeys(["model", "pretrained", "prompt_file", "prompts_deprecated", "run", "config"], MODEL),
     **dict.fromkeys(["prompts", "ctx_len", "ctx_init", "class_specific", "alpha", "beta", "lam", "llm_loss",
                      "context", "zero_shot"], METHOD),
     **dict.fromkeys(["epochs", "batch_size", "lr", "resume"], OPTIMISATION),
     **dict.fromkeys(["device", "precision", "text_chunk", "workers"], HARDWARE),
-    **dict.fromkeys(["project", "json_out", "quiet", "profile", "top_k", "fmt", "output", "show"], OUTPUT),
+    **dict.fromkeys(["project", "json_out", "quiet", "profile", "top_k", "fmt", "output", "show", "run_name"],
+                    OUTPUT),
     **dict.fromkeys([("describe", n) for n in ("provider", "model", "samples", "temperature", "concurrency",
                                                "timeout", "base_url", "host")], LLM),
     ("predict", "batch_size"): HARDWARE,
@@ -270,7 +271,9 @@ def _parse_shots(value: str) -> int | None:
 
 @app.command()
 def train(
-    images: Annotated[str, typer.Argument(metavar="IMAGES", help="ImageFolder: one sub-folder of images per class.")],
+    ctx: typer.Context,
+    images: Annotated[str | None, typer.Argument(metavar="IMAGES", help="ImageFolder: one sub-folder of images "
+                                                 "per class (with --config: the saved one).")] = None,
     shots: Annotated[str, typer.Option(help="Training images per class, or 'all'.")] = "8",
     project: ProjectOpt = None,
     model: ModelOpt = "RN50",
@@ -303,6 +306,10 @@ def train(
     profile: Annotated[bool, typer.Option("--profile", help="Print where a step's time goes.")] = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
+    config: Annotated[str | None, typer.Option("--config", metavar="FILE", help="Rerun a saved run_config.json "
+                                               "(options given here override it).")] = None,
+    run_name: Annotated[str | None, typer.Option("--run-name", help="Name of this run under runs/.",
+                                                 show_default="time-shots-seed")] = None,
 ) -> None:
     """Learn M prompts per class with DUAL-PT on a few labelled images; save prompts.safetensors.
 
@@ -310,10 +317,14 @@ def train(
 
     Uses the project's descriptions.json (from dualpt describe) when present.
     """
+    from .project import resolve_project
+    from .runs import record_run
     from .train import TrainConfig, run_training
-    from .train_ui import RichCallbacks, report
+    from .train_ui import RichCallbacks, report, summary
 
     _quiet(quiet)
+    if images is None and config is None:
+        raise typer.BadParameter("pass the ImageFolder to train on (or --config FILE)", param_hint="'IMAGES'")
     cfg = TrainConfig(
         images=images, project=project, shots=_parse_shots(shots), val_shots=val_shots, model=model,
         pretrained=pretrained, seed=seed, n_prompts=prompts, n_ctx=ctx_len, ctx_init=ctx_init,
@@ -321,6 +332,8 @@ def train(
         epochs=epochs, batch_size=batch_size, lr=lr, aug_views=aug_views, device=device,
         precision=precision, text_chunk=text_chunk, resume=resume, profile=profile,
     )  # fmt: skip
+    if config is not None:
+        cfg = _with_saved_config(ctx, cfg, config)
     try:
         with RichCallbacks(quiet=json_out or quiet) as callbacks:
             result = run_training(cfg, callbacks)
@@ -328,9 +341,57 @@ def train(
         err_console.print("[yellow]interrupted[/]: the last finished epoch is kept; run the same command with "
                           "--resume to continue", soft_wrap=True)
         raise typer.Exit(130) from None
-    report(result, json_out=json_out)
+    run = record_run(resolve_project(project), summary(result), run_name).name
+    report(result, json_out=json_out, run=run)
     _hint(json_out, f"dualpt eval TEST_IMAGES --zero-shot{_project_arg(project)}  (accuracy on held-out "
                     f"images), or dualpt predict IMAGES{_project_arg(project)}")
+
+
+def _with_saved_config(ctx: typer.Context, cfg, path: str):
+    """``cfg`` (from the command line) on top of a saved run config: options given explicitly win."""
+    from dataclasses import replace
+
+    from .runs import config_from_file
+
+    fields = {"prompts": "n_prompts", "ctx_len": "n_ctx"}  # option name -> TrainConfig field, where they differ
+    given = {fields.get(name, name) for name in ctx.params
+             if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"}
+    saved = config_from_file(path)
+    return replace(cfg, **{k: v for k, v in saved.items() if k not in given})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# runs
+
+
+@app.command("runs")
+def runs_(project: ProjectOpt = None, json_out: JsonOpt = False) -> None:
+    """List the project's training runs: method, shots, seed and accuracies (* = current).
+
+    Example: dualpt runs -p my-project
+    """
+    from rich.table import Table
+
+    from .project import resolve_project
+    from .runs import list_runs
+    from .ui import console, print_json
+
+    rows = list_runs(resolve_project(project))
+    if json_out:
+        print_json(rows)
+        return
+    if not rows:
+        console.print("no runs yet: dualpt train IMAGES makes one")
+        return
+    table = Table(title="dualpt runs")
+    for column in ("run", "method", "shots", "seed", "epochs", "train acc", "val acc", "eval top-1"):
+        table.add_column(column, justify="left" if column in ("run", "method") else "right")
+    pct = lambda x: "-" if x is None else f"{x:.1%}"  # noqa: E731
+    for r in rows:
+        table.add_row(escape(r["name"]) + (" *" if r["current"] else ""), r["method"],
+                      "all" if r["shots"] is None else str(r["shots"]), str(r["seed"]), str(r["epochs"]),
+                      pct(r["train_accuracy"]), pct(r["val_accuracy"]), pct(r["eval_top1"]))
+    console.print(table)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -341,10 +402,19 @@ PromptFileOpt = Annotated[
     typer.Option("--prompt-file", help="Prompt file to use (instead of the project's prompts.safetensors)."),
 ]
 OldPromptsOpt = Annotated[str | None, typer.Option("--prompts", hidden=True, help="Deprecated: --prompt-file.")]
+RunOpt = Annotated[str | None, typer.Option("--run", help="Use the prompts of this run (dualpt runs lists them).",
+                                            show_default="the current one")]
 
 
-def _prompt_file(new: str | None, old: str | None) -> str | None:
-    """--prompt-file, or the deprecated --prompts spelling of it (with a warning)."""
+def _prompt_file(new: str | None, old: str | None, run: str | None = None, project: str | None = None) -> str | None:
+    """--prompt-file, --run NAME, or the deprecated --prompts spelling of --prompt-file (with a warning)."""
+    if run is not None:
+        if new is not None or old is not None:
+            raise typer.BadParameter("use --run or --prompt-file, not both", param_hint="'--run'")
+        from .project import resolve_project
+        from .runs import run_folder
+
+        return str(run_folder(resolve_project(project), run) / "prompts.safetensors")
     if old is None:
         return new
     if new is not None:
@@ -393,6 +463,7 @@ def predict(
     precision: PrecisionOpt = "auto",
     workers: WorkersOpt = None,
     quiet: QuietOpt = False,
+    run: RunOpt = None,
     prompts_deprecated: OldPromptsOpt = None,
 ) -> None:
     """Classify images with the trained prompts: top-k classes and probabilities per image.
@@ -406,7 +477,7 @@ def predict(
     _quiet(quiet)
     if json_out and fmt not in (None, "json"):
         raise typer.BadParameter(f"--json means --format json, not {fmt}", param_hint="'--json'")
-    prompts = _prompt_file(prompt_file, prompts_deprecated)
+    prompts = _prompt_file(prompt_file, prompts_deprecated, run, project)
     run_predict(PredictConfig(
         inputs=images, project=project, prompts=prompts, top_k=top_k, fmt="json" if json_out else fmt,
         output=output,
@@ -431,6 +502,7 @@ def eval_(
     workers: WorkersOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
+    run: RunOpt = None,
     prompts_deprecated: OldPromptsOpt = None,
 ) -> None:
     """Accuracy of the trained prompts on labelled images: top-1/top-5, per class, confused pairs.
@@ -442,12 +514,20 @@ def eval_(
     from .evaluate import EvalConfig, evaluate_folder, report
 
     _quiet(quiet)
-    prompts = _prompt_file(prompt_file, prompts_deprecated)
+    prompts = _prompt_file(prompt_file, prompts_deprecated, run, project)
     cfg = EvalConfig(
         images=images, project=project, prompts=prompts, classes=classes, zero_shot=zero_shot, model=model,
         pretrained=pretrained, batch_size=batch_size, workers=workers, device=device, precision=precision,
     )  # fmt: skip
-    report(evaluate_folder(cfg), json_out=json_out)
+    result = evaluate_folder(cfg)
+    if result.prompt_file is not None:
+        from pathlib import Path
+
+        from .project import resolve_project
+        from .runs import record_eval
+
+        record_eval(resolve_project(project), Path(result.prompt_file), result.to_json())
+    report(result, json_out=json_out)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ Layout of a project folder (default ``./dualpt-project``, else ``$DUALPT_PROJECT
     train_log.jsonl       one line per epoch
     split.json            the exact few-shot files used for training (and validation)
     checkpoint/           the last end-of-epoch state, for --resume
+    runs/NAME/            a copy of every run's files, plus result.json and eval.json (see runs.py)
 
 Frozen CLIP features of the training views live in one cache per user, shared by all projects
 (:func:`user_cache_dir`: ``$DUALPT_CACHE``, else ``$XDG_CACHE_HOME/dualpt``, else ``~/.cache/dualpt``).

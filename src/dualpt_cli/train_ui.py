@@ -64,7 +64,8 @@ class RichCallbacks(Callbacks):
             )
 
 
-def report(result: TrainResult, json_out: bool = False) -> None:
+def summary(result: TrainResult) -> dict[str, Any]:
+    """The training result as JSON (``--json`` output, ``runs/NAME/result.json``)."""
     data = {
         "prompt_file": str(result.prompt_file),
         "epochs": result.epochs,
@@ -77,6 +78,11 @@ def report(result: TrainResult, json_out: bool = False) -> None:
     }
     if result.profile is not None:
         data["profile_seconds"] = {k: round(v, 4) for k, v in result.profile.items()}
+    return data
+
+
+def report(result: TrainResult, json_out: bool = False, run: str | None = None) -> None:
+    data = {**summary(result), "run": run}
     if json_out:
         print_json(data)
         return
@@ -88,6 +94,8 @@ def report(result: TrainResult, json_out: bool = False) -> None:
     if result.val_acc is not None:
         table.add_row("best validation accuracy", f"{result.val_acc:.1%} (epoch {result.best_epoch})")
     table.add_row("time", f"{result.seconds:.1f} s")
+    if run is not None:
+        table.add_row("run", escape(run))
     if result.skipped:
         table.add_row("skipped images", str(len(result.skipped)))
     console.print(table)
