@@ -545,15 +545,10 @@ def cache_info(json_out: JsonOpt = False) -> None:
     Example: dualpt cache info
     """
     from .cache import cache_info as info_
-    from .ui import console, print_json
 
     data = info_()
-    if json_out:
-        print_json(data)
-        return
-    console.print(f"{escape(data['path'])} ({data['env']}): {data['entries']} images, {_mb(data['bytes'])}")
-    for model in data["models"]:
-        console.print(f"  {escape(model['model_key'])}: {model['entries']} images, {_mb(model['bytes'])}")
+    _print_data(data, json_out, [f"{data['path']} ({data['env']}): {data['entries']} images, {_mb(data['bytes'])}"]
+                + [f"  {m['model_key']}: {m['entries']} images, {_mb(m['bytes'])}" for m in data["models"]])
 
 
 @cache_app.command("clear")
@@ -563,14 +558,21 @@ def cache_clear(json_out: JsonOpt = False) -> None:
     Example: dualpt cache clear
     """
     from .cache import clear_cache
-    from .ui import console, print_json
 
     data = clear_cache()
+    _print_data(data, json_out, [f"removed {data['entries_removed']} cached images ({_mb(data['bytes_freed'])}) "
+                                 f"from {data['path']}"])
+
+
+def _print_data(data: dict, json_out: bool, lines: list[str]) -> None:
+    """``data`` as JSON, or ``lines`` for people."""
+    from .ui import console, print_json
+
     if json_out:
         print_json(data)
         return
-    console.print(f"removed {data['entries_removed']} cached images ({_mb(data['bytes_freed'])}) from "
-                  f"{escape(data['path'])}")
+    for line in lines:
+        console.print(escape(line), soft_wrap=True)
 
 
 def _mb(n: int) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .describe import _save, load_descriptions, merge_phrases, parse_phrases, utc_now
 from .errors import DataError
-from .project import ClassEntry, Project, parse_class_list, read_user_file
+from .project import ClassEntry, Project, parse_class_list, read_user_text
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -41,11 +41,7 @@ class PhrasesReport:
 def read_phrases_file(path: str | Path) -> dict[str, list[str]]:
     """``{key: [item, ...]}`` from a JSON or YAML mapping; one clear error for anything else."""
     path = Path(path)
-    raw = read_user_file(path, "phrases file", DataError)
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise DataError(f"phrases file {path} is not UTF-8 text; save it as UTF-8") from None
+    text = read_user_text(path, "phrases file")
     if path.suffix.lower() in YAML_SUFFIXES:
         import yaml
 

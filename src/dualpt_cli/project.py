@@ -128,6 +128,14 @@ def read_json(path: Path, what: str) -> Any:
         raise ProjectError(f"{path} is not valid JSON ({what}): {exc}; delete it or re-create it") from None
 
 
+def read_user_text(path: Path, what: str) -> str:
+    """A UTF-8 text file the user named (a BOM is dropped); :class:`DataError` naming it otherwise."""
+    try:
+        return read_user_file(path, what, DataError).decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(f"{what} {path} is not UTF-8 text; save it as UTF-8") from None
+
+
 def read_user_file(path: Path, what: str, error: type[DualptError]) -> bytes:
     """The bytes of a file the user named; ``error`` with one clear line (``what`` and the path) if unreadable."""
     try:
@@ -163,11 +171,7 @@ def parse_class_list(path: str | os.PathLike) -> list[ClassEntry]:
     A line is either ``name`` (folder and prompt name alike) or ``folder_name: readable name``.
     """
     path = Path(path)
-    raw = read_user_file(path, "class list", DataError)
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise DataError(f"class list {path} is not UTF-8 text; save it as UTF-8") from None
+    text = read_user_text(path, "class list")
     if "\x00" in text:
         raise DataError(f"class list {path} looks binary; pass a text file with one class per line")
 
