@@ -42,7 +42,7 @@ def test_two_trains_leave_two_runs_listed_with_accuracies(tiny_rn, tmp_path):
     assert [r["seed"] for r in rows] == [1, 2] and [r["shots"] for r in rows] == [2, 2]
     assert rows[0]["eval_top1"] is not None and rows[1]["eval_top1"] is not None
     assert rows[1]["val_accuracy"] is not None and rows[1]["current"] and not rows[0]["current"]
-    assert rows[0]["method"] == "DUAL-PT, no LLM context"
+    assert rows[0]["method"] == "DUAL-PT, no LLM"
     table = runner.invoke(app, ["runs"]).stdout
     assert "dualpt runs" in table and table.count("DUAL-PT") == 2 and "*" in table
 

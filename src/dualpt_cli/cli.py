@@ -366,7 +366,7 @@ def _with_saved_config(ctx: typer.Context, cfg, path: str):
 
 @app.command("runs")
 def runs_(project: ProjectOpt = None, json_out: JsonOpt = False) -> None:
-    """List the project's training runs: method, shots, seed and accuracies (* = current).
+    """List the project's training runs: method, shots, seed, accuracy in training, validation and eval.
 
     Example: dualpt runs -p my-project
     """
@@ -383,12 +383,13 @@ def runs_(project: ProjectOpt = None, json_out: JsonOpt = False) -> None:
     if not rows:
         console.print("no runs yet: dualpt train IMAGES makes one")
         return
-    table = Table(title="dualpt runs")
-    for column in ("run", "method", "shots", "seed", "epochs", "train acc", "val acc", "eval top-1"):
-        table.add_column(column, justify="left" if column in ("run", "method") else "right")
+    table = Table(title="dualpt runs (* current)")
+    for column in ("", "run", "method", "shots", "seed", "epochs", "train", "val", "eval"):
+        table.add_column(column, justify="left" if column in ("", "run", "method") else "right",
+                         no_wrap=column in ("run", "method"))
     pct = lambda x: "-" if x is None else f"{x:.1%}"  # noqa: E731
     for r in rows:
-        table.add_row(escape(r["name"]) + (" *" if r["current"] else ""), r["method"],
+        table.add_row("*" if r["current"] else "", escape(r["name"]), r["method"],
                       "all" if r["shots"] is None else str(r["shots"]), str(r["seed"]), str(r["epochs"]),
                       pct(r["train_accuracy"]), pct(r["val_accuracy"]), pct(r["eval_top1"]))
     console.print(table)

@@ -101,8 +101,8 @@ def list_runs(project: Project) -> list[dict[str, Any]]:
         if not config:
             continue
         dualpt = report.get("dualpt") or {}
-        method = "DUAL-PT" + (" (CSC)" if config.get("class_specific") else "")
-        method += "" if config.get("beta") else ", no LLM context"
+        method = "DUAL-PT" + (" CSC" if config.get("class_specific") else "")
+        method += "" if config.get("beta") else ", no LLM"
         rows.append({
             "name": folder.name, "current": folder.name == current, "method": method,
             "model": config.get("model"), "shots": config.get("shots"), "seed": config.get("seed"),
