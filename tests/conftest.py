@@ -10,6 +10,7 @@ os.environ["DUALPT_CACHE"] = os.path.join(tempfile.gettempdir(), f"dualpt-test-c
 import pytest  # noqa: E402
 
 from imagegen import make_image_folder  # noqa: E402
+from llm_server import FakeLLM  # noqa: E402
 from tiny_models import build_tiny_model  # noqa: E402
 from trained import TRAINED_CLASSES, trained_project  # noqa: E402
 
@@ -23,6 +24,14 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("DUALPT_CACHE", str(tmp_path / "user-cache"))  # never the real per-user cache
     for var in ("DUALPT_PROJECT", "OPENAI_API_KEY", "OPENAI_BASE_URL", "OLLAMA_HOST", "XDG_CACHE_HOME"):
         monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def fake():
+    """The scripted LLM server of tests/llm_server.py on 127.0.0.1, stopped after the test."""
+    server = FakeLLM().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds to sleep before answering (for client timeouts)
     body: dict | None = None  # raw JSON body instead of the API's usual shape
+    raw: bytes | None = None  # raw bytes instead of any JSON (an HTML error page, binary garbage)
+    content_type: str = "text/html"  # of ``raw``
 
 
 @dataclass
@@ -103,6 +105,16 @@ class FakeLLM:
                 except OSError:  # the client gave up (timeout test)
                     pass
 
+            def _send_raw(self, status: int, data: bytes, content_type: str) -> None:
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", content_type)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:
+                    pass
+
             def do_GET(self) -> None:
                 if self.path == "/api/tags":
                     models = [{"name": m, "model": m, "size": 1, "digest": "x"} for m in sorted(fake.models)]
@@ -133,7 +145,9 @@ class FakeLLM:
                 reply = fake._next(request)
                 if reply.delay:
                     time.sleep(reply.delay)
-                if reply.body is not None:
+                if reply.raw is not None:
+                    self._send_raw(reply.status, reply.raw, reply.content_type)
+                elif reply.body is not None:
                     self._send(reply.status, reply.body, reply.headers)
                 elif reply.status != 200:
                     message = f"scripted error {reply.status}"

@@ -53,13 +53,6 @@ def _offline(monkeypatch):
 
 
 @pytest.fixture
-def fake():
-    server = FakeLLM().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def classes(tmp_path):
     path = tmp_path / "classes.txt"
     path.write_text("# animals\ntiger\nhouse_cat: house cat\n\nzebra\n", encoding="utf-8")

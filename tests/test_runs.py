@@ -30,12 +30,17 @@ def test_two_trains_leave_two_runs_listed_with_accuracies(tiny_rn, tmp_path):
     runs = tmp_path / "dualpt-project" / "runs"
     for name in (first["run"], second["run"]):
         assert {p.name for p in (runs / name).iterdir()} >= {"prompts.safetensors", "run_config.json",
-                                                              "train_log.jsonl", "split.json", "result.json"}
+                                                              "train_log.jsonl", "split.json", "result.json",
+                                                              "curves.png"}
+    assert first["curves"] and first["curves"].endswith("curves.png")
     assert (runs / "current").read_text().strip() == second["run"]
     config = json.loads((runs / "first" / "run_config.json").read_text())
     assert config["pretrained"] == ""  # a local-dir model has no pretrained tag
 
-    assert runner.invoke(app, ["eval", "test", "--run", "first", "-q"]).exit_code == 0
+    result = runner.invoke(app, ["eval", "test", "--run", "first", "-q", "--plot", "pics"])
+    assert result.exit_code == 0, result.output
+    kept, plotted = (json.loads(p.read_text()) for p in (runs / "first" / "eval.json", tmp_path / "pics" / "eval.json"))
+    assert kept["dualpt"]["top1"] == plotted["dualpt"]["top1"] and "mistakes" in plotted and "mistakes" not in kept
     assert runner.invoke(app, ["eval", "test", "-q"]).exit_code == 0  # the current run's prompts
     rows = json.loads(runner.invoke(app, ["runs", "--json"]).stdout)
     assert [r["name"] for r in rows] == ["first", second["run"]]
@@ -43,6 +48,9 @@ def test_two_trains_leave_two_runs_listed_with_accuracies(tiny_rn, tmp_path):
     assert rows[0]["eval_top1"] is not None and rows[1]["eval_top1"] is not None
     assert rows[1]["val_accuracy"] is not None and rows[1]["current"] and not rows[0]["current"]
     assert rows[0]["method"] == "DUAL-PT, no LLM"
+    explained = runner.invoke(app, ["explain", "test", "--run", "first", "--json", "-q", "--device", "cpu"])
+    assert explained.exit_code == 0, explained.output
+    assert json.loads(explained.stdout)
     table = runner.invoke(app, ["runs"]).stdout
     assert "dualpt runs" in table and table.count("DUAL-PT") == 2 and "*" in table
 

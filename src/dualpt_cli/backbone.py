@@ -45,13 +45,19 @@ class ModelSpec:
         name, pretrained = self.name.strip(), (self.pretrained or "").strip()
         if pretrained.lower() in ("", "none", "random"):
             pretrained = ""
-        if name.startswith(LOCAL_DIR):  # absolute, so a prompt file naming it works from any folder
-            return LOCAL_DIR + os.path.abspath(Path(name[len(LOCAL_DIR) :]).expanduser()), None
+        # a folder model takes a weights file from --pretrained (a tag such as the default "openai" means
+        # "the folder's own weights"); absolute paths, so a prompt file naming them works from any folder
+        weights = os.path.abspath(Path(pretrained).expanduser()) if _looks_like_file(pretrained) else None
+        if name.startswith(LOCAL_DIR):
+            return LOCAL_DIR + os.path.abspath(Path(name[len(LOCAL_DIR) :]).expanduser()), weights
         if name.startswith(HF_HUB):
+            if weights:
+                raise ModelLoadError(f"--pretrained {pretrained} cannot be combined with an {HF_HUB} model; "
+                                     f"pass the weights' folder with --model {LOCAL_DIR}/path")
             return name, None
         path = Path(name).expanduser()
         if path.is_dir():
-            return LOCAL_DIR + str(path.resolve()), None
+            return LOCAL_DIR + str(path.resolve()), weights
         if path.suffix in (".safetensors", ".pt", ".pth", ".bin") or path.is_file():
             return _weights_file_spec(path)
         return name, pretrained or None
@@ -78,6 +84,12 @@ def _relative_to_cwd(path: str) -> str:
         return str(Path(path).relative_to(Path.cwd()))
     except ValueError:
         return path
+
+
+def _looks_like_file(pretrained: str) -> bool:
+    """A --pretrained value that names a file (a path or a weights suffix) rather than a tag."""
+    return bool(pretrained) and (os.sep in pretrained or "/" in pretrained or os.path.isfile(pretrained)
+                                 or Path(pretrained).suffix in (".safetensors", ".pt", ".pth", ".bin"))
 
 
 def _weights_file_spec(path: Path) -> tuple[str, str]:
@@ -107,6 +119,8 @@ def select_device(device: str = "auto") -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError:
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
         raise ModelLoadError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ModelLoadError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
@@ -175,6 +189,8 @@ def _create(spec: ModelSpec):
             f"unknown model {spec.name!r}; use a built-in name such as RN50 or ViT-B-16 (see "
             "open_clip.list_models()), hf-hub:org/name, or local-dir:/path/to/folder"
         )
+    if pretrained and not os.path.isfile(pretrained) and _looks_like_file(pretrained):
+        raise ModelLoadError(f"weights file {pretrained} (--pretrained) does not exist")
     if pretrained and not os.path.isfile(pretrained):
         tags = open_clip.list_pretrained_tags_by_model(name.replace("/", "-"))
         if pretrained not in tags:

@@ -90,6 +90,9 @@ PANELS: dict[str | tuple[str, str], str] = {
                     OUTPUT),
     **dict.fromkeys([("describe", n) for n in ("provider", "model", "samples", "temperature", "concurrency",
                                                "timeout", "base_url", "host")], LLM),
+    **dict.fromkeys(["plot", "examples"], OUTPUT),
+    **dict.fromkeys(["eval_dir", "explain_paths"], DATA),
+    ("explain", "classes"): OUTPUT,
     ("predict", "batch_size"): HARDWARE,
     ("eval", "batch_size"): HARDWARE,
 }
@@ -320,7 +323,7 @@ def train(
     from .project import resolve_project
     from .runs import record_run
     from .train import TrainConfig, run_training
-    from .train_ui import RichCallbacks, report, summary
+    from .train_ui import RichCallbacks, draw_curves, report, summary
 
     _quiet(quiet)
     if images is None and config is None:
@@ -341,8 +344,9 @@ def train(
         err_console.print("[yellow]interrupted[/]: the last finished epoch is kept; run the same command with "
                           "--resume to continue", soft_wrap=True)
         raise typer.Exit(130) from None
+    curves = draw_curves(result.prompt_file.parent)  # before record_run, so that the run keeps a copy
     run = record_run(resolve_project(project), summary(result), run_name).name
-    report(result, json_out=json_out, run=run)
+    report(result, json_out=json_out, run=run, curves=curves)
     _hint(json_out, f"dualpt eval TEST_IMAGES --zero-shot{_project_arg(project)}  (accuracy on held-out "
                     f"images), or dualpt predict IMAGES{_project_arg(project)}")
 
@@ -422,7 +426,7 @@ def _prompt_file(new: str | None, old: str | None, run: str | None = None, proje
         raise typer.BadParameter("give the prompt file once, as --prompt-file", param_hint="'--prompts'")
     from .ui import warn
 
-    warn("--prompts FILE is deprecated for predict and eval (train's --prompts is the number of prompts); "
+    warn("--prompts FILE is deprecated for predict, eval and explain (train's --prompts is the number of prompts); "
          "use --prompt-file FILE")
     return old
 ClassesOpt = Annotated[
@@ -501,6 +505,9 @@ def eval_(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     workers: WorkersOpt = None,
+    plot: Annotated[str | None, typer.Option("--plot", metavar="DIR", help="Also write confusion-matrix and "
+                                             "per-class accuracy PNGs (and eval.json, for dualpt report) here.")
+                    ] = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     run: RunOpt = None,
@@ -520,6 +527,10 @@ def eval_(
         images=images, project=project, prompts=prompts, classes=classes, zero_shot=zero_shot, model=model,
         pretrained=pretrained, batch_size=batch_size, workers=workers, device=device, precision=precision,
     )  # fmt: skip
+    if plot is not None:
+        from .report import writable_folder, write_eval_plots
+
+        writable_folder(plot, "--plot")  # before the images are scored
     result = evaluate_folder(cfg)
     if result.prompt_file is not None:
         from pathlib import Path
@@ -528,7 +539,82 @@ def eval_(
         from .runs import record_eval
 
         record_eval(resolve_project(project), Path(result.prompt_file), result.to_json())
+    if plot is not None:
+        written = write_eval_plots(result, plot)
+        err_console.print(f"pictures: {escape(', '.join(str(p) for p in written))}", soft_wrap=True)
     report(result, json_out=json_out)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# pictures
+
+
+@app.command()
+def explain(
+    images: Annotated[list[str], typer.Argument(metavar="IMAGES...", help="Image files, folders or globs.")],
+    output: Annotated[str | None, typer.Option("--output", "-o", metavar="DIR", help="Folder for the PNGs (one "
+                                               "per image).", show_default="explain, or none with --json")] = None,
+    classes: Annotated[list[str] | None, typer.Option("--classes", "-c", help="Classes to explain: top (the "
+                                                      "prediction), topN (the N best), or a class name; repeat "
+                                                      "or separate with commas.", show_default="top")] = None,
+    project: ProjectOpt = None,
+    prompt_file: PromptFileOpt = None,
+    model: OverrideModelOpt = None,
+    pretrained: OverridePretrainedOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    json_out: Annotated[bool, typer.Option("--json", help="Print the plans as numbers (JSON) on stdout.")] = False,
+    quiet: QuietOpt = False,
+    run: RunOpt = None,
+    prompts_deprecated: OldPromptsOpt = None,
+) -> None:
+    """Show what each prompt looks at: per image, a heat map per prompt of the class over the image.
+
+    Example: dualpt explain photos/cat.jpg -o pictures --classes top2
+
+    Titles give the class, the prompt, its share of the class score and the nearest description phrase.
+    """
+    from . import explain_ui
+    from .explain import ExplainConfig
+
+    _quiet(quiet)
+    prompts = _prompt_file(prompt_file, prompts_deprecated, run, project)
+    chosen = [c.strip() for value in classes or ["top"] for c in value.split(",") if c.strip()]
+    cfg = ExplainConfig(inputs=images, classes=chosen, project=project, prompts=prompts, model=model,
+                        pretrained=pretrained, device=device, precision=precision)
+    explain_ui.run(cfg, output if output is not None else (None if json_out else "explain"), json_out)
+
+
+@app.command("report")
+def report_(
+    output: Annotated[str | None, typer.Option("--output", "-o", help="HTML file to write.",
+                                               show_default="<project>/report.html")] = None,
+    project: ProjectOpt = None,
+    eval_dir: Annotated[str | None, typer.Option("--eval", metavar="DIR", help="Folder written by dualpt eval "
+                                                 "--plot.", show_default="<project>/eval")] = None,
+    examples: Annotated[int, typer.Option("--examples", min=0, help="Images to explain: one from each of the "
+                                          "worst classes of the evaluation (else training images).")] = 4,
+    explain_paths: Annotated[list[str] | None, typer.Option("--explain", metavar="IMAGE", help="Explain these "
+                                                             "images instead (repeatable).")] = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    quiet: QuietOpt = False,
+) -> None:
+    """One self-contained HTML page for a project: config, descriptions, curves, eval, explained images.
+
+    Example: dualpt eval test_images --zero-shot --plot dualpt-project/eval && dualpt report
+
+    Also redraws the project's curves.png from train_log.jsonl. Images are embedded; it opens offline.
+    """
+    from .report import ReportConfig, build_report
+    from .ui import console, warn
+
+    _quiet(quiet)
+    result = build_report(ReportConfig(project=project, output=output, eval_dir=eval_dir, examples=examples,
+                                       explain=explain_paths or [], device=device, precision=precision))
+    for note in result.notes:
+        warn(note)
+    console.print(f"report: {escape(str(result.path))}", soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -29,8 +29,9 @@ from pathlib import Path
 from rich.markup import escape
 
 from .errors import DataError, PartialFailure, ProjectError
-from .project import ClassEntry, Project, atomic_write_json, parse_class_list, read_json
-from .providers import Provider, ProviderSettings, RequestRejected, TransientError, make_provider
+from .options import require_finite
+from .project import ClassEntry, Project, atomic_write_json, parse_class_list, project_lock, read_json
+from .providers import BadAnswer, Provider, ProviderSettings, RequestRejected, TransientError, make_provider, redact
 
 FORMAT = "dualpt-descriptions/1"
 STATUSES = ("ok", "failed", "none")
@@ -93,6 +94,7 @@ class DescribeConfig:
         if self.classes is None:
             raise DataError("missing classes.txt; pass a class list, e.g. `dualpt describe classes.txt`")
         object.__setattr__(self, "classes", Path(self.classes))
+        require_finite({"--temperature": self.temperature, "--timeout": self.timeout})
         checks = (
             (self.samples >= 1, f"--samples must be at least 1, got {self.samples}"),
             (self.concurrency >= 1, f"--concurrency must be at least 1, got {self.concurrency}"),
@@ -228,12 +230,23 @@ def parse_phrases(text: str, name: str) -> list[str]:
             phrase = " ".join(phrase.split())
             if not phrase or len(phrase.split()) > MAX_WORDS or len(phrase) > MAX_CHARS:
                 continue
-            if not re.search(r"\w", phrase) or phrase.casefold() in _NON_ANSWERS:
+            if not re.search(r"\w", phrase) or phrase.casefold() in _NON_ANSWERS or not is_phrase(phrase):
                 continue
             if _restates_class(phrase, name):
                 continue
             phrases.append(phrase)
     return merge_phrases(phrases)
+
+
+_MARKUP = re.compile(r"<[^<>]*>|[<>{}\\]|&[a-z]+;|&#\d+;|\[\[|\]\]")
+
+
+def is_phrase(phrase: str) -> bool:
+    """Printable text of mostly letters, no markup (``<html>``, ``{{``), no replacement characters."""
+    if not phrase.isprintable() or "\ufffd" in phrase or _MARKUP.search(phrase):
+        return False
+    letters = sum(ch.isalpha() or ch.isspace() for ch in phrase)
+    return letters >= 0.6 * len(phrase)
 
 
 def merge_phrases(*lists: list[str]) -> list[str]:
@@ -293,7 +306,7 @@ def _entry(cls: ClassEntry, provider: Provider | None, cfg: DescribeConfig, phra
         "name": cls.name,
         "phrases": phrases,
         "status": status,
-        "error": error,
+        "error": redact(error) if error else error,  # never a credential from a URL
         "provenance": {
             "provider": provider.name if provider else "none",
             "model": provider.model if provider else None,
@@ -340,13 +353,24 @@ def describe_class(
 ) -> dict:
     """Ask S answers, merge their phrases; a class left with none is asked again, then fails."""
     query = query_for(cls.name)
+    bad: list[str] = []  # answers that were not answers (HTML, garbage): asked again like empty ones
+
+    def answer() -> str:
+        try:
+            return _ask(provider, query, cfg, policy, stop)
+        except BadAnswer as exc:
+            bad.append(str(exc))
+            return ""
+
     try:
         for _ in range(cfg.class_attempts):
-            answers = [_ask(provider, query, cfg, policy, stop) for _ in range(cfg.samples)]
-            phrases = merge_phrases(*(parse_phrases(answer, cls.name) for answer in answers))
+            answers = [answer() for _ in range(cfg.samples)]
+            phrases = merge_phrases(*(parse_phrases(text, cls.name) for text in answers))
             if phrases:
                 return _entry(cls, provider, cfg, phrases, "ok", None)
         error = f"no usable phrases in {cfg.class_attempts * cfg.samples} answers"
+        if bad:
+            error += f" ({len(bad)} not a chat answer: {bad[-1]})"
     except RequestRejected as exc:
         error = str(exc)
     return _entry(cls, provider, cfg, [], "failed", error)
@@ -362,6 +386,7 @@ class DescribePlan:
     todo: list[ClassEntry]  # classes to describe in this run
     dropped: list[str]  # folders stored earlier but no longer in classes.txt
     provider: Provider | None  # None when there is nothing to ask
+    previous: dict[str, dict] = field(default_factory=dict)  # folder -> stored entry of a class asked again
 
 
 @dataclass
@@ -374,10 +399,11 @@ class DescribeReport:
     entries: list[dict]  # all stored classes, in classes.txt order
     asked: list[str]  # folders described in this run
     dropped: list[str]  # folders stored earlier but no longer in classes.txt
+    failed_kept: list[dict] = field(default_factory=list)  # failed this run; the earlier phrases were kept
 
     @property
     def failed(self) -> list[dict]:
-        return [e for e in self.entries if e["status"] == "failed"]
+        return [e for e in self.entries if e["status"] == "failed"] + self.failed_kept
 
 
 def plan_describe(cfg: DescribeConfig) -> DescribePlan:
@@ -396,7 +422,8 @@ def plan_describe(cfg: DescribeConfig) -> DescribePlan:
             todo.append(cls)
     provider = make_provider(cfg.provider, cfg.settings) if todo else None
     dropped = [folder for folder in stored if folder not in wanted]
-    return DescribePlan(cfg, classes, done, todo, dropped, provider)
+    previous = {c.folder: stored[c.folder] for c in todo if c.folder in stored}
+    return DescribePlan(cfg, classes, done, todo, dropped, provider, previous)
 
 
 def run_describe(plan: DescribePlan, on_done: Callable[[dict], None] | None = None) -> DescribeReport:
@@ -406,25 +433,34 @@ def run_describe(plan: DescribePlan, on_done: Callable[[dict], None] | None = No
     On Ctrl-C (KeyboardInterrupt) the workers stop; every class finished so far is already on disk.
     """
     cfg, provider, project, done = plan.cfg, plan.provider, plan.cfg.project, dict(plan.done)
+    # what is on disk: a class asked again keeps its stored entry until a new answer replaces it, so a dead
+    # server, a wrong key, Ctrl-C or a crash never loses phrases described earlier
+    on_disk = {**plan.previous, **done}
+    failed_kept: list[dict] = []
     if provider is None or provider.name == "none":
         for cls in plan.todo:
-            done[cls.folder] = _entry(cls, provider, cfg, [], "none", None)
-        _save(project, plan.classes, done)
+            done[cls.folder] = on_disk[cls.folder] = _entry(cls, provider, cfg, [], "none", None)
+        _save(project, plan.classes, on_disk)
         for cls in plan.todo:
             if on_done:
                 on_done(done[cls.folder])
     else:
-        _save(project, plan.classes, done)  # drops classes no longer listed, keeps the classes.txt order
+        _save(project, plan.classes, on_disk)  # drops classes no longer listed, keeps the classes.txt order
         with contextlib.closing(_run_pool(plan.todo, provider, cfg)) as finished:
             for entry in finished:
-                done[entry["folder"]] = entry
-                _save(project, plan.classes, done)
+                folder, old = entry["folder"], plan.previous.get(entry["folder"])
+                done[folder] = entry
+                if entry["status"] == "failed" and old and old["status"] == "ok" and old["name"] == entry["name"]:
+                    failed_kept.append(entry)  # a failed retry does not replace good phrases
+                else:
+                    on_disk[folder] = entry
+                    _save(project, plan.classes, on_disk)
                 if on_done:
                     on_done(entry)
-    entries = [done[c.folder] for c in plan.classes]
+    entries = [on_disk[c.folder] for c in plan.classes]
     name, model = (provider.name, provider.model) if provider else ("-", None)
     asked = [c.folder for c in plan.todo]
-    return DescribeReport(name, model, project.descriptions, entries, asked, plan.dropped)
+    return DescribeReport(name, model, project.descriptions, entries, asked, plan.dropped, failed_kept)
 
 
 def _run_pool(todo: list[ClassEntry], provider: Provider, cfg: DescribeConfig):
@@ -470,15 +506,17 @@ def describe(cfg: DescribeConfig, json_out: bool = False) -> None:
     """Run with a progress bar, then print a table (or JSON); PartialFailure if any class failed."""
     from . import ui
 
-    plan = plan_describe(cfg)  # bad input fails here, before the progress bar
-    with ui.progress() as bar:
-        task = bar.add_task("describing", total=len(plan.todo), status="")
+    parse_class_list(cfg.classes)  # a bad class list fails before the project folder is touched
+    with project_lock(cfg.project, "describe"):  # one writer at a time, from reading what is stored to the end
+        plan = plan_describe(cfg)  # bad input fails here, before the progress bar
+        with ui.progress() as bar:
+            task = bar.add_task("describing", total=len(plan.todo), status="")
 
-        def on_done(entry: dict) -> None:
-            mark = "[red]failed[/] " if entry["status"] == "failed" else ""
-            bar.update(task, advance=1, status=f"{mark}{escape(entry['name'][:40])}")
+            def on_done(entry: dict) -> None:
+                mark = "[red]failed[/] " if entry["status"] == "failed" else ""
+                bar.update(task, advance=1, status=f"{mark}{escape(entry['name'][:40])}")
 
-        report = run_describe(plan, on_done)
+            report = run_describe(plan, on_done)
     print_report(report, json_out)
     if report.failed:
         names = ", ".join(e["name"] for e in report.failed[:5]) + (", ..." if len(report.failed) > 5 else "")
@@ -504,15 +542,22 @@ def print_report(report: DescribeReport, json_out: bool) -> None:
             f'{escape(str(report.path))}; training will run without LLM context (the paper\'s "None" '
             "context, beta = 0)."
         )
-    table = Table(title=f"descriptions ({report.provider}{' ' + report.model if report.model else ''})")
+    source = f" ({report.provider}{' ' + report.model if report.model else ''})" if report.asked else ""
+    table = Table(title=f"descriptions{source}")
+    kept_after = {e["folder"]: e["error"] for e in report.failed_kept}
     for column in ("class", "folder", "phrases", "status"):
         table.add_column(column, justify="right" if column == "phrases" else "left")
     for entry in report.entries:
         status = entry["status"] if entry["folder"] in report.asked else f"{entry['status']} (kept)"
         if entry["status"] == "failed":
             status = f"[red]failed[/]: {escape(entry['error'] or '')}"
+        if entry["folder"] in kept_after:
+            status = f"[red]failed[/]: {escape(kept_after[entry['folder']] or '')} (earlier phrases kept)"
         table.add_row(escape(entry["name"]), escape(entry["folder"]), str(len(entry["phrases"])), status)
     ui.console.print(table)
+    if not report.asked:
+        ui.console.print(f"all {len(report.entries)} classes are already described; nothing was asked (--force asks "
+                         "again)")
     kept = len(report.entries) - len(report.asked)
     verb = "written without phrases" if report.provider == "none" else "described"
     ui.console.print(

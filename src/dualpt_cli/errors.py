@@ -33,6 +33,10 @@ class ProviderError(DualptError):
     """An LLM provider could not be reached or did not give a usable answer."""
 
 
+class TrainingDiverged(DualptError):
+    """The loss became NaN or infinite; the last good checkpoint is kept, no prompt file is written."""
+
+
 class PartialFailure(DualptError):
     """The command finished, but some items failed; the output already says which."""
 

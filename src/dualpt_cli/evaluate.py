@@ -19,7 +19,7 @@ from .backbone import Backbone, ModelSpec, load_backbone
 from .data import class_entries, scan_image_folder
 from .errors import DataError, PartialFailure, PromptFileError
 from .predict import Classifier, find_trained, image_batches, prompt_path, trained_entries
-from .project import ClassEntry, parse_class_list
+from .project import ClassEntry, parse_class_list, resolve_project
 from .promptfile import load_prompt_file
 
 ZERO_SHOT_TEMPLATE = "a photo of a {}."
@@ -154,6 +154,13 @@ class EvalResult:
     classes: list[ClassEntry]
     results: dict[str, dict[str, Any]]  # "dualpt" and/or "zero_shot" -> metrics()
     failed: list[tuple[str, str]] = field(default_factory=list)  # (image, reason)
+    logits: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (I, K), images that were read
+    labels: torch.Tensor | None = None  # (I,) their true class indices
+    paths: list[str] = field(default_factory=list)  # (I,) their files
+
+    def confusion(self, name: str) -> torch.Tensor:
+        """(K, K) counts of ``name``'s predictions, rows = true class (the matrix behind its metrics)."""
+        return confusion_matrix(self.logits[name].argmax(dim=1), self.labels, len(self.classes))
 
     def to_json(self) -> dict[str, Any]:
         out = {"images": self.images, "prompt_file": self.prompt_file, "model": self.model,
@@ -191,7 +198,7 @@ def evaluate_folder(cfg: EvalConfig) -> EvalResult:
     """Score every image of ``cfg.images`` with the prompts (and zero-shot CLIP with ``cfg.zero_shot``)."""
     if cfg.batch_size < 1:
         raise DataError(f"--batch-size must be >= 1, got {cfg.batch_size}")
-    folders = scan_image_folder(cfg.images)
+    folders = scan_image_folder(cfg.images, exclude=resolve_project(cfg.project).root)  # the project is no class
     extra = parse_class_list(cfg.classes) if cfg.classes else []
     path = prompt_path(cfg.prompts, cfg.project)
     use_prompts = not cfg.zero_shot or cfg.prompts is not None or path.is_file()
@@ -214,12 +221,13 @@ def evaluate_folder(cfg: EvalConfig) -> EvalResult:
     labels = torch.tensor([index[k] for k, files in enumerate(folders.values()) for _ in files])
     scores = run_images(bb, clf, zs, paths, cfg)
     kept = torch.tensor(scores["kept"], dtype=torch.long)
-    results = {name: metrics(torch.cat(scores[name]), labels[kept], classes, base, cfg.top_confused)
-               for name in ("dualpt", "zero_shot") if scores[name]}
+    logits = {name: torch.cat(scores[name]) for name in ("dualpt", "zero_shot") if scores[name]}
+    results = {name: metrics(x, labels[kept], classes, base, cfg.top_confused) for name, x in logits.items()}
     if not results:
         raise DataError(f"no image in {cfg.images} could be read")
     return EvalResult(images=str(cfg.images), prompt_file=str(path) if clf else None, model=bb.spec.display,
-                      classes=classes, results=results, failed=scores["failed"])
+                      classes=classes, results=results, failed=scores["failed"], logits=logits, labels=labels[kept],
+                      paths=[str(paths[i]) for i in scores["kept"]])
 
 
 def run_images(bb: Backbone, clf: Classifier | None, zs: ZeroShotClassifier | None, paths: list[Path],

@@ -395,3 +395,12 @@ class Matcher:
         if return_stats:
             return self.logit_scale * out[0], out[1]
         return self.logit_scale * out
+
+    def plan(self, Z: Tensor, W: Tensor) -> Tensor:
+        """(B, K, N, M) plans behind :meth:`logits`, for looking at them (no gradient, float32).
+
+        Z: (B, N, d) local image features (any norm); W: (K, M, d) normalised prompts.
+        """
+        Z = torch.nn.functional.normalize(Z.float(), dim=-1).unsqueeze(1)  # (B, 1, N, d)
+        return graph_matching_plan(Z, W.float().unsqueeze(0), self.alpha, self.lam, outer_iters=self.outer_iters,
+                                   inner_iters=self.inner_iters, tol=self.tol)  # (B, K, N, M)

@@ -12,12 +12,12 @@ are added to what is stored for the class (``--force``: replace it); the entry's
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .describe import _save, load_descriptions, merge_phrases, parse_phrases, utc_now
 from .errors import DataError
-from .project import ClassEntry, Project, parse_class_list, read_user_text
+from .project import ClassEntry, Project, parse_class_list, project_lock, read_user_text
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -32,6 +32,7 @@ class PhrasesReport:
     entries: list[dict]  # all stored classes, in class-list order
     asked: list[str]  # folders that got phrases from the file
     dropped: list[str]  # always empty: a phrases file never drops stored classes
+    failed_kept: list[dict] = field(default_factory=list)  # always empty: no class fails (as describe's report has)
 
     @property
     def failed(self) -> list[dict]:
@@ -93,14 +94,19 @@ def add_phrases(project: Project, classes_txt: str | Path | None, phrases_file: 
     """
     path = Path(phrases_file)
     mapping = read_phrases_file(path)
-    stored = {e["folder"]: e for e in load_descriptions(project) or []}
-    if classes_txt is not None:
-        classes = parse_class_list(classes_txt)
-    elif stored:
-        classes = [ClassEntry(folder=e["folder"], name=e["name"]) for e in stored.values()]
-    else:
+    listed = parse_class_list(classes_txt) if classes_txt is not None else None  # bad input fails before the lock
+    if listed is None and not load_descriptions(project):
         raise DataError(f"no classes stored in {project.root} yet; pass the class list too: "
                         f"`dualpt describe classes.txt --phrases {path}`")
+    with project_lock(project, "describe"):  # one writer at a time, as for describe with an LLM
+        return _add_phrases(project, listed, mapping, path, replace)
+
+
+def _add_phrases(project: Project, listed: list[ClassEntry] | None, mapping: dict[str, list[str]], path: Path,
+                 replace: bool) -> PhrasesReport:
+    stored = {e["folder"]: e for e in load_descriptions(project) or []}
+    classes = listed if listed is not None else [ClassEntry(folder=e["folder"], name=e["name"])
+                                                 for e in stored.values()]
     by_folder = match_classes(mapping, classes, path)
     now = utc_now()
     done: dict[str, dict] = {}
@@ -120,7 +126,6 @@ def add_phrases(project: Project, classes_txt: str | Path | None, phrases_file: 
             provenance = dict(old.get("provenance") or {})
             provenance["added"] = [*provenance.get("added", []), source]
             done[cls.folder] = {**old, "phrases": merge_phrases(old["phrases"], new), "provenance": provenance}
-    project.ensure()
     _save(project, classes, done)
     entries = [done[c.folder] for c in classes]
     return PhrasesReport("file", None, project.descriptions, entries, list(by_folder), [])

@@ -18,7 +18,6 @@ import glob
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +28,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from .backbone import LOCAL_DIR, Backbone, ModelSpec, load_backbone
-from .data import IMG_EXTENSIONS, BadImage, is_image_file, load_image
+from .data import IMG_EXTENSIONS, BadImage, folder_images, is_image_file, load_image
 from .errors import DataError, ModelLoadError, PartialFailure, PromptFileError
+from .fingerprint import check_image_fingerprint
 from .matching import Matcher
-from .project import ClassEntry, parse_class_list, resolve_project
+from .project import ClassEntry, mkstemp_beside, output_path, parse_class_list, resolve_project, write_failure
 from .promptfile import load_prompt_file
 from .prompts import PromptLearner
 
@@ -160,7 +160,8 @@ def load_model_for(meta: dict[str, Any], tensors: dict[str, torch.Tensor], path:
         raise ModelLoadError(f"{exc} (the model named in {path}; if its weights live elsewhere now, point to "
                              "them with --model/--pretrained)") from None
     check_compatible(meta, bb, path)
-    if spec.resolved() != trained.resolved():
+    check_image_fingerprint(bb, meta, path)  # also when the named model folder changed in place
+    if spec.resolved() != trained.resolved() or spec.resolved()[0].startswith(LOCAL_DIR):
         check_same_weights(bb, tensors, meta)
     return bb
 
@@ -248,12 +249,12 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
         if glob.has_magic(item):
             found: list[Path] = []
             for match in sorted(glob.glob(str(path), recursive=True)):
-                found += _folder_images(Path(match)) if Path(match).is_dir() else [Path(match)]
+                found += folder_images(Path(match)) if Path(match).is_dir() else [Path(match)]
             found = [p for p in found if is_image_file(p)]
             if not found:
                 raise DataError(f"{item} matches no image files ({', '.join(IMG_EXTENSIONS)})")
         elif path.is_dir():
-            found = _folder_images(path)
+            found = folder_images(path)
             if not found:
                 raise DataError(f"folder {item} has no images ({', '.join(IMG_EXTENSIONS)})")
         elif path.exists():
@@ -262,11 +263,6 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
             raise DataError(f"{item} does not exist")
         out.update(dict.fromkeys(found))
     return list(out)
-
-
-def _folder_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p)
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 class ImageFiles(Dataset):
@@ -335,6 +331,8 @@ def image_batches(paths: list[Path], transform, batch_size: int = 64, workers: i
 def make_row(image: Path, probs: torch.Tensor | None, names: list[str], top_k: int, error: str | None = None
              ) -> dict[str, Any]:
     """One output row: the top-k classes with probabilities, or the error that stopped this image."""
+    if probs is not None and not bool(torch.isfinite(probs).all()):  # never a NaN in the output (invalid JSON)
+        probs, error = None, "the model gave non-finite scores for this image"
     if probs is None:
         return {"image": str(image), "class": None, "prob": None, "top_k": [], "error": error}
     p, idx = probs.topk(min(top_k, len(names)))
@@ -432,17 +430,15 @@ WRITERS: dict[str, type[RowWriter]] = {"table": TableWriter, "json": JsonWriter,
 @contextlib.contextmanager
 def open_output(path: str | Path | None) -> Iterator[IO[str]]:
     """stdout, or a temp file beside ``path`` renamed over it at the end (``path.partial`` on Ctrl-C)."""
+    path = output_path(path)  # None for stdout (-, /dev/stdout); symlinks and devices are refused
     if path is None:
         yield sys.stdout
         return
-    path = Path(path)
-    if path.is_dir():
-        raise DataError(f"--output {path} is a folder; give a file name")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = mkstemp_beside(path)
     except OSError as exc:
-        raise DataError(f"cannot write --output {path}: {exc.strerror}") from None
+        raise DataError(write_failure(path, exc)) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             yield fh
@@ -450,6 +446,9 @@ def open_output(path: str | Path | None) -> Iterator[IO[str]]:
     except KeyboardInterrupt:
         os.replace(tmp, f"{path}.partial")
         raise
+    except OSError as exc:  # a full disk while writing rows: one line; the old file stays as it was
+        Path(tmp).unlink(missing_ok=True)
+        raise DataError(write_failure(path, exc)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -8,7 +8,9 @@ Layout of a project folder (default ``./dualpt-project``, else ``$DUALPT_PROJECT
     train_log.jsonl       one line per epoch
     split.json            the exact few-shot files used for training (and validation)
     checkpoint/           the last end-of-epoch state, for --resume
+    curves.png            training curves from train_log.jsonl (train, report)
     runs/NAME/            a copy of every run's files, plus result.json and eval.json (see runs.py)
+    .lock                 the pid of the command writing to the project (describe, train) while it runs
 
 Frozen CLIP features of the training views live in one cache per user, shared by all projects
 (:func:`user_cache_dir`: ``$DUALPT_CACHE``, else ``$XDG_CACHE_HOME/dualpt``, else ``~/.cache/dualpt``).
@@ -16,9 +18,16 @@ Frozen CLIP features of the training views live in one cache per user, shared by
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import socket
+import stat
+import sys
 import tempfile
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +82,10 @@ class Project:
         """The feature cache: per user, shared with every other project (content-addressed, so that is safe)."""
         return user_cache_dir() / "features"
 
+    @property
+    def lock_file(self) -> Path:
+        return self.root / ".lock"
+
     def ensure(self) -> Project:
         """Create the folder (and parents) if needed; a clear error if that is impossible."""
         if self.root.exists() and not self.root.is_dir():
@@ -95,19 +108,62 @@ def resolve_project(path: str | os.PathLike | None = None) -> Project:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path``, fsync it, then rename it over ``path``."""
+    """Write ``data`` to a temp file beside ``path``, fsync it, then rename it over ``path``.
+
+    The new file gets the mode every other file gets (0666 less the umask). A read-only folder or a full
+    disk is a :class:`ProjectError` naming the path; ``path`` keeps its old content then.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = mkstemp_beside(path)
+    except OSError as exc:
+        raise ProjectError(write_failure(path, exc)) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise ProjectError(write_failure(path, exc)) from None
         raise
+
+
+def mkstemp_beside(path: Path) -> tuple[int, str]:
+    """``tempfile.mkstemp`` in ``path``'s folder, with the umask's mode instead of mkstemp's 0600."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())
+    except OSError:
+        pass  # a file system without modes (FAT, some network shares): keep what mkstemp gave
+    return fd, tmp
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+def write_failure(path: Path, exc: OSError) -> str:
+    """One line for an OSError while writing ``path`` (read-only folder, full disk, ...)."""
+    reason = exc.strerror or str(exc)
+    hint = {errno.ENOSPC: "free some disk space", errno.EDQUOT: "free some disk space",
+            errno.EROFS: "use a writable folder (--project DIR)", errno.EACCES: "check the folder's permissions",
+            errno.EPERM: "check the folder's permissions"}.get(exc.errno, "check the folder")
+    return f"cannot write {path}: {reason}; {hint} (files already there were left as they were)"
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line (a log record); a clear error instead of a traceback if the disk refuses."""
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+    except OSError as exc:
+        raise ProjectError(write_failure(path, exc)) from None
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -148,6 +204,103 @@ def read_user_file(path: Path, what: str, error: type[DualptError]) -> bytes:
         raise error(f"cannot read {what} {path}: {exc.strerror}") from None
 
 
+STDOUT_NAMES = ("-", "/dev/stdout")
+
+
+def output_path(output: str | os.PathLike | None) -> Path | None:
+    """Where ``--output`` may write: None for stdout (no option, ``-`` or ``/dev/stdout``), else a path that
+    is a regular file or does not exist yet, in a folder that exists or can be made.
+
+    Symlinks, devices, pipes and folders are refused rather than replaced by a new regular file.
+    """
+    if output is None or str(output) in STDOUT_NAMES:
+        return None
+    path = Path(output).expanduser()
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise DataError(f"--output {path}: {parent} is a file, not a folder")
+            break
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise DataError(f"--output {path}: {exc.strerror}") from None
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            raise DataError(f"--output {path} is a folder; give a file name")
+        if stat.S_ISLNK(st.st_mode):
+            raise DataError(f"--output {path} is a symbolic link; give the path of a regular file (or - for stdout)")
+        if not stat.S_ISREG(st.st_mode):
+            raise DataError(f"--output {path} is not a regular file (a device or pipe); give a file name, or - "
+                            "for stdout")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------
+# one writer at a time
+
+
+@contextlib.contextmanager
+def project_lock(project: Project, command: str) -> Iterator[None]:
+    """Hold the project for a writing command (describe, train); a second writer gets a clear error.
+
+    ``<project>/.lock`` holds the holder's pid, host, command and start time. The lock itself is an OS lock
+    on that file (``flock``, or ``msvcrt.locking`` on Windows), which the OS drops when the holder dies: a
+    lock left by a killed process is stale and simply taken over.
+    """
+    project.ensure()
+    path = project.lock_file
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise ProjectError(write_failure(path, exc)) from None
+    try:
+        if not _try_lock(fd):
+            raise ProjectError(f"project {project.root} is in use: {_holder(path)} is writing to it; wait for it "
+                               f"to finish, or use another --project (if no such process runs, delete {path})")
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
+                "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, (json.dumps(info) + "\n").encode())
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)  # released: an empty lock file names no holder
+    finally:
+        os.close(fd)  # closing drops the OS lock
+
+
+def _try_lock(fd: int) -> bool:
+    if sys.platform == "win32":  # pragma: no cover - CI runs on Linux
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _holder(path: Path) -> str:
+    """``dualpt train (pid 123 on host, since ...)`` from a lock file, as far as it can be read."""
+    try:
+        info = json.loads(path.read_text(encoding="utf-8") or "{}")
+        return (f"dualpt {info.get('command', '?')} (pid {info.get('pid', '?')} on {info.get('host', '?')}, "
+                f"since {info.get('since', '?')})")
+    except (OSError, ValueError, AttributeError):
+        return "another dualpt command"
+
+
 # ---------------------------------------------------------------------------------------------------------
 # class lists
 
@@ -163,6 +316,24 @@ class ClassEntry:
 def readable_name(folder: str) -> str:
     """Default prompt name for a folder: underscores become spaces (``golden_retriever``)."""
     return " ".join(folder.replace("_", " ").split())
+
+
+MAX_FOLDER_BYTES = 255  # the longest file name on common file systems
+
+
+def folder_name_problem(folder: str) -> str | None:
+    """Why ``folder`` can never name a class sub-folder (scanned as ImageFolder), or None."""
+    if folder in (".", ".."):
+        return "it names a folder itself"
+    if "/" in folder or "\\" in folder:
+        return "it contains a path separator"
+    if folder.startswith("."):
+        return "hidden folders are not scanned"
+    if any(not ch.isprintable() for ch in folder):
+        return "it contains control characters"
+    if len(folder.encode("utf-8")) > MAX_FOLDER_BYTES:
+        return f"longer than {MAX_FOLDER_BYTES} bytes"
+    return None
 
 
 def parse_class_list(path: str | os.PathLike) -> list[ClassEntry]:
@@ -188,6 +359,10 @@ def parse_class_list(path: str | os.PathLike) -> list[ClassEntry]:
                 raise DataError(f"{path}:{lineno}: expected 'folder_name: readable name', got {line!r}")
         else:
             folder, name = line, " ".join(line.split())
+        problem = folder_name_problem(folder)
+        if problem:
+            raise DataError(f"{path}:{lineno}: {folder[:60]!r}{'...' if len(folder) > 60 else ''} cannot be an "
+                            f"image folder name ({problem}); use 'folder_name: readable name'")
         for key, value in (("folder", folder), ("name", name.casefold())):
             if (key, value) in seen:
                 raise DataError(f"{path}:{lineno}: duplicate class {value!r} (first on line {seen[key, value]})")

@@ -22,6 +22,7 @@ from safetensors.torch import load, save
 
 from .errors import PromptFileError
 from .project import atomic_write_bytes, read_user_file
+from .promptmeta import check_meta
 
 PROMPT_FORMAT = "dualpt-prompts/1"
 CHECKPOINT_FORMAT = "dualpt-checkpoint/1"
@@ -79,7 +80,20 @@ def _header(raw: bytes) -> dict[str, str]:
 
 
 def save_prompt_file(path: Path, ctx: torch.Tensor, class_features: torch.Tensor, meta: dict[str, Any]) -> None:
-    write_safetensors(path, {"ctx": ctx, "class_features": class_features.float()}, PROMPT_FORMAT, meta)
+    tensors = {"ctx": ctx, "class_features": class_features.float()}
+    bad = non_finite(tensors)
+    if bad:  # never leave a prompt file that predicts NaN
+        raise PromptFileError(f"not writing {path}: the learned {bad} has NaN or infinite values (training "
+                              "diverged); lower --lr and train again")
+    write_safetensors(path, tensors, PROMPT_FORMAT, meta)
+
+
+def non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor with a NaN or infinite value, else None."""
+    for key, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return key
+    return None
 
 
 def load_prompt_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -88,8 +102,14 @@ def load_prompt_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
     missing = [k for k in REQUIRED_TENSORS if k not in tensors]
     if missing:
         raise PromptFileError(f"{path} lacks tensor(s) {', '.join(missing)}; re-create it with dualpt train")
+    check_meta(path, meta)
+    bad = non_finite(tensors)
+    if bad:
+        raise PromptFileError(f"{path}: tensor {bad} has NaN or infinite values (from a diverged training); "
+                              "train again with a lower --lr")
     feats = tensors["class_features"]
     K, M = len(meta.get("class_names", [])), meta.get("n_prompts")
     if feats.dim() != 3 or feats.shape[0] != K or feats.shape[1] != M or feats.shape[2] != meta.get("embed_dim"):
         raise PromptFileError(f"{path}: class_features shape {tuple(feats.shape)} does not match its metadata")
     return tensors, meta
+

@@ -59,6 +59,9 @@ class PromptLearner(nn.Module):
         """Tokenise ``[SOS] X*n_ctx name . [EOT]`` for each class; keep frozen embeddings as buffers."""
         if not class_names:
             raise DataError("no class names to build prompts for")
+        if self.n_ctx + 4 > self.bb.context_length:  # SOS, context, at least one name token, ".", EOT
+            raise DataError(f"--ctx-len {self.n_ctx} is too long for the model's {self.bb.context_length}-token text "
+                            f"context; use at most {self.bb.context_length - 4} (fewer leaves room for class names)")
         prompts = [" ".join([PLACEHOLDER] * self.n_ctx) + " " + name + "." for name in class_names]
         tokens = self.bb.tokenize(prompts)  # (K, L)
         eot = self.bb.eot_positions(tokens)

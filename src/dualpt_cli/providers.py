@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import email.utils
 import os
+import re
+import socket
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -93,8 +96,59 @@ def parse_retry_after(headers) -> float | None:
 
 
 def _short(text: object, limit: int = 160) -> str:
-    text = " ".join(str(text).split())
+    """One printable line of at most ``limit`` characters, with credentials in URLs redacted."""
+    text = "".join(ch if ch.isprintable() else " " for ch in redact(str(text)))
+    text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ---------------------------------------------------------------------------------------------------------
+# credentials never leave the process: URLs are redacted wherever they are stored or shown
+
+_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
+_SECRET_PARAM = re.compile(r"(key|token|secret|password|passwd|pwd|auth|sig|signature|credential)", re.IGNORECASE)
+REDACTED = "***"
+
+
+def redact_url(url: str) -> str:
+    """``url`` without a password (``user:***@``) and with secret-looking query values replaced by ***."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return REDACTED
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:{REDACTED}@{hostport}" if ":" in userinfo else f"{REDACTED}@{hostport}"
+    query = parts.query
+    if query:
+        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+        query = "&".join(f"{k}={REDACTED if _SECRET_PARAM.search(k) else v}" for k, v in pairs)
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redact(text: str) -> str:
+    """``text`` with every URL in it redacted (:func:`redact_url`) and the OpenAI key, if set, replaced."""
+    text = _URL.sub(lambda m: redact_url(m.group(0)), text)
+    key = os.environ.get("OPENAI_API_KEY")
+    return text.replace(key, REDACTED) if key and len(key) >= 8 else text
+
+
+def _refused(exc: BaseException) -> bool:
+    """True if ``exc`` (or an exception it was raised from) is a failed connect: refused, unknown host."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, (ConnectionRefusedError, socket.gaierror)) or (
+            type(exc).__name__ == "ConnectError" and type(exc).__module__.startswith(("httpx", "httpcore"))
+        ):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+class BadAnswer(RequestRejected):
+    """The server answered 200 with a body that is not the API's answer (HTML, garbage)."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -119,6 +173,7 @@ class OpenAIProvider:
             )
         self.model = settings.model or DEFAULT_MODELS["openai"]
         self.base_url = base_url
+        self.where = redact_url(base_url) if base_url else "api.openai.com"  # shown and stored: no credentials
         self._structured = settings.structured
         # local servers (vLLM, llama.cpp, LM Studio) take any key; the client insists on one
         self._client = openai.OpenAI(
@@ -144,6 +199,9 @@ class OpenAIProvider:
         except openai.APITimeoutError:  # a subclass of APIConnectionError: test it first
             raise TransientError("request timed out") from None
         except openai.APIConnectionError as exc:
+            if _refused(exc):  # nothing listens there: retrying every class for minutes helps nobody
+                raise ProviderError(f"cannot connect to {self.where} (connection refused or unknown host); "
+                                    "check --base-url / OPENAI_BASE_URL and that the server runs") from None
             raise TransientError(f"connection failed: {_short(exc)}") from None
         except openai.APIStatusError as exc:
             status = exc.status_code
@@ -152,12 +210,19 @@ class OpenAIProvider:
                 self._structured = False
                 return self.complete(query, temperature)
             raise self._classify(status, exc) from None
-        if not response.choices:
-            return ""
-        return response.choices[0].message.content or ""
+        try:
+            if not response.choices:
+                return ""
+            content = response.choices[0].message.content or ""
+        except (AttributeError, TypeError, IndexError, KeyError):
+            raise BadAnswer(f"{self.where} answered with a body that is not a chat completion: "
+                            f"{_short(response, 80)!r}") from None
+        if not isinstance(content, str):
+            raise BadAnswer(f"{self.where} answered with a message that is not text")
+        return content
 
     def _classify(self, status: int, exc) -> Exception:
-        where = self.base_url or "api.openai.com"
+        where = self.where
         if status == 429 or status >= 500 or status in (408, 409):
             return TransientError(f"HTTP {status} from {where}", parse_retry_after(exc.response.headers))
         if status == 401:
@@ -191,9 +256,9 @@ class OllamaProvider:
 
         self._ollama = ollama
         self.model = settings.model or DEFAULT_MODELS["ollama"]
-        self.host = _ollama_host(settings.host)
+        self.host = redact_url(_ollama_host(settings.host))  # shown and stored: no credentials
         self._structured = settings.structured
-        self._client = ollama.Client(host=self.host, timeout=settings.timeout)
+        self._client = ollama.Client(host=_ollama_host(settings.host), timeout=settings.timeout)
 
     def complete(self, query: str, temperature: float) -> str:
         import httpx
@@ -209,8 +274,14 @@ class OllamaProvider:
             )
         except httpx.TimeoutException:
             raise TransientError("request timed out") from None
-        except (ConnectionError, httpx.TransportError) as exc:
+        except (ConnectionError, httpx.ConnectError):  # the client's word for a refused connect or unknown host
+            raise ProviderError(f"cannot connect to Ollama at {self.host} (connection refused or unknown host); "
+                                "start `ollama serve`, or pass --host / set OLLAMA_HOST") from None
+        except httpx.TransportError as exc:
             raise TransientError(f"cannot reach Ollama at {self.host}: {_short(exc)}") from None
+        except ValueError as exc:  # a 200 whose body is not JSON, or not a chat answer
+            raise BadAnswer(f"Ollama at {self.host} answered with a body that is not a chat answer "
+                            f"({type(exc).__name__})") from None
         except ollama.ResponseError as exc:
             status = exc.status_code
             if status == 404:
@@ -224,7 +295,10 @@ class OllamaProvider:
             if status == 429 or status >= 500 or status in (408, 409, -1):
                 raise TransientError(f"HTTP {status} from Ollama: {_short(exc.error)}") from None
             raise RequestRejected(f"HTTP {status} from Ollama: {_short(exc.error)}") from None
-        return response.message.content or ""
+        content = getattr(getattr(response, "message", None), "content", None) or ""
+        if not isinstance(content, str):
+            raise BadAnswer(f"Ollama at {self.host} answered with a message that is not text")
+        return content
 
 
 def ollama_answers(host: str | None, timeout: float = PROBE_TIMEOUT) -> bool:
@@ -279,7 +353,7 @@ def _auto_choice(settings: ProviderSettings) -> str:
         return "ollama"
     raise ProviderError(
         "no LLM provider found: OPENAI_API_KEY is not set and no Ollama server answers at "
-        f"{_ollama_host(settings.host)}; choose --provider openai (set OPENAI_API_KEY or --base-url), "
+        f"{redact_url(_ollama_host(settings.host))}; choose --provider openai (set OPENAI_API_KEY or --base-url), "
         "--provider ollama (start `ollama serve`, or set OLLAMA_HOST / --host), "
         "or --provider none (train without LLM descriptions)"
     )

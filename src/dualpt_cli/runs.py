@@ -1,9 +1,10 @@
 """Run history: every ``dualpt train`` keeps its outputs under ``runs/NAME/`` in the project.
 
-The project's top-level files (prompts.safetensors, run_config.json, train_log.jsonl, split.json) are the
-current run, as before; after each training they are also copied into ``runs/NAME/`` with ``result.json``
-(the training summary), and ``runs/current`` names that run. ``dualpt eval`` of a run's prompts adds
-``eval.json``. :func:`list_runs` reads them back for ``dualpt runs``.
+The project's top-level files (prompts.safetensors, run_config.json, train_log.jsonl, split.json,
+curves.png) are the current run, as before; after each training they are also copied into ``runs/NAME/``
+with ``result.json`` (the training summary), and ``runs/current`` names that run. ``dualpt eval`` of a run's
+prompts adds ``eval.json`` (the ``--json`` report; ``eval --plot DIR`` writes its own, fuller one in DIR).
+:func:`list_runs` reads them back for ``dualpt runs``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from .errors import DataError, ProjectError
 from .project import Project, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 
-RUN_FILES = ("prompts.safetensors", "run_config.json", "train_log.jsonl", "split.json")
+RUN_FILES = ("prompts.safetensors", "run_config.json", "train_log.jsonl", "split.json", "curves.png")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 

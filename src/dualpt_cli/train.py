@@ -20,11 +20,21 @@ import torch.nn.functional as F
 
 from . import __version__
 from .backbone import Backbone, ModelSpec, load_backbone
-from .data import class_entries, few_shot_split, scan_image_folder
-from .errors import DataError, ProjectError
+from .data import class_entries, few_shot_split, inside, looks_decodable, scan_image_folder, unmatched
+from .errors import DataError, ProjectError, TrainingDiverged
 from .features import EVAL_VIEW, FeatureSet, encode_views
+from .fingerprint import image_fingerprint
 from .matching import Matcher, sinkhorn_ot_distance
-from .project import Project, atomic_write_json, atomic_write_text, read_json, resolve_project
+from .options import require_finite
+from .project import (
+    Project,
+    append_line,
+    atomic_write_json,
+    atomic_write_text,
+    project_lock,
+    read_json,
+    resolve_project,
+)
 from .promptfile import CHECKPOINT_FORMAT, read_safetensors, save_prompt_file, write_safetensors
 from .prompts import DESCRIPTION_TEMPLATE, PromptLearner, description_features
 
@@ -172,6 +182,11 @@ def run_training(cfg: TrainConfig, cb: Callbacks | None = None) -> TrainResult:
     cb = cb or Callbacks()
     _validate(cfg)
     project = resolve_project(cfg.project).ensure()
+    with project_lock(project, "train"):
+        return _run_training(cfg, cb, project)
+
+
+def _run_training(cfg: TrainConfig, cb: Callbacks, project: Project) -> TrainResult:
     checkpoint = _read_checkpoint(project, cfg) if cfg.resume else None
     bb = load_backbone(ModelSpec(cfg.model, cfg.pretrained), device=cfg.device, precision=cfg.precision)
     data = prepare_data(cfg, project, bb, cb)
@@ -206,8 +221,11 @@ def run_training(cfg: TrainConfig, cb: Callbacks | None = None) -> TrainResult:
             record["val_acc"] = evaluate(learner, objective, data.val, data.val_labels)
             if record["val_acc"] > best["acc"]:
                 best = {"epoch": epoch + 1, "acc": record["val_acc"], "ctx": learner.ctx.detach().clone()}
-        with open(project.train_log, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+        if not math.isfinite(record["loss"]) or not bool(torch.isfinite(learner.ctx).all()):
+            kept = f"the checkpoint of epoch {epoch} is kept" if epoch else "no epoch finished"
+            raise TrainingDiverged(f"training diverged in epoch {epoch + 1} (loss {record['loss']}); lower --lr "
+                                   f"(now {cfg.lr:g}); {kept} and no prompt file was written")
+        append_line(project.train_log, json.dumps(record))
         _save_checkpoint(project, cfg, learner, optimizer, epoch + 1, best)
         cb.epoch_done(record)
     seconds = time.perf_counter() - t0
@@ -226,7 +244,9 @@ def run_training(cfg: TrainConfig, cb: Callbacks | None = None) -> TrainResult:
 
 
 def _validate(cfg: TrainConfig) -> None:
+    require_finite({"--alpha": cfg.alpha, "--beta": cfg.beta, "--lambda": cfg.lam, "--lr": cfg.lr})
     checks = [
+        (cfg.text_chunk >= 0, f"--text-chunk must be >= 0 (0 = all classes at once), got {cfg.text_chunk}"),
         (cfg.shots is None or cfg.shots >= 1, f"--shots must be a positive number or 'all', got {cfg.shots}"),
         (cfg.n_prompts >= 1, f"--prompts must be >= 1, got {cfg.n_prompts}"),
         (cfg.n_ctx >= 1, f"--ctx-len must be >= 1, got {cfg.n_ctx}"),
@@ -251,11 +271,43 @@ def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks
     from .describe import load_descriptions
 
     root = Path(cfg.images).expanduser().resolve()
-    folders = scan_image_folder(root)
+    folders = scan_image_folder(root, exclude=project.root)
+    if inside(project.root, root):
+        cb.warn(f"the project folder {project.root} is inside the image folder; it is not a class")
     stored = load_descriptions(project) if cfg.context != "none" else None
     known = [_entry(c) for c in stored] if stored else None
     classes = class_entries(list(folders), known)
-    train, val, notes = few_shot_split(folders, cfg.shots, cfg.seed, cfg.val_shots)
+    missing = unmatched(list(folders), known)
+    if missing:
+        cb.warn(f"{len(missing)} described class(es) have no image folder in {root} and are not trained: "
+                f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+    rejected: dict[Path, str] = {}  # images found unusable; the sample is drawn again without them
+
+    def usable(path: Path) -> bool:
+        if path not in rejected and not looks_decodable(path):
+            rejected[path] = "not a readable image"
+            cb.warn(f"skipping {path}: not a readable image")
+        return path not in rejected
+
+    def gather(parts: dict[str, list[Path]], views: list[int], what: str) -> tuple[FeatureSet, torch.Tensor]:
+        paths = [p for f in folders for p in parts.get(f, [])]
+        label_of = {p: i for i, f in enumerate(folders) for p in parts.get(f, [])}
+        fs = encode_views(bb, paths, views, project.cache_dir, aug_seed=0,
+                          on_progress=cb.stage(f"encoding {what} images", len(paths)))
+        for path, reason in fs.bad:
+            rejected[path] = reason
+            cb.warn(f"skipping {path}: {reason}")
+        return fs, torch.tensor([label_of[p] for p in fs.paths], dtype=torch.long)
+
+    while True:  # a file that passes the header check but fails to decode is replaced by the next one drawn
+        train, val, notes = few_shot_split(folders, cfg.shots, cfg.seed, cfg.val_shots, usable)
+        train_fs, train_labels = gather(train, list(range(cfg.aug_views)), "training")
+        val_fs = val_labels = None
+        if cfg.val_shots:
+            val_fs, val_labels = gather(val, [EVAL_VIEW], "validation")
+        if not train_fs.bad and not (val_fs is not None and val_fs.bad):
+            break
+    train_fs.bad = list(rejected.items())
     for note in notes:
         cb.warn(note)
     split = {"images": str(root), "seed": cfg.seed, "shots": cfg.shots, "val_shots": cfg.val_shots,
@@ -266,25 +318,6 @@ def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks
         raise ProjectError(f"--resume: the images or class list changed since the checkpoint in {project.root}; "
                            "start without --resume")
     atomic_write_json(project.split, split)
-
-    def gather(parts: dict[str, list[Path]], views: list[int], what: str) -> tuple[FeatureSet, torch.Tensor]:
-        paths = [p for f in folders for p in parts.get(f, [])]
-        label_of = {p: i for i, f in enumerate(folders) for p in parts.get(f, [])}
-        fs = encode_views(bb, paths, views, project.cache_dir, aug_seed=0,
-                          on_progress=cb.stage(f"encoding {what} images", len(paths)))
-        for path, reason in fs.bad:
-            cb.warn(f"skipping {path}: {reason}")
-        labels = torch.tensor([label_of[p] for p in fs.paths], dtype=torch.long)
-        empty = [folders_list[i] for i in range(len(folders)) if not bool((labels == i).any())]
-        if empty:
-            raise DataError(f"no usable {what} image left for class(es) {', '.join(empty)} (all failed to decode)")
-        return fs, labels
-
-    folders_list = list(folders)
-    train_fs, train_labels = gather(train, list(range(cfg.aug_views)), "training")
-    val_fs = val_labels = None
-    if cfg.val_shots:
-        val_fs, val_labels = gather(val, [EVAL_VIEW], "validation")
     return TrainData(classes, train_fs, train_labels, val_fs, val_labels, split, notes, stored)
 
 
@@ -420,6 +453,7 @@ def save_prompts(project: Project, learner: PromptLearner, bb: Backbone, cfg: Tr
         "best_epoch": best["epoch"],
         "precision": bb.precision,
         "llm_context": bool(objective.desc_has.any()),
+        "image_fingerprint": image_fingerprint(bb),  # checked on load: the image tower is the trained one
     }
     save_prompt_file(project.prompts, learner.ctx.detach(), class_features, meta)
     return project.prompts

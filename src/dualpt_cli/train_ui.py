@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
+from .errors import DualptError
 from .train import Callbacks, TrainResult
 from .ui import console, err_console, print_json, progress, warn
 
@@ -64,6 +66,18 @@ class RichCallbacks(Callbacks):
             )
 
 
+def draw_curves(project_root: Path) -> Path | None:
+    """curves.png in the project from its train_log.jsonl; a warning (not a failed run) if it cannot be drawn."""
+    from .project import Project
+    from .report import write_curves
+
+    try:
+        return write_curves(Project(project_root))
+    except (DualptError, OSError) as exc:
+        warn(f"curves.png not drawn: {exc}")
+        return None
+
+
 def summary(result: TrainResult) -> dict[str, Any]:
     """The training result as JSON (``--json`` output, ``runs/NAME/result.json``)."""
     data = {
@@ -81,8 +95,8 @@ def summary(result: TrainResult) -> dict[str, Any]:
     return data
 
 
-def report(result: TrainResult, json_out: bool = False, run: str | None = None) -> None:
-    data = {**summary(result), "run": run}
+def report(result: TrainResult, json_out: bool = False, run: str | None = None, curves: Path | None = None) -> None:
+    data = {**summary(result), "curves": str(curves) if curves else None, "run": run}
     if json_out:
         print_json(data)
         return
@@ -94,6 +108,8 @@ def report(result: TrainResult, json_out: bool = False, run: str | None = None) 
     if result.val_acc is not None:
         table.add_row("best validation accuracy", f"{result.val_acc:.1%} (epoch {result.best_epoch})")
     table.add_row("time", f"{result.seconds:.1f} s")
+    if curves:
+        table.add_row("curves", escape(str(curves)))
     if run is not None:
         table.add_row("run", escape(run))
     if result.skipped:

@@ -1,0 +1,226 @@
+"""Pictures on disk and the HTML report: curves.png, eval --plot, dualpt report (and Chromium opening it)."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from dualpt_cli.cli import app
+from dualpt_cli.plots import accuracy_order, confusion_png, curve_panels, curve_series, curves_png, sparse_ticks
+from dualpt_cli.project import Project
+from dualpt_cli.report import pick_examples, read_train_log
+from imagegen import make_image_folder
+from test_explain import png_size
+from trained import TRAINED_CLASSES
+
+runner = CliRunner()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# training curves
+
+
+def test_curves_tolerate_missing_and_unknown_keys(tmp_path):
+    log = tmp_path / "train_log.jsonl"
+    lines = [
+        {"epoch": 1, "loss": 2.0, "loss_img": 2.1, "loss_llm": 0.5, "acc": 0.3, "lr": 1e-5},
+        {"epoch": 2, "loss": 1.5, "loss_img": 1.6, "acc": 0.5, "lr": 2e-3, "val_acc": 0.4, "plan_entropy": 3.1},
+        {"epoch": 3, "loss": 1.0, "acc": 0.7, "lr": 1e-3, "val_acc": None, "zero_shot_acc": 0.45,
+         "plan_entropy": 2.9, "note": "text", "flag": True, "seconds": 1.5, "match_outer_iters": 3},
+    ]
+    log.write_text("".join(json.dumps(x) + "\n" for x in lines) + '{"epoch": 4, "loss": 0.9, "ac')  # cut off
+    records = read_train_log(log)
+    assert len(records) == 3
+    series = curve_series(records)
+    assert series["val_acc"] == [(2.0, 0.4)] and "note" not in series and "flag" not in series
+    panels = {title: keys for title, _, keys in curve_panels(series)}
+    assert panels == {"loss": ["loss", "loss_img", "loss_llm"], "accuracy": ["acc", "val_acc", "zero_shot_acc"],
+                      "learning rate": ["lr"], "plan entropy": ["plan_entropy"]}
+    assert png_size(curves_png(records)) == (1040, 680)  # 2 x 2 panels of 5.2 x 3.4 in at 100 dpi
+    assert png_size(curves_png([{"epoch": 1, "loss": 1.0}, {"epoch": 2, "loss": 0.5}])) == (520, 340)
+    with pytest.raises(ValueError, match="no loss"):
+        curves_png([{"epoch": 1, "seconds": 1.0}])
+
+
+def test_train_writes_curves_and_report_redraws_them(tiny_rn, tmp_path):
+    make_image_folder("images", per_class=3)
+    result = runner.invoke(app, ["train", "images", "--shots", "2", "--model", tiny_rn, "--epochs", "2",
+                                 "--precision", "fp32", "--project", "proj", "--json"])
+    assert result.exit_code == 0, result.output
+    curves = Path("proj/curves.png")
+    assert json.loads(result.stdout)["curves"] == str(curves)
+    assert png_size(curves) == (1040, 680)  # loss, accuracy, learning rate
+    curves.unlink()
+    result = runner.invoke(app, ["report", "--project", "proj", "--examples", "0"])
+    assert result.exit_code == 0, result.output
+    assert png_size(curves) == (1040, 680)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# eval --plot
+
+
+def _read_confusion(path: Path) -> tuple[list[str], torch.Tensor]:
+    rows = list(csv.reader(path.open()))
+    names = rows[0][1:]
+    assert [r[0] for r in rows[1:]] == names
+    return names, torch.tensor([[int(v) for v in r[1:]] for r in rows[1:]])
+
+
+def test_eval_plot_counts_equal_evals_numbers(prompts, tmp_path):
+    images = make_image_folder(tmp_path / "test", classes=TRAINED_CLASSES, per_class=4, seed=11)
+    out = tmp_path / "plots"
+    result = runner.invoke(app, ["eval", str(images), "--prompt-file", prompts, "--zero-shot", "--plot", str(out),
+                                 "--json", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    for method in ("dualpt", "zero_shot"):
+        names, cm = _read_confusion(out / f"confusion_{method}.csv")
+        m = report[method]
+        assert int(cm.sum()) == m["images"] == 12
+        for row in m["per_class"]:
+            k = names.index(row["class"])
+            assert int(cm[k].sum()) == row["images"] and int(cm[k, k]) == row["correct"]
+        off = {(names[t], names[p]): int(cm[t, p]) for t in range(3) for p in range(3) if t != p and cm[t, p]}
+        assert off == {(c["true"], c["predicted"]): c["count"] for c in m["confused"]}
+        assert png_size(out / f"confusion_{method}.png") == (620, 500)
+    assert png_size(out / "per_class.png") == (600, 420)
+    saved = json.loads((out / "eval.json").read_text())
+    assert saved["dualpt"] == report["dualpt"] and saved["zero_shot"] == report["zero_shot"]
+    wrong = list(csv.DictReader((out / "mistakes.csv").open()))
+    m = report["dualpt"]
+    assert len(wrong) == saved["mistakes"]["count"] == m["images"] - sum(r["correct"] for r in m["per_class"])
+    assert all(r["true"] != r["predicted"] and Path(r["image"]).parent.name == r["true"] for r in wrong)
+    assert [float(r["prob"]) for r in wrong] == sorted((float(r["prob"]) for r in wrong), reverse=True)
+    result = runner.invoke(app, ["eval", str(images), "--prompt-file", prompts, "--plot", str(out / "eval.json")])
+    assert result.exit_code == 2 and "--plot" in result.output and "is a file" in result.output
+
+
+def test_confusion_matrix_for_many_classes_is_sorted_and_sparsely_labelled():
+    K = 120
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(K).repeat_interleave(5)
+    pred = torch.where(torch.rand(len(labels), generator=gen) < 0.7, labels, torch.randint(K, labels.shape,
+                                                                                          generator=gen))
+    cm = torch.bincount(labels * K + pred, minlength=K * K).reshape(K, K)
+    order = accuracy_order(cm)
+    acc = (cm.diagonal() / cm.sum(1)).tolist()
+    assert [acc[k] for k in order] == sorted(acc)
+    png = confusion_png(cm, [f"class number {k}" for k in range(K)], "DUAL-PT")
+    assert png_size(png) == (1930, 1810)  # (2.5 + 0.13 K + 1.2 colour bar) x (2.5 + 0.13 K) in at 100 dpi
+    ticks = sparse_ticks(K, 40)
+    assert len(ticks) <= 40 and ticks[0] == 0 and ticks[1] - ticks[0] == 3
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the HTML report
+
+
+@pytest.fixture
+def report_project(trained, tmp_path) -> Path:
+    """A copy of the trained project with an evaluation written by eval --plot."""
+    project = tmp_path / "proj"
+    shutil.copytree(trained[0] / "proj", project, ignore=shutil.ignore_patterns("cache", "checkpoint"))
+    images = make_image_folder(tmp_path / "test", classes=TRAINED_CLASSES, per_class=2, seed=5)
+    result = runner.invoke(app, ["eval", str(images), "--project", str(project), "--zero-shot", "--plot",
+                                 str(project / "eval"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    return project
+
+
+def _report(project: Path) -> str:
+    result = runner.invoke(app, ["report", "--project", str(project), "--examples", "2", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    return (project / "report.html").read_text()
+
+
+def test_report_is_one_self_contained_page(report_project):
+    page = _report(report_project)
+    for title in ("Run configuration", "Descriptions per class", "Training curves", "Evaluation",
+                  "What each prompt looks at", "zero-shot CLIP", "Most confused", "Last epoch"):
+        assert title in page, title
+    assert all(name in page for name in TRAINED_CLASSES)
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert len(sources) == 1 + 3 + 2  # curves; 2 confusion matrices + per-class bars; 2 explained images
+    for src in sources:
+        assert src.startswith("data:image/png;base64,")
+        png_size(base64.b64decode(src.split(",", 1)[1]))
+    assert not re.search(r'(src|href)="(?!data:|#)', page)  # nothing fetched from anywhere
+    assert "<script" not in page and "http://" not in page and "https://" not in page
+
+
+def test_report_explains_the_worst_classes_mistakes(report_project):
+    data = json.loads((report_project / "eval" / "eval.json").read_text())
+    picked = pick_examples(Project(report_project), report_project / "eval", 2)
+    assert len(picked) == 2
+    wrong = {}
+    for m in data["mistakes"]["most_confident"]:
+        wrong.setdefault(m["true"], m["image"])
+    worst = sorted(data["dualpt"]["per_class"], key=lambda r: r["accuracy"])[:2]
+    for (image, selectors), row in zip(picked, worst):
+        if row["folder"] in wrong:
+            assert (image, selectors) == (wrong[row["folder"]], ["top", row["folder"]])
+        else:
+            assert Path(image).parent.name == row["folder"] and selectors == ["top"]
+
+
+def test_report_errors(tmp_path):
+    result = runner.invoke(app, ["report", "--project", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "does not exist" in result.output
+    (tmp_path / "p").mkdir()
+    result = runner.invoke(app, ["report", "--project", str(tmp_path / "p"), "--eval", str(tmp_path)])
+    assert result.exit_code == 2 and "has no eval.json" in result.output
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the page in a real browser
+
+PROBE = ("<script>window.addEventListener('load', () => document.body.setAttribute('data-probe', JSON.stringify("
+         "Array.from(document.images, i => i.complete ? i.naturalWidth : -1))));</script>")
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    if os.environ.get("DUALPT_REQUIRE_CHROMIUM"):
+        pytest.fail("DUALPT_REQUIRE_CHROMIUM is set (CI installed chromium) but no chromium is on PATH")
+    pytest.skip("chromium is not installed and .ci/run could not install it (Debian: apt-get install chromium)")
+
+
+@pytest.mark.slow
+def test_report_opens_in_headless_chromium(report_project, tmp_path):
+    browser = _chromium()
+    page = _report(report_project)
+    probe = tmp_path / "probe.html"  # the report plus a script that records each image's decoded width
+    probe.write_text(page.replace("</body>", PROBE + "</body>"))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
+             f"--user-data-dir={tmp_path / 'chromium-profile'}"]
+    dom = subprocess.run([browser, *flags, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    widths = json.loads(html.unescape(re.search(r'data-probe="([^"]*)"', dom).group(1)))
+    assert len(widths) == 6 and all(w > 0 for w in widths), widths  # every image decoded
+    assert widths[0] == 1040  # the curves at their own width
+    text = re.sub(r"<[^>]+>", " ", dom)
+    for words in ("Training curves", "DUAL-PT", "zero-shot CLIP", "Per class", "Run configuration"):
+        assert words in text, words
+
+    shot = tmp_path / "report.png"
+    subprocess.run([browser, *flags, "--hide-scrollbars", "--window-size=1280,2600", f"--screenshot={shot}",
+                    (report_project / "report.html").as_uri()], capture_output=True, timeout=120, check=True)
+    assert png_size(shot) == (1280, 2600)
+    from PIL import Image
+
+    colours = Image.open(shot).convert("RGB").resize((64, 130)).getcolors(64 * 130)
+    assert colours is not None and len(colours) > 20  # a drawn page (tables, curves), not a blank one
