@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is imported: tests never reach a hub
+# never the real per-user feature cache; session fixtures run before the per-test folder below is set
+os.environ["DUALPT_CACHE"] = os.path.join(tempfile.gettempdir(), f"dualpt-test-cache-{os.getpid()}")
 
 import pytest  # noqa: E402
 
@@ -18,7 +21,8 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    for var in ("DUALPT_PROJECT", "OPENAI_API_KEY", "OPENAI_BASE_URL", "OLLAMA_HOST"):
+    monkeypatch.setenv("DUALPT_CACHE", str(tmp_path / "user-cache"))  # never the real per-user cache
+    for var in ("DUALPT_PROJECT", "OPENAI_API_KEY", "OPENAI_BASE_URL", "OLLAMA_HOST", "XDG_CACHE_HOME"):
         monkeypatch.delenv(var, raising=False)
 
 

@@ -133,7 +133,7 @@ def test_local_dir_round_trip(tiny_vit, tmp_path):
         (["--model", "NoSuchNet-7"], "unknown model 'NoSuchNet-7'"),
         (["--model", "local-dir:/definitely/missing"], "does not exist"),
         (["--model", "RN50", "--pretrained", "bogus-tag"], "neither a weights file nor a tag"),
-        (["--model", "RN50", "--pretrained", "openai"], "cannot download weights"),
+        (["--model", "RN50", "--pretrained", "openai"], "HF_HUB_OFFLINE is set"),
         (["--device", "cuda:7"], "CUDA is not available"),
     ],
 )
@@ -168,7 +168,7 @@ def test_info_table_and_json(tiny_vit):
     assert "local features" in result.output and "16 (4x4)" in result.output
     result = runner.invoke(app, ["info", "--model", tiny_vit, "--json", "--device", "cpu"])
     data = json.loads(result.stdout)
-    assert data["embedding size (d)"] == 32 and data["device"] == "cpu"
+    assert data["embed_dim"] == 32 and data["local_grid"] == [4, 4] and data["device"] == "cpu"
 
 
 def test_version_and_help():

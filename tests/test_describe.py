@@ -122,6 +122,32 @@ def test_parse_phrases(answer, expected):
         assert got == []
 
 
+@pytest.mark.parametrize(
+    "answer, expected",
+    [
+        ("green colour, four equal sides; right angles", ["green colour", "four equal sides", "right angles"]),
+        (
+            "Here are some useful features for distinguishing a tiger in a photo:\n\n"
+            "1. **Coat**: orange fur, black vertical stripes\n2. **Face**: white markings around the eyes; "
+            "rounded ears\n3. Large, muscular build\n4. A long, striped tail\n\n"
+            "These features should help you identify a tiger.",
+            ["Coat: orange fur", "black vertical stripes", "Face: white markings around the eyes", "rounded ears",
+             "Large, muscular build", "A long, striped tail"],
+        ),
+        ("Orange fur, black stripes, white belly, amber eyes.",
+         ["Orange fur", "black stripes", "white belly", "amber eyes"]),
+        ("- stripes, whiskers, tail\n- 1,000 tiny spots", ["stripes", "whiskers", "tail", "1,000 tiny spots"]),
+        ("* small, pointed ears; long tail\n* red, white and blue stripes\nI hope this helps!",
+         ["small, pointed ears", "long tail", "red, white and blue stripes"]),
+    ],
+    ids=["commas-and-semicolons", "llm-numbered-with-labels", "one-line-list", "single-words-and-numbers",
+         "adjectives-and-closing"],
+)
+def test_phrases_split_at_commas_and_semicolons(answer, expected):
+    """docs/describe.md: split at commas and semicolons, except after a lone adjective."""
+    assert parse_phrases(answer, "tiger") == expected
+
+
 def test_query_is_the_papers_verbatim():
     assert query_for("tiger") == QUERY_TIGER
 
@@ -373,7 +399,7 @@ def test_openai_without_key_or_base_url(classes):
     [
         (["missing.txt", "--provider", "none"], "missing.txt does not exist"),
         ([], "missing classes.txt"),
-        (["CLASSES", "--provider", "gpt"], "unknown provider 'gpt'"),
+        (["CLASSES", "--provider", "gpt"], "'gpt' is not one of"),
         (["CLASSES", "--samples", "0"], "greater than or equal to 1"),
     ],
 )

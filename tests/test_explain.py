@@ -162,7 +162,7 @@ def test_explained_picture_of_an_image(tiny_vit, tmp_path, monkeypatch):
 
 def test_explain_command_writes_one_picture_per_image(prompts, test_images, tmp_path):
     out = tmp_path / "pics"
-    result = runner.invoke(app, ["explain", str(test_images), "--prompts", prompts, "-o", str(out),
+    result = runner.invoke(app, ["explain", str(test_images), "--prompt-file", prompts, "-o", str(out),
                                  "--classes", "top,green", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     pngs = sorted(out.glob("*.png"))
@@ -174,7 +174,7 @@ def test_explain_command_writes_one_picture_per_image(prompts, test_images, tmp_
 
 def test_explain_json_gives_the_plans(prompts, test_images):
     image = next((test_images / "red").iterdir())
-    result = runner.invoke(app, ["explain", str(image), "--prompts", prompts, "--json", "--classes", "top2",
+    result = runner.invoke(app, ["explain", str(image), "--prompt-file", prompts, "--json", "--classes", "top2",
                                  "--device", "cpu"])
     assert result.exit_code == 0, result.output
     (item,) = json.loads(result.stdout)
@@ -206,16 +206,17 @@ def test_explain_titles_name_the_nearest_phrase(prompts, test_images, tmp_path):
 
 def test_explain_errors(prompts, test_images, tmp_path):
     image = str(next((test_images / "red").iterdir()))
-    result = runner.invoke(app, ["explain", image, "--prompts", prompts, "--classes", "purple", "--device", "cpu"])
+    result = runner.invoke(app, ["explain", image, "--prompt-file", prompts, "--classes", "purple", "--device", "cpu"])
     assert result.exit_code == 2 and "'purple' is not a class" in result.output
     assert "Traceback" not in result.output
     bad = write_corrupt_image(tmp_path / "bad.png")
     out = tmp_path / "pics"
-    result = runner.invoke(app, ["explain", image, str(bad), "--prompts", prompts, "-o", str(out), "--device", "cpu"])
+    result = runner.invoke(app, ["explain", image, str(bad), "--prompt-file", prompts, "-o", str(out),
+                                 "--device", "cpu"])
     assert result.exit_code == 1
     assert "bad.png" in result.output and "1 of 2 image(s) could not be read" in result.output
     assert [p.name for p in out.glob("*.png")] == [Path(image).stem + ".png"]
-    result = runner.invoke(app, ["explain", str(tmp_path / "missing.png"), "--prompts", prompts])
+    result = runner.invoke(app, ["explain", str(tmp_path / "missing.png"), "--prompt-file", prompts])
     assert result.exit_code == 2 and "does not exist" in result.output
-    result = runner.invoke(app, ["explain", image, "--prompts", prompts, "-o", str(bad)])
+    result = runner.invoke(app, ["explain", image, "--prompt-file", prompts, "-o", str(bad)])
     assert result.exit_code == 2 and "--output" in result.output and "is a file" in result.output

@@ -9,6 +9,7 @@ import errno
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import stat
@@ -25,9 +26,10 @@ from typer.testing import CliRunner
 
 from dualpt_cli import data as data_mod
 from dualpt_cli import describe as describe_mod
-from dualpt_cli.backbone import ModelSpec, load_backbone
+from dualpt_cli.backbone import ModelSpec, load_backbone, select_device
 from dualpt_cli.cli import app
 from dualpt_cli.describe import RetryPolicy
+from dualpt_cli.errors import ModelLoadError
 from dualpt_cli.project import Project
 from dualpt_cli.promptfile import PROMPT_FORMAT, load_prompt_file, read_safetensors, write_safetensors
 from imagegen import make_image_folder, write_corrupt_image
@@ -171,9 +173,9 @@ def test_nan_prompt_file_is_refused(prompts, test_images, tmp_path):
     tensors["class_features"] = tensors["class_features"].clone()
     tensors["class_features"][0, 0, 0] = float("nan")
     write_safetensors(tmp_path / "nan.safetensors", tensors, PROMPT_FORMAT, meta)  # checksum is valid
-    one_line_error(invoke("predict", test_images, "--prompts", tmp_path / "nan.safetensors", "--format", "jsonl"),
+    one_line_error(invoke("predict", test_images, "--prompt-file", tmp_path / "nan.safetensors", "--format", "jsonl"),
                    "NaN")
-    one_line_error(invoke("eval", test_images, "--prompts", tmp_path / "nan.safetensors"), "NaN")
+    one_line_error(invoke("eval", test_images, "--prompt-file", tmp_path / "nan.safetensors"), "NaN")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -288,7 +290,7 @@ def test_malformed_exif_is_skipped_everywhere(images, tiny_rn, tmp_path, prompts
     assert "exif.jpg" in result.stderr and "EXIF" in result.stderr
     split = json.loads((tmp_path / "proj" / "split.json").read_text())
     assert "red/exif.jpg" not in split["train"]["red"] and len(split["train"]["red"]) == 4
-    rows = invoke("predict", images / "red" / "exif.jpg", "--prompts", prompts, "--format", "jsonl")
+    rows = invoke("predict", images / "red" / "exif.jpg", "--prompt-file", prompts, "--format", "jsonl")
     assert rows.exit_code == 1 and "EXIF" in json.loads(rows.stdout)["error"]
 
 
@@ -326,7 +328,7 @@ def test_other_image_tower_is_refused(prompts, test_images, tmp_path):
     base = build_tiny_model("rn", tmp_path / "base", seed=0)  # the tiny_rn weights (same seed)
     donor = build_tiny_model("rn", tmp_path / "donor", seed=1)
     _swap_image_tower(base, donor)
-    result = invoke("predict", test_images, "--prompts", prompts, "--model", f"local-dir:{base}", "--device", "cpu")
+    result = invoke("predict", test_images, "--prompt-file", prompts, "--model", f"local-dir:{base}", "--device", "cpu")
     one_line_error(result, "image tower")
 
 
@@ -342,7 +344,7 @@ def test_prompt_file_without_fingerprint_still_loads(prompts, test_images, tmp_p
     assert meta.get("image_fingerprint")
     del meta["image_fingerprint"]
     write_safetensors(tmp_path / "old.safetensors", tensors, PROMPT_FORMAT, meta)
-    result = invoke("predict", test_images, "--prompts", tmp_path / "old.safetensors", "--format", "jsonl")
+    result = invoke("predict", test_images, "--prompt-file", tmp_path / "old.safetensors", "--format", "jsonl")
     assert result.exit_code == 0, result.output
 
 
@@ -367,7 +369,7 @@ def test_bad_metadata_is_refused(change, message, prompts, test_images, tmp_path
     tensors, meta = read_safetensors(Path(prompts), PROMPT_FORMAT, "prompt file")
     change(meta)
     write_safetensors(tmp_path / "bad.safetensors", tensors, PROMPT_FORMAT, meta)
-    one_line_error(invoke("predict", test_images, "--prompts", tmp_path / "bad.safetensors"), "metadata", message)
+    one_line_error(invoke("predict", test_images, "--prompt-file", tmp_path / "bad.safetensors"), "metadata", message)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -468,7 +470,8 @@ def test_full_disk_while_writing_predictions(prompts, test_images, tmp_path, mon
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", full)
-    one_line_error(invoke("predict", test_images, "--prompts", prompts, "--output", out), "out.csv", "No space left")
+    one_line_error(invoke("predict", test_images, "--prompt-file", prompts, "--output", out), "out.csv",
+                   "No space left")
     assert out.read_text() == "earlier predictions\n" and sorted(p.name for p in tmp_path.glob(".out.csv*")) == []
 
 
@@ -503,7 +506,6 @@ def test_project_inside_image_folder(images, tiny_rn, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("args, words", [
     (["--text-chunk", "-1"], ["--text-chunk"]),
-    (["--device", "meta"], ["unknown device 'meta'"]),
     (["--ctx-len", "100"], ["--ctx-len 100", "77-token"]),
 ])
 def test_option_validation(args, words, images, tiny_rn):
@@ -511,7 +513,12 @@ def test_option_validation(args, words, images, tiny_rn):
 
 
 def test_device_meta_in_predict(prompts, test_images):
-    one_line_error(invoke("predict", test_images, "--prompts", prompts, "--device", "meta"), "unknown device")
+    """The CLI refuses it while parsing (click's usage error); the library (the Python API) says so too."""
+    result = invoke("predict", test_images, "--prompt-file", prompts, "--device", "meta")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "'meta' is not one of" in " ".join(re.sub(r"[│╭╮╰╯─]", " ", result.output).split())
+    with pytest.raises(ModelLoadError, match="unknown device 'meta'"):
+        select_device("meta")
 
 
 def test_one_class_is_refused(tiny_rn, tmp_path):
@@ -526,19 +533,19 @@ def test_one_class_is_refused(tiny_rn, tmp_path):
 
 def test_output_to_stdout_and_odd_targets(prompts, test_images, tmp_path):
     for target in ("-", "/dev/stdout"):
-        result = invoke("predict", test_images, "--prompts", prompts, "--format", "jsonl", "--output", target)
+        result = invoke("predict", test_images, "--prompt-file", prompts, "--format", "jsonl", "--output", target)
         assert result.exit_code == 0, result.output
         assert len([json.loads(ln) for ln in result.stdout.splitlines()]) == 6
     (tmp_path / "real.csv").write_text("keep me\n")
     (tmp_path / "link.csv").symlink_to(tmp_path / "real.csv")
-    one_line_error(invoke("predict", test_images, "--prompts", prompts, "--output", tmp_path / "link.csv"),
+    one_line_error(invoke("predict", test_images, "--prompt-file", prompts, "--output", tmp_path / "link.csv"),
                    "symbolic link")
     assert (tmp_path / "link.csv").is_symlink() and (tmp_path / "real.csv").read_text() == "keep me\n"
-    one_line_error(invoke("predict", test_images, "--prompts", prompts, "--output", "/dev/null"),
+    one_line_error(invoke("predict", test_images, "--prompt-file", prompts, "--output", "/dev/null"),
                    "not a regular file")
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
     (tmp_path / "afile").write_text("x")
-    one_line_error(invoke("predict", test_images, "--prompts", prompts, "--output", tmp_path / "afile" / "out.csv"),
+    one_line_error(invoke("predict", test_images, "--prompt-file", prompts, "--output", tmp_path / "afile" / "out.csv"),
                    "afile is a file, not a folder")
 
 
@@ -547,7 +554,7 @@ def test_written_files_follow_the_umask(prompts, test_images, tmp_path):
     try:
         (tmp_path / "classes.txt").write_text("tiger\n")
         assert invoke("describe", "classes.txt", "--provider", "none").exit_code == 0
-        result = invoke("predict", test_images, "--prompts", prompts, "--output", tmp_path / "out.csv")
+        result = invoke("predict", test_images, "--prompt-file", prompts, "--output", tmp_path / "out.csv")
         assert result.exit_code == 0, result.output
     finally:
         os.umask(old)
@@ -590,8 +597,8 @@ def test_huge_images_have_a_limit(prompts, tmp_path, monkeypatch):
     monkeypatch.setattr(data_mod, "MAX_PIXELS", 1000)
     Image.new("RGB", (64, 64), (200, 30, 30)).save(tmp_path / "big.png")
     Image.new("RGB", (64, 64), (200, 30, 30)).save(tmp_path / "big.jpg")
-    result = invoke("predict", tmp_path / "big.png", tmp_path / "big.jpg", "--prompts", prompts, "--format", "jsonl",
-                    "--workers", "0")
+    result = invoke("predict", tmp_path / "big.png", tmp_path / "big.jpg", "--prompt-file", prompts,
+                    "--format", "jsonl", "--workers", "0")
     png, jpg = (json.loads(ln) for ln in result.stdout.splitlines())
     assert result.exit_code == 1 and "megapixels" in png["error"]
     assert jpg["error"] is None  # a JPEG is decoded at a reduced scale instead

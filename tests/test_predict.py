@@ -255,7 +255,7 @@ def test_bad_prompt_files(how, message, prompts, test_images, tmp_path):
     (["missing.jpg"], "missing.jpg does not exist"),
     (["empty_dir"], "folder empty_dir has no images"),
     (["nothing/*.jpg"], "matches no image files"),
-    (["IMAGES", "--format", "xml"], "--format must be one of"),
+    (["IMAGES", "--format", "xml"], "'xml' is not one of"),
     (["IMAGES", "--classes", "absent.txt"], "class list absent.txt does not exist"),
 ])
 def test_bad_inputs(args, message, prompts, test_images, tmp_path):

@@ -81,7 +81,7 @@ def _read_confusion(path: Path) -> tuple[list[str], torch.Tensor]:
 def test_eval_plot_counts_equal_evals_numbers(prompts, tmp_path):
     images = make_image_folder(tmp_path / "test", classes=TRAINED_CLASSES, per_class=4, seed=11)
     out = tmp_path / "plots"
-    result = runner.invoke(app, ["eval", str(images), "--prompts", prompts, "--zero-shot", "--plot", str(out),
+    result = runner.invoke(app, ["eval", str(images), "--prompt-file", prompts, "--zero-shot", "--plot", str(out),
                                  "--json", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
@@ -103,7 +103,7 @@ def test_eval_plot_counts_equal_evals_numbers(prompts, tmp_path):
     assert len(wrong) == saved["mistakes"]["count"] == m["images"] - sum(r["correct"] for r in m["per_class"])
     assert all(r["true"] != r["predicted"] and Path(r["image"]).parent.name == r["true"] for r in wrong)
     assert [float(r["prob"]) for r in wrong] == sorted((float(r["prob"]) for r in wrong), reverse=True)
-    result = runner.invoke(app, ["eval", str(images), "--prompts", prompts, "--plot", str(out / "eval.json")])
+    result = runner.invoke(app, ["eval", str(images), "--prompt-file", prompts, "--plot", str(out / "eval.json")])
     assert result.exit_code == 2 and "--plot" in result.output and "is a file" in result.output
 
 

@@ -165,7 +165,7 @@ def test_feature_cache_is_reused(images, tiny_rn, tmp_path, monkeypatch):
         ("ok", ["--shots", "0"], "must be at least 1"),
         ("ok", ["--shots", "many"], "expected a number"),
         ("ok", ["--alpha", "2"], "--alpha must be in [0, 1]"),
-        ("ok", ["--llm-loss", "kl"], "--llm-loss must be one of"),
+        ("ok", ["--llm-loss", "kl"], "is not one of 'cosine'"),
         ("ok", ["--context", "llm"], "no descriptions"),
         ("ok", ["--ctx-init", "a b c d e f g h i j k l m n o p q r s"], "--ctx-init"),
     ],

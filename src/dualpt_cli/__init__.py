@@ -9,4 +9,14 @@ except PackageNotFoundError:  # running from a source tree without installing
 
 from .errors import DualptError
 
-__all__ = ["DualptError", "__version__"]
+__all__ = ["Classifier", "DualptError", "Prediction", "TrainConfig", "TrainResult", "__version__", "fit"]
+_API = {"Classifier": "api", "Prediction": "api", "fit": "api", "TrainConfig": "train", "TrainResult": "train"}
+
+
+def __getattr__(name: str):
+    """The API names load torch and open_clip on first use, so ``dualpt --help`` stays fast."""
+    if name in _API:
+        from importlib import import_module
+
+        return getattr(import_module(f".{_API[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import hub
 from .errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,24 @@ class ModelSpec:
     def label(self) -> str:
         name, pretrained = self.resolved()
         return f"{name} ({pretrained})" if pretrained else name
+
+    @property
+    def display(self) -> str:
+        """:attr:`label` with paths under the current folder shown relative to it (for terminal output)."""
+        name, pretrained = self.resolved()
+        if name.startswith(LOCAL_DIR):
+            name = LOCAL_DIR + _relative_to_cwd(name[len(LOCAL_DIR) :])
+        if pretrained and os.path.isabs(pretrained):
+            pretrained = _relative_to_cwd(pretrained)
+        return f"{name} ({pretrained})" if pretrained else name
+
+
+def _relative_to_cwd(path: str) -> str:
+    """``path`` relative to the current folder when it lies under it, else unchanged."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
 
 
 def _looks_like_file(pretrained: str) -> bool:
@@ -179,6 +198,21 @@ def _create(spec: ModelSpec):
             raise ModelLoadError(f"--pretrained {pretrained!r} is neither a weights file nor a tag; {hint}")
     require = bool(pretrained) or name.startswith((LOCAL_DIR, HF_HUB))
     weights_file = pretrained if pretrained and os.path.isfile(pretrained) else None
+    download = _download_for(open_clip, spec, name, None if weights_file else pretrained)
+    if download is not None:
+        hub.ensure_reachable(download)  # seconds, not a minute of hub retries, when there is no network
+    with _root_log_records() as records:
+        model, tokenizer = _create_model(open_clip, spec, name, pretrained, weights_file, require)
+    for record in records:  # open_clip's own warnings, once the load worked (a failure says it all)
+        if record.levelno >= logging.WARNING:
+            log.warning(record.getMessage())
+    model.eval().requires_grad_(False)
+    preprocess_cfg = dict(open_clip.get_model_preprocess_cfg(model))
+    return model, preprocess_cfg, tokenizer
+
+
+def _create_model(open_clip, spec: ModelSpec, name: str, pretrained: str | None, weights_file: str | None,
+                  require: bool):
     try:
         if name.startswith(LOCAL_DIR) and weights_file:
             # a weights file beside a config: build from the config, then load that file
@@ -194,15 +228,54 @@ def _create(spec: ModelSpec):
         raise
     except Exception as exc:  # open_clip raises many kinds; all mean "could not load"
         raise ModelLoadError(_load_failure_message(spec, exc)) from None
-    model.eval().requires_grad_(False)
-    preprocess_cfg = dict(open_clip.get_model_preprocess_cfg(model))
-    return model, preprocess_cfg, tokenizer
+    return model, tokenizer
+
+
+def _download_for(open_clip, spec: ModelSpec, name: str, pretrained: str | None) -> hub.Download | None:
+    """What open_clip will fetch from the network for this model, if anything."""
+    if name.startswith(HF_HUB):
+        return hub.Download(label=spec.label, retry=f"--model {name}", repo_id=name[len(HF_HUB) :],
+                            filenames=("open_clip_config.json",))
+    if not pretrained or name.startswith(LOCAL_DIR):
+        return None
+    cfg = open_clip.get_pretrained_cfg(name, pretrained) or {}
+    retry, file_option = f"--model {spec.name} --pretrained {pretrained}", f"--model {spec.name} --pretrained FILE"
+    if cfg.get("hf_hub"):
+        repo_id, filename = os.path.split(cfg["hf_hub"])  # "org/repo/" or "org/repo/file.bin"
+        filenames = (filename, os.path.splitext(filename)[0] + ".safetensors") if filename else hub.WEIGHT_FILES
+        return hub.Download(label=spec.label, retry=retry, repo_id=repo_id, filenames=filenames,
+                            file_option=file_option)
+    if cfg.get("url"):
+        return hub.Download(label=spec.label, retry=retry, url=cfg["url"], file_option=file_option)
+    return None
+
+
+@contextlib.contextmanager
+def _root_log_records():
+    """Collect what is logged on the root logger (open_clip logs there) instead of printing it.
+
+    open_clip logs an error just before raising the same text as an exception; printed, it would duplicate
+    the one-line message the CLI gives. Named loggers (huggingface_hub's) are not affected.
+    """
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            records.append(record)
+            return False
+
+    root, keep = logging.getLogger(), Keep()
+    root.addFilter(keep)
+    try:
+        yield records
+    finally:
+        root.removeFilter(keep)
 
 
 def _load_failure_message(spec: ModelSpec, exc: Exception) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     if len(text) > 300:
-        text = text[:300] + "..."
+        text = text[:300].rsplit(" ", 1)[0] + " ..."  # cut between words
     offline = any(w in text.lower() for w in ("connect", "offline", "resolve", "network", "hf_hub", "huggingface",
                                               "download", "url"))
     if offline:
@@ -310,21 +383,23 @@ class Backbone:
                 and getattr(self.model.transformer, "batch_first", True))
 
     def describe(self) -> dict[str, Any]:
+        """The facts ``dualpt info`` shows, with snake_case keys (its ``--json`` output)."""
         name, pretrained = self.spec.resolved()
         return {
             "model": name,
             "pretrained": pretrained or ("(weights in the folder)" if name.startswith(LOCAL_DIR)
                                          else "(none: random weights)"),
-            "image tower": f"{self.family} ({type(self.model.visual).__name__})",
-            "image size": self.image_size,
-            "embedding size (d)": self.embed_dim,
-            "local features (N)": f"{self.num_local} ({self.grid[0]}x{self.grid[1]})",
-            "text width": self.text_width,
-            "context length": self.context_length,
-            "text pooling": self.pool_type,
+            "image_tower": f"{self.family} ({type(self.model.visual).__name__})",
+            "image_size": self.image_size,
+            "embed_dim": self.embed_dim,
+            "local_features": self.num_local,
+            "local_grid": list(self.grid),
+            "text_width": self.text_width,
+            "context_length": self.context_length,
+            "text_pooling": self.pool_type,
             "device": str(self.device),
             "precision": self.precision,
-            "parameters (frozen)": sum(p.numel() for p in self.model.parameters()),
+            "frozen_parameters": sum(p.numel() for p in self.model.parameters()),
         }
 
     # -- precision ------------------------------------------------------------------------------------------

@@ -36,14 +36,17 @@ def folder_images(folder: Path) -> list[Path]:
                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
-def load_image(path: str | Path) -> Image.Image:
+def load_image(path: str | Path | Image.Image) -> Image.Image:
     """Decode an image as 8-bit RGB, handling what real folders contain.
 
     EXIF rotation is applied; CMYK, palette, grey and 16-bit images are converted; transparency is
     composited onto white. A JPEG over :data:`MAX_PIXELS` is decoded at a reduced scale; other images over
     it are refused. Raises :class:`BadImage` for anything that cannot be decoded (whatever the decoder
-    raised: one decoder, one behaviour for train, predict and eval).
+    raised: one decoder, one behaviour for train, predict and eval). An image already in memory (PIL) is
+    only converted.
     """
+    if isinstance(path, Image.Image):
+        return _to_rgb(path)
     path = Path(path)
     try:
         if path.stat().st_size == 0:

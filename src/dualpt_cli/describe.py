@@ -118,6 +118,8 @@ _REFUSAL = re.compile(
     re.IGNORECASE,
 )
 _PREAMBLE = re.compile(r"^(?:here (?:are|is)|sure|certainly|of course|answer\b|q:)", re.IGNORECASE)
+_CLOSING = re.compile(r"^(?:these (?:features|characteristics|traits|details)|i hope|hope this|let me know|"
+                      r"overall|in summary|in conclusion)\b", re.IGNORECASE)  # a remark after the list
 _NON_ANSWERS = {"no", "yes", "none", "n/a", "na", "unknown", "nothing", "null", "ok", "okay"}
 _FILLER = {"a", "an", "the", "of", "in", "photo", "picture", "image", "this", "is", "it", "its", "s"}
 
@@ -158,13 +160,45 @@ def _clean(line: str) -> str:
     return line.rstrip(".;,:!").strip()
 
 
+_SENTENCE = re.compile(r"(?<=[a-z0-9)])\.\s+|\s+and\s+(?=(?:a|an|the)\s)")  # in prose lines only
+_COMMA = re.compile(r"(?:,(?=\s)|,$)\s*(?:and\s+|or\s+)?")  # "1,000 spots" is no list
+
+
 def _pieces(line: str, lead_in: re.Pattern) -> list[str]:
-    """A prose line becomes its comma/semicolon/sentence parts; a short line stays one phrase."""
+    """A line becomes its phrases: split at semicolons and commas, prose also at sentence ends and 'and a'."""
     line = _clean(line)
-    if len(line.split()) <= MAX_WORDS and len(line) <= MAX_CHARS:
-        return [lead_in.sub("", line)]
-    parts = re.split(r"(?<=[a-z0-9)])\.\s+|[;,]\s*(?:and\s+|or\s+)?|\s+and\s+(?=(?:a|an|the)\s)", line)
-    return [lead_in.sub("", _clean(part)) for part in parts]
+    prose = len(line.split()) > MAX_WORDS or len(line) > MAX_CHARS
+    parts = [part for sentence in (_SENTENCE.split(line) if prose else [line]) for part in sentence.split(";")]
+    return [lead_in.sub("", _clean(p)) for part in parts for p in _comma_phrases(part)]
+
+
+def _comma_phrases(text: str) -> list[str]:
+    """Split at commas, except after a lone adjective: "large, rounded ears" stays one phrase."""
+    parts = [part.strip() for part in _COMMA.split(text)]
+    phrases: list[str] = []
+    for i, part in enumerate(parts):
+        if phrases and phrases[-1].endswith(","):
+            part = f"{phrases.pop()} {part}"
+        nxt = parts[i + 1] if i + 1 < len(parts) else ""
+        if _lone_adjective(part) and _content_words(nxt) > 1 and not _ARTICLE.match(nxt):
+            part += ","  # "large," before "rounded ears"
+        phrases.append(part)
+    return phrases
+
+
+_ARTICLE = re.compile(r"(?:a|an|the)\s", re.IGNORECASE)
+
+
+def _lone_adjective(text: str) -> bool:
+    """One content word that is not a plural noun ("whiskers"): likely an adjective before a list comma."""
+    words = text.split()
+    word = words[-1].casefold() if words else ""
+    plural = word.endswith("s") and not word.endswith(("ss", "ous", "less"))
+    return _content_words(text) == 1 and len(words) <= 2 and not plural
+
+
+def _content_words(text: str) -> int:
+    return len(set(re.findall(r"\w+", text.casefold())) - _FILLER)
 
 
 def _restates_class(phrase: str, name: str) -> bool:
@@ -187,6 +221,8 @@ def parse_phrases(text: str, name: str) -> list[str]:
     for line in lines:
         line = line.strip()
         if not line or _REFUSAL.search(line) or (_PREAMBLE.match(line) and line.rstrip().endswith(":")):
+            continue
+        if _CLOSING.match(_clean(line)):
             continue
         if ":" in line and _PREAMBLE.match(line):  # "Here are some features: a, b, c"
             line = line.split(":", 1)[1]
@@ -277,9 +313,14 @@ def _entry(cls: ClassEntry, provider: Provider | None, cfg: DescribeConfig, phra
             "temperature": cfg.temperature if asked else None,
             "samples": cfg.samples if asked else 0,
             "query": query_for(cls.name) if asked else None,
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "time": utc_now(),
         },
     }
+
+
+def utc_now() -> str:
+    """The provenance time stamp: UTC, seconds, ``Z``."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -476,7 +517,7 @@ def describe(cfg: DescribeConfig, json_out: bool = False) -> None:
                 bar.update(task, advance=1, status=f"{mark}{escape(entry['name'][:40])}")
 
             report = run_describe(plan, on_done)
-    _print_report(report, json_out)
+    print_report(report, json_out)
     if report.failed:
         names = ", ".join(e["name"] for e in report.failed[:5]) + (", ..." if len(report.failed) > 5 else "")
         raise PartialFailure(
@@ -485,7 +526,7 @@ def describe(cfg: DescribeConfig, json_out: bool = False) -> None:
         )
 
 
-def _print_report(report: DescribeReport, json_out: bool) -> None:
+def print_report(report: DescribeReport, json_out: bool) -> None:
     from rich.table import Table
 
     from . import ui

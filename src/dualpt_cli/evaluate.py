@@ -222,7 +222,7 @@ def evaluate_folder(cfg: EvalConfig) -> EvalResult:
     results = {name: metrics(x, labels[kept], classes, base, cfg.top_confused) for name, x in logits.items()}
     if not results:
         raise DataError(f"no image in {cfg.images} could be read")
-    return EvalResult(images=str(cfg.images), prompt_file=str(path) if clf else None, model=bb.spec.label,
+    return EvalResult(images=str(cfg.images), prompt_file=str(path) if clf else None, model=bb.spec.display,
                       classes=classes, results=results, failed=scores["failed"], logits=logits, labels=labels[kept],
                       paths=[str(paths[i]) for i in scores["kept"]])
 

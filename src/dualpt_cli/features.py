@@ -2,7 +2,8 @@
 
 CLIP is frozen during prompt tuning, so the features of an augmented view never change. Research code
 re-encodes every image at every step; we encode V views per image once, keep the global and local
-features in the project cache (keyed by model + file content + view), and let each epoch draw a view.
+features in the user's cache (keyed by model + file content + view; shared by all projects, see
+``project.user_cache_dir``), and let each epoch draw a view.
 
 View ``v`` of an image is a deterministic function of (file content, v, augmentation seed), so the cache
 is exact: a cached view equals a fresh encoding of the same view (tested), and raising ``--aug-views``
@@ -11,6 +12,7 @@ only encodes the new views.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -152,8 +154,31 @@ def _read_cache(path: Path | None) -> dict[str, torch.Tensor]:
 
 
 def _write_cache(path: Path, views: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None:
-    """Merge ``views`` into the image's cache file (other runs may have stored other views)."""
-    tensors = _read_cache(path)
-    tensors.update({f"g{v}": g.contiguous() for v, (g, _) in views.items()})
-    tensors.update({f"l{v}": loc.contiguous() for v, (_, loc) in views.items()})
-    atomic_write_bytes(path, save(tensors))
+    """Merge ``views`` into the image's cache file (other runs may have stored other views).
+
+    The cache is shared by every project of the user, so two processes may add views of the same image at
+    once: the read-merge-write holds a lock on the entry (where the OS has ``flock``), and the write itself
+    is atomic, so a reader never sees half a file.
+    """
+    with _entry_lock(path):
+        tensors = _read_cache(path)
+        tensors.update({f"g{v}": g.contiguous() for v, (g, _) in views.items()})
+        tensors.update({f"l{v}": loc.contiguous() for v, (_, loc) in views.items()})
+        atomic_write_bytes(path, save(tensors))
+
+
+@contextlib.contextmanager
+def _entry_lock(path: Path):
+    """An exclusive lock on the entries of ``path``'s model folder (``.lock`` there; no-op without ``fcntl``)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: atomic writes only; a concurrent merge may drop views (recomputed later)
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / ".lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

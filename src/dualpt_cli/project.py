@@ -8,8 +8,12 @@ Layout of a project folder (default ``./dualpt-project``, else ``$DUALPT_PROJECT
     train_log.jsonl       one line per epoch
     split.json            the exact few-shot files used for training (and validation)
     checkpoint/           the last end-of-epoch state, for --resume
-    cache/                frozen CLIP features of the training views
+    curves.png            training curves from train_log.jsonl (train, report)
+    runs/NAME/            a copy of every run's files, plus result.json and eval.json (see runs.py)
     .lock                 the pid of the command writing to the project (describe, train) while it runs
+
+Frozen CLIP features of the training views live in one cache per user, shared by all projects
+(:func:`user_cache_dir`: ``$DUALPT_CACHE``, else ``$XDG_CACHE_HOME/dualpt``, else ``~/.cache/dualpt``).
 """
 
 from __future__ import annotations
@@ -32,6 +36,15 @@ from .errors import DataError, DualptError, ProjectError
 
 PROJECT_ENV = "DUALPT_PROJECT"
 DEFAULT_PROJECT = "dualpt-project"
+CACHE_ENV = "DUALPT_CACHE"
+
+
+def user_cache_dir() -> Path:
+    """dualpt's per-user cache: ``$DUALPT_CACHE``, else ``$XDG_CACHE_HOME/dualpt``, else ``~/.cache/dualpt``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    return Path(base).expanduser() / "dualpt"
 
 
 @dataclass(frozen=True)
@@ -66,7 +79,8 @@ class Project:
 
     @property
     def cache_dir(self) -> Path:
-        return self.root / "cache"
+        """The feature cache: per user, shared with every other project (content-addressed, so that is safe)."""
+        return user_cache_dir() / "features"
 
     @property
     def lock_file(self) -> Path:
@@ -168,6 +182,14 @@ def read_json(path: Path, what: str) -> Any:
         raise ProjectError(f"{path} does not exist ({what})") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProjectError(f"{path} is not valid JSON ({what}): {exc}; delete it or re-create it") from None
+
+
+def read_user_text(path: Path, what: str) -> str:
+    """A UTF-8 text file the user named (a BOM is dropped); :class:`DataError` naming it otherwise."""
+    try:
+        return read_user_file(path, what, DataError).decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(f"{what} {path} is not UTF-8 text; save it as UTF-8") from None
 
 
 def read_user_file(path: Path, what: str, error: type[DualptError]) -> bytes:
@@ -320,11 +342,7 @@ def parse_class_list(path: str | os.PathLike) -> list[ClassEntry]:
     A line is either ``name`` (folder and prompt name alike) or ``folder_name: readable name``.
     """
     path = Path(path)
-    raw = read_user_file(path, "class list", DataError)
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise DataError(f"class list {path} is not UTF-8 text; save it as UTF-8") from None
+    text = read_user_text(path, "class list")
     if "\x00" in text:
         raise DataError(f"class list {path} looks binary; pass a text file with one class per line")
 

@@ -230,6 +230,7 @@ def _run_training(cfg: TrainConfig, cb: Callbacks, project: Project) -> TrainRes
     learner.text_chunk = cfg.text_chunk
     total = cfg.epochs or epochs_for_shots(cfg.shots)
     resolved = {**asdict(cfg), "epochs": total, "beta": objective.beta,
+                "pretrained": ModelSpec(cfg.model, cfg.pretrained).resolved()[1] or "",  # "" for local-dir
                 "model_resolved": bb.spec.label, "device_resolved": str(bb.device),
                 "precision_resolved": bb.precision, "dualpt_version": __version__}
     atomic_write_json(project.run_config, resolved)

@@ -78,7 +78,8 @@ def draw_curves(project_root: Path) -> Path | None:
         return None
 
 
-def report(result: TrainResult, json_out: bool = False, curves: Path | None = None) -> None:
+def summary(result: TrainResult) -> dict[str, Any]:
+    """The training result as JSON (``--json`` output, ``runs/NAME/result.json``)."""
     data = {
         "prompt_file": str(result.prompt_file),
         "epochs": result.epochs,
@@ -88,11 +89,15 @@ def report(result: TrainResult, json_out: bool = False, curves: Path | None = No
         "best_epoch": result.best_epoch,
         "val_accuracy": result.val_acc,
         "skipped_images": [{"path": p, "reason": r} for p, r in result.skipped],
-        "curves": str(curves) if curves else None,
         "guard": result.guard.to_json() if result.guard else None,
     }
     if result.profile is not None:
         data["profile_seconds"] = {k: round(v, 4) for k, v in result.profile.items()}
+    return data
+
+
+def report(result: TrainResult, json_out: bool = False, run: str | None = None, curves: Path | None = None) -> None:
+    data = {**summary(result), "curves": str(curves) if curves else None, "run": run}
     if json_out:
         print_json(data)
         return
@@ -119,6 +124,8 @@ def report(result: TrainResult, json_out: bool = False, curves: Path | None = No
     table.add_row("time", f"{result.seconds:.1f} s")
     if curves:
         table.add_row("curves", escape(str(curves)))
+    if run is not None:
+        table.add_row("run", escape(run))
     if result.skipped:
         table.add_row("skipped images", str(len(result.skipped)))
     console.print(table)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from typing import Any
 
@@ -18,10 +19,16 @@ from rich.progress import (
 
 console = Console()
 err_console = Console(stderr=True)
+QUIET = False  # --quiet: no progress bars and no hints (set_quiet)
+
+
+def set_quiet(quiet: bool = True) -> None:
+    global QUIET
+    QUIET = quiet
 
 
 def progress(transient: bool = False) -> Progress:
-    """A progress bar on stderr, so ``--json`` output on stdout stays clean."""
+    """A progress bar on stderr, so ``--json`` output on stdout stays clean (none with --quiet)."""
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -31,6 +38,7 @@ def progress(transient: bool = False) -> Progress:
         TextColumn("{task.fields[status]}"),
         console=err_console,
         transient=transient,
+        disable=QUIET,
     )
 
 
@@ -40,7 +48,36 @@ def print_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
+def hint(message: str) -> None:
+    """A suggestion for people at the end of a command, on stderr (none with --quiet)."""
+    if not QUIET:
+        from rich.markup import escape
+
+        err_console.print(f"[dim]{escape(message)}[/]", soft_wrap=True)
+
+
 def warn(message: str) -> None:
     from rich.markup import escape
 
     err_console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
+
+
+class WarningHandler(logging.Handler):
+    """Library log records as ``warning: ...`` lines on stderr, like dualpt's own warnings.
+
+    Installed on the root logger by the CLI, so that no library's ``logging.info()`` call installs Python's
+    default ``LEVEL:name:message`` handler behind our back.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        warn(record.getMessage())
+
+
+def setup_logging(level: int = logging.WARNING) -> None:
+    """Route log records at ``level`` and above to :class:`WarningHandler` (once per process)."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if isinstance(handler, WarningHandler):
+            handler.setLevel(level)
+            return
+    root.addHandler(WarningHandler(level))

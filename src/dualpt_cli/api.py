@@ -1,0 +1,94 @@
+"""The Python API: train prompts and classify images from a script or a notebook (see docs/api.md).
+
+    import dualpt_cli
+
+    result = dualpt_cli.fit(dualpt_cli.TrainConfig(images="images", shots=8, project="my-project"))
+    clf = dualpt_cli.Classifier.load("my-project")
+    for p in clf.predict(["a.jpg", "b.png"], top_k=3):
+        print(p.image, p.label, p.prob)
+
+The commands use the same pieces: ``dualpt train`` calls :func:`train.run_training` (what :func:`fit` runs),
+``dualpt predict`` scores with :class:`predict.Classifier` (what :class:`Classifier` extends).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from .predict import Classifier as _Scorer
+from .predict import ImageFiles, collate_with_errors, make_row
+from .project import ClassEntry, parse_class_list, resolve_project
+from .train import Callbacks, TrainConfig, TrainResult, run_training
+
+ImageInput = str | os.PathLike | Image.Image
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The classes of one image, most likely first."""
+
+    image: str  # the path as given, or "<image N>" for an in-memory image (N: its position in the input)
+    label: str | None  # the most likely class (its readable name); None when the image could not be read
+    prob: float | None  # its probability (softmax over all classes)
+    top_k: list[tuple[str, float]]  # (class, probability) pairs, most likely first
+    error: str | None = None  # why the image could not be read or preprocessed
+
+
+class Classifier(_Scorer):
+    """Trained prompts and their CLIP, ready to classify paths and PIL images."""
+
+    @classmethod
+    def load(cls, project_or_prompt_file: str | os.PathLike | None = None, *, classes: str | os.PathLike |
+             Sequence[str] | None = None, device: str = "auto", precision: str = "auto",
+             batch_size: int = 64) -> Classifier:
+        """Load a project folder's prompts.safetensors, or a prompt file; ``None``: the default project.
+
+        ``classes``: a class-list file or a list of names to predict over instead of the trained classes
+        (new names are encoded from the learned context, as ``--classes`` does).
+        """
+        target = Path(project_or_prompt_file) if project_or_prompt_file is not None else None
+        path = target if target is not None and target.is_file() else resolve_project(target).prompts
+        return cls.from_prompt_file(path, device=device, precision=precision, classes=_entries(classes),
+                                    batch_size=batch_size)
+
+    def predict(self, images: ImageInput | Iterable[ImageInput], top_k: int = 5,
+                batch_size: int = 64) -> list[Prediction]:
+        """Classify one image or many (paths, PIL images, or a mix), in input order.
+
+        An image that cannot be read gives a :class:`Prediction` with ``error`` set, not an exception.
+        """
+        items = [images] if isinstance(images, (str, os.PathLike, Image.Image)) else list(images)
+        decoded = ImageFiles(items, self.bb.eval_transform())  # (index, pixels or None, error or None)
+        out: list[Prediction] = []
+        for start in range(0, len(items), batch_size):
+            batch = collate_with_errors([decoded[i] for i in range(start, min(start + batch_size, len(items)))])
+            probs = self.predict_batch(batch.pixels).cpu() if batch.pixels is not None else None  # (b, K)
+            slot = {i: n for n, i in enumerate(batch.ok)}
+            for i in batch.indices:
+                name = f"<image {i}>" if isinstance(items[i], Image.Image) else str(items[i])
+                row = make_row(name, probs[slot[i]] if i in slot else None, self.class_names, top_k,
+                               batch.errors.get(i))
+                out.append(Prediction(image=name, label=row["class"], prob=row["prob"],
+                                      top_k=[(t["class"], t["prob"]) for t in row["top_k"]], error=row["error"]))
+        return out
+
+
+def fit(config: TrainConfig, callbacks: Callbacks | None = None) -> TrainResult:
+    """Train prompts as ``dualpt train`` does (same defaults, same files in the project); silent by default.
+
+    ``callbacks`` (a :class:`train.Callbacks`) receives warnings, progress and per-epoch records.
+    """
+    return run_training(config, callbacks)
+
+
+def _entries(classes: str | os.PathLike | Sequence[str] | None) -> list[ClassEntry] | None:
+    if classes is None:
+        return None
+    if isinstance(classes, (str, os.PathLike)):
+        return parse_class_list(classes)
+    return [ClassEntry(folder=name, name=name) for name in classes]

@@ -1,0 +1,134 @@
+"""CLI habits: -h, choices checked at parse time, help panels, -p, --json, --quiet, --prompt-file, next hints."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import get_args
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from dualpt_cli import cli, predict, providers, train
+from dualpt_cli.cli import app
+from imagegen import make_image_folder
+
+runner = CliRunner()
+COMMANDS = ["info", "describe", "train", "predict", "eval"]
+
+
+def flat(text: str) -> str:
+    """Output without rich's box drawing and line wrapping, for messages that may wrap in a panel."""
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", text).split())
+
+
+def commands():
+    group = typer.main.get_command(app)
+    ctx = typer.Context(group)
+    return {name: group.get_command(ctx, name) for name in group.list_commands(ctx)}
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["train", "no-such-folder", "--llm-loss", "l2"], 2, "'l2' is not one of 'cosine', 'wd', 'ce'"),
+        (["train", "no-such-folder", "--context", "maybe"], 2, "'maybe' is not one of 'auto', 'llm', 'none'"),
+        (["train", "no-such-folder", "--precision", "fp8"], 2, "'fp8' is not one of 'auto', 'bf16', 'fp16', 'fp32'"),
+        (["train", "no-such-folder", "--device", "gpu"], 2, "'gpu' is not one of 'auto', 'cpu', 'cuda', 'cuda:N'"),
+        (["info", "--device", "cuda:x"], 2, "'cuda:x' is not one of"),
+        (["describe", "no-such.txt", "--provider", "gpt"], 2, "'gpt' is not one of 'auto', 'openai', 'ollama', 'none'"),
+        (["predict", "no-such.png", "--format", "xml"], 2, "'xml' is not one of 'table', 'json', 'jsonl', 'csv'"),
+        (["eval", "no-such-folder", "--precision", "half"], 2, "'half' is not one of"),
+        (["predict", "no-such.png", "--json", "--format", "csv"], 2, "--json means --format json, not csv"),
+        (["predict", "x.png", "--prompt-file", "a", "--prompts", "b"], 2, "give the prompt file once"),
+        (["train", "-h"], 0, "Optimisation"),
+        (["info", "-h"], 0, "Usage:"),
+        (["describe", "-h"], 0, "--phrases"),
+        (["predict", "-h"], 0, "--prompt-file"),
+        (["eval", "-h"], 0, "--prompt-file"),
+        (["-h"], 0, "--install-completion"),
+    ],
+)
+def test_options(args, code, message):
+    """Bad choices fail before any work (the folders do not exist; that is not what is reported)."""
+    result = runner.invoke(app, args)
+    assert result.exit_code == code, result.output
+    assert message in flat(result.output)
+    assert "Traceback" not in result.output
+
+
+def test_choices_are_the_librarys():
+    assert get_args(cli.Provider) == providers.PROVIDER_CHOICES
+    assert set(get_args(cli.Provider)) == {"auto", *providers.PROVIDERS}
+    assert get_args(cli.LlmLoss) == train.LLM_LOSSES
+    assert get_args(cli.Recipe) == tuple(train.RECIPES)
+    assert get_args(cli.PromptText) == train.PROMPT_TEXTS
+    assert get_args(cli.Format) == predict.FORMATS
+    from dualpt_cli.backbone import _DTYPES
+
+    assert set(get_args(cli.Precision)) == {"auto", *_DTYPES}
+
+
+def test_every_option_sits_in_a_panel():
+    """Every command, including ones added later: a new option needs its place in cli.PANELS."""
+    missing = {name: [p.name for p in command.params if p.param_type_name == "option" and not p.hidden
+                      and not getattr(p, "rich_help_panel", None)]
+               for name, command in commands().items()}
+    assert set(COMMANDS) <= set(missing)
+    assert not {k: v for k, v in missing.items() if v}, "add these options to cli.PANELS"
+
+
+@pytest.mark.parametrize("name", ["describe", "train", "predict", "eval"])
+def test_project_has_short_p(name):
+    options = {opt for p in commands()[name].params for opt in p.opts}
+    assert {"-p", "--project", "-q", "--quiet"} <= options
+
+
+def test_info_json_keys_are_snake_case(tiny_vit):
+    result = runner.invoke(app, ["info", "--model", tiny_vit, "--json", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    keys = json.loads(result.stdout)
+    assert all(re.fullmatch(r"[a-z][a-z0-9_]*", k) for k in keys), keys
+    assert keys["local_features"] == 16 and keys["local_grid"] == [4, 4]
+
+
+def test_predict_json_and_prompt_file(prompts, test_images):
+    as_json = runner.invoke(app, ["predict", str(test_images), "--prompt-file", prompts, "--json", "-q"])
+    assert as_json.exit_code == 0, as_json.output
+    rows = json.loads(as_json.stdout)
+    as_format = runner.invoke(app, ["predict", str(test_images), "--prompt-file", prompts, "--format", "json"])
+    assert [r["class"] for r in rows] == [r["class"] for r in json.loads(as_format.stdout)]
+    old = runner.invoke(app, ["predict", str(test_images), "--prompts", prompts, "--json"])
+    assert old.exit_code == 0 and json.loads(old.stdout) == rows
+    assert "--prompts FILE is deprecated" in flat(old.stderr) and "--prompt-file" in old.stderr
+
+
+def test_eval_prompt_file(prompts, test_images):
+    result = runner.invoke(app, ["eval", str(test_images), "--prompt-file", prompts, "--json", "-q"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["prompt_file"] == prompts
+
+
+def test_describe_hint_quiet_and_json(tmp_path):
+    (tmp_path / "classes.txt").write_text("red\nblue\n")
+    result = runner.invoke(app, ["describe", "classes.txt", "--provider", "none", "-p", "my proj"])
+    assert result.exit_code == 0, result.output
+    assert "next: dualpt train IMAGES --shots 8 -p 'my proj'" in result.stderr
+    quiet = runner.invoke(app, ["describe", "classes.txt", "--provider", "none", "-q"])
+    assert quiet.exit_code == 0 and "next:" not in quiet.output and "describing" not in quiet.stderr
+    as_json = runner.invoke(app, ["describe", "classes.txt", "--provider", "none", "--json"])
+    assert "next:" not in as_json.output and json.loads(as_json.stdout)["classes"]
+
+
+def test_train_hint_and_quiet(tiny_rn, tmp_path):
+    make_image_folder(tmp_path / "images", per_class=2)
+    args = ["train", "images", "--shots", "1", "--model", tiny_rn, "--pretrained", "", "--epochs", "2",
+            "--aug-views", "1", "--precision", "fp32", "--device", "cpu"]
+    loud = runner.invoke(app, args)
+    assert loud.exit_code == 0, loud.output
+    assert "next: dualpt eval TEST_IMAGES --zero-shot" in loud.stderr and "epoch    2" in loud.stderr
+    quiet = runner.invoke(app, [*args, "--quiet"])
+    assert quiet.exit_code == 0, quiet.output
+    assert "next:" not in quiet.stderr and "epoch" not in quiet.stderr
+    assert "prompt file" in quiet.stdout  # the result is still shown
