@@ -92,10 +92,10 @@ class TrainConfig:
 # What ``--recipe`` sets for the options left unset (None). "paper" is the paper and method card exactly;
 # "default" is the recipe measured on benchmarks/bench_learning.py (docs/method.md, "The default recipe").
 RECIPES: dict[str, dict[str, Any]] = {
-    "paper": {"n_ctx": 16, "ctx_init": "", "prompt_text": "name", "crop_scale": 0.08, "prior_weight": 0.0,
-              "guard": False, "val_shots": 0},
     "default": {"n_ctx": 4, "ctx_init": "a photo of a", "prompt_text": "descriptions", "crop_scale": 0.9,
                 "prior_weight": 2.0, "guard": True},  # val_shots stays None: head.auto_val_shots
+    "paper": {"n_ctx": 16, "ctx_init": "", "prompt_text": "name", "crop_scale": 0.08, "prior_weight": 0.0,
+              "guard": False, "val_shots": 0},
 }
 PROMPT_TEXTS = ("name", "descriptions")
 
