@@ -55,6 +55,7 @@ from dualpt_cli.train import (
     lr_at,
     matcher_for,
     prepare_data,
+    resolve_recipe,
     train_epoch,
 )
 
@@ -216,10 +217,11 @@ def work_dualpt(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     base_rss = current_rss_gib()
     cuda_reset(bb)
     with tempfile.TemporaryDirectory(prefix="dualpt-bench-project-") as project_dir:
-        cfg = TrainConfig(images=str(data_dir), project=project_dir, shots=args.shots, model=args.model,
-                          pretrained=args.pretrained, seed=args.seed, n_prompts=args.prompts, n_ctx=args.ctx_len,
-                          context="none", epochs=args.epochs + 1, batch_size=args.batch_size,
-                          aug_views=args.aug_views, device=args.device, precision=args.precision, profile=True)
+        cfg = resolve_recipe(TrainConfig(  # the paper's recipe: the reference path's crops and no hold-out
+            images=str(data_dir), project=project_dir, shots=args.shots, model=args.model,
+            pretrained=args.pretrained, seed=args.seed, recipe="paper", n_prompts=args.prompts, n_ctx=args.ctx_len,
+            context="none", epochs=args.epochs + 1, batch_size=args.batch_size,
+            aug_views=args.aug_views, device=args.device, precision=args.precision, profile=True))
         project = resolve_project(project_dir).ensure()
         cb = Callbacks()
         t0 = time.perf_counter()
@@ -264,12 +266,13 @@ def work_reference(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     train_tf = bb.train_transform()
     learner = reference_learner(bb, names, args)
     objective = make_objective(args, bb, len(names))
-    cfg = TrainConfig(images="", epochs=args.epochs + 1, batch_size=args.batch_size, seed=args.seed)
+    cfg = resolve_recipe(TrainConfig(images="", epochs=args.epochs + 1, batch_size=args.batch_size, seed=args.seed,
+                                     recipe="paper"))
     optimizer = torch.optim.SGD([learner.ctx], lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
     def view(i: int, v: int) -> torch.Tensor:  # exactly the cache's view v of image i
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(view_seed(digests[i], v, 0))
+            torch.manual_seed(view_seed(digests[i], v, cfg.seed))
             return train_tf(images[i])
 
     def step(idx: torch.Tensor, views: torch.Tensor, prof: Profiler | None) -> None:
