@@ -185,3 +185,17 @@ def test_recipe_is_recorded(tiny_rn, tmp_path, recipe):
     assert tensors["ctx"].shape[1] == RECIPES[recipe]["n_ctx"]
     if recipe == "paper":
         assert meta["prior_weight"] == 0.0 and "prior_features" not in tensors  # the paper's classifier alone
+
+
+def test_fresh_views_encode_one_view_per_epoch(tiny_rn, tmp_path):
+    """--fresh-views: epoch e trains on view e of every image, so a run of E epochs encodes E views each."""
+    from safetensors.torch import load_file
+
+    images = make_image_folder(tmp_path / "images", per_class=2)
+    result = _train(images, tiny_rn, "--shots", "2", "--epochs", "3", "--fresh-views")
+    assert result.exit_code == 0, result.output
+    files = list((tmp_path / "user-cache").rglob("*.safetensors"))
+    assert files
+    for f in files:
+        assert sorted(k for k in load_file(str(f)) if k.startswith("g")) == ["g0", "g1", "g2"]
+    assert json.loads((tmp_path / "dualpt-project" / "run_config.json").read_text())["fresh_views"] is True
