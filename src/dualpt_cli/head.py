@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from .backbone import Backbone
 
 ZERO_SHOT_TEMPLATE = "a photo of a {}."
-PRIOR_WEIGHTS = (0.0, 1.0, 2.0, 4.0)  # the blends the guard compares on validation images
+PRIOR_WEIGHTS = (0.0, 1.0, 2.0, 4.0)  # the blends the guard compares with enough held-out images
+CHOOSE_WEIGHT_MIN_VAL = 8  # held-out images per class from which the guard also chooses the blend weight
 
 
 def name_features(bb: Backbone, class_names: list[str], template: str = ZERO_SHOT_TEMPLATE) -> torch.Tensor:
@@ -107,12 +108,16 @@ def _acc(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 def choose(dual: torch.Tensor | None, z: torch.Tensor | None, labels: torch.Tensor | None, names: torch.Tensor,
            prior: torch.Tensor, has_descriptions: bool, logit_scale: float, default_weight: float,
-           is_collapsed: bool) -> Decision:
+           is_collapsed: bool, choose_weight: bool = False) -> Decision:
     """The classifier to save, from held-out DUAL-PT logits ``dual`` (V, K) and global features ``z`` (V, d).
 
+    The trained prompts blended with the prior at ``default_weight`` are compared with the two training-free
+    classifiers (zero-shot with names, the description ensemble); a training-free one is kept only when it is
+    strictly better on the held-out images (or training collapsed). With ``choose_weight`` the blend weight
+    is also chosen among :data:`PRIOR_WEIGHTS` (ties to the one closest to ``default_weight``): worth it only
+    with many held-out images, since picking among several candidates on a dozen images mostly picks noise.
     Without held-out images (``labels`` None) the blend uses ``default_weight``; a collapsed run then falls
-    back to the prior. With them, every blend weight of :data:`PRIOR_WEIGHTS` and the two training-free
-    classifiers are scored; ties go to the trained blend closest to ``default_weight``.
+    back to the prior.
     """
     kind = "descriptions" if has_descriptions else "names"
     fallback = "descriptions" if has_descriptions else "zero-shot"
@@ -121,12 +126,12 @@ def choose(dual: torch.Tensor | None, z: torch.Tensor | None, labels: torch.Tens
             return Decision(fallback, 0.0, 1.0, kind, collapsed=True,
                             reason="training collapsed (loss near ln K, chance accuracy); kept the prior")
         return Decision("trained", 1.0, default_weight, kind, reason="no held-out images; default blend")
+    weights = sorted(PRIOR_WEIGHTS if choose_weight else (default_weight,), key=lambda w: abs(w - default_weight))
     scores = {f"trained+prior{w:g}": _acc(blend_logits(dual, z, prior, logit_scale, 1.0, w), labels)
-              for w in PRIOR_WEIGHTS}
+              for w in weights}
     scores["zero-shot"] = _acc(blend_logits(None, z, names, logit_scale, 0.0, 1.0), labels)
     if has_descriptions:
         scores["descriptions"] = _acc(blend_logits(None, z, prior, logit_scale, 0.0, 1.0), labels)
-    weights = sorted(PRIOR_WEIGHTS, key=lambda w: abs(w - default_weight))
     best_w = max(weights, key=lambda w: scores[f"trained+prior{w:g}"])  # max keeps the first of equals
     best_trained = scores[f"trained+prior{best_w:g}"]
     free = max(("zero-shot", "descriptions"), key=lambda k: scores.get(k, -1.0))
@@ -136,4 +141,4 @@ def choose(dual: torch.Tensor | None, z: torch.Tensor | None, labels: torch.Tens
         if free == "zero-shot":
             return Decision("zero-shot", 0.0, 1.0, "names", reason=f"{why}; kept zero-shot CLIP", **common)
         return Decision("descriptions", 0.0, 1.0, kind, reason=f"{why}; kept the description ensemble", **common)
-    return Decision("trained", 1.0, best_w, kind, reason="best on held-out images", **common)
+    return Decision("trained", 1.0, best_w, kind, reason="not beaten on held-out images", **common)

@@ -24,7 +24,16 @@ from .data import class_entries, few_shot_split, inside, looks_decodable, scan_i
 from .errors import DataError, ProjectError, TrainingDiverged
 from .features import EVAL_VIEW, FeatureSet, encode_views
 from .fingerprint import image_fingerprint
-from .head import ZERO_SHOT_TEMPLATE, Decision, auto_val_shots, choose, collapsed, name_features, prior_features
+from .head import (
+    CHOOSE_WEIGHT_MIN_VAL,
+    ZERO_SHOT_TEMPLATE,
+    Decision,
+    auto_val_shots,
+    choose,
+    collapsed,
+    name_features,
+    prior_features,
+)
 from .matching import Matcher, sinkhorn_ot_distance
 from .options import require_finite
 from .project import (
@@ -302,7 +311,9 @@ def decide(cfg: TrainConfig, learner: PromptLearner, objective: Objective, data:
         with bb.autocast():
             dual = objective.logits(data.val.local[:, 0].to(bb.device).float(), W).float()  # (V, K)
         z, labels = data.val.global_[:, 0].to(bb.device).float(), data.val_labels
-    decision = choose(dual, z, labels, names, prior, has_desc, bb.logit_scale, cfg.prior_weight, is_collapsed)
+    per_class = len(labels) / learner.num_classes if labels is not None else 0
+    decision = choose(dual, z, labels, names, prior, has_desc, bb.logit_scale, cfg.prior_weight, is_collapsed,
+                      choose_weight=per_class >= CHOOSE_WEIGHT_MIN_VAL)
     return decision, names if decision.prior == "names" else prior
 
 
