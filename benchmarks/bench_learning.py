@@ -222,13 +222,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--workdir", default=None, help="keep the generated tasks here (default: a temp dir)")
     parser.add_argument("--save", default=None, help="write the rows as JSON to this file")
-    parser.add_argument("--merge", nargs="+", default=None, help="print the table of these saved JSON files")
+    parser.add_argument("--merge", nargs="+", default=None,
+                        help="print (and with --save write) the table of these saved JSON files")
     args = parser.parse_args(argv)
 
-    if args.merge:
-        rows = [r for f in args.merge for r in json.loads(Path(f).read_text())["rows"]]
+    if args.merge:  # one row per (task, seed, shots, method): a later file's row replaces an earlier one's
+        merged = {(r["task"], r["seed"], r["shots"], r["method"]): r
+                  for f in args.merge for r in json.loads(Path(f).read_text())["rows"]}
+        rows = list(merged.values())
         print_table(rows)
-        return {"rows": rows}
+        out = {"files": args.merge, "rows": rows, "summary": summarise(rows)}
+        if args.save:
+            atomic_write_json(Path(args.save), out)
+        return out
     if not args.model:
         parser.error("--model is required")
     if args.threads:
