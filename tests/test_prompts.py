@@ -74,6 +74,9 @@ def test_per_prompt_texts_equal_encode_text(tiny_rn):
         flat = [f"a photo of a {t}" for pair in texts for t in pair]
         expected = F.normalize(bb.model.encode_text(bb.tokenize(flat)), dim=-1).reshape(2, 2, -1)
     assert_close(W, expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(DataError, match="--prompt-text name"):
+        long_text = [["cat, which has " + "fur " * 80], ["dog."]]
+        PromptLearner(bb, ["cat", "dog"], n_prompts=1, n_ctx=4, class_texts=long_text)
     with pytest.raises(DataError, match="needs 2 prompt texts"):
         PromptLearner(bb, ["cat", "dog"], n_prompts=2, n_ctx=4, class_texts=[["cat."], ["dog."]])
 

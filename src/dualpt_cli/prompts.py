@@ -75,8 +75,11 @@ class PromptLearner(nn.Module):
         eot = self.bb.eot_positions(tokens)
         too_long = [t for t, e in zip(flat, eot.tolist()) if e >= tokens.shape[1] - 1]  # cut off
         if too_long:
-            what = "prompt text" if class_texts is not None else "class name"
-            raise DataError(f"{what} too long for the text encoder with {self.n_ctx} context tokens: "
+            if class_texts is not None:
+                raise DataError(f"prompt text too long for the text encoder with {self.n_ctx} context tokens: "
+                                f"{too_long[0]!r}; shorten that phrase in descriptions.json, or train with "
+                                "--prompt-text name")
+            raise DataError(f"class name too long for the text encoder with {self.n_ctx} context tokens: "
                             f"{too_long[0]!r}; shorten it or lower --ctx-len")
         emb = self.bb.token_embeds(tokens)  # (P, L, width)
         self.class_names = list(class_names)
