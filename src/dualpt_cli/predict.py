@@ -1,9 +1,10 @@
 """Classifying images with a trained prompt file (method card, "Inference").
 
 Predict needs only ``prompts.safetensors`` and the CLIP named in its metadata: the class prompt features
-w_k (K, M, d) are stored, and the logits are the training ones, ``exp(logit_scale) * sum_ij T_ij cos(z_i,
-w_kj)`` (Eq. 8) with the graph-matching plan T, computed by the same :class:`~dualpt_cli.matching.Matcher`
-as in training.
+w_k (K, M, d) are stored, and the DUAL-PT scores are the training ones, ``exp(logit_scale) * sum_ij T_ij
+cos(z_i, w_kj)`` (Eq. 8) with the graph-matching plan T, computed by the same
+:class:`~dualpt_cli.matching.Matcher` as in training, then blended with the stored zero-shot prior as the
+prompt file's ``dual_weight`` / ``prior_weight`` say (:mod:`dualpt_cli.head`).
 New classes (base-to-new) are encoded from the learned context and their names; no LLM is involved.
 
 Images stream through a DataLoader; a file that cannot be decoded becomes an error row, never a crash.
