@@ -202,3 +202,20 @@ def test_fresh_views_encode_one_view_per_epoch(tiny_rn, tmp_path):
     for f in files:
         assert sorted(k for k in load_file(str(f)) if k.startswith("g")) == ["g0", "g1", "g2"]
     assert json.loads((tmp_path / "dualpt-project" / "run_config.json").read_text())["fresh_views"] is True
+
+
+def test_prompt_file_with_no_classifier_is_refused(tmp_path):
+    from dualpt_cli.errors import PromptFileError
+    from dualpt_cli.promptfile import PROMPT_FORMAT, write_safetensors
+
+    meta = {"model": "RN50", "pretrained": "", "class_names": ["a", "b"], "n_prompts": 1, "n_ctx": 4, "embed_dim": 8,
+            "class_specific": False, "logit_scale": 20.0, "alpha": 0.2, "lambda": 0.1, "outer_iters": 2,
+            "inner_iters": 5, "tol": 0.01, "dual_weight": 0.0, "prior_weight": 0.0}
+    write_safetensors(tmp_path / "p.safetensors", {"ctx": torch.zeros(1, 4, 8), "class_features": torch.zeros(2, 1, 8)},
+                      PROMPT_FORMAT, meta)
+    with pytest.raises(PromptFileError, match="weight of 0"):
+        load_prompt_file(tmp_path / "p.safetensors")
+    write_safetensors(tmp_path / "q.safetensors", {"ctx": torch.zeros(1, 4, 8), "class_features": torch.zeros(2, 1, 8)},
+                      PROMPT_FORMAT, {**meta, "dual_weight": 1.0, "prior_weight": 2.0})
+    with pytest.raises(PromptFileError, match="no prior_features"):
+        load_prompt_file(tmp_path / "q.safetensors")

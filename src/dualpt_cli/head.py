@@ -45,10 +45,13 @@ def prior_features(names: torch.Tensor, desc_mean: torch.Tensor, desc_has: torch
     return F.normalize(torch.where(desc_has[:, None], desc_mean.to(names), names), dim=-1)
 
 
-def blend_logits(dual: torch.Tensor | None, z: torch.Tensor, prior: torch.Tensor, logit_scale: float,
+def blend_logits(dual: torch.Tensor | None, z: torch.Tensor, prior: torch.Tensor | None, logit_scale: float,
                  dual_weight: float, prior_weight: float) -> torch.Tensor:
-    """(B, K) final logits from DUAL-PT logits ``dual`` (B, K), global features ``z`` (B, d), ``prior`` (K, d)."""
-    out = torch.zeros(z.shape[0], prior.shape[0], device=z.device)
+    """(B, K) final logits from DUAL-PT logits ``dual`` (B, K), global features ``z`` (B, d), ``prior`` (K, d).
+
+    Each part is computed only when its weight is non-zero (``dual`` / ``prior`` may then be None).
+    """
+    out = 0.0
     if dual_weight:
         out = out + dual_weight * dual.float()
     if prior_weight:

@@ -148,8 +148,7 @@ class Classifier:
         """(B, K) final logits from global (B, d) and local (B, N, d) features: DUAL-PT blended with the prior
         as the prompt file says (:func:`head.blend_logits`)."""
         dual = self.logits_from_local(Z) if self.dual_weight else None
-        prior = self.prior if self.prior is not None else self.W[:, 0]  # unused when prior_weight is 0
-        return blend_logits(dual, z.to(self.bb.device), prior, self.matcher.logit_scale, self.dual_weight,
+        return blend_logits(dual, z.to(self.bb.device), self.prior, self.matcher.logit_scale, self.dual_weight,
                             self.prior_weight)
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:

@@ -119,6 +119,9 @@ def load_prompt_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
     prior = tensors.get("prior_features")
     if prior is not None and tuple(prior.shape) != (K, feats.shape[2]):
         raise PromptFileError(f"{path}: prior_features shape {tuple(prior.shape)} does not match its metadata")
+    if not meta.get("dual_weight", 1.0) and not meta.get("prior_weight"):
+        raise PromptFileError(f"{path}: its metadata gives both the prompts and the prior a weight of 0; "
+                              "re-create it with dualpt train")
     if prior is None and meta.get("prior_weight"):
         raise PromptFileError(f"{path}: its metadata blends a zero-shot prior but the file has no prior_features; "
                               "re-create it with dualpt train")
