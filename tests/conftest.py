@@ -67,3 +67,18 @@ def prompts(trained) -> str:
 def test_images(tmp_path):
     """A labelled test folder of the trained classes."""
     return make_image_folder(tmp_path / "test", classes=TRAINED_CLASSES, per_class=2, seed=7)
+
+
+@pytest.fixture
+def use_retry(monkeypatch):
+    """``use_retry(policy)``: the ``dualpt describe`` command runs with this retry policy (a DescribeConfig field)."""
+    from dataclasses import replace
+
+    from dualpt_cli import describe_ui
+
+    run = describe_ui.describe
+
+    def use(policy) -> None:
+        monkeypatch.setattr(describe_ui, "describe", lambda cfg, **kw: run(replace(cfg, retry=policy), **kw))
+
+    return use

@@ -8,23 +8,16 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from dualpt_cli import describe as describe_mod
 from dualpt_cli.cli import app
-from dualpt_cli.describe import (
-    DescribeConfig,
-    RetryPolicy,
-    load_descriptions,
-    parse_phrases,
-    phrases_by_folder,
-    plan_describe,
-    query_for,
-    run_describe,
-)
+from dualpt_cli.describe import DescribeConfig, RetryPolicy, plan_describe, query_for, run_describe
+from dualpt_cli.descriptions import load_descriptions, phrases_by_folder
 from dualpt_cli.errors import ProjectError
+from dualpt_cli.phrases import parse_phrases
 from dualpt_cli.project import resolve_project
 from llm_server import FakeLLM, Reply
 
 KEY = "sk-test-SECRET-never-stored-123"
+FAST = RetryPolicy(attempts=4, base=0.01, cap=0.05, retry_after_cap=3)
 QUERY_TIGER = (
     "Q: What are the useful features for distinguishing a tiger in a photo? "
     "Please just give me a list of short phrases. Answer: -"
@@ -32,7 +25,7 @@ QUERY_TIGER = (
 
 
 @pytest.fixture(autouse=True)
-def _offline(monkeypatch):
+def _offline(monkeypatch, use_retry):
     """No real keys, servers or proxies; fast retries."""
     for var in (
         "OPENAI_API_KEY",
@@ -48,8 +41,7 @@ def _offline(monkeypatch):
         "all_proxy",
     ):
         monkeypatch.delenv(var, raising=False)
-    fast = RetryPolicy(attempts=4, base=0.01, cap=0.05, retry_after_cap=3)
-    monkeypatch.setattr(describe_mod, "RETRY", fast)
+    use_retry(FAST)
 
 
 @pytest.fixture
@@ -436,7 +428,8 @@ def test_load_descriptions(tmp_path):
 def test_ctrl_c_keeps_finished_classes(fake, classes, monkeypatch, tmp_path):
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     cfg = DescribeConfig(
-        classes, resolve_project(tmp_path / "p"), provider="openai", base_url=f"{fake.url}/v1", concurrency=1
+        classes, resolve_project(tmp_path / "p"), provider="openai", base_url=f"{fake.url}/v1", concurrency=1,
+        retry=FAST,
     )
 
     def interrupt(entry):

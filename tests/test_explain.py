@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from dualpt_cli import explain as explain_mod
 from dualpt_cli.backbone import ModelSpec, load_backbone
 from dualpt_cli.cli import app
-from dualpt_cli.describe import FORMAT as DESCRIPTIONS_FORMAT
+from dualpt_cli.descriptions import FORMAT as DESCRIPTIONS_FORMAT
 from dualpt_cli.errors import DataError
 from dualpt_cli.explain import (
     ExplainConfig,

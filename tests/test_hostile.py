@@ -41,10 +41,10 @@ KEY = "sk-hostile-SECRET-4242"
 
 
 @pytest.fixture(autouse=True)
-def _fast_retries(monkeypatch):
+def _fast_retries(monkeypatch, use_retry):
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(var, raising=False)  # the fake server is on 127.0.0.1
-    monkeypatch.setattr(describe_mod, "RETRY", RetryPolicy(attempts=3, base=0.01, cap=0.02, retry_after_cap=1))
+    use_retry(RetryPolicy(attempts=3, base=0.01, cap=0.02, retry_after_cap=1))
 
 
 @pytest.fixture
@@ -400,8 +400,8 @@ def test_garbage_answers_are_not_phrases(answer, fake, tmp_path):
 
 
 @pytest.mark.parametrize("api", ["openai", "ollama"])
-def test_connection_refused_fails_fast(api, tmp_path, monkeypatch):
-    monkeypatch.setattr(describe_mod, "RETRY", RetryPolicy())  # the real backoff: retries would take minutes
+def test_connection_refused_fails_fast(api, tmp_path, monkeypatch, use_retry):
+    use_retry(RetryPolicy())  # the real backoff: retries would take minutes
     (tmp_path / "classes.txt").write_text("tiger\nzebra\nlion\n")
     url = f"http://127.0.0.1:{closed_port()}"
     where = ["--base-url", f"{url}/v1"] if api == "openai" else ["--host", url]

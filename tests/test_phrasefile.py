@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dualpt_cli.cli import app
-from dualpt_cli.describe import load_descriptions, phrases_by_folder
+from dualpt_cli.descriptions import load_descriptions, phrases_by_folder
 from dualpt_cli.project import resolve_project
 
 

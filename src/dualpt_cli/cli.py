@@ -233,27 +233,28 @@ def describe(
     Re-running skips classes already described (unless --force). The key comes from $OPENAI_API_KEY.
     Phrases you already have: dualpt describe classes.txt --phrases phrases.json
     """
-    from . import describe as lib
+    from . import describe_ui
+    from .describe import DescribeConfig
     from .project import resolve_project
 
     _quiet(quiet)
     proj = resolve_project(project)
     if show:
-        lib.show(proj, classes, json_out=json_out)
+        describe_ui.show(proj, classes, json_out=json_out)
         return
     if phrases is not None:
         from .phrasefile import add_phrases
 
         if provider != "auto":
             raise typer.BadParameter("--phrases asks no LLM; leave out --provider", param_hint="'--provider'")
-        lib.print_report(add_phrases(proj, classes, phrases, replace=force), json_out)
+        describe_ui.print_report(add_phrases(proj, classes, phrases, replace=force), json_out)
     else:
-        cfg = lib.DescribeConfig(
+        cfg = DescribeConfig(
             classes=classes, project=proj, provider=provider, model=model, samples=samples,
             temperature=temperature, force=force, concurrency=concurrency, timeout=timeout,
             base_url=base_url, host=host,
         )  # fmt: skip
-        lib.describe(cfg, json_out=json_out)
+        describe_ui.describe(cfg, json_out=json_out)
     _hint(json_out, f"dualpt train IMAGES --shots 8{_project_arg(project)}  (IMAGES: one sub-folder of "
                     "images per class)")
 

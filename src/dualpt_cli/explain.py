@@ -212,7 +212,7 @@ class ExplainConfig:
 
 def descriptions_for(cfg: ExplainConfig) -> tuple[dict[str, list[str]], str]:
     """The phrases per class folder and the description template of the prompts' project (empty if none)."""
-    from .describe import load_descriptions, phrases_by_folder
+    from .descriptions import load_descriptions, phrases_by_folder
 
     proj = resolve_project(cfg.project) if cfg.project or not cfg.prompts else Project(Path(cfg.prompts).parent)
     try:

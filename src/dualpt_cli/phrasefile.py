@@ -5,7 +5,7 @@ The file maps classes to phrases, in JSON or YAML (``.yaml``/``.yml``)::
     {"tiger": ["orange fur", "black stripes"], "house cat": "- whiskers\\n- pointed ears, long tail"}
 
 Keys are class folders or readable names (any case). A value is a list of phrases or one text (an LLM
-answer pasted as is); both go through :func:`describe.parse_phrases`, the parser of LLM answers. Phrases
+answer pasted as is); both go through :func:`phrases.parse_phrases`, the parser of LLM answers. Phrases
 are added to what is stored for the class (``--force``: replace it); the entry's provenance records the file.
 """
 
@@ -15,8 +15,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .describe import _save, load_descriptions, merge_phrases, parse_phrases, utc_now
+from .descriptions import load_descriptions, make_entry, merge_phrases, save_descriptions, utc_now
 from .errors import DataError
+from .phrases import parse_phrases
 from .project import ClassEntry, Project, parse_class_list, project_lock, read_user_text
 
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -126,27 +127,21 @@ def _add_phrases(project: Project, listed: list[ClassEntry] | None, mapping: dic
             provenance = dict(old.get("provenance") or {})
             provenance["added"] = [*provenance.get("added", []), source]
             done[cls.folder] = {**old, "phrases": merge_phrases(old["phrases"], new), "provenance": provenance}
-    _save(project, classes, done)
+    save_descriptions(project, classes, done)
     entries = [done[c.folder] for c in classes]
     return PhrasesReport("file", None, project.descriptions, entries, list(by_folder), [])
 
 
 def _entry(cls: ClassEntry, phrases: list[str], status: str, source: dict | None) -> dict:
     """A descriptions.json entry whose phrases came from a file (or from nowhere), in describe's schema."""
-    return {
-        "folder": cls.folder,
-        "name": cls.name,
-        "phrases": phrases,
-        "status": status,
-        "error": None,
-        "provenance": {
-            "provider": "file" if source else "none",
-            "model": None,
-            "temperature": None,
-            "samples": 0,
-            "query": None,
-            "file": source["file"] if source else None,
-            "time": source["time"] if source else utc_now(),
-        },
+    provenance = {
+        "provider": "file" if source else "none",
+        "model": None,
+        "temperature": None,
+        "samples": 0,
+        "query": None,
+        "file": source["file"] if source else None,
+        "time": source["time"] if source else utc_now(),
     }
+    return make_entry(cls, phrases, status, None, provenance)
 

@@ -197,7 +197,7 @@ def _config_section(project: Project) -> str:
 
 
 def _descriptions_section(project: Project) -> str:
-    from .describe import load_descriptions
+    from .descriptions import load_descriptions
 
     entries = load_descriptions(project)
     if not entries:

@@ -331,7 +331,7 @@ def prompt_texts(cfg: TrainConfig, data: TrainData) -> list[list[str]] | None:
 
 def class_phrases(data: TrainData) -> list[list[str]]:
     """Each class's description phrases, in class order ([] without descriptions)."""
-    from .describe import phrases_by_folder
+    from .descriptions import phrases_by_folder
 
     stored = phrases_by_folder(data.descriptions)
     return [stored.get(c.folder, []) for c in data.classes]
@@ -367,7 +367,7 @@ def _validate(cfg: TrainConfig) -> None:
 
 def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks) -> TrainData:
     """Scan, sample, record the split, and encode (or load cached) features of the chosen images."""
-    from .describe import load_descriptions
+    from .descriptions import load_descriptions
 
     root = Path(cfg.images).expanduser().resolve()
     folders = scan_image_folder(root, exclude=project.root)
