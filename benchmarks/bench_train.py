@@ -42,22 +42,14 @@ import torch.nn.functional as F
 from dualpt_cli.backbone import Backbone, ModelSpec, load_backbone, select_device, select_precision
 from dualpt_cli.data import class_entries, few_shot_split, file_digest, load_image, scan_image_folder
 from dualpt_cli.features import EVAL_VIEW, encode_views, view_seed
+from dualpt_cli.objective import Objective, build_objective, matcher_for
+from dualpt_cli.profiler import Profiler
+from dualpt_cli.profiler import phase as _phase
 from dualpt_cli.project import resolve_project
 from dualpt_cli.prompts import PromptLearner
-from dualpt_cli.train import (
-    Callbacks,
-    Objective,
-    Profiler,
-    TrainConfig,
-    _phase,
-    build_objective,
-    epochs_for_shots,
-    lr_at,
-    matcher_for,
-    prepare_data,
-    resolve_recipe,
-    train_epoch,
-)
+from dualpt_cli.train import Callbacks, train_epoch
+from dualpt_cli.trainconfig import TrainConfig, epochs_for_shots, lr_at, resolve_recipe
+from dualpt_cli.trainset import prepare_data
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import GIB, add_harness_args, environment, finish, fmt, peak_rss_gib, report_from_worker, run_part, sync  # noqa: E402

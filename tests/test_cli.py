@@ -10,7 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from dualpt_cli import cli, predict, providers, train
+from dualpt_cli import cli, predict, providers, trainconfig
 from dualpt_cli.cli import app
 from imagegen import make_image_folder
 
@@ -61,9 +61,9 @@ def test_options(args, code, message):
 def test_choices_are_the_librarys():
     assert get_args(cli.Provider) == providers.PROVIDER_CHOICES
     assert set(get_args(cli.Provider)) == {"auto", *providers.PROVIDERS}
-    assert get_args(cli.LlmLoss) == train.LLM_LOSSES
-    assert get_args(cli.Recipe) == tuple(train.RECIPES)
-    assert get_args(cli.PromptText) == train.PROMPT_TEXTS
+    assert get_args(cli.LlmLoss) == trainconfig.LLM_LOSSES
+    assert get_args(cli.Recipe) == tuple(trainconfig.RECIPES)
+    assert get_args(cli.PromptText) == trainconfig.PROMPT_TEXTS
     assert get_args(cli.Format) == predict.FORMATS
     from dualpt_cli.backbone import _DTYPES
 

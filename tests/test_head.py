@@ -17,7 +17,7 @@ from dualpt_cli.features import encode_views, model_key
 from dualpt_cli.head import auto_val_shots, blend_logits, choose, collapsed, prior_features
 from dualpt_cli.predict import Classifier
 from dualpt_cli.promptfile import load_prompt_file
-from dualpt_cli.train import RECIPES, TrainConfig, resolve_recipe
+from dualpt_cli.trainconfig import RECIPES, TrainConfig, resolve_recipe
 from imagegen import make_image_folder
 
 runner = CliRunner()

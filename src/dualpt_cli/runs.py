@@ -116,7 +116,7 @@ def list_runs(project: Project) -> list[dict[str, Any]]:
 
 def config_from_file(path: str | Path) -> dict[str, Any]:
     """The :class:`train.TrainConfig` fields of a saved ``run_config.json`` (resolved extras dropped)."""
-    from .train import TrainConfig
+    from .trainconfig import TrainConfig
 
     data = read_json(Path(path), "run config")
     if not isinstance(data, dict) or "images" not in data:

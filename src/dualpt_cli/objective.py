@@ -1,0 +1,82 @@
+"""The loss of DUAL-PT (method card: "Logits and losses"): Eq. 8 logits from graph matching and the LLM
+alignment term L_LLM, mixed as ``beta L_LLM + (1 - beta) L_img``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from .backbone import Backbone
+from .errors import DataError, ProjectError
+from .matching import Matcher, sinkhorn_ot_distance
+from .project import Project
+from .prompts import description_features
+from .trainconfig import TrainConfig
+from .trainset import TrainData, class_phrases
+
+if TYPE_CHECKING:
+    from .train import Callbacks
+
+
+@dataclass
+class Objective:
+    """The loss: Eq. 8 logits (``matcher``) and the frozen description prototypes for L_LLM."""
+
+    matcher: Matcher
+    beta: float
+    llm_loss: str
+    desc_mean: torch.Tensor  # (K, d) mean of normalised description features
+    desc_has: torch.Tensor  # (K,) bool
+    desc_sets: list[torch.Tensor]  # K x (e_k, d)
+
+    def logits(self, Z: torch.Tensor, W: torch.Tensor, return_stats: bool = False):
+        """Eq. 8: (B, K) logits from local features Z (B, N, d) and prompt features W (K, M, d)."""
+        return self.matcher.logits(Z, W, return_stats=return_stats)
+
+    def llm_loss_value(self, W: torch.Tensor, logits: torch.Tensor, z_global: torch.Tensor) -> torch.Tensor:
+        """L_LLM between prompts and descriptions; 0 when no class has descriptions."""
+        if self.beta == 0 or not bool(self.desc_has.any()):
+            return W.new_zeros(())
+        has = self.desc_has
+        if self.llm_loss == "cosine":  # Eq. 5: 1 - cos(mean_j w_kj, mean_e h_ke), averaged over classes
+            return (1.0 - F.cosine_similarity(W[has].mean(dim=1), self.desc_mean[has], dim=-1)).mean()
+        if self.llm_loss == "wd":  # entropic OT between {w_kj} and {h_ke}, cost 1 - cos
+            ks = has.nonzero().flatten().tolist()
+            lam = self.matcher.lam
+            return torch.stack([sinkhorn_ot_distance(W[k], self.desc_sets[k], lam) for k in ks]).mean()
+        # "ce": match the zero-shot prediction made from the description prototypes
+        target = self.matcher.logit_scale * F.normalize(z_global, dim=-1) @ F.normalize(self.desc_mean, dim=-1).T
+        return -(target.softmax(-1) * logits.log_softmax(-1)).sum(-1).mean()
+
+
+
+def build_objective(cfg: TrainConfig, project: Project, bb: Backbone, data: TrainData, cb: Callbacks) -> Objective:
+    phrases = class_phrases(data)
+    mean, has, sets = description_features(bb, [c.name for c in data.classes], phrases, cfg.description_template)
+    beta = cfg.beta
+    if not bool(has.any()):
+        if cfg.context == "llm":
+            raise ProjectError(f"--context llm: no descriptions in {project.descriptions}; run dualpt describe")
+        if beta:
+            cb.info("no LLM descriptions for these classes: training without LLM context (beta = 0)")
+        beta = 0.0
+    else:
+        missing = [c.folder for c, h in zip(data.classes, has.tolist()) if not h]
+        if missing:
+            cb.warn(f"{len(missing)} class(es) have no descriptions and get no LLM alignment: "
+                    f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        if cfg.llm_loss == "ce" and missing:
+            raise DataError("--llm-loss ce needs descriptions for every class; run dualpt describe or use cosine")
+    return Objective(matcher=matcher_for(cfg, bb), beta=beta, llm_loss=cfg.llm_loss, desc_mean=mean,
+                     desc_has=has, desc_sets=sets)
+
+
+def matcher_for(cfg: TrainConfig, bb: Backbone) -> Matcher:
+    """Eq. 8 with this run's matching settings and the model's logit scale."""
+    return Matcher(logit_scale=bb.logit_scale, alpha=cfg.alpha, lam=cfg.lam, outer_iters=cfg.outer_iters,
+                   inner_iters=cfg.inner_iters, tol=cfg.tol, chunk=cfg.match_chunk or None)
+

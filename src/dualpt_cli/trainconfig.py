@@ -1,0 +1,133 @@
+"""The options of a training run: :class:`TrainConfig`, the recipes that fill in what is left unset, and the
+learning-rate schedule. The resolved config is written to ``run_config.json`` beside the run's outputs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .errors import DataError
+from .options import require_finite
+from .prompts import DESCRIPTION_TEMPLATE
+
+LLM_LOSSES = ("cosine", "wd", "ce")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run; written to run_config.json."""
+
+    images: str  # ImageFolder: one sub-folder per class
+    project: str | None = None  # project folder (None: $DUALPT_PROJECT or ./dualpt-project)
+    shots: int | None = 8  # images per class; None = all
+    val_shots: int | None = None  # held-out images per class (best epoch, guard); None: by recipe (auto / 0)
+    model: str = "RN50"  # open_clip model (see backbone.ModelSpec)
+    pretrained: str = "openai"  # pretrained tag or weights file
+    seed: int = 1  # few-shot sample, prompt init, batch order and view choice
+    recipe: str = "default"  # default: the measured recipe (docs/method.md); paper: the paper's exact setup
+    n_prompts: int = 4  # M
+    n_ctx: int | None = None  # context vectors per prompt (None: by recipe, 4 default / 16 paper)
+    ctx_init: str | None = None  # words to initialise the context from ("" = N(0, 0.02); None: by recipe)
+    prompt_text: str | None = None  # what follows the context: name ("{name}.") or descriptions (one phrase
+    #   per prompt, "{name}, which has {phrase}."); None: by recipe
+    class_specific: bool = False  # per-class context (CoOp's CSC)
+    alpha: float = 0.2  # edge (GW) weight in the graph-matching cost
+    beta: float = 0.2  # weight of the LLM alignment loss (0 without descriptions)
+    lam: float = 0.1  # entropic regularisation of the plan
+    llm_loss: str = "cosine"  # cosine (Eq. 5), wd or ce (ablations)
+    context: str = "auto"  # auto: use descriptions.json when present; llm: require it; none: ignore it
+    description_template: str = DESCRIPTION_TEMPLATE
+    epochs: int | None = None  # None: by shots (50 / 100 / 200), as the paper
+    batch_size: int = 32
+    lr: float = 0.002
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 1  # constant warm-up lr before the cosine schedule
+    warmup_lr: float = 1e-5
+    aug_views: int = 8  # augmented views per image encoded once and cached
+    fresh_views: bool = False  # a new view of every image in every epoch (encodes one view per epoch)
+    crop_scale: float | None = None  # smallest crop area of the random resized crop (None: by recipe)
+    prior_weight: float | None = None  # weight of the zero-shot prior in the final logits (None: by recipe)
+    guard: bool | None = None  # choose the blend on held-out images, keep zero-shot if it is better (by recipe)
+    outer_iters: int = 10  # graph-matching fixed-point iterations (cap)
+    inner_iters: int = 100  # Sinkhorn iterations per outer iteration (cap)
+    tol: float = 1e-2  # Sinkhorn stopping rule (PLOT's)
+    device: str = "auto"
+    precision: str = "auto"
+    text_chunk: int = 0  # classes per text-encoder chunk, with activation checkpointing (0 = all)
+    match_chunk: int = 0  # classes per graph-matching solve (0 = all)
+    resume: bool = False
+    profile: bool = False
+
+
+# What ``--recipe`` sets for the options left unset (None). "paper" is the paper and method card exactly;
+# "default" is the recipe measured on benchmarks/bench_learning.py (docs/method.md, "The default recipe").
+RECIPES: dict[str, dict[str, Any]] = {
+    "default": {"n_ctx": 4, "ctx_init": "a photo of a", "prompt_text": "descriptions", "crop_scale": 0.9,
+                "prior_weight": 2.0, "guard": True},  # val_shots stays None: head.auto_val_shots
+    "paper": {"n_ctx": 16, "ctx_init": "", "prompt_text": "name", "crop_scale": 0.08, "prior_weight": 0.0,
+              "guard": False, "val_shots": 0},
+}
+PROMPT_TEXTS = ("name", "descriptions")
+
+
+def resolve_recipe(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with every option left unset (None) filled in from its recipe."""
+    if cfg.recipe not in RECIPES:
+        raise DataError(f"--recipe must be one of {', '.join(RECIPES)}, got {cfg.recipe!r}")
+    unset = {k: v for k, v in RECIPES[cfg.recipe].items() if getattr(cfg, k) is None}
+    return replace(cfg, **unset)
+
+
+def epochs_for_shots(shots: int | None) -> int:
+    """The paper's schedule: 50 epochs for 1 shot, 100 for 2 and 4, 200 for 8 and more."""
+    if shots is not None and shots <= 1:
+        return 50
+    if shots is not None and shots <= 4:
+        return 100
+    return 200
+
+
+def lr_at(epoch: int, cfg: TrainConfig, total: int) -> float:
+    """Constant warm-up for ``warmup_epochs``, then cosine decay over the remaining epochs (CoOp/Dassl).
+
+    After the warm-up, epoch e runs at ``0.5 lr (1 + cos(pi (e - w) / (E - w)))``: the full rate right after
+    the warm-up. A run no longer than the warm-up skips it (``--epochs 1`` trains at ``lr``).
+    """
+    warmup = cfg.warmup_epochs if total > cfg.warmup_epochs else 0
+    if epoch < warmup:
+        return cfg.warmup_lr
+    return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * (epoch - warmup) / (total - warmup)))
+
+
+
+def validate(cfg: TrainConfig) -> None:
+    """A DataError naming the first option out of range (``cfg`` resolved by its recipe)."""
+    require_finite({"--alpha": cfg.alpha, "--beta": cfg.beta, "--lambda": cfg.lam, "--lr": cfg.lr,
+                    "--prior-weight": cfg.prior_weight, "--crop-scale": cfg.crop_scale})
+    checks = [
+        (cfg.text_chunk >= 0, f"--text-chunk must be >= 0 (0 = all classes at once), got {cfg.text_chunk}"),
+        (cfg.shots is None or cfg.shots >= 1, f"--shots must be a positive number or 'all', got {cfg.shots}"),
+        (cfg.n_prompts >= 1, f"--prompts must be >= 1, got {cfg.n_prompts}"),
+        (cfg.n_ctx >= 1, f"--ctx-len must be >= 1, got {cfg.n_ctx}"),
+        (0.0 <= cfg.alpha <= 1.0, f"--alpha must be in [0, 1], got {cfg.alpha}"),
+        (0.0 <= cfg.beta < 1.0, f"--beta must be in [0, 1), got {cfg.beta}"),
+        (cfg.lam > 0, f"--lambda must be > 0, got {cfg.lam}"),
+        (cfg.epochs is None or cfg.epochs >= 1, f"--epochs must be >= 1, got {cfg.epochs}"),
+        (cfg.batch_size >= 1, f"--batch-size must be >= 1, got {cfg.batch_size}"),
+        (cfg.lr > 0, f"--lr must be > 0, got {cfg.lr}"),
+        (cfg.aug_views >= 1, f"--aug-views must be >= 1, got {cfg.aug_views}"),
+        (cfg.val_shots is None or cfg.val_shots >= 0, f"--val-shots must be >= 0, got {cfg.val_shots}"),
+        (cfg.llm_loss in LLM_LOSSES, f"--llm-loss must be one of {', '.join(LLM_LOSSES)}, got {cfg.llm_loss}"),
+        (cfg.context in ("auto", "llm", "none"), f"--context must be auto, llm or none, got {cfg.context}"),
+        (cfg.prompt_text in PROMPT_TEXTS, f"--prompt-text must be one of {', '.join(PROMPT_TEXTS)}, "
+                                          f"got {cfg.prompt_text}"),
+        (0.0 < cfg.crop_scale <= 1.0, f"--crop-scale must be in (0, 1], got {cfg.crop_scale}"),
+        (cfg.prior_weight >= 0, f"--prior-weight must be >= 0, got {cfg.prior_weight}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise DataError(message)
+
