@@ -12,6 +12,9 @@ from typer.testing import CliRunner
 
 from dualpt_cli import cli, predict, providers, trainconfig
 from dualpt_cli.cli import app
+from dualpt_cli.describe import DescribeConfig
+from dualpt_cli.options import defaults
+from dualpt_cli.trainconfig import TrainConfig
 from imagegen import make_image_folder
 
 runner = CliRunner()
@@ -132,3 +135,21 @@ def test_train_hint_and_quiet(tiny_rn, tmp_path):
     assert quiet.exit_code == 0, quiet.output
     assert "next:" not in quiet.stderr and "epoch" not in quiet.stderr
     assert "prompt file" in quiet.stdout  # the result is still shown
+
+
+@pytest.mark.parametrize(("name", "config", "renamed"), [
+    ("train", TrainConfig, cli.TRAIN_FIELDS),
+    ("info", TrainConfig, {}),
+    ("describe", DescribeConfig, {}),
+])
+def test_defaults_are_the_configs(name, config, renamed):
+    """An option's default is its config field's default (written once, in the dataclass)."""
+    wanted = defaults(config)
+    params = {renamed.get(p.name, p.name): p for p in commands()[name].params}
+    shared = [field for field in params if field in wanted and field != "project"]
+    assert len(shared) >= {"train": 29, "info": 4, "describe": 9}[name]
+    for field in shared:
+        default = params[field].default
+        if name == "train" and field == "shots":
+            default = cli._parse_shots(default)
+        assert default == wanted[field], f"--{field}: {default!r} != {config.__name__}.{field} = {wanted[field]!r}"

@@ -392,7 +392,7 @@ def test_openai_without_key_or_base_url(classes):
         (["missing.txt", "--provider", "none"], "missing.txt does not exist"),
         ([], "missing classes.txt"),
         (["CLASSES", "--provider", "gpt"], "'gpt' is not one of"),
-        (["CLASSES", "--samples", "0"], "greater than or equal to 1"),
+        (["CLASSES", "--samples", "0"], "--samples must be at least 1, got 0"),
     ],
 )
 def test_bad_input_is_one_clean_line(classes, args, message):

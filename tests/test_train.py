@@ -162,7 +162,7 @@ def test_feature_cache_is_reused(images, tiny_rn, tmp_path, monkeypatch):
         ("empty_class", [], "no images"),
         ("no_classes", [], "no class sub-folders"),
         ("missing", [], "does not exist"),
-        ("ok", ["--shots", "0"], "must be at least 1"),
+        ("ok", ["--shots", "0"], "--shots must be a positive number or 'all', got 0"),
         ("ok", ["--shots", "many"], "expected a number"),
         ("ok", ["--alpha", "2"], "--alpha must be in [0, 1]"),
         ("ok", ["--llm-loss", "kl"], "is not one of 'cosine'"),

@@ -15,7 +15,10 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from . import __version__
+from .describe import DescribeConfig
 from .errors import DualptError
+from .options import defaults
+from .trainconfig import TrainConfig
 from .ui import err_console
 
 
@@ -99,6 +102,12 @@ PANELS: dict[str | tuple[str, str], str] = {
 }
 
 # ---------------------------------------------------------------------------------------------------------
+# defaults: the config dataclasses' own (tests/test_cli.py checks every option against them)
+
+TRAIN, DESCRIBE = defaults(TrainConfig), defaults(DescribeConfig)
+TRAIN_FIELDS = {"prompts": "n_prompts", "ctx_len": "n_ctx"}  # train option -> TrainConfig field, where they differ
+
+# ---------------------------------------------------------------------------------------------------------
 # closed sets: parse-time choices (tests/test_cli.py checks they equal the library's)
 
 Provider = Literal["auto", "openai", "ollama", "none"]
@@ -162,10 +171,10 @@ def _quiet(quiet: bool) -> None:
 
 @app.command()
 def info(
-    model: ModelOpt = "RN50",
-    pretrained: PretrainedOpt = "openai",
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "auto",
+    model: ModelOpt = TRAIN["model"],
+    pretrained: PretrainedOpt = TRAIN["pretrained"],
+    device: DeviceOpt = TRAIN["device"],
+    precision: PrecisionOpt = TRAIN["precision"],
     json_out: JsonOpt = False,
 ) -> None:
     """Show the resolved CLIP model, its embedding size, local features, device and precision.
@@ -203,20 +212,22 @@ def describe(
             help="One class a line, or 'folder_name: readable name'. With --show: the class to show.",
         ),
     ] = None,
-    provider: Annotated[Provider, typer.Option(help="LLM provider; none: no LLM.")] = "auto",
+    provider: Annotated[Provider, typer.Option(help="LLM provider; none: no LLM.")] = DESCRIBE["provider"],
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="LLM model.", show_default="gpt-4o-mini / llama3.2")
-    ] = None,
-    samples: Annotated[int, typer.Option(min=1, help="Answers asked per class, merged.")] = 1,
-    temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="LLM sampling temperature.")] = 0.7,
+    ] = DESCRIBE["model"],
+    samples: Annotated[int, typer.Option(help="Answers asked per class, merged (>= 1).")] = DESCRIBE["samples"],
+    temperature: Annotated[float, typer.Option(help="LLM sampling temperature (0 to 2).")] = DESCRIBE["temperature"],
     project: ProjectOpt = None,
-    force: Annotated[bool, typer.Option("--force", help="Describe again classes already described.")] = False,
-    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight.")] = 4,
-    timeout: Annotated[float, typer.Option(min=0.001, help="Seconds per request.")] = 60.0,
+    force: Annotated[bool, typer.Option("--force", help="Describe again classes already described.")
+                     ] = DESCRIBE["force"],
+    concurrency: Annotated[int, typer.Option(help="Requests in flight.")] = DESCRIBE["concurrency"],
+    timeout: Annotated[float, typer.Option(help="Seconds per request.")] = DESCRIBE["timeout"],
     base_url: Annotated[
         str | None, typer.Option(help="OpenAI-compatible server URL.", show_default="$OPENAI_BASE_URL")
-    ] = None,
-    host: Annotated[str | None, typer.Option(help="Ollama server URL.", show_default="$OLLAMA_HOST")] = None,
+    ] = DESCRIBE["base_url"],
+    host: Annotated[str | None, typer.Option(help="Ollama server URL.", show_default="$OLLAMA_HOST")
+                    ] = DESCRIBE["host"],
     show: Annotated[bool, typer.Option("--show", help="Print what is stored (one class if given).")] = False,
     phrases: Annotated[
         str | None,
@@ -234,7 +245,6 @@ def describe(
     Phrases you already have: dualpt describe classes.txt --phrases phrases.json
     """
     from . import describe_ui
-    from .describe import DescribeConfig
     from .project import resolve_project
 
     _quiet(quiet)
@@ -271,9 +281,7 @@ def _parse_shots(value: str) -> int | None:
         shots = int(value)
     except ValueError:
         raise typer.BadParameter(f"expected a number of images per class or 'all', got {value!r}") from None
-    if shots < 1:
-        raise typer.BadParameter(f"must be at least 1, got {shots}")
-    return shots
+    return shots  # TrainConfig checks the range
 
 
 @app.command()
@@ -281,58 +289,62 @@ def train(
     ctx: typer.Context,
     images: Annotated[str | None, typer.Argument(metavar="IMAGES", help="ImageFolder: one sub-folder of images "
                                                  "per class (with --config: the saved one).")] = None,
-    shots: Annotated[str, typer.Option(help="Training images per class, or 'all'.")] = "8",
+    shots: Annotated[str, typer.Option(help="Training images per class, or 'all'.")] = str(TRAIN["shots"] or "all"),
     project: ProjectOpt = None,
-    model: ModelOpt = "RN50",
-    pretrained: PretrainedOpt = "openai",
-    seed: Annotated[int, typer.Option(help="Seed of the few-shot sample, init and batch order.")] = 1,
-    prompts: Annotated[int, typer.Option("--prompts", help="M: learnable prompts per class.")] = 4,
+    model: ModelOpt = TRAIN["model"],
+    pretrained: PretrainedOpt = TRAIN["pretrained"],
+    seed: Annotated[int, typer.Option(help="Seed of the few-shot sample, init and batch order.")] = TRAIN["seed"],
+    prompts: Annotated[int, typer.Option("--prompts", help="M: learnable prompts per class.")] = TRAIN["n_prompts"],
     recipe: Annotated[Recipe, typer.Option(help="default: the measured recipe (starts at zero-shot, keeps the "
                                         "better of trained and zero-shot); paper: the paper's exact setup. "
-                                        "Options given explicitly win over the recipe.")] = "default",
+                                        "Options given explicitly win over the recipe.")] = TRAIN["recipe"],
     ctx_len: Annotated[int | None, typer.Option("--ctx-len", help="Context vectors per prompt.",
-                                                show_default="4; paper 16")] = None,
+                                                show_default="4; paper 16")] = TRAIN["n_ctx"],
     ctx_init: Annotated[str | None, typer.Option("--ctx-init", help="Initialise the context from words "
                                                  "('' = random N(0, 0.02)).",
-                                                 show_default="'a photo of a'; paper ''")] = None,
+                                                 show_default="'a photo of a'; paper ''")] = TRAIN["ctx_init"],
     prompt_text: Annotated[PromptText | None, typer.Option("--prompt-text", help="What follows the context: name "
                                                     "('{name}.') or descriptions (one phrase per prompt).",
-                                                    show_default="descriptions; paper name")] = None,
+                                                    show_default="descriptions; paper name")] = TRAIN["prompt_text"],
     crop_scale: Annotated[float | None, typer.Option("--crop-scale", help="Smallest random-crop area (share "
                                                      "of the image) of the training views.",
-                                                     show_default="0.9; paper 0.08")] = None,
+                                                     show_default="0.9; paper 0.08")] = TRAIN["crop_scale"],
     prior_weight: Annotated[float | None, typer.Option("--prior-weight", help="Weight of the zero-shot prior "
                                                        "(description ensemble) added to the DUAL-PT logits when "
                                                        "not chosen on held-out images.",
-                                                       show_default="2; paper 0")] = None,
+                                                       show_default="2; paper 0")] = TRAIN["prior_weight"],
     guard: Annotated[bool | None, typer.Option("--guard/--no-guard", help="Choose the blend on held-out "
                                                "images and keep zero-shot CLIP if training did not beat it.",
-                                               show_default="on; paper off")] = None,
-    class_specific: Annotated[bool, typer.Option("--class-specific", help="Per-class context (CoOp CSC).")] = False,
-    alpha: Annotated[float, typer.Option(help="Edge (Gromov-Wasserstein) weight in graph matching.")] = 0.2,
-    beta: Annotated[float, typer.Option(help="Weight of the LLM alignment loss.")] = 0.2,
-    lam: Annotated[float, typer.Option("--lambda", help="Entropic regularisation of the matching plan.")] = 0.1,
+                                               show_default="on; paper off")] = TRAIN["guard"],
+    class_specific: Annotated[bool, typer.Option("--class-specific", help="Per-class context (CoOp CSC).")
+                              ] = TRAIN["class_specific"],
+    alpha: Annotated[float, typer.Option(help="Edge (Gromov-Wasserstein) weight in graph matching.")] = TRAIN["alpha"],
+    beta: Annotated[float, typer.Option(help="Weight of the LLM alignment loss.")] = TRAIN["beta"],
+    lam: Annotated[float, typer.Option("--lambda", help="Entropic regularisation of the matching plan.")
+                   ] = TRAIN["lam"],
     llm_loss: Annotated[LlmLoss, typer.Option("--llm-loss", help="cosine (paper Eq. 5); wd, ce: "
-                                              "ablations.")] = "cosine",
+                                              "ablations.")] = TRAIN["llm_loss"],
     context: Annotated[Context, typer.Option(help="auto: use descriptions.json if present; llm: require it; "
-                                             "none: train without LLM context.")] = "auto",
-    epochs: Annotated[int | None, typer.Option(help="Epochs (default by shots: 50/100/200).")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per optimisation step.")] = 32,
-    lr: Annotated[float, typer.Option(help="SGD learning rate.")] = 0.002,
+                                             "none: train without LLM context.")] = TRAIN["context"],
+    epochs: Annotated[int | None, typer.Option(help="Epochs (default by shots: 50/100/200).")] = TRAIN["epochs"],
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per optimisation step.")
+                          ] = TRAIN["batch_size"],
+    lr: Annotated[float, typer.Option(help="SGD learning rate.")] = TRAIN["lr"],
     aug_views: Annotated[int, typer.Option("--aug-views", help="Augmented views per image, encoded once "
-                                           "and cached.")] = 8,
+                                           "and cached.")] = TRAIN["aug_views"],
     fresh_views: Annotated[bool, typer.Option("--fresh-views", help="Encode a new augmented view of every "
                                               "image for every epoch instead of reusing --aug-views cached "
-                                              "ones (the research-code behaviour; slower).")] = False,
+                                              "ones (the research-code behaviour; slower).")] = TRAIN["fresh_views"],
     val_shots: Annotated[int | None, typer.Option("--val-shots", help="Held-out images per class: the best "
                                                   "epoch on them is kept, and the guard compares with zero-shot.",
-                                                  show_default="1 per 4 shots; paper 0")] = None,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "auto",
+                                                  show_default="1 per 4 shots; paper 0")] = TRAIN["val_shots"],
+    device: DeviceOpt = TRAIN["device"],
+    precision: PrecisionOpt = TRAIN["precision"],
     text_chunk: Annotated[int, typer.Option("--text-chunk", help="Classes per text-encoder chunk, to bound "
-                                            "memory for thousands of classes (0 = all at once).")] = 0,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint.")] = False,
-    profile: Annotated[bool, typer.Option("--profile", help="Print where a step's time goes.")] = False,
+                                            "memory for thousands of classes (0 = all at once).")
+                          ] = TRAIN["text_chunk"],
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint.")] = TRAIN["resume"],
+    profile: Annotated[bool, typer.Option("--profile", help="Print where a step's time goes.")] = TRAIN["profile"],
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     config: Annotated[str | None, typer.Option("--config", metavar="FILE", help="Rerun a saved run_config.json "
@@ -384,8 +396,7 @@ def _with_saved_config(ctx: typer.Context, cfg, path: str):
 
     from .runs import config_from_file
 
-    fields = {"prompts": "n_prompts", "ctx_len": "n_ctx"}  # option name -> TrainConfig field, where they differ
-    given = {fields.get(name, name) for name in ctx.params
+    given = {TRAIN_FIELDS.get(name, name) for name in ctx.params
              if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"}
     saved = config_from_file(path)
     return replace(cfg, **{k: v for k, v in saved.items() if k not in given})

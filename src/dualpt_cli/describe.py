@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .descriptions import load_descriptions, make_entry, merge_phrases, save_descriptions, utc_now
 from .errors import DataError
-from .options import require_finite
+from .options import check_all, require_finite
 from .phrases import parse_phrases
 from .project import ClassEntry, Project, parse_class_list
 from .providers import BadAnswer, Provider, ProviderSettings, RequestRejected, TransientError, make_provider, redact
@@ -80,15 +80,12 @@ class DescribeConfig:
             raise DataError("missing classes.txt; pass a class list, e.g. `dualpt describe classes.txt`")
         object.__setattr__(self, "classes", Path(self.classes))
         require_finite({"--temperature": self.temperature, "--timeout": self.timeout})
-        checks = (
+        check_all([
             (self.samples >= 1, f"--samples must be at least 1, got {self.samples}"),
             (self.concurrency >= 1, f"--concurrency must be at least 1, got {self.concurrency}"),
             (self.timeout > 0, f"--timeout must be positive, got {self.timeout}"),
             (0 <= self.temperature <= 2, f"--temperature must be between 0 and 2, got {self.temperature}"),
-        )
-        for ok, message in checks:
-            if not ok:
-                raise DataError(message)
+        ])
         settings = ProviderSettings(self.model, self.base_url, self.host, self.timeout)
         object.__setattr__(self, "settings", settings)
 

@@ -22,6 +22,7 @@ from .project import ClassEntry, Project, atomic_write_json, read_json
 
 FORMAT = "dualpt-descriptions/1"
 STATUSES = ("ok", "failed", "none")
+DESCRIPTION_TEMPLATE = "{name}, which has {phrase}."  # a phrase as a prompt text (Menon & Vondrick 2022)
 
 
 def load_descriptions(project: Project) -> list[dict] | None:

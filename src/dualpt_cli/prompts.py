@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .backbone import Backbone
+from .descriptions import DESCRIPTION_TEMPLATE
 from .errors import DataError
 
 PLACEHOLDER = "X"  # one BPE token per context slot, as CoOp does
@@ -148,8 +149,6 @@ class PromptLearner(nn.Module):
 
 # ---------------------------------------------------------------------------------------------------------
 # LLM description embeddings
-
-DESCRIPTION_TEMPLATE = "{name}, which has {phrase}."  # Menon & Vondrick 2022 descriptor style
 
 
 def description_features(

@@ -30,7 +30,7 @@ from .profiler import Profiler, phase
 from .project import Project, append_line, atomic_write_json, project_lock, resolve_project
 from .promptfile import save_prompt_file
 from .prompts import PromptLearner
-from .trainconfig import TrainConfig, epochs_for_shots, lr_at, resolve_recipe, validate
+from .trainconfig import TrainConfig, epochs_for_shots, lr_at, resolve_recipe
 from .trainset import TrainData, class_phrases, prepare_data
 
 # ---------------------------------------------------------------------------------------------------------
@@ -71,7 +71,6 @@ def run_training(cfg: TrainConfig, cb: Callbacks | None = None) -> TrainResult:
     """Train DUAL-PT prompts on ``cfg.images`` and write the prompt file into the project."""
     cb = cb or Callbacks()
     cfg = resolve_recipe(cfg)
-    validate(cfg)
     project = resolve_project(cfg.project).ensure()
     with project_lock(project, "train"):
         return _run_training(cfg, cb, project)

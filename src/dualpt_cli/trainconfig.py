@@ -8,11 +8,20 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .errors import DataError
-from .options import require_finite
-from .prompts import DESCRIPTION_TEMPLATE
+from .descriptions import DESCRIPTION_TEMPLATE
+from .options import check_all, require_finite
 
 LLM_LOSSES = ("cosine", "wd", "ce")
+CONTEXTS = ("auto", "llm", "none")
+# What ``--recipe`` sets for the options left unset (None). "paper" is the paper and method card exactly;
+# "default" is the recipe measured on benchmarks/bench_learning.py (docs/method.md, "The default recipe").
+RECIPES: dict[str, dict[str, Any]] = {
+    "default": {"n_ctx": 4, "ctx_init": "a photo of a", "prompt_text": "descriptions", "crop_scale": 0.9,
+                "prior_weight": 2.0, "guard": True},  # val_shots stays None: head.auto_val_shots
+    "paper": {"n_ctx": 16, "ctx_init": "", "prompt_text": "name", "crop_scale": 0.08, "prior_weight": 0.0,
+              "guard": False, "val_shots": 0},
+}
+PROMPT_TEXTS = ("name", "descriptions")
 
 
 @dataclass
@@ -61,22 +70,43 @@ class TrainConfig:
     resume: bool = False
     profile: bool = False
 
+    def __post_init__(self) -> None:
+        """The one check of the options: a DataError naming the first one out of range.
 
-# What ``--recipe`` sets for the options left unset (None). "paper" is the paper and method card exactly;
-# "default" is the recipe measured on benchmarks/bench_learning.py (docs/method.md, "The default recipe").
-RECIPES: dict[str, dict[str, Any]] = {
-    "default": {"n_ctx": 4, "ctx_init": "a photo of a", "prompt_text": "descriptions", "crop_scale": 0.9,
-                "prior_weight": 2.0, "guard": True},  # val_shots stays None: head.auto_val_shots
-    "paper": {"n_ctx": 16, "ctx_init": "", "prompt_text": "name", "crop_scale": 0.08, "prior_weight": 0.0,
-              "guard": False, "val_shots": 0},
-}
-PROMPT_TEXTS = ("name", "descriptions")
+        Options a recipe fills in may still be None (unset); :func:`resolve_recipe` fills them and checks again.
+        """
+        require_finite({"--alpha": self.alpha, "--beta": self.beta, "--lambda": self.lam, "--lr": self.lr,
+                        "--prior-weight": self.prior_weight, "--crop-scale": self.crop_scale})
+        check_all([
+            (self.recipe in RECIPES, f"--recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}"),
+            (self.text_chunk >= 0, f"--text-chunk must be >= 0 (0 = all classes at once), got {self.text_chunk}"),
+            (self.shots is None or self.shots >= 1, f"--shots must be a positive number or 'all', got {self.shots}"),
+            (self.n_prompts >= 1, f"--prompts must be >= 1, got {self.n_prompts}"),
+            (self.n_ctx is None or self.n_ctx >= 1, f"--ctx-len must be >= 1, got {self.n_ctx}"),
+            (0.0 <= self.alpha <= 1.0, f"--alpha must be in [0, 1], got {self.alpha}"),
+            (0.0 <= self.beta < 1.0, f"--beta must be in [0, 1), got {self.beta}"),
+            (self.lam > 0, f"--lambda must be > 0, got {self.lam}"),
+            (self.epochs is None or self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
+            (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
+            (self.aug_views >= 1, f"--aug-views must be >= 1, got {self.aug_views}"),
+            (self.val_shots is None or self.val_shots >= 0, f"--val-shots must be >= 0, got {self.val_shots}"),
+            (self.llm_loss in LLM_LOSSES,
+             f"--llm-loss must be one of {', '.join(LLM_LOSSES)}, got {self.llm_loss}"),
+            (self.context in CONTEXTS, f"--context must be auto, llm or none, got {self.context}"),
+            (self.prompt_text is None or self.prompt_text in PROMPT_TEXTS,
+             f"--prompt-text must be one of {', '.join(PROMPT_TEXTS)}, got {self.prompt_text}"),
+            (self.crop_scale is None or 0.0 < self.crop_scale <= 1.0,
+             f"--crop-scale must be in (0, 1], got {self.crop_scale}"),
+            (self.prior_weight is None or self.prior_weight >= 0,
+             f"--prior-weight must be >= 0, got {self.prior_weight}"),
+        ])
+
+
 
 
 def resolve_recipe(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with every option left unset (None) filled in from its recipe."""
-    if cfg.recipe not in RECIPES:
-        raise DataError(f"--recipe must be one of {', '.join(RECIPES)}, got {cfg.recipe!r}")
+    """``cfg`` with every option left unset (None) filled in from its recipe (and checked again)."""
     unset = {k: v for k, v in RECIPES[cfg.recipe].items() if getattr(cfg, k) is None}
     return replace(cfg, **unset)
 
@@ -100,34 +130,3 @@ def lr_at(epoch: int, cfg: TrainConfig, total: int) -> float:
     if epoch < warmup:
         return cfg.warmup_lr
     return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * (epoch - warmup) / (total - warmup)))
-
-
-
-def validate(cfg: TrainConfig) -> None:
-    """A DataError naming the first option out of range (``cfg`` resolved by its recipe)."""
-    require_finite({"--alpha": cfg.alpha, "--beta": cfg.beta, "--lambda": cfg.lam, "--lr": cfg.lr,
-                    "--prior-weight": cfg.prior_weight, "--crop-scale": cfg.crop_scale})
-    checks = [
-        (cfg.text_chunk >= 0, f"--text-chunk must be >= 0 (0 = all classes at once), got {cfg.text_chunk}"),
-        (cfg.shots is None or cfg.shots >= 1, f"--shots must be a positive number or 'all', got {cfg.shots}"),
-        (cfg.n_prompts >= 1, f"--prompts must be >= 1, got {cfg.n_prompts}"),
-        (cfg.n_ctx >= 1, f"--ctx-len must be >= 1, got {cfg.n_ctx}"),
-        (0.0 <= cfg.alpha <= 1.0, f"--alpha must be in [0, 1], got {cfg.alpha}"),
-        (0.0 <= cfg.beta < 1.0, f"--beta must be in [0, 1), got {cfg.beta}"),
-        (cfg.lam > 0, f"--lambda must be > 0, got {cfg.lam}"),
-        (cfg.epochs is None or cfg.epochs >= 1, f"--epochs must be >= 1, got {cfg.epochs}"),
-        (cfg.batch_size >= 1, f"--batch-size must be >= 1, got {cfg.batch_size}"),
-        (cfg.lr > 0, f"--lr must be > 0, got {cfg.lr}"),
-        (cfg.aug_views >= 1, f"--aug-views must be >= 1, got {cfg.aug_views}"),
-        (cfg.val_shots is None or cfg.val_shots >= 0, f"--val-shots must be >= 0, got {cfg.val_shots}"),
-        (cfg.llm_loss in LLM_LOSSES, f"--llm-loss must be one of {', '.join(LLM_LOSSES)}, got {cfg.llm_loss}"),
-        (cfg.context in ("auto", "llm", "none"), f"--context must be auto, llm or none, got {cfg.context}"),
-        (cfg.prompt_text in PROMPT_TEXTS, f"--prompt-text must be one of {', '.join(PROMPT_TEXTS)}, "
-                                          f"got {cfg.prompt_text}"),
-        (0.0 < cfg.crop_scale <= 1.0, f"--crop-scale must be in (0, 1], got {cfg.crop_scale}"),
-        (cfg.prior_weight >= 0, f"--prior-weight must be >= 0, got {cfg.prior_weight}"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise DataError(message)
-
