@@ -10,7 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from dualpt_cli import cli, predict, providers, trainconfig
+from dualpt_cli import cli_options, cli_train, predict, providers, trainconfig
 from dualpt_cli.cli import app
 from dualpt_cli.describe import DescribeConfig
 from dualpt_cli.options import defaults
@@ -62,24 +62,24 @@ def test_options(args, code, message):
 
 
 def test_choices_are_the_librarys():
-    assert get_args(cli.Provider) == providers.PROVIDER_CHOICES
-    assert set(get_args(cli.Provider)) == {"auto", *providers.PROVIDERS}
-    assert get_args(cli.LlmLoss) == trainconfig.LLM_LOSSES
-    assert get_args(cli.Recipe) == tuple(trainconfig.RECIPES)
-    assert get_args(cli.PromptText) == trainconfig.PROMPT_TEXTS
-    assert get_args(cli.Format) == predict.FORMATS
+    assert get_args(cli_options.Provider) == providers.PROVIDER_CHOICES
+    assert set(get_args(cli_options.Provider)) == {"auto", *providers.PROVIDERS}
+    assert get_args(cli_options.LlmLoss) == trainconfig.LLM_LOSSES
+    assert get_args(cli_options.Recipe) == tuple(trainconfig.RECIPES)
+    assert get_args(cli_options.PromptText) == trainconfig.PROMPT_TEXTS
+    assert get_args(cli_options.Format) == predict.FORMATS
     from dualpt_cli.backbone import _DTYPES
 
-    assert set(get_args(cli.Precision)) == {"auto", *_DTYPES}
+    assert set(get_args(cli_options.Precision)) == {"auto", *_DTYPES}
 
 
 def test_every_option_sits_in_a_panel():
-    """Every command, including ones added later: a new option needs its place in cli.PANELS."""
+    """Every command, including ones added later: a new option needs its place in cli_options.PANELS."""
     missing = {name: [p.name for p in command.params if p.param_type_name == "option" and not p.hidden
                       and not getattr(p, "rich_help_panel", None)]
                for name, command in commands().items()}
     assert set(COMMANDS) <= set(missing)
-    assert not {k: v for k, v in missing.items() if v}, "add these options to cli.PANELS"
+    assert not {k: v for k, v in missing.items() if v}, "add these options to cli_options.PANELS"
 
 
 @pytest.mark.parametrize("name", ["describe", "train", "predict", "eval"])
@@ -138,7 +138,7 @@ def test_train_hint_and_quiet(tiny_rn, tmp_path):
 
 
 @pytest.mark.parametrize(("name", "config", "renamed"), [
-    ("train", TrainConfig, cli.TRAIN_FIELDS),
+    ("train", TrainConfig, cli_options.TRAIN_FIELDS),
     ("info", TrainConfig, {}),
     ("describe", DescribeConfig, {}),
 ])
@@ -151,5 +151,5 @@ def test_defaults_are_the_configs(name, config, renamed):
     for field in shared:
         default = params[field].default
         if name == "train" and field == "shots":
-            default = cli._parse_shots(default)
+            default = cli_train._parse_shots(default)
         assert default == wanted[field], f"--{field}: {default!r} != {config.__name__}.{field} = {wanted[field]!r}"
