@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from dualpt_cli import explain as explain_mod
 from dualpt_cli.backbone import ModelSpec, load_backbone
+from dualpt_cli.classes import ClassEntry
 from dualpt_cli.cli import app
 from dualpt_cli.describe import FORMAT as DESCRIPTIONS_FORMAT
 from dualpt_cli.errors import DataError
@@ -29,7 +30,6 @@ from dualpt_cli.explain import (
 from dualpt_cli.matching import Matcher
 from dualpt_cli.plots import explanation_png
 from dualpt_cli.predict import Classifier
-from dualpt_cli.project import ClassEntry
 from dualpt_cli.prompts import description_features
 from imagegen import make_image, write_corrupt_image
 from trained import TRAINED_CLASSES

@@ -14,6 +14,7 @@ from torch.testing import assert_close
 from typer.testing import CliRunner
 
 from dualpt_cli.backbone import ModelSpec, load_backbone
+from dualpt_cli.classes import ClassEntry
 from dualpt_cli.cli import app
 from dualpt_cli.data import load_image
 from dualpt_cli.errors import DataError
@@ -27,7 +28,7 @@ from dualpt_cli.predict import (
     image_batches,
     make_row,
 )
-from dualpt_cli.project import ClassEntry, resolve_project
+from dualpt_cli.project import resolve_project
 from dualpt_cli.promptfile import PROMPT_FORMAT, load_prompt_file, read_safetensors, write_safetensors
 from dualpt_cli.prompts import PromptLearner
 from dualpt_cli.train import Callbacks, build_objective, resolve_recipe

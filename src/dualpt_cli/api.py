@@ -20,9 +20,10 @@ from pathlib import Path
 
 from PIL import Image
 
+from .classes import ClassEntry, parse_class_list
 from .predict import Classifier as _Scorer
 from .predict import ImageFiles, collate_with_errors, make_row
-from .project import ClassEntry, parse_class_list, resolve_project
+from .project import resolve_project
 from .train import Callbacks, TrainConfig, TrainResult, run_training
 
 ImageInput = str | os.PathLike | Image.Image

@@ -12,7 +12,6 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from .errors import DataError
-from .project import ClassEntry, readable_name
 
 # torchvision's ImageFolder extensions
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -149,29 +148,6 @@ def scan_image_folder(root: str | Path, exclude: Path | None = None) -> dict[str
 def inside(path: Path, folder: Path) -> bool:
     """True if ``path`` is ``folder``'s child folder (it would be scanned as a class)."""
     return path.resolve().parent == Path(folder).resolve()
-
-
-def class_entries(folders: list[str], known: list[ClassEntry] | None) -> list[ClassEntry]:
-    """Class entries for ImageFolder folders, with readable names from the project's class list.
-
-    Two folders that would get the same prompt name (ignoring case) are an error naming both.
-    """
-    by_folder = {c.folder: c for c in known or []}
-    entries = [by_folder.get(f) or ClassEntry(folder=f, name=readable_name(f)) for f in folders]
-    first: dict[str, ClassEntry] = {}
-    for entry in entries:
-        other = first.setdefault(entry.name.casefold(), entry)
-        if other is not entry:
-            raise DataError(f"folders {other.folder!r} and {entry.folder!r} both map to the class name "
-                            f"{entry.name!r}; give them different names (in the class list for dualpt describe, "
-                            "or by renaming a folder)")
-    return entries
-
-
-def unmatched(folders: list[str], known: list[ClassEntry] | None) -> list[str]:
-    """Folders of ``known`` classes (described earlier) that have no image folder here."""
-    present = set(folders)
-    return [c.folder for c in known or [] if c.folder not in present]
 
 
 def looks_decodable(path: Path) -> bool:

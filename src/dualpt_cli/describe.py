@@ -28,9 +28,10 @@ from pathlib import Path
 
 from rich.markup import escape
 
+from .classes import ClassEntry, parse_class_list
 from .errors import DataError, PartialFailure, ProjectError
 from .options import require_finite
-from .project import ClassEntry, Project, atomic_write_json, parse_class_list, project_lock, read_json
+from .project import Project, atomic_write_json, project_lock, read_json
 from .providers import BadAnswer, Provider, ProviderSettings, RequestRejected, TransientError, make_provider, redact
 
 FORMAT = "dualpt-descriptions/1"

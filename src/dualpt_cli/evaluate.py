@@ -16,11 +16,12 @@ import torch
 import torch.nn.functional as F
 
 from .backbone import Backbone, ModelSpec, load_backbone
-from .data import class_entries, scan_image_folder
+from .classes import ClassEntry, class_set, parse_class_list
+from .data import scan_image_folder
 from .errors import DataError, PartialFailure, PromptFileError
 from .head import ZERO_SHOT_TEMPLATE, name_features
-from .predict import Classifier, find_trained, image_batches, prompt_path, trained_entries
-from .project import ClassEntry, parse_class_list, resolve_project
+from .predict import Classifier, image_batches, prompt_path, trained_entries
+from .project import resolve_project
 from .promptfile import load_prompt_file
 
 # ---------------------------------------------------------------------------------------------------------
@@ -166,29 +167,6 @@ class EvalResult:
         if len(self.results) == 2:
             out["gain_top1"] = self.results["dualpt"]["top1"] - self.results["zero_shot"]["top1"]
         return out
-
-
-def class_set(folders: list[str], trained: list[ClassEntry] | None, extra: list[ClassEntry],
-              source: str) -> tuple[list[ClassEntry], list[int], torch.Tensor | None]:
-    """Classes to score, each folder's class index, and the base mask (None when nothing is new).
-
-    With a prompt file, the classes are the trained ones plus the new ones of ``--classes``; without one,
-    the ``--classes`` list or else the folders with readable names.
-    """
-    if trained is not None:
-        classes = trained + [c for c in extra if find_trained(c, trained) is None]
-    else:
-        classes = extra or class_entries(folders, None)
-    index = [find_trained(entry, classes) for entry in class_entries(folders, None)]
-    unknown = [f for f, i in zip(folders, index) if i is None]
-    if unknown:
-        shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
-        raise DataError(f"folder(s) {shown} are not among the classes of {source}; list them in a class file "
-                        "and pass it with --classes (new classes are encoded from the learned context)")
-    base = None
-    if trained is not None and len(classes) > len(trained):
-        base = torch.tensor([i < len(trained) for i in range(len(classes))])
-    return classes, index, base
 
 
 def evaluate_folder(cfg: EvalConfig) -> EvalResult:

@@ -15,9 +15,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .classes import ClassEntry, parse_class_list
 from .describe import _save, load_descriptions, merge_phrases, parse_phrases, utc_now
 from .errors import DataError
-from .project import ClassEntry, Project, parse_class_list, project_lock, read_user_text
+from .project import Project, project_lock, read_user_text
 
 YAML_SUFFIXES = (".yaml", ".yml")
 

@@ -29,12 +29,13 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from .backbone import LOCAL_DIR, Backbone, ModelSpec, load_backbone
+from .classes import ClassEntry, find_trained, parse_class_list
 from .data import IMG_EXTENSIONS, BadImage, folder_images, is_image_file, load_image
 from .errors import DataError, ModelLoadError, PartialFailure, PromptFileError
 from .fingerprint import check_image_fingerprint
 from .head import ZERO_SHOT_TEMPLATE, blend_logits, name_features
 from .matching import Matcher
-from .project import ClassEntry, mkstemp_beside, output_path, parse_class_list, resolve_project, write_failure
+from .project import mkstemp_beside, output_path, resolve_project, write_failure
 from .promptfile import load_prompt_file
 from .prompts import PromptLearner
 
@@ -67,14 +68,6 @@ def trained_entries(meta: dict[str, Any]) -> list[ClassEntry]:
     names = list(meta["class_names"])
     folders = list(meta.get("class_folders") or names)
     return [ClassEntry(folder=f, name=n) for f, n in zip(folders, names)]
-
-
-def find_trained(entry: ClassEntry, trained: list[ClassEntry]) -> int | None:
-    """Index of the trained class ``entry`` names (same folder, or same name ignoring case), else None."""
-    for i, t in enumerate(trained):
-        if entry.folder == t.folder or entry.name.casefold() == t.name.casefold():
-            return i
-    return None
 
 
 class Classifier:

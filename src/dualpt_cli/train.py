@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 from . import __version__
 from .backbone import Backbone, ModelSpec, load_backbone
-from .data import class_entries, few_shot_split, inside, looks_decodable, scan_image_folder, unmatched
+from .classes import class_entries, unmatched
+from .data import few_shot_split, inside, looks_decodable, scan_image_folder
 from .errors import DataError, ProjectError, TrainingDiverged
 from .features import EVAL_VIEW, FeatureSet, encode_views
 from .fingerprint import image_fingerprint
@@ -431,7 +432,7 @@ def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks
 
 
 def _entry(stored: dict):
-    from .project import ClassEntry
+    from .classes import ClassEntry
 
     return ClassEntry(folder=stored["folder"], name=stored["name"])
 
