@@ -37,7 +37,9 @@ import torch
 
 from dualpt_cli.backbone import Backbone, ModelSpec, load_backbone, select_device
 from dualpt_cli.classes import ClassEntry
-from dualpt_cli.predict import Classifier, default_workers, expand_inputs, image_batches, predict_rows
+from dualpt_cli.classifier import Classifier
+from dualpt_cli.data import default_workers, expand_inputs, image_batches
+from dualpt_cli.predict import predict_rows
 from dualpt_cli.project import resolve_project
 from dualpt_cli.prompts import PromptLearner
 from dualpt_cli.train import TrainConfig, matcher_for, save_prompts

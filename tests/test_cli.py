@@ -10,7 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from dualpt_cli import cli, predict, providers, train
+from dualpt_cli import cli, output, providers, train
 from dualpt_cli.cli import app
 from imagegen import make_image_folder
 
@@ -64,7 +64,7 @@ def test_choices_are_the_librarys():
     assert get_args(cli.LlmLoss) == train.LLM_LOSSES
     assert get_args(cli.Recipe) == tuple(train.RECIPES)
     assert get_args(cli.PromptText) == train.PROMPT_TEXTS
-    assert get_args(cli.Format) == predict.FORMATS
+    assert get_args(cli.Format) == output.FORMATS
     from dualpt_cli.backbone import _DTYPES
 
     assert set(get_args(cli.Precision)) == {"auto", *_DTYPES}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .data import hidden
 from .errors import DataError
 from .project import read_user_text
 
@@ -39,7 +40,7 @@ def folder_name_problem(folder: str) -> str | None:
         return "it names a folder itself"
     if "/" in folder or "\\" in folder:
         return "it contains a path separator"
-    if folder.startswith("."):
+    if hidden(folder):
         return "hidden folders are not scanned"
     if any(not ch.isprintable() for ch in folder):
         return "it contains control characters"

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from . import plots
+from .data import expand_inputs
 from .errors import DataError, DualptError, ProjectError
+from .evaluate import TITLES
 from .explain import ExplainConfig, Explainer, ImageExplanation, explain_images, picture_names
-from .predict import expand_inputs
 from .project import Project, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json, resolve_project
 
 CURVES = "curves.png"
@@ -30,7 +31,6 @@ EVAL_JSON = "eval.json"
 PER_CLASS = "per_class.png"
 MISTAKES = "mistakes.csv"
 MISTAKES_KEPT = 100  # most confident mistakes listed in eval.json (mistakes.csv has all)
-TITLES = {"dualpt": "DUAL-PT", "zero_shot": "zero-shot CLIP"}
 
 
 # ---------------------------------------------------------------------------------------------------------
