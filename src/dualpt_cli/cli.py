@@ -557,7 +557,7 @@ def eval_(
         pretrained=pretrained, batch_size=batch_size, workers=workers, device=device, precision=precision,
     )  # fmt: skip
     if plot is not None:
-        from .report import writable_folder, write_eval_plots
+        from .figures import writable_folder, write_eval_plots
 
         writable_folder(plot, "--plot")  # before the images are scored
     result = evaluate_folder(cfg, RichProgress())
