@@ -18,7 +18,7 @@ from typing import IO, Any
 import torch
 
 from .errors import DataError
-from .project import mkstemp_beside, output_path, write_failure
+from .project import output_path, temp_beside, write_failure
 
 FORMATS = ("table", "json", "jsonl", "csv")
 
@@ -125,11 +125,7 @@ def open_output(path: str | Path | None) -> Iterator[IO[str]]:
     if path is None:
         yield sys.stdout
         return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = mkstemp_beside(path)
-    except OSError as exc:
-        raise DataError(write_failure(path, exc)) from None
+    fd, tmp = temp_beside(path, DataError)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             yield fh

@@ -114,11 +114,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     disk is a :class:`ProjectError` naming the path; ``path`` keeps its old content then.
     """
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = mkstemp_beside(path)
-    except OSError as exc:
-        raise ProjectError(write_failure(path, exc)) from None
+    fd, tmp = temp_beside(path, ProjectError)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -130,6 +126,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if isinstance(exc, OSError):
             raise ProjectError(write_failure(path, exc)) from None
         raise
+
+
+def temp_beside(path: Path, error: type[DualptError]) -> tuple[int, str]:
+    """:func:`mkstemp_beside` after creating ``path``'s folder; a failure is one ``error`` naming the path."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return mkstemp_beside(path)
+    except OSError as exc:
+        raise error(write_failure(path, exc)) from None
 
 
 def mkstemp_beside(path: Path) -> tuple[int, str]:
