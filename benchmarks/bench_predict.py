@@ -36,9 +36,12 @@ from typing import Any
 import torch
 
 from dualpt_cli.backbone import Backbone, ModelSpec, load_backbone, select_device
+from dualpt_cli.classes import ClassEntry
+from dualpt_cli.classifier import Classifier
+from dualpt_cli.data import default_workers, expand_inputs, image_batches
 from dualpt_cli.objective import matcher_for
-from dualpt_cli.predict import Classifier, default_workers, expand_inputs, image_batches, predict_rows
-from dualpt_cli.project import ClassEntry, resolve_project
+from dualpt_cli.predict import predict_rows
+from dualpt_cli.project import resolve_project
 from dualpt_cli.prompts import PromptLearner
 from dualpt_cli.train import TrainConfig, save_prompts
 

@@ -10,7 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from dualpt_cli import cli_options, cli_train, predict, providers, trainconfig
+from dualpt_cli import cli_options, cli_train, output, providers, trainconfig
 from dualpt_cli.cli import app
 from dualpt_cli.describe import DescribeConfig
 from dualpt_cli.options import defaults
@@ -67,7 +67,7 @@ def test_choices_are_the_librarys():
     assert get_args(cli_options.LlmLoss) == trainconfig.LLM_LOSSES
     assert get_args(cli_options.Recipe) == tuple(trainconfig.RECIPES)
     assert get_args(cli_options.PromptText) == trainconfig.PROMPT_TEXTS
-    assert get_args(cli_options.Format) == predict.FORMATS
+    assert get_args(cli_options.Format) == output.FORMATS
     from dualpt_cli.backbone import _DTYPES
 
     assert set(get_args(cli_options.Precision)) == {"auto", *_DTYPES}

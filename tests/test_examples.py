@@ -12,8 +12,8 @@ from PIL import Image
 from safetensors import safe_open
 
 from dualpt_cli.backbone import ModelSpec, load_backbone
+from dualpt_cli.classes import parse_class_list
 from dualpt_cli.evaluate import ZeroShotClassifier
-from dualpt_cli.project import parse_class_list
 
 SHAPES = Path(__file__).resolve().parents[1] / "examples" / "shapes"
 MODEL = SHAPES / "model"

@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 
 from dualpt_cli import explain as explain_mod
 from dualpt_cli.backbone import ModelSpec, load_backbone
+from dualpt_cli.classes import ClassEntry
+from dualpt_cli.classifier import Classifier
 from dualpt_cli.cli import app
 from dualpt_cli.descriptions import FORMAT as DESCRIPTIONS_FORMAT
 from dualpt_cli.errors import DataError
@@ -28,8 +30,7 @@ from dualpt_cli.explain import (
 )
 from dualpt_cli.matching import Matcher
 from dualpt_cli.plots import explanation_png
-from dualpt_cli.predict import Classifier
-from dualpt_cli.project import ClassEntry
+from dualpt_cli.promptmeta import PromptMeta
 from dualpt_cli.prompts import description_features
 from imagegen import make_image, write_corrupt_image
 from trained import TRAINED_CLASSES
@@ -51,8 +52,10 @@ def _classifier(model: str, K: int = 3, M: int = 4, seed: int = 0) -> Classifier
     """A classifier with random normalised prompt features W (K, M, d) on a tiny model."""
     bb = load_backbone(ModelSpec(model, ""), device="cpu", precision="fp32")
     W = F.normalize(torch.randn(K, M, bb.embed_dim, generator=torch.Generator().manual_seed(seed)), dim=-1)
-    meta = {"logit_scale": bb.logit_scale, **Matcher(bb.logit_scale).meta(), "n_prompts": M}
     classes = [ClassEntry(f"c{k}", f"class {k}") for k in range(K)]
+    meta = PromptMeta.from_dict({"model": model, "pretrained": "", "class_names": [c.name for c in classes],
+                                 "n_prompts": M, "n_ctx": 4, "embed_dim": bb.embed_dim, "class_specific": False,
+                                 **Matcher(bb.logit_scale).meta()}, "test")
     return Classifier(bb, meta, W, classes, [True] * K)
 
 

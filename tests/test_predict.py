@@ -14,21 +14,15 @@ from torch.testing import assert_close
 from typer.testing import CliRunner
 
 from dualpt_cli.backbone import ModelSpec, load_backbone
+from dualpt_cli.classes import ClassEntry
+from dualpt_cli.classifier import Classifier, StoredContext, encode_new_classes
 from dualpt_cli.cli import app
-from dualpt_cli.data import load_image
+from dualpt_cli.data import collate_with_errors, expand_inputs, image_batches, load_image
 from dualpt_cli.errors import DataError
 from dualpt_cli.features import EVAL_VIEW, encode_views
-from dualpt_cli.predict import (
-    Classifier,
-    JsonlWriter,
-    collate_with_errors,
-    encode_new_classes,
-    expand_inputs,
-    image_batches,
-    make_row,
-)
-from dualpt_cli.project import ClassEntry, resolve_project
-from dualpt_cli.promptfile import PROMPT_FORMAT, load_prompt_file, read_safetensors, write_safetensors
+from dualpt_cli.output import JsonlWriter, make_row
+from dualpt_cli.project import resolve_project
+from dualpt_cli.promptfile import PROMPT_FORMAT, load_prompt_file, read_prompt_file, read_safetensors, write_safetensors
 from dualpt_cli.prompts import PromptLearner
 from dualpt_cli.train import Callbacks, build_objective, resolve_recipe
 from imagegen import make_image_folder, write_corrupt_image
@@ -118,10 +112,11 @@ def test_new_classes_use_learned_context(prompts, tmp_path, test_images):
 
 
 def test_class_specific_context_cannot_describe_new_classes(prompts):
-    tensors, meta = load_prompt_file(Path(prompts))
-    bb = load_backbone(ModelSpec(meta["model"], ""), device="cpu", precision="fp32")
+    tensors, meta = read_prompt_file(Path(prompts))
+    bb = load_backbone(ModelSpec(meta.model, ""), device="cpu", precision="fp32")
+    meta.class_specific = True
     with pytest.raises(DataError, match="class-specific"):
-        encode_new_classes(bb, tensors["ctx"], {**meta, "class_specific": True}, ["yellow"])
+        encode_new_classes(StoredContext(bb, tensors["ctx"], meta), ["yellow"])
 
 
 # ---------------------------------------------------------------------------------------------------------

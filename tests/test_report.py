@@ -17,9 +17,10 @@ import torch
 from typer.testing import CliRunner
 
 from dualpt_cli.cli import app
+from dualpt_cli.figures import read_train_log
 from dualpt_cli.plots import accuracy_order, confusion_png, curve_panels, curve_series, curves_png, sparse_ticks
 from dualpt_cli.project import Project
-from dualpt_cli.report import pick_examples, read_train_log
+from dualpt_cli.report import pick_examples
 from imagegen import make_image_folder
 from test_explain import png_size
 from trained import TRAINED_CLASSES

@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from dualpt_cli.backbone import ModelSpec, load_backbone
 from dualpt_cli.evaluate import ZeroShotClassifier
-from dualpt_cli.project import parse_class_list
+from dualpt_cli.classes import parse_class_list
 
 WEIGHTS = "open_clip_model.safetensors"
 CONFIG = "open_clip_config.json"

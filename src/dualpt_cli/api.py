@@ -8,7 +8,7 @@
         print(p.image, p.label, p.prob)
 
 The commands use the same pieces: ``dualpt train`` calls :func:`train.run_training` (what :func:`fit` runs),
-``dualpt predict`` scores with :class:`predict.Classifier` (what :class:`Classifier` extends).
+``dualpt predict`` scores with :class:`classifier.Classifier` (what :class:`Classifier` extends).
 """
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from .predict import Classifier as _Scorer
-from .predict import ImageFiles, collate_with_errors, make_row
-from .project import ClassEntry, parse_class_list, resolve_project
+from .classes import ClassEntry, parse_class_list
+from .classifier import Classifier as _Scorer
+from .data import ImageFiles, collate_with_errors
+from .output import make_row
+from .project import resolve_project
 from .train import Callbacks, TrainConfig, TrainResult, run_training
 
 ImageInput = str | os.PathLike | Image.Image

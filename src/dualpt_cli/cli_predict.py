@@ -88,6 +88,7 @@ def predict(
     Needs only the prompt file and the CLIP it names. Unreadable images get an error row and exit code 1.
     """
     from .predict import PredictConfig, run_predict
+    from .predict_ui import RichPredictCallbacks
 
     quiet_mode(quiet)
     if json_out and fmt not in (None, "json"):
@@ -98,7 +99,7 @@ def predict(
         output=output,
         batch_size=batch_size, workers=workers, classes=classes, model=model, pretrained=pretrained,
         device=device, precision=precision,
-    ))  # fmt: skip
+    ), RichPredictCallbacks())  # fmt: skip
 
 
 def eval_(
@@ -128,7 +129,9 @@ def eval_(
 
     Folder names must be trained classes, or listed in --classes (then base, new and H are reported).
     """
-    from .evaluate import EvalConfig, evaluate_folder, report
+    from .evaluate import EvalConfig, evaluate_folder
+    from .evaluate_ui import report
+    from .progress_ui import RichProgress
 
     quiet_mode(quiet)
     prompts = _prompt_file(prompt_file, prompts_deprecated, run, project)
@@ -137,10 +140,10 @@ def eval_(
         pretrained=pretrained, batch_size=batch_size, workers=workers, device=device, precision=precision,
     )  # fmt: skip
     if plot is not None:
-        from .report import writable_folder, write_eval_plots
+        from .figures import writable_folder, write_eval_plots
 
         writable_folder(plot, "--plot")  # before the images are scored
-    result = evaluate_folder(cfg)
+    result = evaluate_folder(cfg, RichProgress())
     if result.prompt_file is not None:
         from pathlib import Path
 

@@ -1,18 +1,23 @@
-"""Images on disk: robust decoding, ImageFolder scanning, and deterministic few-shot sampling."""
+"""Images on disk: robust decoding, streaming batches to classify, ImageFolder scanning, and deterministic
+few-shot sampling. One rule for hidden files (:func:`hidden`) holds for every scan."""
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import itertools
+import os
 import random
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from PIL import Image, ImageOps
+from torch.utils.data import DataLoader, Dataset
 
 from .errors import DataError
-from .project import ClassEntry, readable_name
 
 # torchvision's ImageFolder extensions
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -26,14 +31,19 @@ MAX_PIXELS = 90_000_000  # larger images are refused (a 144-megapixel PNG decode
 JPEG_FORMATS = ("JPEG", "MPO")
 
 
+def hidden(name: str) -> bool:
+    """The one rule for hidden files and folders, left out of every scan: a name starting with a dot."""
+    return name.startswith(".")
+
+
 def is_image_file(path: Path) -> bool:
-    return path.suffix.lower() in IMG_EXTENSIONS and not path.name.startswith(".")
+    return path.suffix.lower() in IMG_EXTENSIONS and not hidden(path.name)
 
 
 def folder_images(folder: Path) -> list[Path]:
     """Image files under ``folder`` (recursive, sorted); hidden files and anything in hidden folders are left out."""
     return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p)
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+                  and not any(hidden(part) for part in p.relative_to(folder).parts))
 
 
 def load_image(path: str | Path | Image.Image) -> Image.Image:
@@ -118,6 +128,110 @@ def file_digest(path: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# images to classify: paths, globs, folders -> batches with per-item errors
+
+
+def expand_inputs(inputs: list[str]) -> list[Path]:
+    """Image paths from files, folders (recursive) and globs, in the order given, without duplicates.
+
+    A missing path, an empty folder or a glob that matches no image is an error before anything runs;
+    a file given by name is tried whatever its extension.
+    """
+    if not inputs:
+        raise DataError("no images given; pass image files, folders or globs")
+    out: dict[Path, None] = {}
+    for item in inputs:
+        path = Path(item).expanduser()
+        if glob.has_magic(item):
+            found: list[Path] = []
+            for match in sorted(glob.glob(str(path), recursive=True)):
+                found += folder_images(Path(match)) if Path(match).is_dir() else [Path(match)]
+            found = [p for p in found if is_image_file(p)]
+            if not found:
+                raise DataError(f"{item} matches no image files ({', '.join(IMG_EXTENSIONS)})")
+        elif path.is_dir():
+            found = folder_images(path)
+            if not found:
+                raise DataError(f"folder {item} has no images ({', '.join(IMG_EXTENSIONS)})")
+        elif path.exists():
+            found = [path]
+        else:
+            raise DataError(f"{item} does not exist")
+        out.update(dict.fromkeys(found))
+    return list(out)
+
+
+class ImageFiles(Dataset):
+    """(index, pixels or None, error or None) per path; decoding errors are data, not exceptions."""
+
+    def __init__(self, paths: list[Path], transform):
+        self.paths, self.transform = paths, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
+        try:
+            return i, self.transform(load_image(self.paths[i])), None
+        except BadImage as exc:
+            return i, None, str(exc)
+        except Exception as exc:  # a transform failing on an odd image is that image's problem only
+            return i, None, f"cannot preprocess image ({type(exc).__name__}: {exc})"
+
+
+@dataclass
+class ImageBatch:
+    """A batch in input order: ``pixels`` (b, 3, H, W) for the ``ok`` indices, reasons for the others."""
+
+    indices: list[int]
+    ok: list[int]
+    pixels: torch.Tensor | None
+    errors: dict[int, str] = field(default_factory=dict)
+
+
+def collate_with_errors(items: list[tuple[int, torch.Tensor | None, str | None]]) -> ImageBatch:
+    good = [(i, x) for i, x, _ in items if x is not None]
+    return ImageBatch(
+        indices=[i for i, _, _ in items], ok=[i for i, _ in good],
+        pixels=torch.stack([x for _, x in good]) if good else None,
+        errors={i: e for i, _, e in items if e is not None},
+    )  # fmt: skip
+
+
+def default_workers(device: torch.device | None = None) -> int:
+    """Decoding processes: up to 4 beside a GPU; on a CPU one per 8 cores, since decoding (about a tenth of
+    a CLIP forward) in processes beside the encoder's threads slows the encoder more than it saves (on 2
+    cores, 2 workers cost 40% of the rate, measured in benchmarks/bench_predict.py)."""
+    cpus = os.cpu_count() or 1
+    if device is not None and device.type != "cpu":
+        return min(4, cpus)
+    return min(4, cpus // 8)
+
+
+class StreamProgress:
+    """How far a command has got through its images; the CLI draws it (:class:`progress_ui.RichProgress`), the
+    library stays silent. ``stop`` may be called more than once."""
+
+    def start(self, what: str, total: int, visible: bool) -> None: ...
+
+    def advance(self, n: int) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def image_batches(paths: list[Path], transform, batch_size: int = 64, workers: int | None = None,
+                  pin_memory: bool = False, device: torch.device | None = None) -> Iterator[ImageBatch]:
+    """Decode and preprocess ``paths`` (in worker processes if ``workers``); batches come in input order."""
+    workers = default_workers(device) if workers is None else workers
+    if len(paths) <= batch_size:
+        workers = 0  # one batch: starting processes costs more than it saves
+    loader = DataLoader(ImageFiles(paths, transform), batch_size=batch_size, shuffle=False, num_workers=workers,
+                        collate_fn=collate_with_errors, pin_memory=pin_memory,
+                        persistent_workers=False)
+    yield from loader
+
+
+# ---------------------------------------------------------------------------------------------------------
 # ImageFolder
 
 
@@ -132,7 +246,7 @@ def scan_image_folder(root: str | Path, exclude: Path | None = None) -> dict[str
     if not root.is_dir():
         raise DataError(f"{root} is not a folder; pass an ImageFolder with one sub-folder per class")
     skip = exclude.resolve() if exclude is not None else None
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not hidden(p.name)
                      and p.resolve() != skip)
     if not folders:
         raise DataError(f"{root} has no class sub-folders; put each class's images in {root}/<class name>/")
@@ -149,29 +263,6 @@ def scan_image_folder(root: str | Path, exclude: Path | None = None) -> dict[str
 def inside(path: Path, folder: Path) -> bool:
     """True if ``path`` is ``folder``'s child folder (it would be scanned as a class)."""
     return path.resolve().parent == Path(folder).resolve()
-
-
-def class_entries(folders: list[str], known: list[ClassEntry] | None) -> list[ClassEntry]:
-    """Class entries for ImageFolder folders, with readable names from the project's class list.
-
-    Two folders that would get the same prompt name (ignoring case) are an error naming both.
-    """
-    by_folder = {c.folder: c for c in known or []}
-    entries = [by_folder.get(f) or ClassEntry(folder=f, name=readable_name(f)) for f in folders]
-    first: dict[str, ClassEntry] = {}
-    for entry in entries:
-        other = first.setdefault(entry.name.casefold(), entry)
-        if other is not entry:
-            raise DataError(f"folders {other.folder!r} and {entry.folder!r} both map to the class name "
-                            f"{entry.name!r}; give them different names (in the class list for dualpt describe, "
-                            "or by renaming a folder)")
-    return entries
-
-
-def unmatched(folders: list[str], known: list[ClassEntry] | None) -> list[str]:
-    """Folders of ``known`` classes (described earlier) that have no image folder here."""
-    present = set(folders)
-    return [c.folder for c in known or [] if c.folder not in present]
 
 
 def looks_decodable(path: Path) -> bool:

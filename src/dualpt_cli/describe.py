@@ -16,11 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .classes import ClassEntry, parse_class_list
 from .descriptions import load_descriptions, make_entry, merge_phrases, save_descriptions, utc_now
 from .errors import DataError
 from .options import check_all, require_finite
 from .phrases import parse_phrases
-from .project import ClassEntry, Project, parse_class_list
+from .project import Project
 from .providers import BadAnswer, Provider, ProviderSettings, RequestRejected, TransientError, make_provider, redact
 
 QUERY = (

@@ -8,11 +8,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import ui
+from .classes import parse_class_list
 from .describe import DescribeConfig, DescribeReport, plan_describe, run_describe
 from .descriptions import FORMAT, find_descriptions
 from .errors import PartialFailure
 from .phrasefile import PhrasesReport
-from .project import Project, parse_class_list, project_lock
+from .project import Project, project_lock
 
 
 def describe(cfg: DescribeConfig, json_out: bool = False) -> None:

@@ -17,8 +17,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from .classes import ClassEntry
 from .errors import DataError, ProjectError
-from .project import ClassEntry, Project, atomic_write_json, read_json
+from .project import Project, atomic_write_json, read_json
 
 FORMAT = "dualpt-descriptions/1"
 STATUSES = ("ok", "failed", "none")

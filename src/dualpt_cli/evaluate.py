@@ -16,12 +16,13 @@ import torch
 import torch.nn.functional as F
 
 from .backbone import Backbone, ModelSpec, load_backbone
-from .data import class_entries, scan_image_folder
-from .errors import DataError, PartialFailure, PromptFileError
+from .classes import ClassEntry, class_set, parse_class_list
+from .classifier import Classifier, prompt_path
+from .data import StreamProgress, image_batches, scan_image_folder
+from .errors import DataError, PromptFileError
 from .head import ZERO_SHOT_TEMPLATE, name_features
-from .predict import Classifier, find_trained, image_batches, prompt_path, trained_entries
-from .project import ClassEntry, parse_class_list, resolve_project
-from .promptfile import load_prompt_file
+from .project import resolve_project
+from .promptfile import read_prompt_file
 
 # ---------------------------------------------------------------------------------------------------------
 # metrics
@@ -123,6 +124,9 @@ class ZeroShotClassifier:
 # ---------------------------------------------------------------------------------------------------------
 # the command
 
+TITLES = {"dualpt": "DUAL-PT", "zero_shot": "zero-shot CLIP"}  # how each method is named in tables and plots
+
+
 
 @dataclass
 class EvalConfig:
@@ -136,7 +140,7 @@ class EvalConfig:
     model: str | None = None  # model override, or the CLIP for --zero-shot without a prompt file
     pretrained: str | None = None
     batch_size: int = 64
-    workers: int | None = None  # DataLoader worker processes (None: predict.default_workers)
+    workers: int | None = None  # DataLoader worker processes (None: data.default_workers)
     device: str = "auto"
     precision: str = "auto"
     top_confused: int = 10  # confused pairs listed
@@ -168,30 +172,7 @@ class EvalResult:
         return out
 
 
-def class_set(folders: list[str], trained: list[ClassEntry] | None, extra: list[ClassEntry],
-              source: str) -> tuple[list[ClassEntry], list[int], torch.Tensor | None]:
-    """Classes to score, each folder's class index, and the base mask (None when nothing is new).
-
-    With a prompt file, the classes are the trained ones plus the new ones of ``--classes``; without one,
-    the ``--classes`` list or else the folders with readable names.
-    """
-    if trained is not None:
-        classes = trained + [c for c in extra if find_trained(c, trained) is None]
-    else:
-        classes = extra or class_entries(folders, None)
-    index = [find_trained(entry, classes) for entry in class_entries(folders, None)]
-    unknown = [f for f, i in zip(folders, index) if i is None]
-    if unknown:
-        shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
-        raise DataError(f"folder(s) {shown} are not among the classes of {source}; list them in a class file "
-                        "and pass it with --classes (new classes are encoded from the learned context)")
-    base = None
-    if trained is not None and len(classes) > len(trained):
-        base = torch.tensor([i < len(trained) for i in range(len(classes))])
-    return classes, index, base
-
-
-def evaluate_folder(cfg: EvalConfig) -> EvalResult:
+def evaluate_folder(cfg: EvalConfig, progress: StreamProgress | None = None) -> EvalResult:
     """Score every image of ``cfg.images`` with the prompts (and zero-shot CLIP with ``cfg.zero_shot``)."""
     if cfg.batch_size < 1:
         raise DataError(f"--batch-size must be >= 1, got {cfg.batch_size}")
@@ -204,10 +185,10 @@ def evaluate_folder(cfg: EvalConfig) -> EvalResult:
                               "evaluate, e.g. --model RN50")
     clf = None
     if use_prompts:
-        _, meta = load_prompt_file(path)
-        classes, index, base = class_set(list(folders), trained_entries(meta), extra, str(path))
-        clf = Classifier.from_prompt_file(path, cfg.model, device=cfg.device, precision=cfg.precision,
-                                          classes=classes, batch_size=cfg.batch_size, pretrained=cfg.pretrained)
+        tensors, meta = read_prompt_file(path)
+        classes, index, base = class_set(list(folders), meta.classes, extra, str(path))
+        clf = Classifier.from_loaded(path, tensors, meta, cfg.model, device=cfg.device, precision=cfg.precision,
+                                     classes=classes, batch_size=cfg.batch_size, pretrained=cfg.pretrained)
         bb = clf.bb
     else:
         classes, index, base = class_set(list(folders), None, extra, cfg.classes or str(cfg.images))
@@ -216,7 +197,7 @@ def evaluate_folder(cfg: EvalConfig) -> EvalResult:
 
     paths = [p for files in folders.values() for p in files]
     labels = torch.tensor([index[k] for k, files in enumerate(folders.values()) for _ in files])
-    scores = run_images(bb, clf, zs, paths, cfg)
+    scores = run_images(bb, clf, zs, paths, cfg, progress or StreamProgress())
     kept = torch.tensor(scores["kept"], dtype=torch.long)
     logits = {name: torch.cat(scores[name]) for name in ("dualpt", "zero_shot") if scores[name]}
     results = {name: metrics(x, labels[kept], classes, base, cfg.top_confused) for name, x in logits.items()}
@@ -228,13 +209,11 @@ def evaluate_folder(cfg: EvalConfig) -> EvalResult:
 
 
 def run_images(bb: Backbone, clf: Classifier | None, zs: ZeroShotClassifier | None, paths: list[Path],
-               cfg: EvalConfig) -> dict[str, list]:
+               cfg: EvalConfig, progress: StreamProgress) -> dict[str, list]:
     """Encode each image once; logits of each classifier, indices of the images kept, failures."""
-    from . import ui
-
     out: dict[str, list] = {"dualpt": [], "zero_shot": [], "kept": [], "failed": []}
-    with ui.progress(transient=True) as bar:
-        task = bar.add_task("evaluating", total=len(paths), status="", visible=len(paths) > cfg.batch_size)
+    progress.start("evaluating", len(paths), visible=len(paths) > cfg.batch_size)
+    try:
         for batch in image_batches(paths, bb.eval_transform(), cfg.batch_size, cfg.workers,
                                    pin_memory=bb.device.type == "cuda", device=bb.device):
             out["failed"] += [(str(paths[i]), e) for i, e in batch.errors.items()]
@@ -245,77 +224,7 @@ def run_images(bb: Backbone, clf: Classifier | None, zs: ZeroShotClassifier | No
                 if zs is not None:
                     out["zero_shot"].append(zs.logits_from_global(z).cpu())
                 out["kept"] += batch.ok
-            bar.advance(task, len(batch.indices))
+            progress.advance(len(batch.indices))
+    finally:
+        progress.stop()
     return out
-
-
-# ---------------------------------------------------------------------------------------------------------
-# report
-
-TITLES = {"dualpt": "DUAL-PT", "zero_shot": "zero-shot CLIP"}
-
-
-def report(result: EvalResult, json_out: bool = False) -> None:
-    """Print the result (tables, or JSON); :class:`PartialFailure` afterwards if an image failed."""
-    from . import ui
-
-    if json_out:
-        ui.print_json(result.to_json())
-    else:
-        _print_tables(result)
-    for image, error in result.failed:
-        ui.warn(f"{image}: {error}")
-    if result.failed:
-        raise PartialFailure(f"{len(result.failed)} image(s) could not be read and were left out of the accuracy")
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None or x != x else f"{x:.1%}"
-
-
-def _print_tables(result: EvalResult) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
-    from .ui import console
-
-    first = next(iter(result.results.values()))
-    split = "H" in first
-    console.print(f"{escape(result.images)}: {first['images']} images, {first['classes']} classes "
-                  f"({escape(result.model)})", soft_wrap=True)
-    summary = Table()
-    summary.add_column("method")
-    summary.add_column("top-1", justify="right")
-    summary.add_column(f"top-{first['top5_k']}", justify="right")
-    if split:
-        for col in ("base", "new", "H"):
-            summary.add_column(col, justify="right")
-    for name, m in result.results.items():
-        cells = [TITLES[name], _pct(m["top1"]), _pct(m["top5"])]
-        if split:
-            cells += [_pct(m["base"]["accuracy"]), _pct(m["new"]["accuracy"]), _pct(m["H"])]
-        summary.add_row(*cells)
-    console.print(summary)
-    if len(result.results) == 2:
-        gain = result.results["dualpt"]["top1"] - result.results["zero_shot"]["top1"]
-        console.print(f"gain from training: {gain * 100:+.1f} points top-1")
-
-    per = Table(title="per class")
-    per.add_column("class")
-    per.add_column("images", justify="right")
-    for name in result.results:
-        per.add_column(TITLES[name], justify="right")
-    rows = {name: {r["class"]: r for r in m["per_class"]} for name, m in result.results.items()}
-    for r in first["per_class"]:
-        per.add_row(escape(r["class"]), str(r["images"]), *[_pct(rows[n][r["class"]]["accuracy"]) for n in rows])
-    console.print(per)
-
-    main = "dualpt" if "dualpt" in result.results else "zero_shot"
-    confused = result.results[main]["confused"]
-    if confused:
-        pairs = Table(title=f"most confused ({TITLES[main]})")
-        for col in ("true class", "predicted as", "images", "share"):
-            pairs.add_column(col, justify="right" if col in ("images", "share") else "left")
-        for c in confused:
-            pairs.add_row(escape(c["true"]), escape(c["predicted"]), str(c["count"]), _pct(c["share_of_true"]))
-        console.print(pairs)

@@ -22,10 +22,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .data import BadImage, load_image
+from .classes import ClassEntry, find_trained
+from .classifier import Classifier, load_classifier
+from .data import BadImage, expand_inputs, load_image
 from .errors import DataError, ProjectError
-from .predict import Classifier, expand_inputs, find_trained, load_classifier
-from .project import ClassEntry, Project, read_json, resolve_project
+from .project import Project, read_json, resolve_project
 from .prompts import DESCRIPTION_TEMPLATE, description_features
 
 TOP = re.compile(r"top(\d*)$", re.IGNORECASE)

@@ -8,7 +8,7 @@ from rich.markup import escape
 
 from .errors import PartialFailure
 from .explain import ExplainConfig, ImageExplanation
-from .report import write_explanations
+from .figures import write_explanations
 from .ui import console, err_console, print_json
 
 

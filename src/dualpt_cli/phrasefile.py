@@ -15,10 +15,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .classes import ClassEntry, parse_class_list
 from .descriptions import load_descriptions, make_entry, merge_phrases, save_descriptions, utc_now
 from .errors import DataError
 from .phrases import parse_phrases
-from .project import ClassEntry, Project, parse_class_list, project_lock, read_user_text
+from .project import Project, project_lock, read_user_text
 
 YAML_SUFFIXES = (".yaml", ".yml")
 

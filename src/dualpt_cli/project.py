@@ -114,11 +114,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     disk is a :class:`ProjectError` naming the path; ``path`` keeps its old content then.
     """
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = mkstemp_beside(path)
-    except OSError as exc:
-        raise ProjectError(write_failure(path, exc)) from None
+    fd, tmp = temp_beside(path, ProjectError)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -130,6 +126,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if isinstance(exc, OSError):
             raise ProjectError(write_failure(path, exc)) from None
         raise
+
+
+def temp_beside(path: Path, error: type[DualptError]) -> tuple[int, str]:
+    """:func:`mkstemp_beside` after creating ``path``'s folder; a failure is one ``error`` naming the path."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return mkstemp_beside(path)
+    except OSError as exc:
+        raise error(write_failure(path, exc)) from None
 
 
 def mkstemp_beside(path: Path) -> tuple[int, str]:
@@ -299,75 +304,3 @@ def _holder(path: Path) -> str:
                 f"since {info.get('since', '?')})")
     except (OSError, ValueError, AttributeError):
         return "another dualpt command"
-
-
-# ---------------------------------------------------------------------------------------------------------
-# class lists
-
-
-@dataclass(frozen=True)
-class ClassEntry:
-    """One class: the ImageFolder folder name and the readable name used in prompts."""
-
-    folder: str  # sub-folder name in an ImageFolder, e.g. "n01440764" or "golden_retriever"
-    name: str  # name used in prompts and LLM queries, e.g. "golden retriever"
-
-
-def readable_name(folder: str) -> str:
-    """Default prompt name for a folder: underscores become spaces (``golden_retriever``)."""
-    return " ".join(folder.replace("_", " ").split())
-
-
-MAX_FOLDER_BYTES = 255  # the longest file name on common file systems
-
-
-def folder_name_problem(folder: str) -> str | None:
-    """Why ``folder`` can never name a class sub-folder (scanned as ImageFolder), or None."""
-    if folder in (".", ".."):
-        return "it names a folder itself"
-    if "/" in folder or "\\" in folder:
-        return "it contains a path separator"
-    if folder.startswith("."):
-        return "hidden folders are not scanned"
-    if any(not ch.isprintable() for ch in folder):
-        return "it contains control characters"
-    if len(folder.encode("utf-8")) > MAX_FOLDER_BYTES:
-        return f"longer than {MAX_FOLDER_BYTES} bytes"
-    return None
-
-
-def parse_class_list(path: str | os.PathLike) -> list[ClassEntry]:
-    """Parse classes.txt: one class a line, ``#`` comments and blank lines ignored.
-
-    A line is either ``name`` (folder and prompt name alike) or ``folder_name: readable name``.
-    """
-    path = Path(path)
-    text = read_user_text(path, "class list")
-    if "\x00" in text:
-        raise DataError(f"class list {path} looks binary; pass a text file with one class per line")
-
-    entries: list[ClassEntry] = []
-    seen: dict[tuple[str, str], int] = {}
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if ":" in line:
-            folder, _, name = line.partition(":")
-            folder, name = folder.strip(), " ".join(name.split())
-            if not folder or not name:
-                raise DataError(f"{path}:{lineno}: expected 'folder_name: readable name', got {line!r}")
-        else:
-            folder, name = line, " ".join(line.split())
-        problem = folder_name_problem(folder)
-        if problem:
-            raise DataError(f"{path}:{lineno}: {folder[:60]!r}{'...' if len(folder) > 60 else ''} cannot be an "
-                            f"image folder name ({problem}); use 'folder_name: readable name'")
-        for key, value in (("folder", folder), ("name", name.casefold())):
-            if (key, value) in seen:
-                raise DataError(f"{path}:{lineno}: duplicate class {value!r} (first on line {seen[key, value]})")
-            seen[key, value] = lineno
-        entries.append(ClassEntry(folder=folder, name=name))
-    if not entries:
-        raise DataError(f"class list {path} has no classes; write one class name per line")
-    return entries

@@ -24,7 +24,7 @@ from safetensors.torch import load, save
 
 from .errors import PromptFileError
 from .project import atomic_write_bytes, read_user_file
-from .promptmeta import check_meta
+from .promptmeta import PromptMeta
 
 PROMPT_FORMAT = "dualpt-prompts/1"
 CHECKPOINT_FORMAT = "dualpt-checkpoint/1"
@@ -81,7 +81,7 @@ def _header(raw: bytes) -> dict[str, str]:
     return dict(json.loads(raw[8 : 8 + n].decode("utf-8")).get("__metadata__") or {})
 
 
-def save_prompt_file(path: Path, ctx: torch.Tensor, class_features: torch.Tensor, meta: dict[str, Any],
+def save_prompt_file(path: Path, ctx: torch.Tensor, class_features: torch.Tensor, meta: PromptMeta,
                      prior_features: torch.Tensor | None = None) -> None:
     tensors = {"ctx": ctx, "class_features": class_features.float()}
     if prior_features is not None:
@@ -90,7 +90,7 @@ def save_prompt_file(path: Path, ctx: torch.Tensor, class_features: torch.Tensor
     if bad:  # never leave a prompt file that predicts NaN
         raise PromptFileError(f"not writing {path}: the learned {bad} has NaN or infinite values (training "
                               "diverged); lower --lr and train again")
-    write_safetensors(path, tensors, PROMPT_FORMAT, meta)
+    write_safetensors(path, tensors, PROMPT_FORMAT, meta.to_dict())
 
 
 def non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
@@ -101,29 +101,34 @@ def non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
     return None
 
 
-def load_prompt_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(tensors, metadata) of a prompt file, checked for format, checksum and consistent shapes."""
-    tensors, meta = read_safetensors(path, PROMPT_FORMAT, "prompt file")
+def read_prompt_file(path: Path) -> tuple[dict[str, torch.Tensor], PromptMeta]:
+    """(tensors, metadata) of a prompt file, checked for format, checksum, metadata and consistent shapes."""
+    tensors, raw = read_safetensors(path, PROMPT_FORMAT, "prompt file")
     missing = [k for k in REQUIRED_TENSORS if k not in tensors]
     if missing:
         raise PromptFileError(f"{path} lacks tensor(s) {', '.join(missing)}; re-create it with dualpt train")
-    check_meta(path, meta)
+    meta = PromptMeta.from_dict(raw, path)
     bad = non_finite(tensors)
     if bad:
         raise PromptFileError(f"{path}: tensor {bad} has NaN or infinite values (from a diverged training); "
                               "train again with a lower --lr")
     feats = tensors["class_features"]
-    K, M = len(meta.get("class_names", [])), meta.get("n_prompts")
-    if feats.dim() != 3 or feats.shape[0] != K or feats.shape[1] != M or feats.shape[2] != meta.get("embed_dim"):
+    K, M = len(meta.class_names), meta.n_prompts
+    if feats.dim() != 3 or feats.shape[0] != K or feats.shape[1] != M or feats.shape[2] != meta.embed_dim:
         raise PromptFileError(f"{path}: class_features shape {tuple(feats.shape)} does not match its metadata")
     prior = tensors.get("prior_features")
     if prior is not None and tuple(prior.shape) != (K, feats.shape[2]):
         raise PromptFileError(f"{path}: prior_features shape {tuple(prior.shape)} does not match its metadata")
-    if not meta.get("dual_weight", 1.0) and not meta.get("prior_weight"):
+    if not meta.dual_weight and not meta.prior_weight:
         raise PromptFileError(f"{path}: its metadata gives both the prompts and the prior a weight of 0; "
                               "re-create it with dualpt train")
-    if prior is None and meta.get("prior_weight"):
+    if prior is None and meta.prior_weight:
         raise PromptFileError(f"{path}: its metadata blends a zero-shot prior but the file has no prior_features; "
                               "re-create it with dualpt train")
     return tensors, meta
 
+
+def load_prompt_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """:func:`read_prompt_file` with the metadata as its JSON object (for tools and tests that look at it)."""
+    tensors, meta = read_prompt_file(path)
+    return tensors, meta.to_dict()

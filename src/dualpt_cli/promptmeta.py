@@ -1,18 +1,126 @@
-"""The prompt file's metadata schema: the fields predict and eval read, checked once when a file is loaded.
+"""The prompt file's metadata: one typed :class:`PromptMeta`, written (:meth:`~PromptMeta.to_dict`) and read
+(:meth:`~PromptMeta.from_dict`) here and nowhere else.
 
-A prompt file with a valid checksum can still carry metadata another tool or an edit put there; a field
-that is missing or of the wrong kind is a one-line :class:`PromptFileError` naming it, never a KeyError
-deep inside predict. Fields not listed here are free (newer dualpt versions add some).
+Reading checks every field once, when the file is loaded: a field that is missing or of the wrong kind is
+a one-line :class:`PromptFileError` naming it, never a KeyError deep inside predict. Files written before
+the metadata had a version (format 1: no ``format_version``, ``placeholder`` or ``name_template``) load
+with the values dualpt used then; a file from a newer dualpt (a greater ``format_version``) is refused.
+Keys this dualpt does not know are kept in ``extra`` and written back unchanged.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .classes import ClassEntry
 from .errors import PromptFileError
+from .head import ZERO_SHOT_TEMPLATE
+from .matching import Matcher
+from .prompts import NAME_TEMPLATE, PLACEHOLDER
+
+META_VERSION = 2  # 1: before PromptMeta; 2: adds format_version, placeholder, name_template
+
+
+@dataclass
+class PromptMeta:
+    """What a prompt file says about itself (its tensors are described in :mod:`dualpt_cli.promptfile`)."""
+
+    model: str  # the CLIP: open_clip name, or a local-dir:/hf-hub: spec
+    pretrained: str  # its pretrained tag or weights file ("" for none)
+    class_names: list[str]  # readable class names, in the order of the class_features rows
+    n_prompts: int  # M, learnable prompts per class
+    n_ctx: int  # context tokens per prompt
+    embed_dim: int  # d, CLIP's joint embedding size
+    class_specific: bool  # context per class (CoOp's CSC) instead of shared
+    logit_scale: float  # the factor on the matching scores (Eq. 8)
+    alpha: float  # graph matching: weight of the edge (GW) cost against the node cost
+    lam: float  # graph matching: entropic regularisation lambda (stored as "lambda")
+    outer_iters: int  # graph matching: outer iteration cap
+    inner_iters: int  # graph matching: Sinkhorn iteration cap
+    tol: float  # graph matching: stopping tolerance
+    format_version: int = META_VERSION  # of this metadata; a greater one than META_VERSION is refused
+    placeholder: str = PLACEHOLDER  # the word tokenised in each context slot before the context replaces it
+    name_template: str = NAME_TEMPLATE  # a class's text after the context ("{name}."); encodes new classes
+    class_folders: list[str] | None = None  # ImageFolder folder per class (None: the class names)
+    text_width: int | None = None  # width of the text tokens (the context vectors' size)
+    num_local: int | None = None  # N, local image features per image
+    dual_weight: float = 1.0  # weight of the DUAL-PT logits in the blend (head.blend_logits)
+    prior_weight: float = 0.0  # weight of the zero-shot prior logits
+    zero_shot_template: str = ZERO_SHOT_TEMPLATE  # the name prompt of the prior for new classes
+    image_fingerprint: list[float] | None = None  # global feature of a test pattern (fingerprint.py)
+    prompt_texts: list[list[str]] | None = None  # per class and prompt, the text after the context
+    dualpt_version: str | None = None  # the dualpt that wrote the file
+    image_size: int | None = None  # the model's input size
+    preprocess: dict[str, Any] | None = None  # the model's preprocessing config
+    beta: float | None = None  # weight of L_LLM in training
+    shots: int | None = None  # training images per class (None: all)
+    seed: int | None = None  # training seed
+    epochs: int | None = None  # epochs trained
+    best_epoch: int | None = None  # the epoch whose context was kept
+    precision: str | None = None  # training precision
+    llm_context: bool | None = None  # whether LLM descriptions were used
+    recipe: str | None = None  # training recipe
+    prior: str | None = None  # where the prior came from: "names" or "descriptions"
+    guard: dict[str, Any] | None = None  # the held-out comparison with zero-shot (train.Decision)
+    extra: dict[str, Any] = field(default_factory=dict)  # keys this dualpt does not know, kept as they were
+
+    @property
+    def classes(self) -> list[ClassEntry]:
+        """The trained classes as (folder, readable name)."""
+        folders = self.class_folders or self.class_names
+        return [ClassEntry(folder=f, name=n) for f, n in zip(folders, self.class_names)]
+
+    def matcher(self, chunk: int | None = None) -> Matcher:
+        """The graph matching the prompts were trained with (``chunk``: classes per step, a memory setting)."""
+        return Matcher(logit_scale=self.logit_scale, alpha=self.alpha, lam=self.lam, outer_iters=self.outer_iters,
+                       inner_iters=self.inner_iters, tol=self.tol, chunk=chunk)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object stored in the file (the inverse of :meth:`from_dict`)."""
+        out = {_KEY.get(f.name, f.name): getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        return {**self.extra, **out}
+
+    @classmethod
+    def from_dict(cls, meta: Any, path: str | Path) -> PromptMeta:
+        """Check ``meta`` (a prompt file's stored metadata) and read it; :class:`PromptFileError` if unusable."""
+        if not isinstance(meta, dict):
+            raise PromptFileError(f"{path} has metadata that is not a JSON object; re-create it with dualpt train")
+        version = meta.get("format_version", 1)
+        if not _is_int(version) or version < 1:
+            raise _bad(path, "format_version", "an integer >= 1", version)
+        if version > META_VERSION:
+            raise PromptFileError(f"{path} was made by a newer dualpt (metadata format {version}, this dualpt reads "
+                                  f"up to {META_VERSION}); upgrade dualpt, or re-create it with dualpt train")
+        for key, (ok, what) in _CHECKS.items():
+            if key not in meta or (meta[key] is None and key not in REQUIRED):
+                if key in REQUIRED:
+                    raise PromptFileError(f"{path} lacks metadata field {key!r}: it was made by an older dualpt "
+                                          "(or edited); re-create it with dualpt train")
+                continue
+            if not ok(meta[key]):
+                raise _bad(path, key, what, meta[key])
+        names, folders = meta["class_names"], meta.get("class_folders")
+        if folders is not None and len(folders) != len(names):
+            raise PromptFileError(f"{path}: {len(folders)} class folders for {len(names)} class names in its "
+                                  "metadata; re-create it with dualpt train")
+        seen: set[str] = set()
+        for name in names:
+            if name.casefold() in seen:
+                raise PromptFileError(f"{path} names class {name!r} twice; re-create it with dualpt train")
+            seen.add(name.casefold())
+        known = {_KEY.get(f.name, f.name): f.name for f in fields(cls) if f.name != "extra"}
+        values = {known[k]: v for k, v in meta.items() if k in known and v is not None}
+        values["format_version"] = version
+        if version == 1:  # what dualpt did before the template was stored
+            values.update(placeholder=PLACEHOLDER, name_template=NAME_TEMPLATE)
+        return cls(**values, extra={k: v for k, v in meta.items() if k not in known})
+
+
+_KEY = {"lam": "lambda"}  # field name -> key in the file, where they differ
 
 
 def _is_int(v: Any) -> bool:
@@ -27,51 +135,39 @@ def _is_names(v: Any) -> bool:
     return isinstance(v, list) and len(v) > 0 and all(isinstance(x, str) and x.strip() for x in v)
 
 
-META_SCHEMA: dict[str, tuple[Callable[[Any], bool], str]] = {
+def _bad(path: str | Path, key: str, what: str, value: Any) -> PromptFileError:
+    return PromptFileError(f"{path}: metadata field {key!r} must be {what}, got {str(value)[:60]!r}; "
+                           "re-create it with dualpt train")
+
+
+_COUNT = (lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+_POSITIVE = (lambda v: _is_number(v) and v > 0, "a positive number")
+_WEIGHT = (lambda v: _is_number(v) and v >= 0, "a number >= 0")
+_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model": (lambda v: isinstance(v, str) and bool(v.strip()), "a model name"),
     "pretrained": (lambda v: isinstance(v, str), "a string"),
     "class_names": (_is_names, "a non-empty list of names"),
-    "n_prompts": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "n_ctx": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "embed_dim": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "n_prompts": _COUNT,
+    "n_ctx": _COUNT,
+    "embed_dim": _COUNT,
     "class_specific": (lambda v: isinstance(v, bool), "true or false"),
-    "logit_scale": (lambda v: _is_number(v) and v > 0, "a positive number"),
+    "logit_scale": _POSITIVE,
     "alpha": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
-    "lambda": (lambda v: _is_number(v) and v > 0, "a positive number"),
-    "outer_iters": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "inner_iters": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "tol": (lambda v: _is_number(v) and v > 0, "a positive number"),
-}
-OPTIONAL_META: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "lambda": _POSITIVE,
+    "outer_iters": _COUNT,
+    "inner_iters": _COUNT,
+    "tol": _POSITIVE,
+    "placeholder": (lambda v: isinstance(v, str) and bool(v) and not any(c.isspace() for c in v), "one word"),
+    "name_template": (lambda v: isinstance(v, str) and "{name}" in v, "a template with {name}"),
     "class_folders": (_is_names, "a non-empty list of names"),
-    "text_width": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "num_local": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "dual_weight": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
-    "prior_weight": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    "text_width": _COUNT,
+    "num_local": _COUNT,
+    "dual_weight": _WEIGHT,
+    "prior_weight": _WEIGHT,
     "zero_shot_template": (lambda v: isinstance(v, str) and "{}" in v, "a template with {}"),
     "image_fingerprint": (lambda v: isinstance(v, list) and len(v) > 0 and all(_is_number(x) for x in v),
                           "a list of numbers"),
+    "prompt_texts": (lambda v: isinstance(v, list) and all(_is_names(t) for t in v), "a list of text lists"),
 }
-
-
-def check_meta(path: Path, meta: Any) -> None:
-    """A :class:`PromptFileError` naming the first metadata field that is missing or of the wrong kind."""
-    if not isinstance(meta, dict):
-        raise PromptFileError(f"{path} has metadata that is not a JSON object; re-create it with dualpt train")
-    for key, (ok, what) in {**META_SCHEMA, **OPTIONAL_META}.items():
-        if key not in meta:
-            if key in META_SCHEMA:
-                raise PromptFileError(f"{path} lacks metadata field {key!r}; re-create it with dualpt train")
-            continue
-        if not ok(meta[key]):
-            raise PromptFileError(f"{path}: metadata field {key!r} must be {what}, got {str(meta[key])[:60]!r}; "
-                                  "re-create it with dualpt train")
-    names, folders = meta["class_names"], meta.get("class_folders")
-    if folders is not None and len(folders) != len(names):
-        raise PromptFileError(f"{path}: {len(folders)} class folders for {len(names)} class names in its metadata; "
-                              "re-create it with dualpt train")
-    seen: set[str] = set()
-    for name in names:
-        if name.casefold() in seen:
-            raise PromptFileError(f"{path} names class {name!r} twice; re-create it with dualpt train")
-        seen.add(name.casefold())
+REQUIRED = ("model", "pretrained", "class_names", "n_prompts", "n_ctx", "embed_dim", "class_specific", "logit_scale",
+            "alpha", "lambda", "outer_iters", "inner_iters", "tol")

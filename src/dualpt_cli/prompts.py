@@ -16,6 +16,7 @@ from .descriptions import DESCRIPTION_TEMPLATE
 from .errors import DataError
 
 PLACEHOLDER = "X"  # one BPE token per context slot, as CoOp does
+NAME_TEMPLATE = "{name}."  # a class's text after the context (method card, "Prompts")
 
 
 class PromptLearner(nn.Module):
@@ -35,10 +36,13 @@ class PromptLearner(nn.Module):
         class_specific: bool = False,
         seed: int = 1,
         class_texts: list[list[str]] | None = None,
+        placeholder: str = PLACEHOLDER,
+        name_template: str = NAME_TEMPLATE,
     ):
         super().__init__()
         self.bb = bb
         self.n_prompts, self.n_ctx, self.class_specific = n_prompts, n_ctx, class_specific
+        self.placeholder, self.name_template = placeholder, name_template  # stored in the prompt file
         self.use_prefix_cache = True  # exact shortcut: SOS + context computed once per prompt per step
         self.truncate = True  # exact shortcut: positions after the longest EOT are never computed
         self.text_chunk = 0  # classes per text-encoder chunk with activation checkpointing (0 = all at once)
@@ -61,18 +65,18 @@ class PromptLearner(nn.Module):
         """Tokenise ``[SOS] X*n_ctx <text> [EOT]`` per class (and prompt); keep frozen embeddings as buffers.
 
         ``class_texts`` gives each class's M texts after the context (``"{name}, which has {phrase}."``);
-        without it every prompt of class k ends in ``"{name}."`` (the method card's prompt).
+        without it every prompt of class k ends in ``name_template`` (``"{name}."``, the method card's prompt).
         """
         if not class_names:
             raise DataError("no class names to build prompts for")
         if self.n_ctx + 4 > self.bb.context_length:  # SOS, context, at least one name token, ".", EOT
             raise DataError(f"--ctx-len {self.n_ctx} is too long for the model's {self.bb.context_length}-token text "
                             f"context; use at most {self.bb.context_length - 4} (fewer leaves room for class names)")
-        texts = class_texts or [[f"{name}."] for name in class_names]
+        texts = class_texts or [[self.name_template.format(name=name)] for name in class_names]
         if class_texts is not None and any(len(t) != self.n_prompts for t in class_texts):
             raise DataError(f"each class needs {self.n_prompts} prompt texts")
         flat = [t for per_class in texts for t in per_class]
-        tokens = self.bb.tokenize([" ".join([PLACEHOLDER] * self.n_ctx) + " " + t for t in flat])  # (P, L)
+        tokens = self.bb.tokenize([" ".join([self.placeholder] * self.n_ctx) + " " + t for t in flat])  # (P, L)
         eot = self.bb.eot_positions(tokens)
         too_long = [t for t, e in zip(flat, eot.tolist()) if e >= tokens.shape[1] - 1]  # cut off
         if too_long:

@@ -29,6 +29,7 @@ from .objective import Objective, build_objective
 from .profiler import Profiler, phase
 from .project import Project, append_line, atomic_write_json, project_lock, resolve_project
 from .promptfile import save_prompt_file
+from .promptmeta import PromptMeta
 from .prompts import PromptLearner
 from .trainconfig import TrainConfig, epochs_for_shots, lr_at, resolve_recipe
 from .trainset import TrainData, class_phrases, prepare_data
@@ -254,37 +255,22 @@ def save_prompts(project: Project, learner: PromptLearner, bb: Backbone, cfg: Tr
         learner.eval()
         class_features = learner().float()  # (K, M, d), normalised
     name, pretrained = bb.spec.resolved()
-    meta = {
-        "dualpt_version": __version__,
-        "model": name,
-        "pretrained": pretrained or "",
-        "image_size": bb.image_size,
-        "preprocess": {k: list(v) if isinstance(v, tuple) else v for k, v in bb.preprocess_cfg.items()},
-        "embed_dim": bb.embed_dim,
-        "text_width": bb.text_width,
-        "num_local": bb.num_local,
-        "class_names": [c.name for c in data.classes],
-        "class_folders": [c.folder for c in data.classes],
-        "n_prompts": cfg.n_prompts,
-        "n_ctx": cfg.n_ctx,
-        "class_specific": cfg.class_specific,
-        **objective.matcher.meta(),  # alpha, lambda, iteration caps, tol, logit_scale
-        "beta": objective.beta,
-        "shots": cfg.shots,
-        "seed": cfg.seed,
-        "epochs": epochs,
-        "best_epoch": best["epoch"],
-        "precision": bb.precision,
-        "llm_context": bool(objective.desc_has.any()),
-        "recipe": cfg.recipe,
-        "prompt_texts": learner.class_texts if learner.per_prompt else None,  # per class and prompt, after ctx
-        "dual_weight": decision.dual_weight,
-        "prior_weight": decision.prior_weight,
-        "prior": decision.prior,
-        "zero_shot_template": ZERO_SHOT_TEMPLATE,
-        "guard": decision.to_json(),
-        "image_fingerprint": image_fingerprint(bb),  # checked on load: the image tower is the trained one
-    }
+    m = objective.matcher
+    meta = PromptMeta(
+        model=name, pretrained=pretrained or "", class_names=[c.name for c in data.classes],
+        n_prompts=cfg.n_prompts, n_ctx=cfg.n_ctx, embed_dim=bb.embed_dim, class_specific=cfg.class_specific,
+        logit_scale=m.logit_scale, alpha=m.alpha, lam=m.lam, outer_iters=m.outer_iters, inner_iters=m.inner_iters,
+        tol=m.tol, placeholder=learner.placeholder, name_template=learner.name_template,
+        class_folders=[c.folder for c in data.classes], text_width=bb.text_width, num_local=bb.num_local,
+        dual_weight=decision.dual_weight, prior_weight=decision.prior_weight, zero_shot_template=ZERO_SHOT_TEMPLATE,
+        image_fingerprint=image_fingerprint(bb),  # checked on load: the image tower is the trained one
+        prompt_texts=learner.class_texts if learner.per_prompt else None,  # per class and prompt, after ctx
+        dualpt_version=__version__, image_size=bb.image_size,
+        preprocess={k: list(v) if isinstance(v, tuple) else v for k, v in bb.preprocess_cfg.items()},
+        beta=objective.beta, shots=cfg.shots, seed=cfg.seed, epochs=epochs, best_epoch=best["epoch"],
+        precision=bb.precision, llm_context=bool(objective.desc_has.any()), recipe=cfg.recipe,
+        prior=decision.prior, guard=decision.to_json(),
+    )  # fmt: skip
     save_prompt_file(project.prompts, learner.ctx.detach(), class_features, meta,
                      prior if decision.prior_weight else None)
     return project.prompts

@@ -68,8 +68,8 @@ class RichCallbacks(Callbacks):
 
 def draw_curves(project_root: Path) -> Path | None:
     """curves.png in the project from its train_log.jsonl; a warning (not a failed run) if it cannot be drawn."""
+    from .figures import write_curves
     from .project import Project
-    from .report import write_curves
 
     try:
         return write_curves(Project(project_root))

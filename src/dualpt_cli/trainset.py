@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .backbone import Backbone
-from .data import class_entries, few_shot_split, inside, looks_decodable, scan_image_folder, unmatched
+from .classes import ClassEntry, class_entries, unmatched
+from .data import few_shot_split, inside, looks_decodable, scan_image_folder
 from .descriptions import load_descriptions, phrases_by_folder
 from .errors import ProjectError
 from .features import EVAL_VIEW, FeatureSet, encode_views
 from .head import auto_val_shots
-from .project import ClassEntry, Project, atomic_write_json, read_json
+from .project import Project, atomic_write_json, read_json
 from .trainconfig import TrainConfig, epochs_for_shots
 
 if TYPE_CHECKING:

@@ -1,0 +1,249 @@
+"""The classifier behind predict, eval and explain: a prompt file, the CLIP it names, and the training logits.
+
+The class prompt features w_k (K, M, d) are stored in the prompt file, and the DUAL-PT scores are the
+training ones, ``exp(logit_scale) * sum_ij T_ij cos(z_i, w_kj)`` (Eq. 8) with the graph-matching plan T,
+computed by the same :class:`~dualpt_cli.matching.Matcher` as in training, then blended with the stored
+zero-shot prior as the prompt file's ``dual_weight`` / ``prior_weight`` say (:mod:`dualpt_cli.head`).
+New classes (base-to-new) are encoded from the learned context and their names; no LLM is involved.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .backbone import LOCAL_DIR, Backbone, ModelSpec, load_backbone
+from .classes import ClassEntry, find_trained
+from .errors import DataError, ModelLoadError, PromptFileError
+from .fingerprint import check_image_fingerprint
+from .head import blend_logits, name_features
+from .project import resolve_project
+from .promptfile import read_prompt_file
+from .promptmeta import PromptMeta
+from .prompts import PromptLearner
+
+FINGERPRINT_CLASSES = 4  # trained classes re-encoded to check that an overriding --model is the trained one
+MATCH_BUDGET = 1 << 26  # elements of one (B, K, N, M) similarity tensor before the classes are chunked
+
+
+class Classifier:
+    """Frozen CLIP + class prompt features W (K, M, d) + the training logits (Eq. 8).
+
+    Example::
+
+        clf = Classifier.from_prompt_file("dualpt-project/prompts.safetensors", device="cpu")
+        probs = clf.predict_batch(pixels)  # pixels: (B, 3, H, W) from clf.bb.eval_transform()
+    """
+
+    def __init__(self, bb: Backbone, meta: PromptMeta, W: torch.Tensor, classes: list[ClassEntry],
+                 trained: list[bool], source: Path | None = None, batch_size: int = 64,
+                 prior: torch.Tensor | None = None):
+        self.bb = bb
+        self.meta = meta
+        self.W = W.to(bb.device)  # (K, M, d), normalised
+        self.prior = prior.to(bb.device) if prior is not None else None  # (K, d) zero-shot prior (head.py)
+        self.dual_weight = meta.dual_weight  # files from before the prior: 1, DUAL-PT alone
+        self.prior_weight = meta.prior_weight if prior is not None else 0.0
+        self.classes = classes
+        self.trained = trained  # per class: True when its features come from the prompt file
+        self.source = source
+        K, M = W.shape[:2]
+        per_class = batch_size * bb.num_local * M  # elements of the (B, 1, N, M) similarity slice of one class
+        chunk = max(1, MATCH_BUDGET // per_class) if K * per_class > MATCH_BUDGET else None  # None: all at once
+        self.matcher = meta.matcher(chunk)
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+    @classmethod
+    def from_prompt_file(
+        cls,
+        path: str | Path,
+        model: ModelSpec | str | None = None,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        classes: list[ClassEntry] | None = None,
+        batch_size: int = 64,
+        pretrained: str | None = None,
+    ) -> Classifier:
+        """Load a prompt file and the CLIP it names (or ``model``, checked to be the same architecture).
+
+        ``model`` is a :class:`ModelSpec` or a model name; with a name (or only ``pretrained``), the
+        missing half comes from the prompt file's metadata.
+
+        ``classes`` is the class set to predict over (default: the trained classes). Classes the prompt
+        file knows (same folder or name) keep their stored features; the others are encoded from the
+        learned context with their names (base-to-new).
+        """
+        path = Path(path)
+        tensors, meta = read_prompt_file(path)
+        return cls.from_loaded(path, tensors, meta, model, device, precision, classes, batch_size, pretrained)
+
+    @classmethod
+    def from_loaded(cls, path: Path, tensors: dict[str, torch.Tensor], meta: PromptMeta,
+                    model: ModelSpec | str | None = None, device: str | torch.device = "auto",
+                    precision: str = "auto", classes: list[ClassEntry] | None = None, batch_size: int = 64,
+                    pretrained: str | None = None) -> Classifier:
+        """:meth:`from_prompt_file` for a prompt file already read with :func:`promptfile.read_prompt_file`."""
+        if isinstance(model, str) or (model is None and pretrained is not None):
+            tag = meta.pretrained if pretrained is None else pretrained
+            model = ModelSpec(model or meta.model, tag)
+        bb, context = load_model_for(meta, tensors, path, model, device, precision)
+        known = meta.classes
+        classes = list(classes) if classes else known
+        W, trained = class_features(context, tensors, known, classes)
+        prior = class_priors(bb, tensors, meta, known, classes)
+        return cls(bb, meta, W, classes, trained, source=path, batch_size=batch_size, prior=prior)
+
+    def logits_from_local(self, Z: torch.Tensor) -> torch.Tensor:
+        """(B, K) DUAL-PT logits from local image features Z (B, N, d), exactly as training computes them."""
+        with torch.no_grad(), self.bb.autocast():
+            return self.matcher.logits(Z.to(self.bb.device), self.W).float()
+
+    def logits_from_features(self, z: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
+        """(B, K) final logits from global (B, d) and local (B, N, d) features: DUAL-PT blended with the prior
+        as the prompt file says (:func:`head.blend_logits`)."""
+        dual = self.logits_from_local(Z) if self.dual_weight else None
+        return blend_logits(dual, z.to(self.bb.device), self.prior, self.matcher.logit_scale, self.dual_weight,
+                            self.prior_weight)
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, K) logits for preprocessed images (B, 3, H, W)."""
+        z, Z = self.bb.encode_images(images)  # (B, d), (B, N, d)
+        return self.logits_from_features(z, Z)
+
+    def predict_batch(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, K) class probabilities (softmax of the logits)."""
+        return self.logits(images).softmax(dim=-1)
+
+
+def prompt_path(prompts: str | None, project: str | None) -> Path:
+    """``--prompt-file``, else the project's prompts.safetensors."""
+    return Path(prompts) if prompts else resolve_project(project).prompts
+
+
+def load_classifier(prompts: str | None, project: str | None, model: str | None, pretrained: str | None,
+                    classes: list[ClassEntry] | None, device: str, precision: str, batch_size: int) -> Classifier:
+    """The classifier for a command's options: prompt file (or the project's), model override, class set."""
+    return Classifier.from_prompt_file(prompt_path(prompts, project), model, device=device, precision=precision,
+                                       classes=classes, batch_size=batch_size, pretrained=pretrained)
+
+
+class StoredContext:
+    """The prompt file's learned context, turned into class prompt features of any class names.
+
+    One :class:`PromptLearner` holds the context; it is built on first use and given new class names after.
+    """
+
+    def __init__(self, bb: Backbone, ctx: torch.Tensor, meta: PromptMeta):
+        self.bb, self.ctx, self.meta = bb, ctx, meta
+        self._learner: PromptLearner | None = None
+
+    def encode(self, names: list[str], texts: list[list[str]] | None = None) -> torch.Tensor:
+        """(K, M, d) normalised features of ``names`` (``texts``: each prompt's text after the context)."""
+        if self._learner is None:
+            self._learner = self._build(names, texts)
+        else:
+            self._learner.set_classes(names, texts)
+        with torch.no_grad():
+            return self._learner().float()
+
+    def _build(self, names: list[str], texts: list[list[str]] | None) -> PromptLearner:
+        m = self.meta
+        ctx = self.ctx[: len(names)] if m.class_specific else self.ctx  # class-specific: one context per class
+        learner = PromptLearner(self.bb, names, m.n_prompts, m.n_ctx, class_specific=m.class_specific,
+                                class_texts=texts, placeholder=m.placeholder, name_template=m.name_template)
+        if tuple(ctx.shape) != tuple(learner.ctx.shape):
+            raise PromptFileError(f"the prompt file's context has shape {tuple(ctx.shape)}, expected "
+                                  f"{tuple(learner.ctx.shape)} for this model; re-create it with dualpt train")
+        with torch.no_grad():
+            learner.ctx.copy_(ctx.to(learner.ctx.device))
+        learner.eval()
+        return learner
+
+
+def load_model_for(meta: PromptMeta, tensors: dict[str, torch.Tensor], path: Path, model: ModelSpec | None,
+                   device, precision) -> tuple[Backbone, StoredContext]:
+    """The backbone a prompt file was trained with, or ``model`` after checking it is the same one; and the
+    stored context on it."""
+    trained = ModelSpec(meta.model, meta.pretrained)
+    spec = model or trained
+    try:
+        bb = load_backbone(spec, device=device, precision=precision)
+    except ModelLoadError as exc:
+        if model is not None:
+            raise
+        raise ModelLoadError(f"{exc} (the model named in {path}; if its weights live elsewhere now, point to "
+                             "them with --model/--pretrained)") from None
+    check_compatible(meta, bb, path)
+    check_image_fingerprint(bb, meta.to_dict(), path)  # also when the named model folder changed in place
+    context = StoredContext(bb, tensors["ctx"], meta)
+    if spec.resolved() != trained.resolved() or spec.resolved()[0].startswith(LOCAL_DIR):
+        check_same_weights(context, tensors)
+    return bb, context
+
+
+def check_compatible(meta: PromptMeta, bb: Backbone, path: Path) -> None:
+    """A clear error when ``bb`` is not the architecture the prompt file was trained with."""
+    trained_name, _ = ModelSpec(meta.model, meta.pretrained).resolved()
+    name, _ = bb.spec.resolved()
+    plain = not any(n.startswith(LOCAL_DIR) or n.startswith("hf-hub:") for n in (name, trained_name))
+    if plain and name.casefold() != trained_name.casefold():
+        raise ModelLoadError(f"{path} was trained with {trained_name}, not {name}; drop --model or retrain "
+                             f"with --model {name}")
+    facts = (("embedding size", meta.embed_dim, bb.embed_dim), ("local features", meta.num_local, bb.num_local),
+             ("text width", meta.text_width, bb.text_width))
+    for what, stored, value in facts:
+        if stored is not None and stored != value:
+            raise ModelLoadError(f"model {bb.spec.label} has {what} {value}, but {path} was trained with "
+                                 f"{trained_name} ({what} {stored}); use the model it was trained with")
+
+
+def check_same_weights(context: StoredContext, tensors: dict[str, torch.Tensor]) -> None:
+    """An overriding --model must reproduce a few stored class features from the stored context."""
+    meta = context.meta
+    known = meta.classes
+    n = min(FINGERPRINT_CLASSES, len(known))
+    texts = meta.prompt_texts
+    again = context.encode([c.name for c in known[:n]], texts[:n] if texts else None)
+    cos = F.cosine_similarity(again, tensors["class_features"][:n].to(again.device), dim=-1).min()
+    if float(cos) < 0.99:
+        raise ModelLoadError(f"model {context.bb.spec.label} has the right shape but different weights from the one "
+                             f"{meta.model} the prompt file was trained with (text features disagree); use "
+                             "the same weights")
+
+
+def class_features(context: StoredContext, tensors: dict[str, torch.Tensor], known: list[ClassEntry],
+                   classes: list[ClassEntry]) -> tuple[torch.Tensor, list[bool]]:
+    """(K, M, d) features for ``classes``: stored ones for trained classes, encoded ones for new classes."""
+    stored = tensors["class_features"].to(context.bb.device)  # (K_trained, M, d)
+    index = [find_trained(c, known) for c in classes]
+    new = [c for c, i in zip(classes, index) if i is None]
+    fresh = iter(encode_new_classes(context, [c.name for c in new]) if new else [])
+    W = torch.stack([stored[i] if i is not None else next(fresh) for i in index])  # (K, M, d)
+    return W, [i is not None for i in index]
+
+
+def class_priors(bb: Backbone, tensors: dict[str, torch.Tensor], meta: PromptMeta, known: list[ClassEntry],
+                 classes: list[ClassEntry]) -> torch.Tensor | None:
+    """(K, d) prior prototypes for ``classes``: stored for trained classes, the name prompt for new ones."""
+    stored = tensors.get("prior_features")
+    if stored is None:
+        return None
+    index = [find_trained(c, known) for c in classes]
+    new = [c.name for c, i in zip(classes, index) if i is None]
+    fresh = iter(name_features(bb, new, meta.zero_shot_template) if new else [])
+    return torch.stack([stored[i].to(bb.device) if i is not None else next(fresh) for i in index])  # (K, d)
+
+
+def encode_new_classes(context: StoredContext, names: list[str]) -> torch.Tensor:
+    """(K_new, M, d) features of new class names with the learned shared context (base-to-new)."""
+    if context.meta.class_specific:
+        shown = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+        raise DataError(f"class(es) not in the prompt file: {shown}; these prompts were trained with "
+                        "--class-specific context, which cannot describe new classes (retrain without "
+                        "--class-specific, or use only trained class names)")
+    return context.encode(names)
