@@ -35,7 +35,8 @@ from typing import Any
 
 import torch
 
-from dualpt_cli.backbone import Backbone, ModelSpec, load_backbone, select_device
+from dualpt_cli.backbone import Backbone
+from dualpt_cli.models import ModelSpec, load_backbone, select_device
 from dualpt_cli.predict import Classifier, default_workers, expand_inputs, image_batches, predict_rows
 from dualpt_cli.project import ClassEntry, resolve_project
 from dualpt_cli.prompts import PromptLearner

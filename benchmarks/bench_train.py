@@ -39,9 +39,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from dualpt_cli.backbone import Backbone, ModelSpec, load_backbone, select_device, select_precision
+from dualpt_cli.backbone import Backbone
 from dualpt_cli.data import class_entries, few_shot_split, file_digest, load_image, scan_image_folder
 from dualpt_cli.features import EVAL_VIEW, encode_views, view_seed
+from dualpt_cli.models import ModelSpec, load_backbone, select_device, select_precision
 from dualpt_cli.project import resolve_project
 from dualpt_cli.prompts import PromptLearner
 from dualpt_cli.train import (

@@ -2,16 +2,17 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
-import open_clip
 import pytest
 import torch
 from torch.testing import assert_close
 from typer.testing import CliRunner
 
-from dualpt_cli.backbone import ModelSpec, load_backbone, select_precision
 from dualpt_cli.cli import app
 from dualpt_cli.errors import ModelLoadError
+from dualpt_cli.models import ModelSpec, load_backbone, select_precision
+from imports import imports, package_imports
 from tiny_models import build_tiny_model
 
 runner = CliRunner()
@@ -176,15 +177,28 @@ def test_version_and_help():
     assert "info" in runner.invoke(app, ["--help"]).output
 
 
-def test_open_clip_not_imported_elsewhere():
-    from pathlib import Path
-
+def test_open_clip_imported_by_models_and_surgery_only():
+    """An AST scan of every module: open_clip is imported (in any form) by the factory and the surgery only."""
     import dualpt_cli
 
-    pkg = Path(dualpt_cli.__file__).parent
-    users = [p.name for p in pkg.glob("*.py") if "open_clip" in p.read_text() and "import open_clip" in p.read_text()]
-    assert users == ["backbone.py"], users
-    assert open_clip  # tests may use it to build tiny models
+    users = sorted(path for path, found in package_imports(Path(dualpt_cli.__file__).parent).items()
+                   if imports("open_clip", found))
+    assert users == ["models.py", "surgery.py"], users
+
+
+def test_import_scan_sees_every_form(tmp_path):
+    """The scan behind the open_clip check catches each way of importing, and not a mention in a docstring."""
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    forms = {"a.py": "import open_clip\n", "b.py": "from open_clip import create_model\n",
+             "c.py": "def f():\n    from open_clip.transform import PreprocessCfg\n",
+             "d.py": "import open_clip.transformer as t\n",
+             "e.py": "import importlib\nimportlib.import_module('open_clip')\n",
+             "f.py": '"""Does not import open_clip: from open_clip import x."""\nimport torch\n'}
+    for name, text in forms.items():
+        (pkg / name).write_text(text)
+    found = package_imports(pkg)
+    assert sorted(p for p, f in found.items() if imports("open_clip", f)) == ["a.py", "b.py", "c.py", "d.py", "e.py"]
 
 
 def test_bf16_text_copy_equals_autocast_of_original(tiny_model):

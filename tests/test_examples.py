@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from dualpt_cli.backbone import ModelSpec, load_backbone
 from dualpt_cli.evaluate import ZeroShotClassifier
+from dualpt_cli.models import ModelSpec, load_backbone
 from dualpt_cli.project import parse_class_list
 
 SHAPES = Path(__file__).resolve().parents[1] / "examples" / "shapes"

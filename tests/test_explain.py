@@ -12,7 +12,6 @@ from torch.testing import assert_close
 from typer.testing import CliRunner
 
 from dualpt_cli import explain as explain_mod
-from dualpt_cli.backbone import ModelSpec, load_backbone
 from dualpt_cli.cli import app
 from dualpt_cli.describe import FORMAT as DESCRIPTIONS_FORMAT
 from dualpt_cli.errors import DataError
@@ -27,6 +26,7 @@ from dualpt_cli.explain import (
     upsample,
 )
 from dualpt_cli.matching import Matcher
+from dualpt_cli.models import ModelSpec, load_backbone
 from dualpt_cli.plots import explanation_png
 from dualpt_cli.predict import Classifier
 from dualpt_cli.project import ClassEntry

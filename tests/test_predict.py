@@ -13,11 +13,11 @@ from safetensors.torch import save_file
 from torch.testing import assert_close
 from typer.testing import CliRunner
 
-from dualpt_cli.backbone import ModelSpec, load_backbone
 from dualpt_cli.cli import app
 from dualpt_cli.data import load_image
 from dualpt_cli.errors import DataError
 from dualpt_cli.features import EVAL_VIEW, encode_views
+from dualpt_cli.models import ModelSpec, load_backbone
 from dualpt_cli.predict import (
     Classifier,
     JsonlWriter,

@@ -15,10 +15,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .backbone import Backbone, ModelSpec, load_backbone
+from .backbone import Backbone
 from .data import class_entries, scan_image_folder
 from .errors import DataError, PartialFailure, PromptFileError
 from .head import ZERO_SHOT_TEMPLATE, name_features
+from .models import ModelSpec, load_backbone
 from .predict import Classifier, find_trained, image_batches, prompt_path, trained_entries
 from .project import ClassEntry, parse_class_list, resolve_project
 from .promptfile import load_prompt_file

@@ -28,12 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from .backbone import LOCAL_DIR, Backbone, ModelSpec, load_backbone
+from .backbone import Backbone
 from .data import IMG_EXTENSIONS, BadImage, folder_images, is_image_file, load_image
 from .errors import DataError, ModelLoadError, PartialFailure, PromptFileError
 from .fingerprint import check_image_fingerprint
 from .head import ZERO_SHOT_TEMPLATE, blend_logits, name_features
 from .matching import Matcher
+from .models import LOCAL_DIR, ModelSpec, load_backbone
 from .project import ClassEntry, mkstemp_beside, output_path, parse_class_list, resolve_project, write_failure
 from .promptfile import load_prompt_file
 from .prompts import PromptLearner

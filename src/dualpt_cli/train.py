@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
-from .backbone import Backbone, ModelSpec, load_backbone
+from .backbone import Backbone
 from .data import class_entries, few_shot_split, inside, looks_decodable, scan_image_folder, unmatched
 from .errors import DataError, ProjectError, TrainingDiverged
 from .features import EVAL_VIEW, FeatureSet, encode_views
@@ -35,6 +35,7 @@ from .head import (
     prior_features,
 )
 from .matching import Matcher, sinkhorn_ot_distance
+from .models import ModelSpec, load_backbone
 from .options import require_finite
 from .project import (
     Project,
@@ -59,7 +60,7 @@ class TrainConfig:
     project: str | None = None  # project folder (None: $DUALPT_PROJECT or ./dualpt-project)
     shots: int | None = 8  # images per class; None = all
     val_shots: int | None = None  # held-out images per class (best epoch, guard); None: by recipe (auto / 0)
-    model: str = "RN50"  # open_clip model (see backbone.ModelSpec)
+    model: str = "RN50"  # open_clip model (see models.ModelSpec)
     pretrained: str = "openai"  # pretrained tag or weights file
     seed: int = 1  # few-shot sample, prompt init, batch order and view choice
     recipe: str = "default"  # default: the measured recipe (docs/method.md); paper: the paper's exact setup
