@@ -9,6 +9,7 @@ import torch
 from torch.testing import assert_close
 from typer.testing import CliRunner
 
+from dualpt_cli import models
 from dualpt_cli.cli import app
 from dualpt_cli.errors import ModelLoadError
 from dualpt_cli.models import ModelSpec, load_backbone, select_precision
@@ -108,9 +109,15 @@ def test_preprocess_from_model_config(tiny_vit):
     assert bb.train_transform()(Image.new("RGB", (100, 80), "red")).shape == (3, 64, 64)
 
 
-def test_select_precision():
+def test_select_precision(monkeypatch):
     assert select_precision("fp32", torch.device("cpu")) == "fp32"
-    assert select_precision("auto", torch.device("cpu")) in ("bf16", "fp32")
+    assert select_precision("BF16", torch.device("cpu")) == "bf16"
+    # auto on a CPU: bf16 exactly when the CPU runs it fast (AMX / AVX-512 bf16), else fp32
+    monkeypatch.setattr(models, "cpu_has_fast_bf16", lambda: True)
+    assert select_precision("auto", torch.device("cpu")) == "bf16"
+    monkeypatch.setattr(models, "cpu_has_fast_bf16", lambda: False)
+    assert select_precision("auto", torch.device("cpu")) == "fp32"
+    assert select_precision("", torch.device("cpu")) == "fp32"
     with pytest.raises(ModelLoadError):
         select_precision("fp8", torch.device("cpu"))
     with pytest.raises(ModelLoadError):
@@ -161,6 +168,9 @@ def test_missing_weights_in_local_dir(tiny_rn, tmp_path):
     shutil.copy(tiny_rn.removeprefix("local-dir:") + "/open_clip_config.json", folder)
     result = runner.invoke(app, ["info", "--model", f"local-dir:{folder}"])
     assert result.exit_code == 2 and "Traceback" not in result.output
+    message = " ".join(result.output.split())  # one message naming the folder and what to check
+    assert message.startswith(f"error: cannot load model local-dir:{folder}: "), message
+    assert "could not be loaded" in message and message.endswith("Check the weights file or folder (is it complete?)")
 
 
 def test_info_table_and_json(tiny_vit):
