@@ -49,6 +49,44 @@ def test_resnet_at_224_has_7x7_local_features(tmp_path):
     assert local.shape[1] == 49 == bb.num_local
 
 
+def _attnpool_for_query(pool, feats: torch.Tensor, t: int) -> torch.Tensor:
+    """open_clip's AttentionPool2d with token ``t`` of its sequence as the query, written out head by head.
+
+    feats: (B, C, H, W), the pool's input. The sequence is the mean token then the HW spatial tokens, plus the
+    positional embedding; open_clip's own output is query 0. Returns (B, d).
+    """
+    tokens = feats.flatten(2).transpose(1, 2)  # (B, HW, C)
+    seq = torch.cat([tokens.mean(1, keepdim=True), tokens], dim=1) + pool.positional_embedding  # (B, HW+1, C)
+    q, k, v = pool.q_proj(seq[:, t]), pool.k_proj(seq), pool.v_proj(seq)  # (B, C), (B, L, C), (B, L, C)
+    dh = seq.shape[-1] // pool.num_heads
+    heads = []
+    for h in range(pool.num_heads):
+        part = slice(h * dh, (h + 1) * dh)
+        weights = torch.softmax((k[:, :, part] @ q[:, part, None]).squeeze(-1) / dh**0.5, dim=-1)  # (B, L)
+        heads.append((weights[:, :, None] * v[:, :, part]).sum(1))  # (B, dh)
+    return pool.c_proj(torch.cat(heads, dim=-1))
+
+
+def test_resnet_local_features_are_attnpool_outputs_for_every_query(tiny_rn):
+    """Local feature i is open_clip's attention pool read out with spatial token i as the query (PLOT)."""
+    bb = _bb(tiny_rn)
+    x = _images(bb, n=2)
+    pool = bb.model.visual.attnpool
+    seen = []
+    hook = pool.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    with torch.no_grad():
+        global_ = bb.model.encode_image(x)  # open_clip's own forward: the pool's input is captured on the way
+    hook.remove()
+    (feats,) = seen  # (B, C, 3, 3)
+    z, local = bb.encode_images(x)
+    with torch.no_grad():
+        assert_close(_attnpool_for_query(pool, feats, 0), global_)  # the written-out pool is open_clip's
+        expected = torch.stack([_attnpool_for_query(pool, feats, t) for t in range(1, 10)], dim=1)  # (B, 9, d)
+    assert local.shape == (2, 9, bb.embed_dim)
+    assert_close(local, expected)
+    assert_close(z, global_)
+
+
 def test_vit_local_features_are_projected_patch_tokens(tiny_vit):
     bb = _bb(tiny_vit)
     x = _images(bb, n=2)

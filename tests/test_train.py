@@ -261,3 +261,42 @@ def test_ctrl_c_keeps_checkpoint_and_resume_finishes(images, tiny_rn, monkeypatc
     result = runner.invoke(app, [*args, "--resume"])
     assert result.exit_code == 0, result.output
     assert "resuming after epoch 1 of 3" in result.output
+
+
+def _l_llm_written_out(W: torch.Tensor, H: list[torch.Tensor]) -> float:
+    """Eq. 5 by hand: (1/K) sum_k (1 - cos(mean_j w_kj, mean_e h_ke)), over the classes that have phrases."""
+    terms = []
+    for w_k, h_k in zip(W.tolist(), [h.tolist() for h in H]):
+        if not h_k:
+            continue
+        a = [sum(col) / len(w_k) for col in zip(*w_k)]  # mean_j w_kj
+        b = [sum(col) / len(h_k) for col in zip(*h_k)]  # mean_e h_ke
+        dot = sum(x * y for x, y in zip(a, b))
+        terms.append(1.0 - dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))))
+    return sum(terms) / len(terms)
+
+
+@pytest.mark.parametrize("described", [(True, True, True), (True, False, True)])
+def test_l_llm_value(tiny_rn, described):
+    """The cosine L_LLM of a step equals Eq. 5 written out, with h_ke = g("{name}, which has {phrase}.")."""
+    from dualpt_cli.matching import Matcher
+    from dualpt_cli.models import ModelSpec, load_backbone
+    from dualpt_cli.prompts import description_features
+    from dualpt_cli.train import Objective
+
+    bb = load_backbone(ModelSpec(tiny_rn), device="cpu", precision="fp32")
+    names = ["red circle", "green square", "blue"]
+    phrases = [["round shape", "red colour"], ["four corners"], ["blue colour", "no corners", "a smooth edge"]]
+    phrases = [p if keep else [] for p, keep in zip(phrases, described)]
+    mean, has, sets = description_features(bb, names, phrases)
+    # h_ke by hand: open_clip's own text encoder on the descriptor texts, normalised
+    texts = [[f"{n}, which has {p}." for p in ps] for n, ps in zip(names, phrases)]
+    with torch.no_grad():
+        H = [torch.nn.functional.normalize(bb.model.encode_text(bb.tokenize(t)), dim=-1) if t else torch.zeros(0, 32)
+             for t in texts]
+    W = torch.nn.functional.normalize(torch.randn(3, 4, 32, generator=torch.Generator().manual_seed(0)), dim=-1)
+    objective = Objective(matcher=Matcher(bb.logit_scale), beta=0.2, llm_loss="cosine", desc_mean=mean,
+                          desc_has=has, desc_sets=sets)
+    got = objective.llm_loss_value(W, logits=torch.zeros(1, 3), z_global=torch.zeros(1, 32))
+    assert has.tolist() == list(described)
+    assert float(got) == pytest.approx(_l_llm_written_out(W, H), rel=1e-5)
