@@ -39,11 +39,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dualpt_cli.backbone import ModelSpec, load_backbone
 from dualpt_cli.describe import DescribeConfig, plan_describe, run_describe
 from dualpt_cli.evaluate import EvalConfig, evaluate_folder
 from dualpt_cli.features import EVAL_VIEW, encode_views
 from dualpt_cli.head import name_features, prior_features
+from dualpt_cli.models import ModelSpec, load_backbone
 from dualpt_cli.project import atomic_write_json, resolve_project
 from dualpt_cli.prompts import description_features
 from dualpt_cli.train import TrainConfig, run_training

@@ -35,10 +35,11 @@ from typing import Any
 
 import torch
 
-from dualpt_cli.backbone import Backbone, ModelSpec, load_backbone, select_device
+from dualpt_cli.backbone import Backbone
 from dualpt_cli.classes import ClassEntry
 from dualpt_cli.classifier import Classifier
 from dualpt_cli.data import default_workers, expand_inputs, image_batches
+from dualpt_cli.models import ModelSpec, load_backbone, select_device
 from dualpt_cli.objective import matcher_for
 from dualpt_cli.predict import predict_rows
 from dualpt_cli.project import resolve_project

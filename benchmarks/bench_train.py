@@ -39,10 +39,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from dualpt_cli.backbone import Backbone, ModelSpec, load_backbone, select_device, select_precision
+from dualpt_cli.backbone import Backbone
 from dualpt_cli.classes import class_entries
 from dualpt_cli.data import few_shot_split, file_digest, load_image, scan_image_folder
 from dualpt_cli.features import EVAL_VIEW, encode_views, view_seed
+from dualpt_cli.models import ModelSpec, load_backbone, select_device, select_precision
 from dualpt_cli.objective import Objective, build_objective, matcher_for
 from dualpt_cli.profiler import Profiler
 from dualpt_cli.profiler import phase as _phase

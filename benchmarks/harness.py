@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from dualpt_cli.backbone import cpu_has_fast_bf16, select_device, select_precision
+from dualpt_cli.models import cpu_has_fast_bf16, select_device, select_precision
 
 RESULT_MARK = "BENCH_RESULT "
 GIB = 1024**3

@@ -2,16 +2,18 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
-import open_clip
 import pytest
 import torch
 from torch.testing import assert_close
 from typer.testing import CliRunner
 
-from dualpt_cli.backbone import ModelSpec, load_backbone, select_precision
+from dualpt_cli import models
 from dualpt_cli.cli import app
 from dualpt_cli.errors import ModelLoadError
+from dualpt_cli.models import ModelSpec, load_backbone, select_precision
+from imports import imports, package_imports
 from tiny_models import build_tiny_model
 
 runner = CliRunner()
@@ -45,6 +47,44 @@ def test_resnet_at_224_has_7x7_local_features(tmp_path):
     bb = _bb(spec)
     z, local = bb.encode_images(_images(bb, n=1))
     assert local.shape[1] == 49 == bb.num_local
+
+
+def _attnpool_for_query(pool, feats: torch.Tensor, t: int) -> torch.Tensor:
+    """open_clip's AttentionPool2d with token ``t`` of its sequence as the query, written out head by head.
+
+    feats: (B, C, H, W), the pool's input. The sequence is the mean token then the HW spatial tokens, plus the
+    positional embedding; open_clip's own output is query 0. Returns (B, d).
+    """
+    tokens = feats.flatten(2).transpose(1, 2)  # (B, HW, C)
+    seq = torch.cat([tokens.mean(1, keepdim=True), tokens], dim=1) + pool.positional_embedding  # (B, HW+1, C)
+    q, k, v = pool.q_proj(seq[:, t]), pool.k_proj(seq), pool.v_proj(seq)  # (B, C), (B, L, C), (B, L, C)
+    dh = seq.shape[-1] // pool.num_heads
+    heads = []
+    for h in range(pool.num_heads):
+        part = slice(h * dh, (h + 1) * dh)
+        weights = torch.softmax((k[:, :, part] @ q[:, part, None]).squeeze(-1) / dh**0.5, dim=-1)  # (B, L)
+        heads.append((weights[:, :, None] * v[:, :, part]).sum(1))  # (B, dh)
+    return pool.c_proj(torch.cat(heads, dim=-1))
+
+
+def test_resnet_local_features_are_attnpool_outputs_for_every_query(tiny_rn):
+    """Local feature i is open_clip's attention pool read out with spatial token i as the query (PLOT)."""
+    bb = _bb(tiny_rn)
+    x = _images(bb, n=2)
+    pool = bb.model.visual.attnpool
+    seen = []
+    hook = pool.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    with torch.no_grad():
+        global_ = bb.model.encode_image(x)  # open_clip's own forward: the pool's input is captured on the way
+    hook.remove()
+    (feats,) = seen  # (B, C, 3, 3)
+    z, local = bb.encode_images(x)
+    with torch.no_grad():
+        assert_close(_attnpool_for_query(pool, feats, 0), global_)  # the written-out pool is open_clip's
+        expected = torch.stack([_attnpool_for_query(pool, feats, t) for t in range(1, 10)], dim=1)  # (B, 9, d)
+    assert local.shape == (2, 9, bb.embed_dim)
+    assert_close(local, expected)
+    assert_close(z, global_)
 
 
 def test_vit_local_features_are_projected_patch_tokens(tiny_vit):
@@ -107,9 +147,15 @@ def test_preprocess_from_model_config(tiny_vit):
     assert bb.train_transform()(Image.new("RGB", (100, 80), "red")).shape == (3, 64, 64)
 
 
-def test_select_precision():
+def test_select_precision(monkeypatch):
     assert select_precision("fp32", torch.device("cpu")) == "fp32"
-    assert select_precision("auto", torch.device("cpu")) in ("bf16", "fp32")
+    assert select_precision("BF16", torch.device("cpu")) == "bf16"
+    # auto on a CPU: bf16 exactly when the CPU runs it fast (AMX / AVX-512 bf16), else fp32
+    monkeypatch.setattr(models, "cpu_has_fast_bf16", lambda: True)
+    assert select_precision("auto", torch.device("cpu")) == "bf16"
+    monkeypatch.setattr(models, "cpu_has_fast_bf16", lambda: False)
+    assert select_precision("auto", torch.device("cpu")) == "fp32"
+    assert select_precision("", torch.device("cpu")) == "fp32"
     with pytest.raises(ModelLoadError):
         select_precision("fp8", torch.device("cpu"))
     with pytest.raises(ModelLoadError):
@@ -160,6 +206,9 @@ def test_missing_weights_in_local_dir(tiny_rn, tmp_path):
     shutil.copy(tiny_rn.removeprefix("local-dir:") + "/open_clip_config.json", folder)
     result = runner.invoke(app, ["info", "--model", f"local-dir:{folder}"])
     assert result.exit_code == 2 and "Traceback" not in result.output
+    message = " ".join(result.output.split())  # one message naming the folder and what to check
+    assert message.startswith(f"error: cannot load model local-dir:{folder}: "), message
+    assert "could not be loaded" in message and message.endswith("Check the weights file or folder (is it complete?)")
 
 
 def test_info_table_and_json(tiny_vit):
@@ -176,15 +225,28 @@ def test_version_and_help():
     assert "info" in runner.invoke(app, ["--help"]).output
 
 
-def test_open_clip_not_imported_elsewhere():
-    from pathlib import Path
-
+def test_open_clip_imported_by_models_and_surgery_only():
+    """An AST scan of every module: open_clip is imported (in any form) by the factory and the surgery only."""
     import dualpt_cli
 
-    pkg = Path(dualpt_cli.__file__).parent
-    users = [p.name for p in pkg.glob("*.py") if "open_clip" in p.read_text() and "import open_clip" in p.read_text()]
-    assert users == ["backbone.py"], users
-    assert open_clip  # tests may use it to build tiny models
+    users = sorted(path for path, found in package_imports(Path(dualpt_cli.__file__).parent).items()
+                   if imports("open_clip", found))
+    assert users == ["models.py", "surgery.py"], users
+
+
+def test_import_scan_sees_every_form(tmp_path):
+    """The scan behind the open_clip check catches each way of importing, and not a mention in a docstring."""
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    forms = {"a.py": "import open_clip\n", "b.py": "from open_clip import create_model\n",
+             "c.py": "def f():\n    from open_clip.transform import PreprocessCfg\n",
+             "d.py": "import open_clip.transformer as t\n",
+             "e.py": "import importlib\nimportlib.import_module('open_clip')\n",
+             "f.py": '"""Does not import open_clip: from open_clip import x."""\nimport torch\n'}
+    for name, text in forms.items():
+        (pkg / name).write_text(text)
+    found = package_imports(pkg)
+    assert sorted(p for p, f in found.items() if imports("open_clip", f)) == ["a.py", "b.py", "c.py", "d.py", "e.py"]
 
 
 def test_bf16_text_copy_equals_autocast_of_original(tiny_model):

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from dualpt_cli.models import select_device, select_precision
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -40,7 +42,12 @@ def test_bench_train_runs_on_tiny_model(tiny_rn, tmp_path, capsys):
     # the two paths compute the same fp32 logits and context gradient
     assert check["fp32_rel_logit_diff"] <= 1e-4
     assert check["fp32_rel_ctx_grad_diff"] <= 1e-3
-    assert 0.0 <= check.get("top1_agreement", 1.0) <= 1.0
+    assert check["fp32_top1_agreement"] == 1.0  # equal logits up to 1e-4: the same top-1 class
+    low = select_precision("auto", select_device("auto"))  # the script's default --precision
+    if low == "fp32":  # no low-precision run to compare
+        assert "top1_agreement" not in check and "low_precision" not in check
+    else:
+        assert check["low_precision"] == low and 0.0 <= check["top1_agreement"] <= 1.0
     assert [m["text_chunk"] for m in results["memory"]] == [4, 0]
     assert all(m["peak_rss_gib"] > 0 for m in results["memory"])
     assert math.isfinite(results["summary"]["speedup"])

@@ -84,7 +84,8 @@ def stored(tmp_path) -> dict[str, dict]:
         (
             "A tiger has orange fur with black stripes, a white belly, and large paws. "
             "They have amber eyes and a long tail that helps them balance while running fast.",
-            ["orange fur with black stripes", "a white belly", "large paws", "amber eyes"],
+            ["orange fur with black stripes", "a white belly", "large paws", "amber eyes",
+             "a long tail that helps them balance while running fast"],
         ),
         ("- tiger\n- a tiger\n- photo of a tiger\n- Tigers\n- stripes", ["stripes"]),
         ("I'm sorry, but I can't help with that.", []),
@@ -108,10 +109,7 @@ def stored(tmp_path) -> dict[str, dict]:
     ],
 )
 def test_parse_phrases(answer, expected):
-    got = parse_phrases(answer, "tiger")
-    assert got[: len(expected)] == expected
-    if not expected:
-        assert got == []
+    assert parse_phrases(answer, "tiger") == expected
 
 
 @pytest.mark.parametrize(

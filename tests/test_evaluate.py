@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from torch.testing import assert_close
 from typer.testing import CliRunner
 
-from dualpt_cli.backbone import ModelSpec, load_backbone
 from dualpt_cli.classes import ClassEntry
 from dualpt_cli.cli import app
 from dualpt_cli.evaluate import ZeroShotClassifier, harmonic_mean, metrics, split_accuracy, topk_accuracy
+from dualpt_cli.models import ModelSpec, load_backbone
 from imagegen import make_image_folder, write_corrupt_image
 
 runner = CliRunner()

@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from dualpt_cli.backbone import ModelSpec, load_backbone
 from dualpt_cli.classes import parse_class_list
 from dualpt_cli.evaluate import ZeroShotClassifier
+from dualpt_cli.models import ModelSpec, load_backbone
 
 SHAPES = Path(__file__).resolve().parents[1] / "examples" / "shapes"
 MODEL = SHAPES / "model"

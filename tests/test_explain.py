@@ -12,7 +12,6 @@ from torch.testing import assert_close
 from typer.testing import CliRunner
 
 from dualpt_cli import explain as explain_mod
-from dualpt_cli.backbone import ModelSpec, load_backbone
 from dualpt_cli.classes import ClassEntry
 from dualpt_cli.classifier import Classifier
 from dualpt_cli.cli import app
@@ -29,6 +28,7 @@ from dualpt_cli.explain import (
     upsample,
 )
 from dualpt_cli.matching import Matcher
+from dualpt_cli.models import ModelSpec, load_backbone
 from dualpt_cli.plots import explanation_png
 from dualpt_cli.promptmeta import PromptMeta
 from dualpt_cli.prompts import description_features

@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from torch.testing import assert_close
 from typer.testing import CliRunner
 
-from dualpt_cli.backbone import ModelSpec, load_backbone
 from dualpt_cli.classifier import Classifier
 from dualpt_cli.cli import app
 from dualpt_cli.features import encode_views, model_key
 from dualpt_cli.head import auto_val_shots, blend_logits, choose, collapsed, prior_features
+from dualpt_cli.models import ModelSpec, load_backbone
 from dualpt_cli.promptfile import load_prompt_file
 from dualpt_cli.trainconfig import RECIPES, TrainConfig, resolve_recipe
 from imagegen import make_image_folder

@@ -26,10 +26,10 @@ from typer.testing import CliRunner
 
 from dualpt_cli import data as data_mod
 from dualpt_cli import describe as describe_mod
-from dualpt_cli.backbone import ModelSpec, load_backbone, select_device
 from dualpt_cli.cli import app
 from dualpt_cli.describe import RetryPolicy
 from dualpt_cli.errors import ModelLoadError
+from dualpt_cli.models import ModelSpec, load_backbone, select_device
 from dualpt_cli.project import Project
 from dualpt_cli.promptfile import PROMPT_FORMAT, load_prompt_file, read_safetensors, write_safetensors
 from imagegen import make_image_folder, write_corrupt_image

@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from dualpt_cli import hub
-from dualpt_cli.backbone import ModelSpec, _load_failure_message, _root_log_records
 from dualpt_cli.cli import app
+from dualpt_cli.models import ModelSpec, _load_failure_message, _root_log_records
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()

@@ -7,7 +7,9 @@ import torch
 from torch.testing import assert_close
 
 from dualpt_cli.matching import (
+    Matcher,
     MatchingStats,
+    SolverSettings,
     dual_scores,
     fgw_plan,
     graph_matching_plan,
@@ -69,7 +71,7 @@ def algorithm1_reference(Z, W, alpha, lam, outer_iters, inner_iters):
 def test_matches_pot_entropic_fgw(seed, N, M, alpha):
     lam = 0.1
     Z, W = features(N, seed=seed), features(M, seed=seed + 100)
-    T, stats = graph_matching_plan(Z, W, alpha, lam, return_stats=True, **TIGHT)
+    T, stats = graph_matching_plan(Z, W, SolverSettings(alpha, lam, **TIGHT), return_stats=True)
     assert stats.converged
     C_wd, C_z, C_w = (x.numpy() for x in costs(Z, W))
     T_pot = ot.gromov.entropic_fused_gromov_wasserstein(
@@ -83,14 +85,14 @@ def test_matches_pot_entropic_fgw(seed, N, M, alpha):
 @pytest.mark.parametrize("alpha", [0.0, 0.2, 1.0])
 def test_equals_algorithm1_as_written(alpha):
     Z, W = features(7, seed=3), features(4, seed=4)
-    T = graph_matching_plan(Z, W, alpha, 0.1, outer_iters=4, inner_iters=30, tol=0, outer_tol=0)
+    T = graph_matching_plan(Z, W, SolverSettings(alpha, 0.1, outer_iters=4, inner_iters=30, tol=0, outer_tol=0))
     T_ref = algorithm1_reference(Z, W, alpha, 0.1, outer_iters=1 if alpha == 0 else 4, inner_iters=30)
     assert_close(T, T_ref, rtol=1e-12, atol=1e-15)
 
 
 def test_alpha0_is_plain_sinkhorn():
     Z, W = features(49, seed=5), features(4, seed=6)
-    T = graph_matching_plan(Z, W, 0.0, 0.1, **TIGHT)
+    T = graph_matching_plan(Z, W, SolverSettings(0.0, 0.1, **TIGHT))
     C_wd = (1 - Z @ W.T).numpy()
     T_ref = ot.sinkhorn(ot.unif(49), ot.unif(4), C_wd, 0.1, numItermax=10000, stopThr=1e-15)
     assert_close(T, torch.from_numpy(T_ref), rtol=0, atol=1e-12)
@@ -101,7 +103,7 @@ def test_alpha0_is_plain_sinkhorn():
 def test_marginals(dtype):
     Z, W = features(3, 1, 49, seed=7, dtype=dtype), features(1, 5, 4, seed=8, dtype=dtype)
     tol, eps = (1e-6, 1e-5) if dtype == torch.float32 else (1e-12, 1e-9)
-    T = graph_matching_plan(Z, W, 0.2, 0.1, tol=tol, inner_iters=500)
+    T = graph_matching_plan(Z, W, SolverSettings(0.2, 0.1, tol=tol, inner_iters=500))
     assert T.shape == (3, 5, 49, 4) and T.dtype == dtype
     assert_close(T.sum(-1), torch.full((3, 5, 49), 1 / 49, dtype=dtype), rtol=eps, atol=0)
     assert_close(T.sum(-2), torch.full((3, 5, 4), 1 / 4, dtype=dtype), rtol=eps, atol=0)
@@ -111,20 +113,21 @@ def test_batched_equals_per_instance():
     B, K, N, M = 3, 4, 6, 3
     Z, W = features(B, N, seed=9), features(K, M, seed=10)
     fixed = dict(outer_iters=8, inner_iters=40, tol=0, outer_tol=0)  # same iterations for every call
-    T = graph_matching_plan(Z[:, None], W[None], 0.5, 0.1, **fixed)  # (B, K, N, M) by broadcasting
+    T = graph_matching_plan(Z[:, None], W[None], SolverSettings(0.5, 0.1, **fixed))  # (B, K, N, M) by broadcasting
     assert T.shape == (B, K, N, M)
     for b in range(B):
         for k in range(K):
-            assert_close(T[b, k], graph_matching_plan(Z[b], W[k], 0.5, 0.1, **fixed), rtol=1e-12, atol=1e-15)
+            single = graph_matching_plan(Z[b], W[k], SolverSettings(0.5, 0.1, **fixed))
+            assert_close(T[b, k], single, rtol=1e-12, atol=1e-15)
 
 
 def test_dual_scores_match_plan_and_chunking():
     Z, W = features(3, 10, seed=11), features(5, 4, seed=12)
-    s, stats = dual_scores(Z, W, return_stats=True, **TIGHT)
+    s, stats = dual_scores(Z, W, SolverSettings(**TIGHT), return_stats=True)
     assert s.shape == (3, 5) and isinstance(stats, MatchingStats) and stats.converged
-    T = graph_matching_plan(Z[:, None], W[None], **TIGHT)
+    T = graph_matching_plan(Z[:, None], W[None], SolverSettings(**TIGHT))
     assert_close(s, plan_logits_similarity(T, Z[:, None], W[None]))
-    assert_close(dual_scores(Z, W, chunk=2, **TIGHT), s, rtol=0, atol=1e-12)
+    assert_close(dual_scores(Z, W, SolverSettings(**TIGHT), chunk=2), s, rtol=0, atol=1e-12)
 
 
 def test_fgw_plan_broadcasts_costs():
@@ -139,8 +142,8 @@ def test_finite_under_bf16_autocast(lam):
     Z = features(4, 49, d=64, seed=15, dtype=torch.bfloat16)
     W = features(6, 4, d=64, seed=16, dtype=torch.bfloat16).requires_grad_()
     with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
-        T = graph_matching_plan(Z[:, None], W[None], 0.2, lam)
-        s = dual_scores(Z, W, 0.2, lam)
+        T = graph_matching_plan(Z[:, None], W[None], SolverSettings(0.2, lam))
+        s = dual_scores(Z, W, SolverSettings(0.2, lam))
     assert T.dtype == torch.float32 and torch.isfinite(T).all()
     assert_close(T.sum(-2), torch.full((4, 6, 4), 0.25), rtol=1e-5, atol=0)
     assert s.dtype == torch.float32 and torch.isfinite(s).all()
@@ -150,7 +153,7 @@ def test_finite_under_bf16_autocast(lam):
 
 def test_small_lambda_finite_float32():
     Z, W = features(2, 49, seed=17, dtype=torch.float32), features(3, 4, seed=18, dtype=torch.float32)
-    T = graph_matching_plan(Z[:, None], W[None], 0.5, 0.01)
+    T = graph_matching_plan(Z[:, None], W[None], SolverSettings(0.5, 0.01))
     assert torch.isfinite(T).all()
     assert_close(T.sum((-2, -1)), torch.ones(2, 3), rtol=1e-3, atol=0)
 
@@ -184,17 +187,28 @@ def test_sinkhorn_ot_distance():
 
 
 @pytest.mark.parametrize("kwargs", [dict(alpha=-0.1), dict(alpha=1.5), dict(lam=0.0)])
-def test_rejects_bad_hyperparameters(kwargs):
+def test_rejects_bad_hyperparameters(kwargs):  # when the settings are made, before any solve
     with pytest.raises(ValueError):
-        graph_matching_plan(features(3), features(2), **kwargs)
+        SolverSettings(**kwargs)
 
 
 def test_pot_mapping_needs_the_factor_two():
     """The naive mapping (epsilon=lam, alpha=alpha) gives a different plan: the factor 2 matters."""
     Z, W = features(8, seed=27), features(4, seed=28)
-    T = graph_matching_plan(Z, W, 0.5, 0.1, **TIGHT).numpy()
+    T = graph_matching_plan(Z, W, SolverSettings(0.5, 0.1, **TIGHT)).numpy()
     C_wd, C_z, C_w = (x.numpy() for x in costs(Z, W))
     T_naive = ot.gromov.entropic_fused_gromov_wasserstein(
         C_wd, C_z, C_w, ot.unif(8), ot.unif(4), "square_loss", epsilon=0.1, alpha=0.5, max_iter=1000, tol=1e-14
     )
     assert np.abs(T - T_naive).max() > 1e-6
+
+
+def test_matcher_settings_round_trip_through_meta():
+    """A prompt file's metadata gives back the same matcher; chunk is a memory setting, not stored."""
+    matcher = Matcher(3.5, SolverSettings(alpha=0.3, lam=0.05, outer_iters=7, inner_iters=50, tol=1e-3), chunk=4)
+    meta = matcher.meta()
+    assert meta == {"logit_scale": 3.5, "alpha": 0.3, "lambda": 0.05, "outer_iters": 7, "inner_iters": 50, "tol": 1e-3}
+    assert Matcher.from_meta(meta, chunk=4) == matcher
+    Z, W = torch.randn(2, 6, 8, dtype=torch.float64), torch.nn.functional.normalize(torch.randn(3, 4, 8), dim=-1)
+    assert_close(matcher.logits(Z, W.double()), 3.5 * dual_scores(torch.nn.functional.normalize(Z, dim=-1), W.double(),
+                                                                  matcher.solver))

@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from dualpt_cli.backbone import ModelSpec, load_backbone
 from dualpt_cli.errors import DataError
 from dualpt_cli.matching import dual_scores
+from dualpt_cli.models import ModelSpec, load_backbone
 from dualpt_cli.prompts import PromptLearner, description_features
 
 NAMES = ["red circle", "golden retriever", "a very long class name with many words in it", "x"]

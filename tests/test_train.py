@@ -40,7 +40,7 @@ def test_train_cli_end_to_end(images, tiny_rn, tmp_path):
     assert tensors["ctx"].shape == (4, 4, 32)  # the default recipe: 4 context vectors ("a photo of a")
     assert tensors["class_features"].shape == (3, 4, 32)
     assert_close(tensors["class_features"].norm(dim=-1), torch.ones(3, 4))
-    assert meta["class_folders"] == ["red", "green", "blue"] or sorted(meta["class_folders"]) == meta["class_folders"]
+    assert meta["class_folders"] == ["blue", "green", "red"]  # sorted folder names, as the class list is
     assert meta["n_prompts"] == 4 and meta["model"].startswith("local-dir:") and meta["beta"] == 0.0
     split = json.loads((tmp_path / "proj" / "split.json").read_text())
     assert all(len(v) == 2 for v in split["train"].values())
@@ -106,10 +106,26 @@ def test_corrupt_image_is_skipped(images, tiny_rn, tmp_path):
     assert "red_broken.png" in result.output and "empty.jpg" in result.output
 
 
+class _Steps(Callbacks):
+    """Records the steps announced per epoch and the training accuracy after each step."""
+
+    def __init__(self):
+        self.steps: list[int] = []
+        self.ticks: list[dict] = []
+
+    def epoch(self, epoch, total, steps):
+        self.steps.append(steps)
+        return self.ticks.append
+
+
 def test_one_shot_five_classes_keeps_partial_batch(tmp_path, tiny_rn):
     images = make_image_folder(tmp_path / "five", classes=["red", "green", "blue", "yellow", "purple"], per_class=1)
-    result = run_training(_cfg(images, tiny_rn, tmp_path / "p", shots=1, epochs=2, batch_size=32))
-    assert result.epochs == 2 and result.train_acc == result.train_acc  # a number, not NaN: the batch ran
+    steps = _Steps()
+    result = run_training(_cfg(images, tiny_rn, tmp_path / "p", shots=1, epochs=2, batch_size=32), steps)
+    assert result.epochs == 2 and steps.steps == [1, 1] and len(steps.ticks) == 2  # one (partial) batch an epoch
+    # the accuracy counts all 5 images of that batch: a multiple of 1/5
+    for acc in [t["acc"] for t in steps.ticks] + [result.train_acc]:
+        assert math.isfinite(acc) and abs(5 * acc - round(5 * acc)) < 1e-9
 
 
 def test_descriptions_are_used(images, tiny_rn, tmp_path):
@@ -127,15 +143,27 @@ def test_descriptions_are_used(images, tiny_rn, tmp_path):
     assert log[0]["loss_llm"] > 0
 
 
-@pytest.mark.parametrize("llm_loss", ["wd", "ce"])
-def test_llm_loss_ablations_run(images, tiny_rn, tmp_path, llm_loss):
-    project = tmp_path / "p"
-    project.mkdir()
+def test_llm_loss_choice_changes_the_loss(images, tiny_rn, tmp_path):
+    """cosine, wd and ce give different L_LLM values and updates; the image loss of the first step is the same."""
     doc = {"format": "dualpt-descriptions/1", "classes": [
-        {"folder": f, "name": f, "phrases": [f"{f} colour"], "status": "ok"} for f in ("blue", "green", "red")]}
-    (project / "descriptions.json").write_text(json.dumps(doc))
-    result = run_training(_cfg(images, tiny_rn, project, epochs=1, llm_loss=llm_loss))
-    assert result.loss == result.loss
+        {"folder": f, "name": f, "phrases": [f"{f} colour", "round shape"], "status": "ok"}
+        for f in ("blue", "green", "red")]}
+    records, ctx = {}, {}
+    for llm_loss in ("cosine", "wd", "ce"):
+        project = tmp_path / llm_loss
+        project.mkdir()
+        (project / "descriptions.json").write_text(json.dumps(doc))
+        # one epoch of one batch (6 images): the same data and start for every choice
+        result = run_training(_cfg(images, tiny_rn, project, epochs=1, batch_size=8, llm_loss=llm_loss))
+        (records[llm_loss],) = [json.loads(line) for line in (project / "train_log.jsonl").read_text().splitlines()]
+        ctx[llm_loss] = load_prompt_file(result.prompt_file)[0]["ctx"]
+    for r in records.values():
+        assert r["loss_llm"] > 0 and math.isfinite(r["loss_llm"])
+        assert r["loss"] == pytest.approx(0.2 * r["loss_llm"] + 0.8 * r["loss_img"], rel=1e-6)  # beta = 0.2
+        assert r["loss_img"] == pytest.approx(records["cosine"]["loss_img"], rel=1e-6)
+    for a, b in (("cosine", "wd"), ("cosine", "ce"), ("wd", "ce")):
+        assert abs(records[a]["loss_llm"] - records[b]["loss_llm"]) > 1e-4, (a, b, records)
+        assert not torch.equal(ctx[a], ctx[b]), (a, b)  # the choice reaches the gradient
 
 
 def test_class_specific_and_ctx_init(images, tiny_rn, tmp_path):
@@ -233,3 +261,42 @@ def test_ctrl_c_keeps_checkpoint_and_resume_finishes(images, tiny_rn, monkeypatc
     result = runner.invoke(app, [*args, "--resume"])
     assert result.exit_code == 0, result.output
     assert "resuming after epoch 1 of 3" in result.output
+
+
+def _l_llm_written_out(W: torch.Tensor, H: list[torch.Tensor]) -> float:
+    """Eq. 5 by hand: (1/K) sum_k (1 - cos(mean_j w_kj, mean_e h_ke)), over the classes that have phrases."""
+    terms = []
+    for w_k, h_k in zip(W.tolist(), [h.tolist() for h in H]):
+        if not h_k:
+            continue
+        a = [sum(col) / len(w_k) for col in zip(*w_k)]  # mean_j w_kj
+        b = [sum(col) / len(h_k) for col in zip(*h_k)]  # mean_e h_ke
+        dot = sum(x * y for x, y in zip(a, b))
+        terms.append(1.0 - dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))))
+    return sum(terms) / len(terms)
+
+
+@pytest.mark.parametrize("described", [(True, True, True), (True, False, True)])
+def test_l_llm_value(tiny_rn, described):
+    """The cosine L_LLM of a step equals Eq. 5 written out, with h_ke = g("{name}, which has {phrase}.")."""
+    from dualpt_cli.matching import Matcher
+    from dualpt_cli.models import ModelSpec, load_backbone
+    from dualpt_cli.prompts import description_features
+    from dualpt_cli.train import Objective
+
+    bb = load_backbone(ModelSpec(tiny_rn), device="cpu", precision="fp32")
+    names = ["red circle", "green square", "blue"]
+    phrases = [["round shape", "red colour"], ["four corners"], ["blue colour", "no corners", "a smooth edge"]]
+    phrases = [p if keep else [] for p, keep in zip(phrases, described)]
+    mean, has, sets = description_features(bb, names, phrases)
+    # h_ke by hand: open_clip's own text encoder on the descriptor texts, normalised
+    texts = [[f"{n}, which has {p}." for p in ps] for n, ps in zip(names, phrases)]
+    with torch.no_grad():
+        H = [torch.nn.functional.normalize(bb.model.encode_text(bb.tokenize(t)), dim=-1) if t else torch.zeros(0, 32)
+             for t in texts]
+    W = torch.nn.functional.normalize(torch.randn(3, 4, 32, generator=torch.Generator().manual_seed(0)), dim=-1)
+    objective = Objective(matcher=Matcher(bb.logit_scale), beta=0.2, llm_loss="cosine", desc_mean=mean,
+                          desc_has=has, desc_sets=sets)
+    got = objective.llm_loss_value(W, logits=torch.zeros(1, 3), z_global=torch.zeros(1, 32))
+    assert has.tolist() == list(described)
+    assert float(got) == pytest.approx(_l_llm_written_out(W, H), rel=1e-5)

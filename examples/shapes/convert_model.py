@@ -23,7 +23,7 @@ from make_dataset import HERE, load_generator
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from dualpt_cli.backbone import ModelSpec, load_backbone
+from dualpt_cli.models import ModelSpec, load_backbone
 from dualpt_cli.evaluate import ZeroShotClassifier
 from dualpt_cli.classes import parse_class_list
 

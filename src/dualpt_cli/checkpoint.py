@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from .backbone import ModelSpec
 from .errors import ProjectError
+from .models import ModelSpec
 from .project import Project, atomic_write_text
 from .promptfile import CHECKPOINT_FORMAT, read_safetensors, write_safetensors
 from .prompts import PromptLearner

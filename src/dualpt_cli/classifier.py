@@ -14,11 +14,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .backbone import LOCAL_DIR, Backbone, ModelSpec, load_backbone
+from .backbone import Backbone
 from .classes import ClassEntry, find_trained
 from .errors import DataError, ModelLoadError, PromptFileError
 from .fingerprint import check_image_fingerprint
 from .head import blend_logits, name_features
+from .models import LOCAL_DIR, ModelSpec, load_backbone
 from .project import resolve_project
 from .promptfile import read_prompt_file
 from .promptmeta import PromptMeta

@@ -105,7 +105,7 @@ def info(
 
     Example: dualpt info --model ViT-B-16 --pretrained openai
     """
-    from .backbone import ModelSpec, load_backbone
+    from .models import ModelSpec, load_backbone
     from .ui import console, print_json
 
     bb = load_backbone(ModelSpec(model, pretrained), device=device, precision=precision)

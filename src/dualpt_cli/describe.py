@@ -22,7 +22,8 @@ from .errors import DataError
 from .options import check_all, require_finite
 from .phrases import parse_phrases
 from .project import Project
-from .providers import BadAnswer, Provider, ProviderSettings, RequestRejected, TransientError, make_provider, redact
+from .providers import BadAnswer, Provider, ProviderSettings, RequestRejected, TransientError, make_provider
+from .redact import redact
 
 QUERY = (
     "Q: What are the useful features for distinguishing a {CLASS} in a photo? "

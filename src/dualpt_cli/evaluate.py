@@ -15,12 +15,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .backbone import Backbone, ModelSpec, load_backbone
+from .backbone import Backbone
 from .classes import ClassEntry, class_set, parse_class_list
 from .classifier import Classifier, prompt_path
 from .data import StreamProgress, image_batches, scan_image_folder
 from .errors import DataError, PromptFileError
 from .head import ZERO_SHOT_TEMPLATE, name_features
+from .models import ModelSpec, load_backbone
 from .project import resolve_project
 from .promptfile import read_prompt_file
 

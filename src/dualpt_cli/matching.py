@@ -24,22 +24,43 @@ Z: (B, 1, N, d) with W: (1, K, M, d) gives plans of shape (B, K, N, M) without c
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from .sinkhorn import compute_dtype, cosine, log_sinkhorn, sinkhorn_ot_distance, sinkhorn_plan
+
 __all__ = [
     "Matcher",
     "MatchingStats",
+    "SolverSettings",
     "dual_scores",
     "fgw_plan",
     "graph_matching_plan",
     "plan_logits_similarity",
-    "sinkhorn_ot_distance",
+    "sinkhorn_ot_distance",  # re-exported from sinkhorn.py, where they live
     "sinkhorn_plan",
 ]
+
+
+@dataclass(frozen=True)
+class SolverSettings:
+    """Algorithm 1's settings: the objective (alpha, lam) and when its iterations stop (see :func:`fgw_plan`)."""
+
+    alpha: float = 0.2  # weight of the edge (Gromov) term; 0 = node matching only (PLOT), 1 = edges only
+    lam: float = 0.1  # entropic regularisation (kernel exp(-C / lam)); PLOT's eps
+    outer_iters: int = 10  # cap on fixed-point (outer) iterations
+    inner_iters: int = 100  # cap on Sinkhorn iterations per outer iteration
+    tol: float = 1e-2  # Sinkhorn stops when the mean change of the scaling vector a is below this (PLOT's rule)
+    outer_tol: float = 1e-4  # outer loop stops when the plan moved less than this in L1 (<= 0: run all)
+    check_every: int = 5  # Sinkhorn iterations between convergence checks (each is one host-device sync)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if not self.lam > 0:
+            raise ValueError(f"lam must be positive, got {self.lam}")
 
 
 @dataclass(frozen=True)
@@ -60,88 +81,12 @@ class MatchingStats:
         )
 
 
-def _compute_dtype(*tensors: Tensor) -> torch.dtype:
-    """float64 if any input is float64, else float32 (bf16/fp16 inputs are cast up)."""
-    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
-
-
-def _cosine(X: Tensor, Y: Tensor) -> Tensor:
-    """Cosine similarity of L2-normalised rows: (..., n, d), (..., m, d) -> (..., n, m), broadcasting."""
-    # einsum folds a size-1 leading dim of one operand into the matrix dims instead of expanding it
-    return torch.einsum("...nd,...md->...nm", X, Y)
-
-
-def _log_sinkhorn(log_K: Tensor, max_iters: int, tol: float, check_every: int) -> tuple[Tensor, int]:
-    """Sinkhorn-Knopp in the log domain, uniform marginals, started from b = 1.
-
-    Iterates a = p / (K b), b = q / (K^T a) on log a, log b (logsumexp), and returns
-    T = diag(a) K diag(b). Stopping rule (PLOT's): the mean absolute change of the scaling vector a over
-    one iteration is below ``tol`` for every instance of the batch. It is checked only every
-    ``check_every`` iterations (each check is one host-device sync); ``tol <= 0`` runs ``max_iters``.
-    At small ``lam`` the scaling vector is large (a ~ exp(C / lam)), so the absolute rule may not be
-    met and all ``max_iters`` run; the result stays finite either way.
-
-    Args:
-        log_K: -C / lam, shape (..., N, M).
-        max_iters: cap on Sinkhorn iterations.
-        tol: threshold on the mean absolute change of a.
-        check_every: iterations between convergence checks.
-
-    Returns:
-        T of shape (..., N, M) (columns sum to 1/M exactly, rows to 1/N up to the tolerance), and the
-        number of iterations run.
-    """
-    if max_iters < 1:
-        raise ValueError(f"Sinkhorn needs at least one iteration, got {max_iters}")
-    N, M = log_K.shape[-2:]
-    log_p, log_q = -math.log(N), -math.log(M)
-    log_b = torch.zeros(log_K.shape[:-2] + (M,), dtype=log_K.dtype, device=log_K.device)  # (..., M)
-    log_a = None
-    n_iters = 0
-    for it in range(1, max_iters + 1):
-        log_a_prev = log_a
-        log_a = log_p - torch.logsumexp(log_K + log_b.unsqueeze(-2), dim=-1)  # (..., N)
-        log_b = log_q - torch.logsumexp(log_K + log_a.unsqueeze(-1), dim=-2)  # (..., M)
-        n_iters = it
-        if tol > 0 and log_a_prev is not None and it % check_every == 0:
-            err = (log_a.exp() - log_a_prev.exp()).abs().mean(-1)  # (...,); inf/nan never pass
-            if bool((err < tol).all()):
-                break
-    T = torch.exp(log_a.unsqueeze(-1) + log_K + log_b.unsqueeze(-2))  # (..., N, M)
-    return T, n_iters
-
-
-@torch.no_grad()
-def sinkhorn_plan(C: Tensor, lam: float = 0.1, *, iters: int = 100, tol: float = 1e-2, check_every: int = 5) -> Tensor:
-    """Entropic OT plan with uniform marginals p = 1/N, q = 1/M (no gradient).
-
-    Args:
-        C: cost, shape (..., N, M).
-        lam: entropic regularisation (the kernel is exp(-C / lam)).
-        iters, tol, check_every: Sinkhorn cap and stopping rule, as in :func:`fgw_plan`.
-
-    Returns:
-        T of shape (..., N, M), float32 (float64 for float64 input), without gradient.
-    """
-    with torch.autocast(device_type=C.device.type, enabled=False):
-        C = C.detach().to(_compute_dtype(C))
-        T, _ = _log_sinkhorn(-C / lam, iters, tol, check_every)
-    return T
-
-
 @torch.no_grad()
 def fgw_plan(
     C_wd: Tensor,
     C_z: Tensor,
     C_w: Tensor,
-    alpha: float = 0.2,
-    lam: float = 0.1,
-    *,
-    outer_iters: int = 10,
-    inner_iters: int = 100,
-    tol: float = 1e-2,
-    outer_tol: float = 1e-4,
-    check_every: int = 5,
+    solver: SolverSettings = SolverSettings(),
 ) -> tuple[Tensor, MatchingStats]:
     """Entropic fused Gromov-Wasserstein plan from cost matrices (Algorithm 1), without gradient.
 
@@ -167,30 +112,21 @@ def fgw_plan(
         C_wd: node cost 1 - cos(Z, W), shape (..., N, M).
         C_z: image-graph edge weights cos(Z, Z), shape (..., N, N) (symmetric).
         C_w: prompt-graph edge weights cos(W, W), shape (..., M, M) (symmetric).
-        alpha: weight of the edge (Gromov) term; 0 = node matching only, 1 = edge matching only.
-        lam: entropic regularisation of Algorithm 1 (kernel exp(-C / lam)).
-        outer_iters: cap on fixed-point iterations.
-        inner_iters: cap on Sinkhorn iterations per outer iteration.
-        tol: Sinkhorn tolerance on the mean absolute change of the scaling vector a.
-        outer_tol: tolerance on the L1 change of the plan between outer iterations (<= 0: run all).
-        check_every: Sinkhorn iterations between convergence checks.
+        solver: alpha, lam, the iteration caps and stopping rules (:class:`SolverSettings`).
 
     Returns:
         T of shape (..., N, M) (broadcast leading dims), float32 (float64 if any input is float64),
         without gradient; and the iteration counts as :class:`MatchingStats`.
     """
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    if lam <= 0:
-        raise ValueError(f"lam must be positive, got {lam}")
+    alpha, lam, tol, check_every = solver.alpha, solver.lam, solver.tol, solver.check_every
     with torch.autocast(device_type=C_wd.device.type, enabled=False):
-        dtype = _compute_dtype(C_wd, C_z, C_w)
+        dtype = compute_dtype(C_wd, C_z, C_w)
         C_wd, C_z, C_w = (x.detach().to(dtype) for x in (C_wd, C_z, C_w))
         batch = torch.broadcast_shapes(C_wd.shape[:-2], C_z.shape[:-2], C_w.shape[:-2])
         N, M = C_wd.shape[-2:]
         C_wd = C_wd.expand(batch + (N, M))  # (..., N, M)
         if alpha == 0.0:
-            T, n_inner = _log_sinkhorn(-C_wd / lam, inner_iters, tol, check_every)
+            T, n_inner = log_sinkhorn(-C_wd / lam, solver.inner_iters, tol, check_every)
             return T, MatchingStats(outer_iters=1, inner_iters=n_inner, converged=True)
 
         # square-loss constant term, p and q uniform: (C_z^2) p = row means of C_z^2
@@ -198,16 +134,16 @@ def fgw_plan(
         node = (1.0 - alpha) * C_wd  # (..., N, M)
         T = torch.full(batch + (N, M), 1.0 / (N * M), dtype=dtype, device=C_wd.device)  # p q^T
         n_outer, n_inner, converged = 0, 0, False
-        while n_outer < outer_iters:
+        while n_outer < solver.outer_iters:
             n_outer += 1
             CT = torch.einsum("...nk,...km->...nm", C_z, T)  # (..., N, M), C_z is not expanded per class
             C_gwd = C_zw - 2.0 * torch.einsum("...nl,...ml->...nm", CT, C_w)  # (..., N, M)
             T_prev = T
-            T, n = _log_sinkhorn((alpha * C_gwd + node) / -lam, inner_iters, tol, check_every)
+            T, n = log_sinkhorn((alpha * C_gwd + node) / -lam, solver.inner_iters, tol, check_every)
             n_inner += n
-            if outer_tol > 0:
+            if solver.outer_tol > 0:
                 change = (T - T_prev).abs().sum((-2, -1))  # (...,)
-                if bool((change < outer_tol).all()):
+                if bool((change < solver.outer_tol).all()):
                     converged = True
                     break
     return T, MatchingStats(outer_iters=n_outer, inner_iters=n_inner, converged=converged)
@@ -216,14 +152,8 @@ def fgw_plan(
 def graph_matching_plan(
     Z: Tensor,
     W: Tensor,
-    alpha: float = 0.2,
-    lam: float = 0.1,
+    solver: SolverSettings = SolverSettings(),
     *,
-    outer_iters: int = 10,
-    inner_iters: int = 100,
-    tol: float = 1e-2,
-    outer_tol: float = 1e-4,
-    check_every: int = 5,
     return_stats: bool = False,
 ) -> Tensor | tuple[Tensor, MatchingStats]:
     """Graph-matching plan between local image features and prompt features (Algorithm 1).
@@ -232,7 +162,7 @@ def graph_matching_plan(
         Z: L2-normalised local image features, shape (..., N, d).
         W: L2-normalised prompt features of a class, shape (..., M, d); leading dims broadcast with
             Z's, e.g. Z (B, 1, N, d) and W (1, K, M, d).
-        alpha, lam, outer_iters, inner_iters, tol, outer_tol, check_every: see :func:`fgw_plan`.
+        solver: alpha, lam, iteration caps and stopping rules (:class:`SolverSettings`).
         return_stats: also return the iteration counts.
 
     Returns:
@@ -240,19 +170,13 @@ def graph_matching_plan(
         ``return_stats``, the tuple (T, MatchingStats).
     """
     with torch.no_grad(), torch.autocast(device_type=Z.device.type, enabled=False):
-        dtype = _compute_dtype(Z, W)
+        dtype = compute_dtype(Z, W)
         Z, W = Z.detach().to(dtype), W.detach().to(dtype)
         T, stats = fgw_plan(
-            1.0 - _cosine(Z, W),  # (..., N, M)
-            _cosine(Z, Z),  # (..., N, N)
-            _cosine(W, W),  # (..., M, M)
-            alpha,
-            lam,
-            outer_iters=outer_iters,
-            inner_iters=inner_iters,
-            tol=tol,
-            outer_tol=outer_tol,
-            check_every=check_every,
+            1.0 - cosine(Z, W),  # (..., N, M)
+            cosine(Z, Z),  # (..., N, N)
+            cosine(W, W),  # (..., M, M)
+            solver,
         )
     return (T, stats) if return_stats else T
 
@@ -270,20 +194,14 @@ def plan_logits_similarity(T: Tensor, Z: Tensor, W: Tensor) -> Tensor:
     Returns:
         s of shape (...,).
     """
-    return (T.detach() * _cosine(Z, W)).sum((-2, -1))
+    return (T.detach() * cosine(Z, W)).sum((-2, -1))
 
 
 def dual_scores(
     Z: Tensor,
     W: Tensor,
-    alpha: float = 0.2,
-    lam: float = 0.1,
+    solver: SolverSettings = SolverSettings(),
     *,
-    outer_iters: int = 10,
-    inner_iters: int = 100,
-    tol: float = 1e-2,
-    outer_tol: float = 1e-4,
-    check_every: int = 5,
     chunk: int | None = None,
     return_stats: bool = False,
 ) -> Tensor | tuple[Tensor, MatchingStats]:
@@ -300,7 +218,7 @@ def dual_scores(
     Args:
         Z: L2-normalised local image features, shape (B, N, d).
         W: L2-normalised prompt features, shape (K, M, d).
-        alpha, lam, outer_iters, inner_iters, tol, outer_tol, check_every: see :func:`fgw_plan`.
+        solver: alpha, lam, iteration caps and stopping rules (:class:`SolverSettings`).
         chunk: number of classes per solve (None: all at once).
         return_stats: also return the iteration counts (worst case over chunks).
 
@@ -311,53 +229,20 @@ def dual_scores(
     K = W.shape[0]
     chunk = K if chunk is None else max(1, chunk)
     with torch.no_grad(), torch.autocast(device_type=Z.device.type, enabled=False):
-        Zf = Z.detach().to(_compute_dtype(Z, W))
-        C_z = _cosine(Zf, Zf).unsqueeze(1)  # (B, 1, N, N)
+        Zf = Z.detach().to(compute_dtype(Z, W))
+        C_z = cosine(Zf, Zf).unsqueeze(1)  # (B, 1, N, N)
     scores, stats = [], []
     for start in range(0, K, chunk):
         Wc = W[start : start + chunk]  # (k, M, d)
         sim = torch.einsum("bnd,kmd->bknm", Z, Wc)  # (B, k, N, M), under the caller's autocast
         with torch.no_grad(), torch.autocast(device_type=Z.device.type, enabled=False):
             Wf = Wc.detach().to(C_z.dtype)
-            C_w = _cosine(Wf, Wf).unsqueeze(0)  # (1, k, M, M)
-            T, st = fgw_plan(
-                1.0 - sim.detach(),
-                C_z,
-                C_w,
-                alpha,
-                lam,
-                outer_iters=outer_iters,
-                inner_iters=inner_iters,
-                tol=tol,
-                outer_tol=outer_tol,
-                check_every=check_every,
-            )
+            C_w = cosine(Wf, Wf).unsqueeze(0)  # (1, k, M, M)
+            T, st = fgw_plan(1.0 - sim.detach(), C_z, C_w, solver)
         scores.append((T * sim).sum((-2, -1)))  # (B, k)
         stats.append(st)
     s = torch.cat(scores, dim=1)  # (B, K)
     return (s, MatchingStats.merge(stats)) if return_stats else s
-
-
-def sinkhorn_ot_distance(
-    X: Tensor, Y: Tensor, lam: float = 0.1, *, iters: int = 100, tol: float = 1e-2, check_every: int = 5
-) -> Tensor:
-    """Entropic OT distance sum_ij T_ij (1 - cos(x_i, y_j)) between two point sets, uniform weights.
-
-    The plan T is computed without gradient (log-domain Sinkhorn, see :func:`sinkhorn_plan`); the
-    distance is differentiable in X and Y through the cost. Used by the "wd" ablation of the LLM loss.
-
-    Args:
-        X: L2-normalised features, shape (..., n, d).
-        Y: L2-normalised features, shape (..., m, d); leading dims broadcast with X's.
-        lam: entropic regularisation.
-        iters, tol, check_every: Sinkhorn cap and stopping rule.
-
-    Returns:
-        Distance of shape (...,), float32 unless inputs are float64.
-    """
-    C = 1.0 - _cosine(X, Y)  # (..., n, m)
-    T = sinkhorn_plan(C, lam, iters=iters, tol=tol, check_every=check_every)
-    return (T * C).sum((-2, -1))
 
 
 @dataclass(frozen=True)
@@ -368,29 +253,27 @@ class Matcher:
     """
 
     logit_scale: float  # exp(CLIP's logit scale)
-    alpha: float = 0.2  # edge (GW) weight
-    lam: float = 0.1  # entropic regularisation
-    outer_iters: int = 10
-    inner_iters: int = 100
-    tol: float = 1e-2
+    solver: SolverSettings = SolverSettings()  # alpha, lam, iteration caps
     chunk: int | None = None  # classes per solve (None: all at once)
 
     @classmethod
     def from_meta(cls, meta: dict, chunk: int | None = None) -> Matcher:
         """The settings stored in a prompt file's metadata."""
-        return cls(logit_scale=float(meta["logit_scale"]), alpha=float(meta["alpha"]), lam=float(meta["lambda"]),
-                   outer_iters=int(meta["outer_iters"]), inner_iters=int(meta["inner_iters"]), tol=float(meta["tol"]),
-                   chunk=chunk)
+        solver = SolverSettings(alpha=float(meta["alpha"]), lam=float(meta["lambda"]),
+                                outer_iters=int(meta["outer_iters"]), inner_iters=int(meta["inner_iters"]),
+                                tol=float(meta["tol"]))
+        return cls(logit_scale=float(meta["logit_scale"]), solver=solver, chunk=chunk)
 
     def meta(self) -> dict:
-        """The inverse of :meth:`from_meta` (``chunk`` is a memory setting, not part of the model)."""
-        return {"logit_scale": self.logit_scale, "alpha": self.alpha, "lambda": self.lam,
-                "outer_iters": self.outer_iters, "inner_iters": self.inner_iters, "tol": self.tol}
+        """The inverse of :meth:`from_meta` (``chunk`` is a memory setting, not part of the model; ``outer_tol``
+        and ``check_every`` are not stored: prompt files are read with their defaults)."""
+        s = self.solver
+        return {"logit_scale": self.logit_scale, "alpha": s.alpha, "lambda": s.lam,
+                "outer_iters": s.outer_iters, "inner_iters": s.inner_iters, "tol": s.tol}
 
     def logits(self, Z: Tensor, W: Tensor, return_stats: bool = False) -> Tensor | tuple[Tensor, MatchingStats]:
         """(B, K) logits from local image features Z (B, N, d) (any norm) and normalised prompts W (K, M, d)."""
-        out = dual_scores(torch.nn.functional.normalize(Z, dim=-1), W, self.alpha, self.lam,
-                          outer_iters=self.outer_iters, inner_iters=self.inner_iters, tol=self.tol, chunk=self.chunk,
+        out = dual_scores(torch.nn.functional.normalize(Z, dim=-1), W, self.solver, chunk=self.chunk,
                           return_stats=return_stats)
         if return_stats:
             return self.logit_scale * out[0], out[1]
@@ -402,5 +285,4 @@ class Matcher:
         Z: (B, N, d) local image features (any norm); W: (K, M, d) normalised prompts.
         """
         Z = torch.nn.functional.normalize(Z.float(), dim=-1).unsqueeze(1)  # (B, 1, N, d)
-        return graph_matching_plan(Z, W.float().unsqueeze(0), self.alpha, self.lam, outer_iters=self.outer_iters,
-                                   inner_iters=self.inner_iters, tol=self.tol)  # (B, K, N, M)
+        return graph_matching_plan(Z, W.float().unsqueeze(0), self.solver)  # (B, K, N, M)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from .backbone import Backbone
 from .errors import DataError, ProjectError
-from .matching import Matcher, sinkhorn_ot_distance
+from .matching import Matcher, SolverSettings, sinkhorn_ot_distance
 from .project import Project
 from .prompts import description_features
 from .trainconfig import TrainConfig
@@ -46,7 +46,7 @@ class Objective:
             return (1.0 - F.cosine_similarity(W[has].mean(dim=1), self.desc_mean[has], dim=-1)).mean()
         if self.llm_loss == "wd":  # entropic OT between {w_kj} and {h_ke}, cost 1 - cos
             ks = has.nonzero().flatten().tolist()
-            lam = self.matcher.lam
+            lam = self.matcher.solver.lam
             return torch.stack([sinkhorn_ot_distance(W[k], self.desc_sets[k], lam) for k in ks]).mean()
         # "ce": match the zero-shot prediction made from the description prototypes
         target = self.matcher.logit_scale * F.normalize(z_global, dim=-1) @ F.normalize(self.desc_mean, dim=-1).T
@@ -77,6 +77,7 @@ def build_objective(cfg: TrainConfig, project: Project, bb: Backbone, data: Trai
 
 def matcher_for(cfg: TrainConfig, bb: Backbone) -> Matcher:
     """Eq. 8 with this run's matching settings and the model's logit scale."""
-    return Matcher(logit_scale=bb.logit_scale, alpha=cfg.alpha, lam=cfg.lam, outer_iters=cfg.outer_iters,
-                   inner_iters=cfg.inner_iters, tol=cfg.tol, chunk=cfg.match_chunk or None)
+    solver = SolverSettings(alpha=cfg.alpha, lam=cfg.lam, outer_iters=cfg.outer_iters, inner_iters=cfg.inner_iters,
+                            tol=cfg.tol)
+    return Matcher(logit_scale=bb.logit_scale, solver=solver, chunk=cfg.match_chunk or None)
 

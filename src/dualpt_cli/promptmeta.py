@@ -19,7 +19,7 @@ from typing import Any
 from .classes import ClassEntry
 from .errors import PromptFileError
 from .head import ZERO_SHOT_TEMPLATE
-from .matching import Matcher
+from .matching import Matcher, SolverSettings
 from .prompts import NAME_TEMPLATE, PLACEHOLDER
 
 META_VERSION = 2  # 1: before PromptMeta; 2: adds format_version, placeholder, name_template
@@ -76,8 +76,9 @@ class PromptMeta:
 
     def matcher(self, chunk: int | None = None) -> Matcher:
         """The graph matching the prompts were trained with (``chunk``: classes per step, a memory setting)."""
-        return Matcher(logit_scale=self.logit_scale, alpha=self.alpha, lam=self.lam, outer_iters=self.outer_iters,
-                       inner_iters=self.inner_iters, tol=self.tol, chunk=chunk)
+        solver = SolverSettings(alpha=self.alpha, lam=self.lam, outer_iters=self.outer_iters,
+                                inner_iters=self.inner_iters, tol=self.tol)
+        return Matcher(logit_scale=self.logit_scale, solver=solver, chunk=chunk)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object stored in the file (the inverse of :meth:`from_dict`)."""

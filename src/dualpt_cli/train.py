@@ -19,12 +19,13 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
-from .backbone import Backbone, ModelSpec, load_backbone
+from .backbone import Backbone
 from .checkpoint import read_checkpoint, restore_checkpoint, save_checkpoint, trim_log
 from .errors import TrainingDiverged
 from .features import FeatureSet
 from .fingerprint import image_fingerprint
 from .head import CHOOSE_WEIGHT_MIN_VAL, ZERO_SHOT_TEMPLATE, Decision, choose, collapsed, name_features, prior_features
+from .models import ModelSpec, load_backbone
 from .objective import Objective, build_objective
 from .profiler import Profiler, phase
 from .project import Project, append_line, atomic_write_json, project_lock, resolve_project
@@ -255,12 +256,12 @@ def save_prompts(project: Project, learner: PromptLearner, bb: Backbone, cfg: Tr
         learner.eval()
         class_features = learner().float()  # (K, M, d), normalised
     name, pretrained = bb.spec.resolved()
-    m = objective.matcher
+    m, s = objective.matcher, objective.matcher.solver
     meta = PromptMeta(
         model=name, pretrained=pretrained or "", class_names=[c.name for c in data.classes],
         n_prompts=cfg.n_prompts, n_ctx=cfg.n_ctx, embed_dim=bb.embed_dim, class_specific=cfg.class_specific,
-        logit_scale=m.logit_scale, alpha=m.alpha, lam=m.lam, outer_iters=m.outer_iters, inner_iters=m.inner_iters,
-        tol=m.tol, placeholder=learner.placeholder, name_template=learner.name_template,
+        logit_scale=m.logit_scale, alpha=s.alpha, lam=s.lam, outer_iters=s.outer_iters, inner_iters=s.inner_iters,
+        tol=s.tol, placeholder=learner.placeholder, name_template=learner.name_template,
         class_folders=[c.folder for c in data.classes], text_width=bb.text_width, num_local=bb.num_local,
         dual_weight=decision.dual_weight, prior_weight=decision.prior_weight, zero_shot_template=ZERO_SHOT_TEMPLATE,
         image_fingerprint=image_fingerprint(bb),  # checked on load: the image tower is the trained one
