@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
         for prefix in (True, False):
             cond.use_prefix_cache = prefix
 
-            def cond_step():
+            def cond_step(z=z):
                 cond.zero_grad()
                 cond.forward_conditional(z).sum().backward()
 

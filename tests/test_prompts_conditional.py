@@ -111,3 +111,18 @@ def test_scores_per_image(tiny_rn):
     W = learner.forward_conditional(z)  # (B, K, M, d)
     s = torch.cat([dual_scores(Z[b : b + 1], W[b]) for b in range(2)])  # (B, K)
     assert s.shape == (2, 3) and torch.isfinite(s).all()
+
+
+def test_bench_codualpt_runs_on_the_tiny_model(tiny_rn, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_codualpt.py"
+    spec = importlib.util.spec_from_file_location("bench_codualpt", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.main(["--model", tiny_rn, "--classes", "3", "--batches", "2", "--repeats", "1",
+                         "--precision", "fp32"])
+    assert [r["path"] for r in result["rows"]] == ["shared (DUAL-PT)", "conditional, prefix cache",
+                                                   "conditional, plain"]
+    assert all(r["seconds"] > 0 for r in result["rows"]) and "x shared" in capsys.readouterr().out

@@ -112,16 +112,21 @@ class PromptLearner(nn.Module):
 
     def forward(self) -> torch.Tensor:
         """(K, M, d) normalised class prompt features; gradients flow into ``ctx``."""
+        return F.normalize(self._by_class_chunks(self._encode, dim=0), dim=-1)
+
+    def _by_class_chunks(self, encode, *args, dim: int) -> torch.Tensor:
+        """``encode(idx, *args)`` for ``text_chunk`` classes at a time (with activation checkpointing while
+        gradients are on), concatenated along ``dim``."""
         K = self.num_classes
         chunk = self.text_chunk or K
         parts = []
         for start in range(0, K, chunk):
             idx = slice(start, min(start + chunk, K))
             if torch.is_grad_enabled() and chunk < K:
-                parts.append(checkpoint(self._encode, idx, use_reentrant=False))
+                parts.append(checkpoint(encode, idx, *args, use_reentrant=False))
             else:
-                parts.append(self._encode(idx))
-        return F.normalize(torch.cat(parts), dim=-1)
+                parts.append(encode(idx, *args))
+        return torch.cat(parts, dim=dim)
 
     def _encode(self, idx: slice) -> torch.Tensor:
         """(k, M, d) unnormalised features for classes ``idx``."""
@@ -198,16 +203,7 @@ class ConditionalPromptLearner(PromptLearner):
         """
         token = self.meta_net(F.normalize(z.float(), dim=-1).to(self.ctx.dtype))  # (B, W)
         ctx = self.ctx.unsqueeze(0) + token[:, None, None, :]  # (B, M, n_ctx, W)
-        K = self.num_classes
-        chunk = self.text_chunk or K
-        parts = []
-        for start in range(0, K, chunk):
-            idx = slice(start, min(start + chunk, K))
-            if torch.is_grad_enabled() and chunk < K:
-                parts.append(checkpoint(self._encode_conditional, idx, ctx, use_reentrant=False))
-            else:
-                parts.append(self._encode_conditional(idx, ctx))
-        return F.normalize(torch.cat(parts, dim=1), dim=-1)
+        return F.normalize(self._by_class_chunks(self._encode_conditional, ctx, dim=1), dim=-1)
 
     def _encode_conditional(self, idx: slice, ctx: torch.Tensor) -> torch.Tensor:
         """(B, k, M, d) unnormalised features of classes ``idx`` for per-image contexts ``ctx`` (B, M, n_ctx, W).
