@@ -218,3 +218,43 @@ def per_class_png(per_class: dict[str, list[dict[str, Any]]], titles: dict[str, 
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     return _png(fig)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# compare
+
+
+def compare_png(panels: dict[str, Sequence[Any]], title: str = "") -> bytes:
+    """Accuracy vs shots as in the DUAL-PT paper's Fig. 3: one panel per dataset (``panels``: title -> the
+    ``compare.Row`` list of that dataset), one line per method, error bars = std over seeds, best marked."""
+    if not panels or not any(r.mean is not None for rows in panels.values() for r in rows):
+        raise ValueError("no finished cells to plot")
+    cols = min(len(panels), 4)
+    rows_n = math.ceil(len(panels) / cols)
+    fig = _figure(4.2 * cols, 3.4 * rows_n)
+    axes = fig.subplots(rows_n, cols, squeeze=False).flatten()
+    for ax, (name, rows) in zip(axes, panels.items()):
+        methods = list(dict.fromkeys(r.method for r in rows))
+        all_shots = sorted({r.shots for r in rows})
+        for method in methods:
+            pts = sorted((r.shots, 100 * r.mean, 100 * (r.std or 0.0), r.best) for r in rows
+                         if r.method == method and r.mean is not None)
+            if not pts:
+                continue
+            xs, ys, es, best = zip(*pts)
+            line = ax.errorbar(xs, ys, yerr=es, marker="o", markersize=4, capsize=3, label=method)
+            bx = [x for x, b in zip(xs, best) if b]
+            by = [y for y, b in zip(ys, best) if b]
+            ax.scatter(bx, by, s=90, facecolors="none", edgecolors=line.lines[0].get_color(), linewidths=1.5)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(all_shots, [str(s) for s in all_shots])
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("shots per class")
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in axes[len(panels):]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    return _png(fig)

@@ -117,16 +117,21 @@ class PromptLearner(nn.Module):
 
     def forward(self) -> torch.Tensor:
         """(K, M, d) normalised class prompt features; gradients flow into ``ctx``."""
+        return F.normalize(self._by_class_chunks(self._encode, dim=0), dim=-1)
+
+    def _by_class_chunks(self, encode, *args, dim: int) -> torch.Tensor:
+        """``encode(idx, *args)`` for ``text_chunk`` classes at a time (with activation checkpointing while
+        gradients are on), concatenated along ``dim``."""
         K = self.num_classes
         chunk = self.text_chunk or K
         parts = []
         for start in range(0, K, chunk):
             idx = slice(start, min(start + chunk, K))
             if torch.is_grad_enabled() and chunk < K:
-                parts.append(checkpoint(self._encode, idx, use_reentrant=False))
+                parts.append(checkpoint(encode, idx, *args, use_reentrant=False))
             else:
-                parts.append(self._encode(idx))
-        return F.normalize(torch.cat(parts), dim=-1)
+                parts.append(encode(idx, *args))
+        return torch.cat(parts, dim=dim)
 
     def _encode(self, idx: slice) -> torch.Tensor:
         """(k, M, d) unnormalised features for classes ``idx``."""
@@ -149,6 +154,91 @@ class PromptLearner(nn.Module):
         feats = self.bb.encode_text_embeds(full.reshape(k * M, -1, W), eot.reshape(k * M),
                                            truncate=self.truncate)  # (k*M, d)
         return feats.reshape(k, M, -1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The conditional variant (CoDUAL-PT): CoCoOp's meta-net makes the prompts depend on the image
+
+
+class MetaNet(nn.Module):
+    """CoCoOp's meta-net: Linear(d, d/16) - ReLU - Linear(d/16, width), one token pi(z) per image.
+
+    Initialised with PyTorch's default Linear init, drawn from a generator seeded with ``seed``.
+    """
+
+    def __init__(self, embed_dim: int, width: int, seed: int = 1):
+        super().__init__()
+        hidden = max(1, embed_dim // 16)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.linear1 = nn.Linear(embed_dim, hidden)
+            self.linear2 = nn.Linear(hidden, width)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, d) normalised global image features -> (B, width) conditional tokens."""
+        return self.linear2(F.relu(self.linear1(z)))
+
+
+class ConditionalPromptLearner(PromptLearner):
+    """CoDUAL-PT's prompts: the M shared contexts, each shifted by the image's token, ctx_j,i + pi(z).
+
+    Defaults follow the method card's conditional variant (CoCoOp's recipe): n_ctx 4 initialised from
+    "a photo of a". The context must be shared across classes (CoCoOp has no class-specific variant).
+    The plain :meth:`forward` (no image) gives the unshifted prompts; :meth:`forward_conditional` the
+    per-image ones.
+    """
+
+    def __init__(self, bb: Backbone, class_names: list[str], n_prompts: int = 4, n_ctx: int = 4,
+                 ctx_init: str = "a photo of a", seed: int = 1, class_texts: list[list[str]] | None = None,
+                 class_specific: bool = False):
+        if class_specific:
+            raise DataError("the conditional variant (codualpt) shares its context across classes; drop "
+                            "--class-specific")
+        super().__init__(bb, class_names, n_prompts=n_prompts, n_ctx=n_ctx, ctx_init=ctx_init, seed=seed,
+                         class_texts=class_texts)
+        self.meta_net = MetaNet(bb.embed_dim, bb.text_width, seed).to(bb.device)
+
+    def forward_conditional(self, z: torch.Tensor) -> torch.Tensor:
+        """Per-image class prompt features; gradients flow into ``ctx`` and the meta-net.
+
+        Args:
+            z: (B, d) global image features (normalised here, as CoCoOp does).
+        Returns:
+            (B, K, M, d) normalised features: image b's prompts for every class.
+        """
+        token = self.meta_net(F.normalize(z.float(), dim=-1).to(self.ctx.dtype))  # (B, W)
+        ctx = self.ctx.unsqueeze(0) + token[:, None, None, :]  # (B, M, n_ctx, W)
+        return F.normalize(self._by_class_chunks(self._encode_conditional, ctx, dim=1), dim=-1)
+
+    def _encode_conditional(self, idx: slice, ctx: torch.Tensor) -> torch.Tensor:
+        """(B, k, M, d) unnormalised features of classes ``idx`` for per-image contexts ``ctx`` (B, M, n_ctx, W).
+
+        With the prefix cache the B*M prefixes (SOS + shifted context) are computed once each and every
+        class's suffix attends to them: the text encoder runs over B*M prefixes and B*M*k suffixes.
+        """
+        B, M, n, W = ctx.shape
+        suffix, eot = self.token_suffix[idx], self.eot[idx]  # (k, Ls, W), (k,) or (k, M, Ls, W), (k, M)
+        k = suffix.shape[0]
+        Lp = 1 + n
+        sos = self._sos.to(ctx.dtype)
+        if self.truncate:
+            suffix = suffix[..., : int(eot.max()) + 1 - Lp, :]
+        Ls = suffix.shape[-2]
+        if self.use_prefix_cache and self.bb.supports_prefix_cache:
+            prefix = torch.cat([sos.expand(B, M, 1, W), ctx], dim=2).reshape(B * M, Lp, W)  # (B*M, Lp, W)
+            if self.per_prompt:  # prompt m of every image ends in class k's m-th text
+                suffix = suffix.transpose(0, 1).unsqueeze(0).expand(B, M, k, Ls, W).reshape(B * M, k, Ls, W)
+                eot = eot.T.unsqueeze(0).expand(B, M, k).reshape(B * M, k)
+            feats = self.bb.encode_text_prefixed(prefix, suffix, eot)  # (B*M, k, d)
+            return feats.reshape(B, M, k, -1).transpose(1, 2)  # (B, k, M, d)
+        if not self.per_prompt:
+            suffix = suffix.unsqueeze(1).expand(k, M, Ls, W)  # (k, M, Ls, W)
+            eot = eot.unsqueeze(1).expand(k, M)  # (k, M)
+        full = torch.cat([sos.expand(B, k, M, 1, W), ctx.unsqueeze(1).expand(B, k, M, n, W),
+                          suffix.unsqueeze(0).expand(B, k, M, Ls, W)], dim=3)  # (B, k, M, L, W)
+        feats = self.bb.encode_text_embeds(full.reshape(B * k * M, -1, W), eot.unsqueeze(0).expand(B, k, M)
+                                           .reshape(-1), truncate=self.truncate)  # (B*k*M, d)
+        return feats.reshape(B, k, M, -1)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,0 +1,80 @@
+"""Terminal side of ``dualpt compare``: a line per cell while the grid runs, then the table of mean ± std."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.markup import escape
+from rich.table import Table
+
+from . import ui
+from .compare import Callbacks, Cell, CellResult, CompareResult, Row
+from .ui import console, err_console, print_json, warn
+
+
+class RichCallbacks(Callbacks):
+    """One line on stderr per cell: run, reused from an earlier run, or failed (with its error)."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+
+    def warn(self, message: str) -> None:
+        warn(message)
+
+    def cell_start(self, cell: Cell, index: int, total: int) -> None:
+        if not (self.quiet or ui.QUIET):
+            err_console.print(f"[dim][{index + 1}/{total}][/] {escape(cell.method)}, {cell.shots} shot(s), "
+                              f"seed {cell.seed} ...")
+
+    def cell_done(self, result: CellResult, reused: bool) -> None:
+        name = f"{escape(result.method)}, {result.shots} shot(s), seed {result.seed}"
+        if result.status == "failed":
+            err_console.print(f"[red]failed:[/] {name}: {escape(result.error or '')}", soft_wrap=True)
+        elif not (self.quiet or ui.QUIET):
+            how = "[dim](from the earlier run)[/]" if reused else f"[dim]{result.seconds:.1f} s[/]"
+            err_console.print(f"  {name}: {result.accuracy:.1%} {how}")
+
+
+def cell_text(row: Row) -> str:
+    """``71.2 ± 1.3`` in percent, bold with a star for the best at its shot count; failures noted."""
+    if row.mean is None:
+        text = "[red]failed[/]" if row.failed else "—"
+    else:
+        text = f"{100 * row.mean:.1f} ± {100 * (row.std or 0.0):.1f}"
+        if row.best:
+            text = f"[bold green]{text} ★[/]"
+        if row.failed:
+            text += f" [red]({row.failed} failed)[/]"
+    return text
+
+
+def compare_table(rows: Sequence[Row], title: str = "dualpt compare") -> Table:
+    """Methods down, shot counts across; accuracy in percent, mean ± std over seeds."""
+    methods = list(dict.fromkeys(r.method for r in rows))
+    shots = sorted({r.shots for r in rows})
+    by = {(r.method, r.shots): r for r in rows}
+    table = Table(title=title, caption="accuracy (%) on the test images, mean ± std over seeds; ★ best per shot "
+                                       "count")
+    table.add_column("method")
+    for k in shots:
+        table.add_column(f"{k} shot{'s' if k > 1 else ''}", justify="right")
+    for method in methods:
+        table.add_row(escape(method), *(cell_text(by[method, k]) if (method, k) in by else "—" for k in shots))
+    return table
+
+
+def report(result: CompareResult, png: Path | None = None, json_out: bool = False) -> None:
+    """The table (or JSON with ``--json``), then where the results and the plot are."""
+    if json_out:
+        from dataclasses import asdict
+
+        print_json({"compare_json": str(result.path), "plot": str(png) if png else None, "ran": result.ran,
+                    "reused": result.reused, "summary": [asdict(r) for r in result.rows],
+                    "failed": [asdict(r) for r in result.failed]})
+        return
+    console.print(compare_table(result.rows))
+    console.print(f"results: {escape(str(result.path))} ({result.ran} cell(s) run, {result.reused} reused)"
+                  + (f"; plot: {escape(str(png))}" if png else ""))
+    if result.failed:
+        warn(f"{len(result.failed)} cell(s) failed; run the same command again to retry them")
