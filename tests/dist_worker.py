@@ -3,8 +3,8 @@
     python -m torch.distributed.run --nproc-per-node 2 ... tests/dist_worker.py MODE OUT MODEL IMAGES
 
 MODE ``cache``: encode the images' views through ``encode_views`` (the cache in ``$DUALPT_CACHE``) and save
-what this rank got to ``OUT/rank<R>.safetensors`` + ``.json``; also shard a list of words, upper-case each
-rank's share and merge the parts on rank 0 into ``OUT/merged.json``.
+what this rank got to ``OUT/rank<R>.safetensors`` + ``.json`` (with the number of views it encoded); also
+shard a list of words, upper-case each rank's share and merge the parts on rank 0 into ``OUT/merged.json``.
 MODE ``die``: as ``cache``, but rank 1 ends itself with ``os._exit(3)`` once rank 0 has written a cache
 entry, and rank 0 then encodes slowly, so it is still working when the launcher stops it.
 MODE ``hang``: rank 1 sleeps instead of reaching the barrier; rank 0 must give up after $DUALPT_DIST_TIMEOUT.
@@ -30,6 +30,7 @@ from dualpt_cli.features import EVAL_VIEW, encode_views
 from dualpt_cli.project import user_cache_dir
 
 VIEWS = [0, 1, EVAL_VIEW]
+BATCH = 6  # views per batch: ranks get whole blocks of 2 images
 WORDS = [f"item{i}" for i in range(11)]
 
 
@@ -56,11 +57,14 @@ def run(mode: str, out: Path, model: str, images: Path) -> None:
                 return original(x)
 
             bb.encode_images = encode
-        fs = encode_views(bb, paths, VIEWS, user_cache_dir() / "features", aug_seed=3, batch_size=4, dist=dist)
+        counted, encoded = bb.encode_images, []
+        bb.encode_images = lambda x: encoded.append(len(x)) or counted(x)
+        fs = encode_views(bb, paths, VIEWS, user_cache_dir() / "features", aug_seed=3, batch_size=BATCH, dist=dist)
         name = f"rank{dist.rank}" if dist.distributed else "single"
         save_file({"global": fs.global_.contiguous(), "local": fs.local.contiguous()}, str(out / f"{name}.safetensors"))
         (out / f"{name}.json").write_text(json.dumps({"paths": [str(p) for p in fs.paths], "meta": dist.meta(),
-                                                      "bad": [[str(p), why] for p, why in fs.bad]}))
+                                                      "bad": [[str(p), why] for p, why in fs.bad],
+                                                      "encoded_views": sum(encoded)}))
         parts = dist.gather_json([w.upper() for w in dist.shard(WORDS)], "test: gathering words")
         total = dist.sum(len(dist.shard(WORDS)))
         ones = dist.all_reduce_sum(torch.ones(3))

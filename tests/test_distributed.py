@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from dualpt_cli import distributed as D
+from dualpt_cli.data import file_digest
 from dualpt_cli.distributed import Dist, distributed, launch_env, merge_shards, shard, shard_bounds
 from dualpt_cli.errors import DistributedError
 from imagegen import make_image_folder
@@ -149,12 +151,22 @@ def run_worker(mode: str, out: Path, model: str, images: Path, cache: Path, npro
 def two_runs(tmp_path_factory, tiny_rn):
     """The same encoding as one plain process and as 2 torchrun ranks, each with its own empty cache."""
     root = tmp_path_factory.mktemp("dist")
-    images = make_image_folder(root / "img", per_class=2)
+    images = make_image_folder(root / "img", per_class=3)
     (images / "red" / "zz_bad.png").write_bytes(b"not an image")  # last: reported, batches unchanged
     single = run_worker("cache", root / "single", tiny_rn, images, root / "cache-single", nproc=None)
     assert single.returncode == 0, single.stderr
     two = run_worker("cache", root / "two", tiny_rn, images, root / "cache-two")
     assert two.returncode == 0, two.stderr
+    # an interrupted run left the first 4 images (rank 0's whole share above) in the cache
+    single_cache = cache_files(root / "cache-single")
+    ref_paths = json.loads((root / "single" / "single.json").read_text())["paths"]
+    for path in ref_paths[:4]:
+        name = f"{file_digest(Path(path))[:40]}.safetensors"
+        target = root / "cache-half" / single_cache[name].relative_to(root / "cache-single")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(single_cache[name], target)
+    half = run_worker("cache", root / "half", tiny_rn, images, root / "cache-half")
+    assert half.returncode == 0, half.stderr
     return root
 
 
@@ -173,12 +185,26 @@ def test_sharded_cache_equals_single_process_bit_for_bit(two_runs):
         assert meta["meta"] == {"world_size": 2, "backend": "gloo"}
         assert meta["paths"] == ref_meta["paths"] and meta["bad"] == ref_meta["bad"]
         assert torch.equal(got["global"], ref["global"]) and torch.equal(got["local"], ref["local"])
+    # 9 images + 1 bad in blocks of 2 images (6 views = 1 batch): 2 blocks on rank 0, 3 on rank 1
+    assert ref_meta["encoded_views"] == 9 * 3
+    assert [json.loads((two_runs / "two" / f"rank{r}.json").read_text())["encoded_views"] for r in (0, 1)] == [12, 15]
     # the cache files themselves: the same entries, the same tensors, nothing else left behind
     one, two = cache_files(two_runs / "cache-single"), cache_files(two_runs / "cache-two")
     assert sorted(one) == sorted(two) and len(one) == len(ref_meta["paths"])
     for name in one:
         a, b = load_file(str(one[name])), load_file(str(two[name]))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_a_half_filled_cache_is_shared_out_again(two_runs):
+    ref = load_file(str(two_runs / "single" / "single.safetensors"))
+    counts = []
+    for rank in (0, 1):
+        got = load_file(str(two_runs / "half" / f"rank{rank}.safetensors"))
+        assert torch.equal(got["global"], ref["global"]) and torch.equal(got["local"], ref["local"])
+        counts.append(json.loads((two_runs / "half" / f"rank{rank}.json").read_text())["encoded_views"])
+    assert counts == [2 * 3, 3 * 3]  # the 5 missing images (+1 bad) dealt out again, not all left to rank 1
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from .backbone import Backbone
@@ -177,43 +177,70 @@ def _encode_sharded(
     on_progress: Callable[[int], None] | None,
     dist: Dist,
 ) -> FeatureSet:
-    """:func:`encode_views` on several ranks: each encodes a contiguous shard, then all read all.
+    """:func:`encode_views` on several ranks: look up in shards, encode the missing in shards, all read all.
 
-    The shard unit is the image (its views share one cache file, so ranks write disjoint files), cut at
-    multiples of ``batch_size / gcd(batch_size, V)`` images: with nothing cached every rank encodes exactly
-    the batches one process would, so the features are bit-for-bit the same even where a kernel's result
-    depends on the batch it runs in. The all-gather of what each rank kept is the barrier: when it returns
-    every entry is written (atomically), and each rank reads the other ranks' entries from the shared cache.
+    1. Each rank hashes a contiguous shard of the images and looks their entries up in the cache; the
+       all-gather of the answers tells every rank which images still miss views.
+    2. Those images are dealt out again in contiguous shards, so a half-filled cache (an interrupted run)
+       does not leave one rank encoding while the others wait out the timeout. The shard unit is the image
+       (its views share one cache file, so ranks write disjoint files), cut at multiples of
+       ``batch_size / gcd(batch_size, V)`` images: with nothing cached every rank encodes exactly the
+       batches one process would, so the features are bit-for-bit the same even where a kernel's result
+       depends on the batch it runs in.
+    3. The all-gather of what each rank encoded is the barrier: when it returns every entry is written
+       (atomically), and each rank reads the entries it did not encode from the shared cache.
     """
-    align = batch_size // math.gcd(batch_size, len(views))
-    lo, hi = dist.shard_bounds(len(paths), align)
-    kept, bad, got, digests = _encode(bb, paths[lo:hi], views, folder, aug_seed, aug_scale, batch_size, on_progress)
     listing = hashlib.sha256("\n".join(map(str, paths)).encode()).hexdigest()
-    mine = {"listing": listing, "kept": [[lo + i, d] for i, d in zip(kept, digests)],
-            "bad": [[lo + i, reason] for i, reason in bad]}
-    parts = dist.all_gather_json(mine, "feature cache: waiting for every rank to encode its shard")
+    lo, hi = dist.shard_bounds(len(paths))
+    looked = [_look_up(folder, path, views) for path in paths[lo:hi]]  # (digest or None, cached?, reason)
+    parts = dist.all_gather_json({"listing": listing, "looked": looked},
+                                 "feature cache: waiting for every rank to look its shard up")
     if any(part["listing"] != listing for part in parts):
         raise DistributedError(f"feature cache: the ranks were given different image lists ({len(paths)} images on "
                                f"rank {dist.rank}); run every rank on the same image folder, on a shared filesystem")
-    all_kept, all_got, all_bad = [], [], []
-    for rank, part in enumerate(parts):
-        all_bad += [(paths[i], reason) for i, reason in part["bad"]]
-        if rank == dist.rank:  # its own shard is in memory already
-            all_kept += [paths[lo + i] for i in kept]
-            all_got += got
+    looked = [entry for part in parts for entry in part["looked"]]  # (digest, cached, reason) per image
+    todo = [i for i, (digest, cached, _) in enumerate(looked) if digest is not None and not cached]
+    mine = dist.shard(todo, align=batch_size // math.gcd(batch_size, len(views)))
+    kept, bad, got, _ = _encode(bb, [paths[i] for i in mine], views, folder, aug_seed, aug_scale, batch_size,
+                                on_progress)
+    encoded = {mine[k]: views_of for k, views_of in zip(kept, got)}
+    failed = dist.all_gather_json([[mine[k], reason] for k, reason in bad],
+                                  "feature cache: waiting for every rank to encode its share")
+    reasons = {i: reason for i, (digest, _, reason) in enumerate(looked) if digest is None}
+    reasons.update({i: reason for part in failed for i, reason in part})
+    all_kept, all_got = [], []
+    for i, (digest, _, _) in enumerate(looked):
+        if i in reasons:
             continue
-        for i, digest in part["kept"]:
+        if i not in encoded:  # cached before, or encoded by another rank
             entry = _entry(folder, digest)
             cached = _read_cache(entry)
             if any(f"g{v}" not in cached for v in views):
                 raise DistributedError(
-                    f"feature cache: rank {dist.rank} cannot read {entry}, which rank {rank} wrote for {paths[i]}; "
-                    f"the cache must be on a filesystem every rank shares (set $DUALPT_CACHE to such a folder)")
-            all_kept.append(paths[i])
-            all_got.append({v: (cached[f"g{v}"], cached[f"l{v}"]) for v in views})
+                    f"feature cache: rank {dist.rank} cannot read {entry}, the features of {paths[i]} another rank "
+                    "wrote; the cache must be on a filesystem every rank shares (set $DUALPT_CACHE to such a folder)")
+            encoded[i] = {v: (cached[f"g{v}"], cached[f"l{v}"]) for v in views}
             if on_progress:
                 on_progress(1)
-    return _feature_set(bb, views, all_kept, all_got, all_bad)
+        all_kept.append(paths[i])
+        all_got.append(encoded.pop(i))
+    bad_list = [(paths[i], reasons[i]) for i in sorted(reasons)]
+    return _feature_set(bb, views, all_kept, all_got, bad_list)
+
+
+def _look_up(folder: Path, path: Path, views: list[int]) -> tuple[str | None, bool, str]:
+    """(content digest, whether the cache holds all ``views`` of the image, why it cannot be read)."""
+    try:
+        digest = file_digest(path)[:40]
+    except OSError as exc:
+        return None, False, f"cannot read ({exc.strerror})"
+    entry = _entry(folder, digest)
+    try:
+        with safe_open(str(entry), "pt") as fh:
+            names = set(fh.keys())
+    except (SafetensorError, OSError, ValueError):  # missing or damaged: encoded again
+        names = set()
+    return digest, all(f"g{v}" in names and f"l{v}" in names for v in views), ""
 
 
 def _entry(folder: Path, digest: str) -> Path:
