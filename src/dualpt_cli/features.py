@@ -8,6 +8,11 @@ features in the user's cache (keyed by model + file content + view; shared by al
 View ``v`` of an image is a deterministic function of (file content, v, augmentation seed), so the cache
 is exact: a cached view equals a fresh encoding of the same view (tested), and raising ``--aug-views``
 only encodes the new views.
+
+Under torchrun (``encode_views(..., dist=...)``) the ranks share the work: each looks up and encodes a
+contiguous shard, writing its own entries (whole files, renamed into place) to the cache, which must be on
+a filesystem every rank sees; then every rank reads the entries it did not make. The result equals one
+process's bit for bit.
 """
 
 from __future__ import annotations
