@@ -80,3 +80,26 @@ def test_bench_predict_table_output(tiny_rn, capsys):
     text = capsys.readouterr().out
     assert "images / s" in text and "floor: encode_image on tensors" in text
     assert "plain open_clip" not in text
+
+
+@pytest.mark.slow
+def test_bench_scale_runs_one_and_two_processes(tiny_rn, tmp_path, capsys):
+    bench = load_script("bench_scale")
+    out = tmp_path / "result.json"
+    results = bench.main(["--model", tiny_rn, "--images", "4", "--image-size", "40", "--views", "1",
+                          "--batch-size", "2", "--threads", "1", "--json", "--save", str(out)])
+    assert json.loads(capsys.readouterr().out) == json.loads(out.read_text())
+    one, two = results["encode"]
+    assert "error" not in one and "error" not in two, results["encode"]
+    assert (one["nproc"], one["world_size"], one["backend"]) == (1, 1, None)
+    assert (two["nproc"], two["world_size"], two["backend"]) == (2, 2, "gloo")
+    assert one["images"] == two["images"] == 4 and one["threads"] == two["threads"] == 1
+    assert one["vs_fewest"] == 1.0 and two["vs_fewest"] == pytest.approx(two["images_per_s"] / one["images_per_s"])
+
+
+def test_bench_scale_rejects_bad_process_counts():
+    bench = load_script("bench_scale")
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--nproc", "0,2"])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--workloads", "encode,train"])

@@ -37,6 +37,12 @@ class TrainingDiverged(DualptError):
     """The loss became NaN or infinite; the last good checkpoint is kept, no prompt file is written."""
 
 
+class DistributedError(DualptError):
+    """A torchrun job cannot go on: an incomplete launch environment, a rank that stopped or did not answer."""
+
+    exit_code = 1
+
+
 class PartialFailure(DualptError):
     """The command finished, but some items failed; the output already says which."""
 

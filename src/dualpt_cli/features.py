@@ -8,6 +8,11 @@ features in the user's cache (keyed by model + file content + view; shared by al
 View ``v`` of an image is a deterministic function of (file content, v, augmentation seed), so the cache
 is exact: a cached view equals a fresh encoding of the same view (tested), and raising ``--aug-views``
 only encodes the new views.
+
+Under torchrun (``encode_views(..., dist=...)``) the ranks share the work: each looks up and encodes a
+contiguous shard, writing its own entries (whole files, renamed into place) to the cache, which must be on
+a filesystem every rank sees; then every rank reads the entries it did not make. The result equals one
+process's bit for bit.
 """
 
 from __future__ import annotations
@@ -15,20 +20,24 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from .backbone import Backbone
 from .data import BadImage, file_digest, load_image
+from .distributed import Dist
+from .errors import DistributedError
 from .project import atomic_write_bytes
 
 EVAL_VIEW = -1  # the un-augmented test-time view (resize + center crop)
+SINGLE = Dist()  # one process: encode_views' default
 
 
 def model_key(bb: Backbone, aug_scale: tuple[float, float], aug_seed: int = 0) -> str:
@@ -70,16 +79,43 @@ def encode_views(
     aug_scale: tuple[float, float] = (0.08, 1.0),
     batch_size: int = 32,
     on_progress: Callable[[int], None] | None = None,
+    dist: Dist = SINGLE,
 ) -> FeatureSet:
     """Features of ``views`` (view indices >= 0, or ``EVAL_VIEW``) of each image, from cache or encoded.
 
-    Images that cannot be decoded are skipped and reported in ``FeatureSet.bad``.
+    Images that cannot be decoded are skipped and reported in ``FeatureSet.bad``. Under torchrun (``dist``
+    of several ranks) with a cache, each rank encodes its shard of the images and every rank returns the
+    whole set, equal to one process's (see :func:`_encode_sharded`); without a cache every rank encodes all.
+    """
+    folder = cache_dir / model_key(bb, aug_scale, aug_seed) if cache_dir is not None else None
+    if dist.distributed and folder is not None:
+        return _encode_sharded(bb, paths, views, folder, aug_seed, aug_scale, batch_size, on_progress, dist)
+    kept, bad, got, _ = _encode(bb, paths, views, folder, aug_seed, aug_scale, batch_size, on_progress)
+    return _feature_set(bb, views, [paths[i] for i in kept], got, [(paths[i], why) for i, why in bad])
+
+
+def _encode(
+    bb: Backbone,
+    paths: list[Path],
+    views: list[int],
+    folder: Path | None,
+    aug_seed: int,
+    aug_scale: tuple[float, float],
+    batch_size: int,
+    on_progress: Callable[[int], None] | None,
+) -> tuple[list[int], list[tuple[int, str]], list[dict[int, tuple[torch.Tensor, torch.Tensor]]], list[str]]:
+    """(kept images, bad images with the reason, per kept image {view: (global, local)}, kept images' digests).
+
+    Images are given by their position in ``paths``.
+
+    Views missing from the cache folder ``folder`` (None: no cache) are encoded in batches of ``batch_size``
+    views, in image order, and each image's entry is written as soon as all its views are there.
     """
     train_tf, eval_tf = bb.train_transform(aug_scale), bb.eval_transform()
-    folder = cache_dir / model_key(bb, aug_scale, aug_seed) if cache_dir is not None else None
     store_dtype = torch.float32 if bb.precision == "fp32" else bb.dtype  # lossless: features are made in it
-    kept: list[Path] = []
-    bad: list[tuple[Path, str]] = []
+    kept: list[int] = []
+    digests: list[str] = []
+    bad: list[tuple[int, str]] = []
     got: list[dict[int, tuple[torch.Tensor, torch.Tensor]]] = []  # per kept image: view -> (global, local)
     cache_files: list[Path | None] = []
     unsaved: set[int] = set()  # kept images with newly encoded views not yet in the cache
@@ -98,23 +134,24 @@ def encode_views(
                     _write_cache(cache_files[slot], got[slot])
                 unsaved.discard(slot)
 
-    for path in paths:
+    for position, path in enumerate(paths):
         try:
             digest = file_digest(path)
         except OSError as exc:
-            bad.append((path, f"cannot read ({exc.strerror})"))
+            bad.append((position, f"cannot read ({exc.strerror})"))
             continue
-        cache_file = folder / f"{digest[:40]}.safetensors" if folder is not None else None
+        cache_file = _entry(folder, digest) if folder is not None else None
         cached = _read_cache(cache_file)
         missing = [v for v in views if f"g{v}" not in cached]
         if missing:
             try:
                 image = load_image(path)
             except BadImage as exc:
-                bad.append((path, str(exc)))
+                bad.append((position, str(exc)))
                 continue
         slot = len(kept)
-        kept.append(path)
+        kept.append(position)
+        digests.append(digest[:40])
         cache_files.append(cache_file)
         got.append({v: (cached[f"g{v}"], cached[f"l{v}"]) for v in views if f"g{v}" in cached})
         for v in missing:
@@ -131,7 +168,94 @@ def encode_views(
         if on_progress:
             on_progress(1)
     flush()
+    return kept, bad, got, digests
 
+
+def _encode_sharded(
+    bb: Backbone,
+    paths: list[Path],
+    views: list[int],
+    folder: Path,
+    aug_seed: int,
+    aug_scale: tuple[float, float],
+    batch_size: int,
+    on_progress: Callable[[int], None] | None,
+    dist: Dist,
+) -> FeatureSet:
+    """:func:`encode_views` on several ranks: look up in shards, encode the missing in shards, all read all.
+
+    1. Each rank hashes a contiguous shard of the images and looks their entries up in the cache; the
+       all-gather of the answers tells every rank which images still miss views.
+    2. Those images are dealt out again in contiguous shards, so a half-filled cache (an interrupted run)
+       does not leave one rank encoding while the others wait out the timeout. The shard unit is the image
+       (its views share one cache file, so ranks write disjoint files), cut at multiples of
+       ``batch_size / gcd(batch_size, V)`` images: with nothing cached every rank encodes exactly the
+       batches one process would, so the features are bit-for-bit the same even where a kernel's result
+       depends on the batch it runs in.
+    3. The all-gather of what each rank encoded is the barrier: when it returns every entry is written
+       (atomically), and each rank reads the entries it did not encode from the shared cache.
+    """
+    listing = hashlib.sha256("\n".join(map(str, paths)).encode()).hexdigest()
+    lo, hi = dist.shard_bounds(len(paths))
+    looked = [_look_up(folder, path, views) for path in paths[lo:hi]]  # (digest or None, cached?, reason)
+    parts = dist.all_gather_json({"listing": listing, "looked": looked},
+                                 "feature cache: waiting for every rank to look its shard up")
+    if any(part["listing"] != listing for part in parts):
+        raise DistributedError(f"feature cache: the ranks were given different image lists ({len(paths)} images on "
+                               f"rank {dist.rank}); run every rank on the same image folder, on a shared filesystem")
+    looked = [entry for part in parts for entry in part["looked"]]  # (digest, cached, reason) per image
+    todo = [i for i, (digest, cached, _) in enumerate(looked) if digest is not None and not cached]
+    mine = dist.shard(todo, align=batch_size // math.gcd(batch_size, len(views)))
+    kept, bad, got, _ = _encode(bb, [paths[i] for i in mine], views, folder, aug_seed, aug_scale, batch_size,
+                                on_progress)
+    encoded = {mine[k]: views_of for k, views_of in zip(kept, got)}
+    failed = dist.all_gather_json([[mine[k], reason] for k, reason in bad],
+                                  "feature cache: waiting for every rank to encode its share")
+    reasons = {i: reason for i, (digest, _, reason) in enumerate(looked) if digest is None}
+    reasons.update({i: reason for part in failed for i, reason in part})
+    all_kept, all_got = [], []
+    for i, (digest, _, _) in enumerate(looked):
+        if i in reasons:
+            continue
+        if i not in encoded:  # cached before, or encoded by another rank
+            entry = _entry(folder, digest)
+            cached = _read_cache(entry)
+            if any(f"g{v}" not in cached for v in views):
+                raise DistributedError(
+                    f"feature cache: rank {dist.rank} cannot read {entry}, the features of {paths[i]} another rank "
+                    "wrote; the cache must be on a filesystem every rank shares (set $DUALPT_CACHE to such a folder)")
+            encoded[i] = {v: (cached[f"g{v}"], cached[f"l{v}"]) for v in views}
+            if on_progress:
+                on_progress(1)
+        all_kept.append(paths[i])
+        all_got.append(encoded.pop(i))
+    bad_list = [(paths[i], reasons[i]) for i in sorted(reasons)]
+    return _feature_set(bb, views, all_kept, all_got, bad_list)
+
+
+def _look_up(folder: Path, path: Path, views: list[int]) -> tuple[str | None, bool, str]:
+    """(content digest, whether the cache holds all ``views`` of the image, why it cannot be read)."""
+    try:
+        digest = file_digest(path)[:40]
+    except OSError as exc:
+        return None, False, f"cannot read ({exc.strerror})"
+    entry = _entry(folder, digest)
+    try:
+        with safe_open(str(entry), "pt") as fh:
+            names = set(fh.keys())
+    except (SafetensorError, OSError, ValueError):  # missing or damaged: encoded again
+        names = set()
+    return digest, all(f"g{v}" in names and f"l{v}" in names for v in views), ""
+
+
+def _entry(folder: Path, digest: str) -> Path:
+    """The cache file of the image whose content has sha256 ``digest``."""
+    return folder / f"{digest[:40]}.safetensors"
+
+
+def _feature_set(bb: Backbone, views: list[int], kept: list[Path],
+                 got: list[dict[int, tuple[torch.Tensor, torch.Tensor]]], bad: list[tuple[Path, str]]) -> FeatureSet:
+    """The kept images' views stacked in ``views`` order."""
     if not kept:
         d, n = bb.embed_dim, bb.num_local
         return FeatureSet(torch.zeros(0, len(views), d), torch.zeros(0, len(views), n, d), [], bad)
