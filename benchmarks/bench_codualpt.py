@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from dualpt_cli.backbone import ModelSpec, load_backbone
+from dualpt_cli.models import ModelSpec, load_backbone
 from dualpt_cli.prompts import ConditionalPromptLearner, PromptLearner
 
 

@@ -38,9 +38,9 @@ from typing import Any
 import torch
 
 import dualpt_cli
-from dualpt_cli.backbone import ModelSpec, load_backbone
 from dualpt_cli.distributed import Dist, distributed
 from dualpt_cli.features import encode_views
+from dualpt_cli.models import ModelSpec, load_backbone
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_predict import make_photos, parse_size  # noqa: E402

@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from dualpt_cli.backbone import ModelSpec, load_backbone
 from dualpt_cli.distributed import distributed, merge_shards
 from dualpt_cli.errors import DualptError
 from dualpt_cli.features import EVAL_VIEW, encode_views
+from dualpt_cli.models import ModelSpec, load_backbone
 from dualpt_cli.project import user_cache_dir
 
 VIEWS = [0, 1, EVAL_VIEW]

@@ -5,7 +5,6 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from dualpt_cli.backbone import ModelSpec, load_backbone
 from dualpt_cli.errors import DataError
 from dualpt_cli.head import name_features
 from dualpt_cli.linear_probe import (
@@ -15,6 +14,7 @@ from dualpt_cli.linear_probe import (
     fit_linear_probe,
     probe_logits,
 )
+from dualpt_cli.models import ModelSpec, load_backbone
 
 SCALE = 20.0
 

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from dualpt_cli.backbone import ModelSpec, load_backbone
 from dualpt_cli.errors import DataError
+from dualpt_cli.models import ModelSpec, load_backbone
 from dualpt_cli.prompts import ConditionalPromptLearner, MetaNet
 
 NAMES = ["red circle", "golden retriever", "x"]

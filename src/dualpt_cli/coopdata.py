@@ -27,9 +27,10 @@ import random
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .classes import ClassEntry, readable_name
 from .data import is_image_file
 from .errors import DataError
-from .project import ClassEntry, read_user_text, readable_name
+from .project import read_user_text
 
 SPLITS = ("train", "val", "test")
 
