@@ -11,6 +11,7 @@ it, so every rule is shown to fail.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -162,3 +163,24 @@ def test_train_rule_fails_when_any_train_module_imports_describe(tmp_path, modul
 def test_length_rule_fails_on_a_long_module(tmp_path):
     pkg = _package(tmp_path, {"short.py": "x = 1\n" * MAX_LINES, "long.py": "x = 1\n" * (MAX_LINES + 1)})
     assert long_modules(pkg) == {"long.py": MAX_LINES + 1}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# docs/architecture.md is the map of the package: every module is on it, and it names no module that is gone
+
+ARCHITECTURE = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
+
+
+def mapped_modules(text: str) -> set[str]:
+    """The ``name.py`` files named in the module table of docs/architecture.md."""
+    return set(re.findall(r"`([a-z_]+\.py)`", text))
+
+
+def test_the_architecture_map_lists_every_module():
+    listed = mapped_modules(ARCHITECTURE.read_text())
+    assert set(MODULES) - listed == set(), "add these modules to docs/architecture.md"
+    assert listed - set(MODULES) == set(), "docs/architecture.md names modules that do not exist"
+
+
+def test_the_map_check_sees_a_missing_module():
+    assert mapped_modules("| x | `a.py` | y |\n| | `b_ui.py`, `c.py` | z |") == {"a.py", "b_ui.py", "c.py"}
