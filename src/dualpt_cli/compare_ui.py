@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
 
 from . import ui
 from .compare import Callbacks, Cell, CellResult, CompareResult, Row
-from .ui import console, err_console, print_json, warn
+from .train import Callbacks as TrainCallbacks
+from .ui import console, err_console, print_json, progress, warn
 
 
 class RichCallbacks(Callbacks):
@@ -34,6 +36,44 @@ class RichCallbacks(Callbacks):
         elif not (self.quiet or ui.QUIET):
             how = "[dim](from the earlier run)[/]" if reused else f"[dim]{result.seconds:.1f} s[/]"
             err_console.print(f"  {name}: {result.accuracy:.1%} {how}")
+
+
+class CellProgress(TrainCallbacks):
+    """Training hooks of one cell: a transient bar (encoding, then epochs) that leaves no lines behind;
+    the cell's warnings are printed, its info lines are not."""
+
+    def __init__(self, quiet: bool = False):
+        self.bar = progress(transient=True)
+        self.bar.disable = self.bar.disable or quiet
+        self.task = None
+
+    def __enter__(self) -> CellProgress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.bar.stop()
+        return False
+
+    def warn(self, message: str) -> None:
+        warn(message)
+
+    def _task(self, name: str, total: int) -> None:
+        if self.task is not None:
+            self.bar.remove_task(self.task)
+        self.task = self.bar.add_task(f"  {name}", total=total, status="")
+
+    def stage(self, name: str, total: int) -> Callable[[int], None]:
+        self._task(name, total)
+        return lambda n: self.bar.advance(self.task, n)
+
+    def epoch(self, epoch: int, total: int, steps: int) -> Callable[[dict[str, Any]], None]:
+        self._task(f"epoch {epoch + 1}/{total}", steps)
+
+        def tick(stats: dict[str, Any]) -> None:
+            self.bar.update(self.task, advance=1, status=f"loss {stats['loss']:.3f}  acc {stats['acc']:.1%}")
+
+        return tick
 
 
 def cell_text(row: Row) -> str:
