@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -176,3 +177,51 @@ def test_settings_name_what_changes_the_numbers(tmp_path):
     proj.ensure().descriptions.write_text("{}")
     assert spec.settings()["descriptions"] != before["descriptions"] and before["images"] == str(tmp_path / "a")
     assert compare_cells.compare_name(None, "coop:x/caltech-101") == "Caltech101"
+
+
+def test_base_to_new_cells_compare_h(tmp_path, monkeypatch):
+    """--base-classes passes through to TrainConfig.base_classes; the cell's accuracy is H, top-1 kept beside."""
+    from dataclasses import dataclass
+    from types import SimpleNamespace
+
+    from dualpt_cli.compare import Cell
+    from dualpt_cli.project import Project
+
+    @dataclass
+    class WithBase(compare_cells.TrainConfig):
+        base_classes: str | None = None
+
+    seen = {}
+
+    def fake_train(cfg, cb):
+        seen["train"] = cfg
+        return SimpleNamespace(epochs=3, seconds=1.0, guard=None)
+
+    def fake_eval(cfg, progress):
+        seen["eval"] = cfg
+        scores = {"top1": 0.5, "top5": 1.0, "images": 6, "base": {"accuracy": 0.8}, "new": {"accuracy": 0.4},
+                  "H": 2 * 0.8 * 0.4 / 1.2}
+        return SimpleNamespace(results={"dualpt": scores})
+
+    monkeypatch.setattr(compare_cells, "TrainConfig", WithBase)
+    monkeypatch.setattr(compare_cells, "run_training", fake_train)
+    monkeypatch.setattr(compare_cells, "evaluate_folder", fake_eval)
+    train, test = write_folder(tmp_path / "train", 1, 1), write_folder(tmp_path / "test", 1, 2)
+    spec = compare_cells.CompareSpec(folder=tmp_path / "c", project=Project(tmp_path / "p"), images=str(train),
+                                     test=str(test), base_classes="half")
+    spec.check(["dualpt"])
+    out = compare_cells.cell_runner(spec)(Cell("dualpt", 4, 1))
+    assert seen["train"].base_classes == "half" and seen["train"].method == "dualpt"
+    assert out["accuracy"] == pytest.approx(0.5333333) and out["top1"] == 0.5
+    assert (out["base"], out["new"]) == (0.8, 0.4)
+    listed = Path(seen["eval"].classes).read_text().splitlines()
+    assert listed == ["blue: blue", "green: green", "red: red"]  # every test class, so the untrained ones are new
+    assert spec.settings()["base_classes"] == "half"
+
+
+@pytest.mark.skipif("base_classes" in {f.name for f in fields(compare_cells.TrainConfig)},
+                    reason="train has --base-classes")
+def test_base_classes_without_train_support_is_one_error(tmp_path):
+    write_folder(tmp_path / "train", 1, 1), write_folder(tmp_path / "test", 1, 2)
+    result = compare("train", "--test", "test", "--base-classes", "half", "--methods", "dualpt")
+    assert result.exit_code == 2 and "--base-classes needs dualpt train's base-to-new option" in result.stderr

@@ -40,6 +40,10 @@ def compare(
     shots: Annotated[str, typer.Option("--shots", help="Comma-separated shot counts.")] = "1,2,4,8,16",
     seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated seeds (few-shot sample and init).")
                      ] = "1,2,3",
+    base_classes: Annotated[str | None, typer.Option("--base-classes", help="Base-to-new: every method trains on "
+                                                     "these classes (dualpt train --base-classes) and the table "
+                                                     "shows H over the base and new test classes.",
+                                                     show_default="all classes")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Name of this comparison: its folder "
                                              "<project>/compare/NAME and its panel in the plot.",
                                              show_default="the dataset's or IMAGES folder's name")] = None,
@@ -79,7 +83,7 @@ def compare(
         raise DataError(f"--name {label!r} cannot be a folder name; give a plain name such as caltech101")
     spec = CompareSpec(folder=proj.root.resolve() / "compare" / label, project=proj, images=images, test=test,
                        dataset=dataset, model=model, pretrained=pretrained, recipe=recipe, epochs=epochs,
-                       device=device, precision=precision)
+                       device=device, precision=precision, base_classes=base_classes)
     spec.check(method_list)
     silent = quiet or json_out
     run_cell = cell_runner(spec, lambda: CellProgress(quiet=silent), StreamProgress if silent else RichProgress)
@@ -87,7 +91,7 @@ def compare(
         result = run_compare(spec.folder / "compare.json", cells, spec.settings(), run_cell,
                              RichCallbacks(quiet=silent))
         png, grid = write_pngs(spec, result.rows, label)
-    report(result, png=png, json_out=json_out)
+    report(result, png=png, json_out=json_out, metric="H (base-to-new)" if base_classes else "accuracy")
     if grid is not None and not silent:
         err_console.print(f"all comparisons of the project: {escape(str(grid))}", soft_wrap=True)
     if result.failed:

@@ -32,7 +32,7 @@ PANELS: dict[str | tuple[str, str], str] = {
                                                "timeout", "base_url", "host")], LLM),
     **dict.fromkeys(["plot", "examples", "name"], OUTPUT),
     **dict.fromkeys(["eval_dir", "explain_paths", "dataset", "test", "seeds"], DATA),
-    **dict.fromkeys(["methods"], METHOD),
+    **dict.fromkeys(["methods", "base_classes"], METHOD),
     ("explain", "classes"): OUTPUT,
     ("predict", "batch_size"): HARDWARE,
     ("eval", "batch_size"): HARDWARE,

@@ -16,16 +16,18 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from .classes import ClassEntry, class_entries
 from .compare import FORMAT, Cell, Row
 from .coopdata import find_layout, load_coop_dataset, parse_dataset_spec
 from .data import StreamProgress, scan_image_folder
+from .descriptions import load_descriptions
 from .errors import DataError
 from .evaluate import EvalConfig, evaluate_folder
-from .project import Project, atomic_write_bytes
+from .project import Project, atomic_write_bytes, atomic_write_text
 from .train import Callbacks as TrainCallbacks
 from .train import TrainConfig, run_training
 
@@ -45,6 +47,7 @@ class CompareSpec:
     epochs: int | None = None  # None: each method's schedule by shots
     device: str = "auto"
     precision: str = "auto"
+    base_classes: str | None = None  # base-to-new: TrainConfig.base_classes; a cell's accuracy is then H
 
     def __post_init__(self) -> None:
         if self.dataset and (self.images or self.test):
@@ -62,14 +65,20 @@ class CompareSpec:
         else:
             scan_image_folder(self.images)
             scan_image_folder(self.test)
+        if self.base_classes and "base_classes" not in {f.name for f in fields(TrainConfig)}:
+            raise DataError("--base-classes needs dualpt train's base-to-new option, which this version lacks")
         for method in methods:
             TrainConfig(images=self.images or "", dataset=self.dataset, method=method, model=self.model,
-                        recipe=self.recipe, epochs=self.epochs)
+                        recipe=self.recipe, epochs=self.epochs, **self.base_option())
+
+    def base_option(self) -> dict[str, str]:
+        return {"base_classes": self.base_classes} if self.base_classes else {}
 
     def settings(self) -> dict[str, Any]:
         """Everything that changes a cell's numbers: a change starts the grid over (compare.load_previous)."""
         desc = self.project.descriptions
         return {"images": _resolved(self.images), "test": _resolved(self.test), "dataset": self.dataset,
+                "base_classes": self.base_classes,
                 "model": self.model, "pretrained": self.pretrained, "recipe": self.recipe, "epochs": self.epochs,
                 "precision": self.precision,
                 "descriptions": hashlib.sha256(desc.read_bytes()).hexdigest()[:16] if desc.is_file() else None}
@@ -99,15 +108,18 @@ def cell_runner(spec: CompareSpec, train_callbacks: Callable[[], TrainCallbacks]
             copy.unlink(missing_ok=True)
         cfg = TrainConfig(images=spec.images or "", dataset=spec.dataset, project=str(folder), shots=cell.shots,
                           seed=cell.seed, method=cell.method, model=spec.model, pretrained=spec.pretrained,
-                          recipe=spec.recipe, epochs=spec.epochs, device=spec.device, precision=spec.precision)
+                          recipe=spec.recipe, epochs=spec.epochs, device=spec.device, precision=spec.precision,
+                          **spec.base_option())
         cb = train_callbacks()
         if hasattr(cb, "__enter__"):
             with cb:
                 trained = run_training(cfg, cb)
         else:
             trained = run_training(cfg, cb)
+        listed = test_class_list(spec, folder) if spec.base_classes and not spec.dataset else None
         result = evaluate_folder(EvalConfig(images=spec.test, dataset=spec.dataset, project=str(folder),
-                                            device=spec.device, precision=spec.precision), eval_progress())
+                                            classes=listed, device=spec.device, precision=spec.precision),
+                                 eval_progress())
         scores = result.results["dualpt"]
         out = {"accuracy": scores["top1"], "top5": scores["top5"], "test_images": scores["images"],
                "epochs": trained.epochs, "train_seconds": round(trained.seconds, 3),
@@ -117,9 +129,24 @@ def cell_runner(spec: CompareSpec, train_callbacks: Callable[[], TrainCallbacks]
                 out[key] = scores[key]["accuracy"]
         if scores.get("H") is not None:
             out["H"] = scores["H"]
+        if spec.base_classes:  # base-to-new: compare H (the test images of every class score among all classes)
+            if out.get("H") is None:
+                raise DataError(f"the test images of {spec.test or spec.dataset} have no new classes to give H; "
+                                "test on every class of the training data")
+            out["top1"], out["accuracy"] = out["accuracy"], out["H"]
         return out
 
     return run_cell
+
+
+def test_class_list(spec: CompareSpec, folder: Path) -> str:
+    """classes.txt of every test class (names from the project's descriptions), so that eval scores the classes
+    a base-to-new cell did not train as new ones (a dataset names its classes itself)."""
+    known = [ClassEntry(c["folder"], c["name"]) for c in load_descriptions(spec.project) or []]
+    entries = class_entries(list(scan_image_folder(spec.test)), known)
+    path = folder / "test_classes.txt"
+    atomic_write_text(path, "".join(f"{c.folder}: {c.name}\n" for c in entries))
+    return str(path)
 
 
 def compare_name(images: str | None, dataset: str | None) -> str:

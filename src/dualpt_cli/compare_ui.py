@@ -89,12 +89,12 @@ def cell_text(row: Row) -> str:
     return text
 
 
-def compare_table(rows: Sequence[Row], title: str = "dualpt compare") -> Table:
-    """Methods down, shot counts across; accuracy in percent, mean ± std over seeds."""
+def compare_table(rows: Sequence[Row], title: str = "dualpt compare", metric: str = "accuracy") -> Table:
+    """Methods down, shot counts across; ``metric`` (accuracy, or H for base-to-new) in percent, mean ± std."""
     methods = list(dict.fromkeys(r.method for r in rows))
     shots = sorted({r.shots for r in rows})
     by = {(r.method, r.shots): r for r in rows}
-    table = Table(title=title, caption="accuracy (%) on the test images, mean ± std over seeds; ★ best per shot "
+    table = Table(title=title, caption=f"{metric} (%) on the test images, mean ± std over seeds; ★ best per shot "
                                        "count")
     table.add_column("method")
     for k in shots:
@@ -104,7 +104,7 @@ def compare_table(rows: Sequence[Row], title: str = "dualpt compare") -> Table:
     return table
 
 
-def report(result: CompareResult, png: Path | None = None, json_out: bool = False) -> None:
+def report(result: CompareResult, png: Path | None = None, json_out: bool = False, metric: str = "accuracy") -> None:
     """The table (or JSON with ``--json``), then where the results and the plot are."""
     if json_out:
         from dataclasses import asdict
@@ -113,7 +113,7 @@ def report(result: CompareResult, png: Path | None = None, json_out: bool = Fals
                     "reused": result.reused, "summary": [asdict(r) for r in result.rows],
                     "failed": [asdict(r) for r in result.failed]})
         return
-    console.print(compare_table(result.rows))
+    console.print(compare_table(result.rows, metric=metric))
     console.print(f"results: {escape(str(result.path))} ({result.ran} cell(s) run, {result.reused} reused)"
                   + (f"; plot: {escape(str(png))}" if png else ""))
     if result.failed:
