@@ -113,6 +113,13 @@ def test_failed_cell_is_reported_and_exit_1_and_ctrl_c_keeps_finished_cells(tmp_
     assert "failed: coop, 1 shot(s), seed 1: coop cannot train on this" in resumed.stderr
     assert "error: 1 of 3 cell(s) failed" in resumed.stderr
     assert "(2 cell(s) run, 1 reused)" in resumed.stdout and "60.0 ± 0.0 ★" in resumed.stdout
+    assert not (tmp_path / "proj" / "compare" / "compare.png").exists()  # one comparison: its own plot only
+
+    second = compare(*args[:4], "dualpt", *args[5:], "--name", "second")  # another comparison of the project
+    assert second.exit_code == 0, second.output
+    assert (tmp_path / "proj" / "compare" / "second" / "compare.png").is_file()
+    assert (tmp_path / "proj" / "compare" / "compare.png").read_bytes()[:4] == b"\x89PNG"  # a panel per comparison
+    assert "all comparisons of the project" in second.stderr
 
 
 @pytest.mark.parametrize(("args", "message"), [

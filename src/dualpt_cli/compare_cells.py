@@ -13,6 +13,7 @@ encodes only the images it adds.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Callable
@@ -111,10 +112,7 @@ def cell_runner(spec: CompareSpec, train_callbacks: Callable[[], TrainCallbacks]
                           recipe=spec.recipe, epochs=spec.epochs, device=spec.device, precision=spec.precision,
                           **spec.base_option())
         cb = train_callbacks()
-        if hasattr(cb, "__enter__"):
-            with cb:
-                trained = run_training(cfg, cb)
-        else:
+        with cb if hasattr(cb, "__enter__") else contextlib.nullcontext():
             trained = run_training(cfg, cb)
         listed = test_class_list(spec, folder) if spec.base_classes and not spec.dataset else None
         result = evaluate_folder(EvalConfig(images=spec.test, dataset=spec.dataset, project=str(folder),
