@@ -91,7 +91,8 @@ def compare(
         result = run_compare(spec.folder / "compare.json", cells, spec.settings(), run_cell,
                              RichCallbacks(quiet=silent))
         png, grid = write_pngs(spec, result.rows, label)
-    report(result, png=png, json_out=json_out, metric="H (base-to-new)" if base_classes else "accuracy")
+    report(result, png=png, json_out=json_out, metric="H (base-to-new)" if base_classes else "accuracy",
+           title=f"dualpt compare: {label}")
     if grid is not None and not silent:
         err_console.print(f"all comparisons of the project: {escape(str(grid))}", soft_wrap=True)
     if result.failed:

@@ -94,8 +94,7 @@ def compare_table(rows: Sequence[Row], title: str = "dualpt compare", metric: st
     methods = list(dict.fromkeys(r.method for r in rows))
     shots = sorted({r.shots for r in rows})
     by = {(r.method, r.shots): r for r in rows}
-    table = Table(title=title, caption=f"{metric} (%) on the test images, mean ± std over seeds; ★ best per shot "
-                                       "count")
+    table = Table(title=title)
     table.add_column("method")
     for k in shots:
         table.add_column(f"{k} shot{'s' if k > 1 else ''}", justify="right")
@@ -104,8 +103,10 @@ def compare_table(rows: Sequence[Row], title: str = "dualpt compare", metric: st
     return table
 
 
-def report(result: CompareResult, png: Path | None = None, json_out: bool = False, metric: str = "accuracy") -> None:
-    """The table (or JSON with ``--json``), then where the results and the plot are."""
+def report(result: CompareResult, png: Path | None = None, json_out: bool = False, metric: str = "accuracy",
+           title: str = "dualpt compare") -> None:
+    """The table (or JSON with ``--json``), then what its numbers are and where the results and the plot are.
+    Failed cells were reported as they failed; the caller says how many (exit code 1)."""
     if json_out:
         from dataclasses import asdict
 
@@ -113,8 +114,7 @@ def report(result: CompareResult, png: Path | None = None, json_out: bool = Fals
                     "reused": result.reused, "summary": [asdict(r) for r in result.rows],
                     "failed": [asdict(r) for r in result.failed]})
         return
-    console.print(compare_table(result.rows, metric=metric))
+    console.print(compare_table(result.rows, title, metric=metric))
+    console.print(f"[dim]{metric} (%) on the test images, mean ± std over seeds; ★ best per shot count[/]")
     console.print(f"results: {escape(str(result.path))} ({result.ran} cell(s) run, {result.reused} reused)"
-                  + (f"; plot: {escape(str(png))}" if png else ""))
-    if result.failed:
-        warn(f"{len(result.failed)} cell(s) failed; run the same command again to retry them")
+                  + (f"; plot: {escape(str(png))}" if png else ""), soft_wrap=True)
