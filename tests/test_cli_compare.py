@@ -154,6 +154,11 @@ def test_dataset_for_train_eval_and_compare(tiny_rn, tmp_path):
     scores = json.loads(evaluated.stdout)
     assert scores["dualpt"]["images"] == 6 and scores["zero_shot"]["images"] == 6  # the test split
 
+    plain = runner.invoke(app, ["eval", "--dataset", f"coop:{data}", "-p", "empty", "--zero-shot", *model, "--json",
+                                "--device", "cpu", "--precision", "fp32"])  # zero-shot CLIP alone, no prompt file
+    assert plain.exit_code == 0, plain.output
+    assert json.loads(plain.stdout)["classes"] == list(COLOURS) and "dualpt" not in json.loads(plain.stdout)
+
     both = runner.invoke(app, ["eval", "imgs", "--dataset", f"coop:{data}", "-p", "proj"])
     assert both.exit_code == 2 and "not both" in both.output
 
