@@ -19,15 +19,29 @@ recipe, evaluated by `dualpt eval` on a test folder.
 
     python benchmarks/bench_learning.py --model local-dir:../shared/synthclip/model --save results.json
 
-Not a CI test: the full grid (3 tasks x 4 shot counts x 3 seeds x 2 recipes) takes about an hour on 2 cores;
-`--recipes` and `--tasks` split it over processes (`--threads 1` each), `--merge` joins their JSON files.
+`--methods` names the training methods of `dualpt train --method` to run with each recipe (default: every
+method TrainConfig knows); their rows are labelled as the command line would be, ``dualpt --recipe default``
+for the default method and ``dualpt --method coop --recipe default`` for others.
+
+`--base-to-new` runs CoCoOp's protocol instead: each method trains on the first half of the classes
+(``TrainConfig.base_classes = "half"``; ceil(K/2) classes in folder order) and `dualpt eval --classes` scores
+the whole test folder: accuracy on base classes among base (B), on new among new (N) and H = 2BN / (B + N).
+Its rows are labelled ``... --base-classes half`` (zero-shot CLIP's as ``zero-shot --base-classes half``) and
+carry ``base``, ``new`` and ``H``.
+
+Not a CI test: the full grid (3 tasks x 4 shot counts x 3 seeds x 2 recipes) takes about an hour on 2 cores
+per method; `--recipes`, `--methods`, `--tasks` and `--base-to-new` split it over processes (`--threads 1`
+each), `--merge` joins their JSON files (a later file's row replaces an earlier one's with the same task,
+seed, shots and method).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -39,8 +53,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from dualpt_cli import trainconfig
 from dualpt_cli.describe import DescribeConfig, plan_describe, run_describe
-from dualpt_cli.evaluate import EvalConfig, evaluate_folder
+from dualpt_cli.evaluate import EvalConfig, evaluate_folder, harmonic_mean, split_accuracy
 from dualpt_cli.features import EVAL_VIEW, encode_views
 from dualpt_cli.head import name_features, prior_features
 from dualpt_cli.models import ModelSpec, load_backbone
@@ -49,6 +64,7 @@ from dualpt_cli.prompts import description_features
 from dualpt_cli.train import TrainConfig, run_training
 
 TASKS = ("named", "shift", "opaque")
+METHODS = tuple(getattr(trainconfig, "METHODS", ("dualpt",)))  # the methods `dualpt train --method` knows
 OPAQUE_NAMES = ["wug", "dax", "blicket", "toma", "fep", "zib", "kiki", "bouba", "lorp", "snib", "quav", "mipo"]
 
 
@@ -94,15 +110,21 @@ def build_task(gen, kind: str, root: Path, seed: int, pool: int, test: int) -> l
     return classes
 
 
-def k_shot_folder(root: Path, k: int) -> Path:
-    """train{k}/: the first k images of each class of train/ (symlinks)."""
-    out = root / f"train{k}"
+def k_shot_folder(root: Path, k: int, base_only: bool = False) -> Path:
+    """train{k}/: the first k images of each class of train/ (symlinks); train{k}-base/: of the base classes."""
+    out = root / f"train{k}{'-base' if base_only else ''}"
     if not out.is_dir():
-        for folder in sorted((root / "train").iterdir()):
+        folders = sorted((root / "train").iterdir())
+        for folder in folders[:base_count(len(folders))] if base_only else folders:
             (out / folder.name).mkdir(parents=True)
             for path in sorted(folder.glob("*.png"))[:k]:
                 (out / folder.name / path.name).symlink_to(path.resolve())
     return out
+
+
+def base_count(k: int) -> int:
+    """Base classes of the base-to-new protocol: the first ceil(K/2) (CoCoOp's subsample_classes)."""
+    return math.ceil(k / 2)
 
 
 def describe_from_answers(root: Path, project: Path) -> None:
@@ -153,58 +175,111 @@ def run_cell(args, gen, kind: str, seed: int, shots: int, work: Path) -> list[di
     """All rows of one (task, seed, shots) cell."""
     root = work / f"{kind}-seed{seed}"
     classes = build_task(gen, kind, root, seed, pool=max(args.shots), test=args.test_per_class)
-    train_k = k_shot_folder(root, shots)
     bb = load_backbone(ModelSpec(args.model, ""), args.device, args.precision)
     cache = work / "cache"
     z_test, y_test = features(bb, root / "test", classes, cache)
-    z_train, y_train = features(bb, train_k, classes, cache)
     names = name_features(bb, [c["name"] for c in classes])
-    mean, has, _ = description_features(bb, [c["name"] for c in classes], [c["phrases"] for c in classes])
-    ls = bb.logit_scale
-    W, b = linear_probe(z_train, y_train, len(classes))
-    rows = [{"method": "zero-shot", "top1": accuracy(F.normalize(z_test, dim=-1) @ names.T, y_test)},
-            {"method": "descriptions",
-             "top1": accuracy(F.normalize(z_test, dim=-1) @ prior_features(names, mean, has).T, y_test)},
-            {"method": "linear probe", "top1": accuracy(ls * F.normalize(z_test, dim=-1) @ W.T + b, y_test)}]
+    zs_logits = F.normalize(z_test, dim=-1) @ names.T
+    if args.base_to_new:
+        base = torch.arange(len(classes)) < base_count(len(classes))
+        b, n = split_accuracy(zs_logits, y_test, base)[0], split_accuracy(zs_logits, y_test, ~base)[0]
+        rows = [{"method": "zero-shot --base-classes half", "protocol": "base-to-new",
+                 "top1": accuracy(zs_logits, y_test), "base": b, "new": n, "H": harmonic_mean(b, n)}]
+    else:
+        z_train, y_train = features(bb, k_shot_folder(root, shots), classes, cache)
+        mean, has, _ = description_features(bb, [c["name"] for c in classes], [c["phrases"] for c in classes])
+        W, b = linear_probe(z_train, y_train, len(classes))
+        rows = [{"method": "zero-shot", "top1": accuracy(zs_logits, y_test)},
+                {"method": "descriptions",
+                 "top1": accuracy(F.normalize(z_test, dim=-1) @ prior_features(names, mean, has).T, y_test)},
+                {"method": "linear probe",
+                 "top1": accuracy(bb.logit_scale * F.normalize(z_test, dim=-1) @ W.T + b, y_test)}]
     for recipe in args.recipes:
-        project = work / f"project-{kind}-seed{seed}-{shots}shot-{recipe}"
-        describe_from_answers(root, project)
-        t0 = time.perf_counter()
-        result = run_training(TrainConfig(images=str(train_k), project=str(project), shots=shots, model=args.model,
-                                          pretrained="", seed=seed, recipe=recipe, device=args.device,
-                                          precision=args.precision))
-        seconds = time.perf_counter() - t0
-        res = evaluate_folder(EvalConfig(images=str(root / "test"), project=str(project), device=args.device,
-                                         precision=args.precision, workers=0)).results["dualpt"]
-        guard = result.guard.to_json() if result.guard else {}
-        rows.append({"method": f"dualpt --recipe {recipe}", "top1": res["top1"], "train_seconds": round(seconds, 1),
-                     "kept": guard.get("classifier"), "prior_weight": guard.get("prior_weight"),
-                     "collapsed": guard.get("collapsed")})
+        for method in args.methods:
+            rows.append(train_row(args, root, kind, seed, shots, method, recipe, work))
     return [{"task": kind, "seed": seed, "shots": shots, **r} for r in rows]
 
 
+def method_label(method: str, recipe: str, base_to_new: bool = False) -> str:
+    """The row's method: the flags of `dualpt train` that made it."""
+    flags = "" if method == "dualpt" else f" --method {method}"
+    return f"dualpt{flags} --recipe {recipe}" + (" --base-classes half" if base_to_new else "")
+
+
+def train_row(args, root: Path, kind: str, seed: int, shots: int, method: str, recipe: str, work: Path) -> dict:
+    """`dualpt train --method METHOD --recipe RECIPE` on the k-shot folder, then `dualpt eval` on the test folder.
+
+    Base-to-new: TrainConfig.base_classes "half" where TrainConfig has it, else the same protocol by hand (a
+    training folder of the base classes only); evaluated on every test class with the task's class list.
+    """
+    b2n = args.base_to_new
+    project = work / f"project-{kind}-seed{seed}-{shots}shot-{method}-{recipe}{'-b2n' if b2n else ''}"
+    describe_from_answers(root, project)
+    options = {}
+    if b2n and "base_classes" in {f.name for f in dataclasses.fields(TrainConfig)}:
+        options["base_classes"] = "half"
+    train_k = k_shot_folder(root, shots, base_only=b2n and not options)
+    t0 = time.perf_counter()
+    result = run_training(TrainConfig(images=str(train_k), project=str(project), shots=shots, model=args.model,
+                                      pretrained="", seed=seed, recipe=recipe, method=method, epochs=args.epochs,
+                                      device=args.device, precision=args.precision, **options))
+    seconds = time.perf_counter() - t0
+    res = evaluate_folder(EvalConfig(images=str(root / "test"), project=str(project), device=args.device,
+                                     classes=str(root / "classes.txt") if b2n else None, precision=args.precision,
+                                     workers=0)).results["dualpt"]
+    guard = result.guard.to_json() if result.guard else {}
+    row = {"method": method_label(method, recipe, b2n), "top1": res["top1"], "train_seconds": round(seconds, 1),
+           "kept": guard.get("classifier"), "prior_weight": guard.get("prior_weight"),
+           "collapsed": guard.get("collapsed")}
+    if b2n:
+        row.update(protocol="base-to-new", base=res["base"]["accuracy"], new=res["new"]["accuracy"], H=res["H"])
+    return row
+
+
 def summarise(rows: list[dict]) -> dict:
-    """mean and std of top-1 per (task, shots, method) over seeds."""
-    groups: dict[tuple, list[float]] = {}
+    """mean and std of top-1 (and of base, new and H for base-to-new rows) per (task, shots, method) over seeds."""
+    groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["task"], r["shots"], r["method"]), []).append(r["top1"])
-    return {f"{t}|{k}|{m}": {"mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0,
-                             "n": len(v)} for (t, k, m), v in sorted(groups.items())}
+        groups.setdefault((r["task"], r["shots"], r["method"]), []).append(r)
+    out = {}
+    for (t, k, m), group in sorted(groups.items()):
+        entry = spread([r["top1"] for r in group])
+        for key in ("base", "new", "H"):
+            values = [r[key] for r in group if r.get(key) is not None]
+            if values:
+                entry[key] = spread(values)
+        out[f"{t}|{k}|{m}"] = entry
+    return out
+
+
+def spread(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "n": len(values)}
 
 
 def print_table(rows: list[dict]) -> None:
     summary = summarise(rows)
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    for task in dict.fromkeys(r["task"] for r in rows):
-        print(f"\n{task}: top-1 %, mean ± std over seeds")
-        print("| shots | " + " | ".join(methods) + " |")
-        print("|---:|" + "---:|" * len(methods))
-        for shots in sorted({r["shots"] for r in rows if r["task"] == task}):
-            cells = []
+    pm = lambda s: f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}" if s else "-"  # noqa: E731
+    for protocol in ("few-shot", "base-to-new"):
+        chosen = [r for r in rows if r.get("protocol", "few-shot") == protocol]
+        methods = list(dict.fromkeys(r["method"] for r in chosen))
+        for task in dict.fromkeys(r["task"] for r in chosen):
+            shots = sorted({r["shots"] for r in chosen if r["task"] == task})
+            if protocol == "few-shot":
+                print(f"\n{task}: top-1 %, mean ± std over seeds")
+                print("| shots | " + " | ".join(methods) + " |")
+                print("|---:|" + "---:|" * len(methods))
+                for k in shots:
+                    print(f"| {k} | " + " | ".join(pm(summary.get(f"{task}|{k}|{m}")) for m in methods) + " |")
+                continue
+            print(f"\n{task}, base-to-new: base / new / H %, mean ± std over seeds")
+            print("| method | shots | base | new | H |")
+            print("|---|---:|---:|---:|---:|")
             for m in methods:
-                s = summary.get(f"{task}|{shots}|{m}")
-                cells.append(f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}" if s else "-")
-            print(f"| {shots} | " + " | ".join(cells) + " |")
+                for k in shots:
+                    s = summary.get(f"{task}|{k}|{m}")
+                    if s:
+                        print(f"| {m} | {k} | {pm(s.get('base'))} | {pm(s.get('new'))} | {pm(s.get('H'))} |")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -216,6 +291,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--recipes", nargs="+", default=["default", "paper"], choices=["default", "paper"])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
+                        help="training methods (dualpt train --method), each run with every recipe")
+    parser.add_argument("--base-to-new", action="store_true",
+                        help="train on the first half of the classes; evaluate base, new and H")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs of every run (default: by shots)")
     parser.add_argument("--test-per-class", type=int, default=40)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto")

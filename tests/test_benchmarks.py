@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from dualpt_cli.models import select_device, select_precision
+from dualpt_cli.promptfile import read_prompt_file
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -103,3 +104,32 @@ def test_bench_scale_rejects_bad_process_counts():
         bench.parse_args(["--nproc", "0,2"])
     with pytest.raises(SystemExit):
         bench.parse_args(["--workloads", "encode,train"])
+
+
+@pytest.mark.slow
+def test_bench_learning_methods_and_base_to_new(tiny_rn, tmp_path, capsys):
+    """One task, one shot, one seed, on the project's copy of the synthclip generator and the tiny model."""
+    bench = load_script("bench_learning")
+    assert "dualpt" in bench.METHODS
+    common = ["--model", tiny_rn, "--synthclip", str(BENCHMARKS.parent / "examples" / "shapes"), "--tasks", "named",
+              "--shots", "1", "--seeds", "1", "--recipes", "default", "--methods", "dualpt", "--test-per-class", "1",
+              "--epochs", "1", "--device", "cpu", "--precision", "fp32", "--workdir", str(tmp_path / "work")]
+    few = bench.main([*common, "--save", str(tmp_path / "few.json")])
+    methods = [r["method"] for r in few["rows"]]
+    assert methods == ["zero-shot", "descriptions", "linear probe", "dualpt --recipe default"]
+    assert all((r["task"], r["seed"], r["shots"]) == ("named", 1, 1) and 0 <= r["top1"] <= 1 for r in few["rows"])
+    b2n = bench.main([*common, "--base-to-new", "--save", str(tmp_path / "b2n.json")])
+    rows = {r["method"]: r for r in b2n["rows"]}
+    assert list(rows) == ["zero-shot --base-classes half", "dualpt --recipe default --base-classes half"]
+    for row in rows.values():
+        assert row["protocol"] == "base-to-new" and 0 <= row["base"] <= 1 and 0 <= row["new"] <= 1
+        assert row["H"] == pytest.approx(2 * row["base"] * row["new"] / (row["base"] + row["new"] or 1))
+    trained = tmp_path / "work" / "project-named-seed1-1shot-dualpt-default-b2n" / "prompts.safetensors"
+    assert len(read_prompt_file(trained)[1].class_names) == 6  # trained on the first 6 of 12 classes
+    capsys.readouterr()
+    merged = bench.main(["--merge", str(tmp_path / "few.json"), str(tmp_path / "b2n.json")])
+    assert len(merged["rows"]) == 6
+    assert merged["summary"]["named|1|dualpt --recipe default --base-classes half"]["H"]["n"] == 1
+    text = capsys.readouterr().out
+    assert "| shots | zero-shot | descriptions | linear probe | dualpt --recipe default |" in text
+    assert "named, base-to-new: base / new / H %" in text and "| zero-shot --base-classes half | 1 |" in text

@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from . import __version__, cli_predict, cli_train
+from . import __version__, cli_compare, cli_predict, cli_train
 from .cli_options import (
     DATA,
     HARDWARE,
@@ -133,6 +133,7 @@ app.command()(cli_predict.predict)
 app.command("eval")(cli_predict.eval_)
 app.command()(cli_predict.explain)
 app.command("report")(cli_predict.report_)
+app.command()(cli_compare.compare)
 
 # ---------------------------------------------------------------------------------------------------------
 # cache

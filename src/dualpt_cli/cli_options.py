@@ -30,8 +30,9 @@ PANELS: dict[str | tuple[str, str], str] = {
                     OUTPUT),
     **dict.fromkeys([("describe", n) for n in ("provider", "model", "samples", "temperature", "concurrency",
                                                "timeout", "base_url", "host")], LLM),
-    **dict.fromkeys(["plot", "examples"], OUTPUT),
-    **dict.fromkeys(["eval_dir", "explain_paths"], DATA),
+    **dict.fromkeys(["plot", "examples", "name"], OUTPUT),
+    **dict.fromkeys(["eval_dir", "explain_paths", "dataset", "test", "seeds"], DATA),
+    **dict.fromkeys(["methods", "base_classes"], METHOD),
     ("explain", "classes"): OUTPUT,
     ("predict", "batch_size"): HARDWARE,
     ("eval", "batch_size"): HARDWARE,
@@ -89,6 +90,11 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 ProjectOpt = Annotated[
     str | None,
     typer.Option("--project", "-p", help="Project folder.", show_default="$DUALPT_PROJECT or ./dualpt-project"),
+]
+DatasetOpt = Annotated[
+    str | None,
+    typer.Option("--dataset", metavar="coop:ROOT/NAME", help="One of the paper's 11 datasets laid out as CoOp's "
+                 "DATASETS.md describes (its split_zhou_*.json), instead of IMAGES (docs/compare.md).")
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, epoch lines or hints; "
                                         "warnings, errors and the result only.")]

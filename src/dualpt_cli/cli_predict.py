@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from .cli_options import DeviceOpt, Format, JsonOpt, PrecisionOpt, ProjectOpt, QuietOpt, quiet_mode
+from .cli_options import DatasetOpt, DeviceOpt, Format, JsonOpt, PrecisionOpt, ProjectOpt, QuietOpt, quiet_mode
 from .ui import err_console
 
 PromptFileOpt = Annotated[
@@ -103,7 +103,9 @@ def predict(
 
 
 def eval_(
-    images: Annotated[str, typer.Argument(metavar="IMAGES", help="ImageFolder: one sub-folder of images per class.")],
+    images: Annotated[str | None, typer.Argument(metavar="IMAGES", help="ImageFolder: one sub-folder of images "
+                                                 "per class.")] = None,
+    dataset: DatasetOpt = None,
     project: ProjectOpt = None,
     prompt_file: PromptFileOpt = None,
     classes: ClassesOpt = None,
@@ -135,9 +137,12 @@ def eval_(
 
     quiet_mode(quiet)
     prompts = _prompt_file(prompt_file, prompts_deprecated, run, project)
+    if (images is None) == (dataset is None):
+        raise typer.BadParameter("pass the labelled test images or --dataset coop:ROOT/NAME" + (", not both" if images
+                                 else ""), param_hint="'IMAGES'")
     cfg = EvalConfig(
-        images=images, project=project, prompts=prompts, classes=classes, zero_shot=zero_shot, model=model,
-        pretrained=pretrained, batch_size=batch_size, workers=workers, device=device, precision=precision,
+        images=images, dataset=dataset, project=project, prompts=prompts, classes=classes, zero_shot=zero_shot,
+        model=model, pretrained=pretrained, batch_size=batch_size, workers=workers, device=device, precision=precision,
     )  # fmt: skip
     if plot is not None:
         from .figures import writable_folder, write_eval_plots

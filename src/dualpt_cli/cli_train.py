@@ -15,6 +15,7 @@ from .cli_options import (
     TRAIN,
     TRAIN_FIELDS,
     Context,
+    DatasetOpt,
     DeviceOpt,
     JsonOpt,
     LlmLoss,
@@ -119,6 +120,7 @@ def train(
     images: Annotated[str | None, typer.Argument(metavar="IMAGES", help="ImageFolder: one sub-folder of images "
                                                  "per class (with --config: the saved one).")] = None,
     shots: Annotated[str, typer.Option(help="Training images per class, or 'all'.")] = str(TRAIN["shots"] or "all"),
+    dataset: DatasetOpt = TRAIN["dataset"],
     project: ProjectOpt = None,
     model: ModelOpt = TRAIN["model"],
     pretrained: PretrainedOpt = TRAIN["pretrained"],
@@ -193,15 +195,16 @@ def train(
     from .train_ui import RichCallbacks, draw_curves, report, summary
 
     quiet_mode(quiet)
-    if images is None and config is None:
-        raise typer.BadParameter("pass the ImageFolder to train on (or --config FILE)", param_hint="'IMAGES'")
+    if images is None and config is None and dataset is None:
+        raise typer.BadParameter("pass the ImageFolder to train on (or --dataset coop:ROOT/NAME, or --config FILE)",
+                                 param_hint="'IMAGES'")
     cfg = TrainConfig(
-        images=images, project=project, shots=_parse_shots(shots), val_shots=val_shots, model=model,
+        images=images or "", project=project, shots=_parse_shots(shots), val_shots=val_shots, model=model,
         pretrained=pretrained, seed=seed, recipe=recipe, n_prompts=prompts, n_ctx=ctx_len, ctx_init=ctx_init,
         prompt_text=prompt_text, crop_scale=crop_scale, prior_weight=prior_weight, guard=guard,
         class_specific=class_specific, alpha=alpha, beta=beta, lam=lam, llm_loss=llm_loss, context=context,
         epochs=epochs, batch_size=batch_size, lr=lr, aug_views=aug_views, fresh_views=fresh_views, device=device,
-        precision=precision, text_chunk=text_chunk, resume=resume, profile=profile,
+        precision=precision, text_chunk=text_chunk, resume=resume, profile=profile, dataset=dataset,
     )  # fmt: skip
     if config is not None:
         cfg = _with_saved_config(ctx, cfg, config)

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from .backbone import Backbone
 from .classes import ClassEntry, class_set, parse_class_list
 from .classifier import Classifier, prompt_path
-from .data import StreamProgress, image_batches, scan_image_folder
+from .data import StreamProgress, image_batches
+from .datasource import test_source
 from .errors import DataError, PromptFileError
 from .head import ZERO_SHOT_TEMPLATE, name_features
 from .models import ModelSpec, load_backbone
@@ -133,7 +134,7 @@ TITLES = {"dualpt": "DUAL-PT", "zero_shot": "zero-shot CLIP"}  # how each method
 class EvalConfig:
     """Everything ``dualpt eval`` needs."""
 
-    images: str  # ImageFolder: one sub-folder per class
+    images: str | None  # ImageFolder: one sub-folder per class (None with dataset)
     project: str | None = None  # project whose prompts.safetensors to evaluate
     prompts: str | None = None  # a prompt file (wins over project)
     classes: str | None = None  # class list for folders that are not trained classes (base-to-new)
@@ -146,6 +147,7 @@ class EvalConfig:
     precision: str = "auto"
     top_confused: int = 10  # confused pairs listed
     template: str = ZERO_SHOT_TEMPLATE  # zero-shot prompt
+    dataset: str | None = None  # coop:ROOT/NAME: its test split instead of images (and its zero-shot template)
 
 
 @dataclass
@@ -177,8 +179,8 @@ def evaluate_folder(cfg: EvalConfig, progress: StreamProgress | None = None) -> 
     """Score every image of ``cfg.images`` with the prompts (and zero-shot CLIP with ``cfg.zero_shot``)."""
     if cfg.batch_size < 1:
         raise DataError(f"--batch-size must be >= 1, got {cfg.batch_size}")
-    folders = scan_image_folder(cfg.images, exclude=resolve_project(cfg.project).root)  # the project is no class
-    extra = parse_class_list(cfg.classes) if cfg.classes else []
+    folders, template, listed = test_source(cfg.images, cfg.dataset, exclude=resolve_project(cfg.project).root)
+    extra = parse_class_list(cfg.classes) if cfg.classes else listed  # a dataset names its classes
     path = prompt_path(cfg.prompts, cfg.project)
     use_prompts = not cfg.zero_shot or cfg.prompts is not None or path.is_file()
     if not use_prompts and cfg.model is None:
@@ -192,9 +194,9 @@ def evaluate_folder(cfg: EvalConfig, progress: StreamProgress | None = None) -> 
                                      classes=classes, batch_size=cfg.batch_size, pretrained=cfg.pretrained)
         bb = clf.bb
     else:
-        classes, index, base = class_set(list(folders), None, extra, cfg.classes or str(cfg.images))
+        classes, index, base = class_set(list(folders), None, extra, cfg.classes or str(cfg.images or cfg.dataset))
         bb = load_backbone(ModelSpec(cfg.model, cfg.pretrained or "openai"), cfg.device, cfg.precision)
-    zs = ZeroShotClassifier(bb, [c.name for c in classes], cfg.template) if cfg.zero_shot else None
+    zs = ZeroShotClassifier(bb, [c.name for c in classes], template or cfg.template) if cfg.zero_shot else None
 
     paths = [p for files in folders.values() for p in files]
     labels = torch.tensor([index[k] for k, files in enumerate(folders.values()) for _ in files])
@@ -203,9 +205,10 @@ def evaluate_folder(cfg: EvalConfig, progress: StreamProgress | None = None) -> 
     logits = {name: torch.cat(scores[name]) for name in ("dualpt", "zero_shot") if scores[name]}
     results = {name: metrics(x, labels[kept], classes, base, cfg.top_confused) for name, x in logits.items()}
     if not results:
-        raise DataError(f"no image in {cfg.images} could be read")
-    return EvalResult(images=str(cfg.images), prompt_file=str(path) if clf else None, model=bb.spec.display,
-                      classes=classes, results=results, failed=scores["failed"], logits=logits, labels=labels[kept],
+        raise DataError(f"no image in {cfg.images or cfg.dataset} could be read")
+    return EvalResult(images=str(cfg.images or cfg.dataset), prompt_file=str(path) if clf else None,
+                      model=bb.spec.display, classes=classes, results=results, failed=scores["failed"], logits=logits,
+                      labels=labels[kept],
                       paths=[str(paths[i]) for i in scores["kept"]])
 
 

@@ -28,8 +28,10 @@ PROMPT_TEXTS = ("name", "descriptions")
 class TrainConfig:
     """Everything that determines a training run; written to run_config.json."""
 
-    images: str  # ImageFolder: one sub-folder per class
+    images: str  # ImageFolder: one sub-folder per class ("" with dataset)
     project: str | None = None  # project folder (None: $DUALPT_PROJECT or ./dualpt-project)
+    dataset: str | None = None  # coop:ROOT/NAME: a CoOp dataset's train split and few-shot sampling, not images
+    method: str = "dualpt"  # training method (see METHODS)
     shots: int | None = 8  # images per class; None = all
     val_shots: int | None = None  # held-out images per class (best epoch, guard); None: by recipe (auto / 0)
     model: str = "RN50"  # open_clip model (see backbone.ModelSpec)

@@ -12,7 +12,8 @@ import torch
 
 from .backbone import Backbone
 from .classes import ClassEntry, class_entries, unmatched
-from .data import few_shot_split, inside, looks_decodable, scan_image_folder
+from .data import inside, looks_decodable
+from .datasource import train_source
 from .descriptions import load_descriptions, phrases_by_folder
 from .errors import ProjectError
 from .features import EVAL_VIEW, FeatureSet, encode_views
@@ -39,12 +40,12 @@ class TrainData:
 
 def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks) -> TrainData:
     """Scan, sample, record the split, and encode (or load cached) features of the chosen images."""
-    root = Path(cfg.images).expanduser().resolve()
-    folders = scan_image_folder(root, exclude=project.root)
-    if inside(project.root, root):
+    source = train_source(cfg.images, cfg.dataset, cfg.shots, cfg.seed, exclude=project.root)
+    root, folders = source.root, source.folders
+    if not cfg.dataset and inside(project.root, root):
         cb.warn(f"the project folder {project.root} is inside the image folder; it is not a class")
     stored = load_descriptions(project) if cfg.context != "none" else None
-    known = [_entry(c) for c in stored] if stored else None
+    known = [_entry(c) for c in stored] if stored else source.classes
     classes = class_entries(list(folders), known)
     missing = unmatched(list(folders), known)
     if missing:
@@ -69,10 +70,11 @@ def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks
         return fs, torch.tensor([label_of[p] for p in fs.paths], dtype=torch.long)
 
     auto_val = cfg.val_shots is None
-    val_shots = auto_val_shots(cfg.shots, min(len(files) for files in folders.values())) if auto_val \
+    val_shots = (source.auto_val if source.auto_val is not None else
+                 auto_val_shots(cfg.shots, min(len(files) for files in folders.values()))) if auto_val \
         else cfg.val_shots
     while True:  # a file that passes the header check but fails to decode is replaced by the next one drawn
-        train, val, notes = few_shot_split(folders, cfg.shots, cfg.seed, val_shots, usable)
+        train, val, notes = source.sample(val_shots, usable)
         n_views = (cfg.epochs or epochs_for_shots(cfg.shots)) if cfg.fresh_views else cfg.aug_views
         train_fs, train_labels = gather(train, list(range(n_views)), "training")
         val_fs = val_labels = None
@@ -81,7 +83,7 @@ def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks
         if not train_fs.bad and not (val_fs is not None and val_fs.bad):
             break
     train_fs.bad = list(rejected.items())
-    if auto_val and val_shots:
+    if auto_val and val_shots and not cfg.dataset:
         short = [f for f in folders if len(train[f]) < (cfg.shots or 0) <= len(folders[f])]  # by the hold-out
         notes = [n for n in notes if not any(f"class {f!r} " in n for f in short)]  # said once, below
         cb.info(f"holding out {val_shots} image(s) per class to check the result against zero-shot CLIP"
@@ -93,6 +95,8 @@ def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks
              "classes": [{"folder": c.folder, "name": c.name} for c in classes],
              "train": {f: [str(p.relative_to(root)) for p in train[f]] for f in folders},
              "val": {f: [str(p.relative_to(root)) for p in val.get(f, [])] for f in folders}}
+    if cfg.dataset:
+        split["dataset"] = cfg.dataset
     if cfg.resume and project.split.is_file() and read_json(project.split, "few-shot split") != split:
         raise ProjectError(f"--resume: the images or class list changed since the checkpoint in {project.root}; "
                            "start without --resume")
