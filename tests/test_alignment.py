@@ -13,7 +13,8 @@ from dualpt_cli.matching import Matcher, SolverSettings, alignment_plan, dual_sc
 def unit(*shape: int, d: int = 16, seed: int = 0) -> torch.Tensor:
     """Unit vectors around a shared direction (cosines spread like CLIP's), float64."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(d, generator=g, dtype=torch.float64) + 1.5 * torch.randn(*shape, d, generator=g, dtype=torch.float64)
+    base = torch.randn(d, generator=g, dtype=torch.float64)
+    x = base + 1.5 * torch.randn(*shape, d, generator=g, dtype=torch.float64)
     return torch.nn.functional.normalize(x, dim=-1)
 
 

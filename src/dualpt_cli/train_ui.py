@@ -62,7 +62,8 @@ class RichCallbacks(Callbacks):
             val = f"  val {record['val_acc']:.1%}" if "val_acc" in record else ""
             self.bar.console.print(
                 f"epoch {record['epoch']:>4}  loss {record['loss']:.4f}  acc {record['acc']:.1%}{val}"
-                f"  lr {record['lr']:.2e}  {record['seconds']:.1f}s"
+                f"  lr {record['lr']:.2e}  H(T) {record.get('plan_entropy', float('nan')):.3f}"
+                f"  {record['seconds']:.1f}s"
             )
 
 
@@ -90,6 +91,7 @@ def summary(result: TrainResult) -> dict[str, Any]:
         "val_accuracy": result.val_acc,
         "skipped_images": [{"path": p, "reason": r} for p, r in result.skipped],
         "guard": result.guard.to_json() if result.guard else None,
+        "plan_entropy": result.plan_entropy,
     }
     if result.profile is not None:
         data["profile_seconds"] = {k: round(v, 4) for k, v in result.profile.items()}
@@ -106,6 +108,8 @@ def report(result: TrainResult, json_out: bool = False, run: str | None = None, 
     table.add_row("epochs", str(result.epochs))
     table.add_row("train accuracy (last epoch)", f"{result.train_acc:.1%}")
     table.add_row("final loss", f"{result.loss:.4f}")
+    if result.plan_entropy is not None:
+        table.add_row("plan entropy (last epoch, 1 = uniform)", f"{result.plan_entropy:.3f}")
     if result.val_acc is not None:
         table.add_row("best validation accuracy", f"{result.val_acc:.1%} (epoch {result.best_epoch})")
     g = result.guard
