@@ -62,8 +62,7 @@ class RichCallbacks(Callbacks):
             val = f"  val {record['val_acc']:.1%}" if "val_acc" in record else ""
             self.bar.console.print(
                 f"epoch {record['epoch']:>4}  loss {record['loss']:.4f}  acc {record['acc']:.1%}{val}"
-                f"  lr {record['lr']:.2e}  H(T) {record.get('plan_entropy', float('nan')):.3f}"
-                f"  {record['seconds']:.1f}s"
+                f"  lr {record['lr']:.2e}  {record['seconds']:.1f}s"
             )
 
 
@@ -109,7 +108,7 @@ def report(result: TrainResult, json_out: bool = False, run: str | None = None, 
     table.add_row("train accuracy (last epoch)", f"{result.train_acc:.1%}")
     table.add_row("final loss", f"{result.loss:.4f}")
     if result.plan_entropy is not None:
-        table.add_row("plan entropy (last epoch, 1 = uniform)", f"{result.plan_entropy:.3f}")
+        table.add_row("plan entropy (1 = uniform)", f"{result.plan_entropy:.3f}")
     if result.val_acc is not None:
         table.add_row("best validation accuracy", f"{result.val_acc:.1%} (epoch {result.best_epoch})")
     g = result.guard
