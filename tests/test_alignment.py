@@ -103,3 +103,17 @@ def test_alignment_plan_needs_no_edges_for_attn_and_uniform():
 def test_rejects_unknown_align():
     with pytest.raises(ValueError, match="align must be one of graph, node, edge, attn, uniform"):
         SolverSettings(align="cross")
+
+
+def test_bench_alignment_runs(capsys):
+    """benchmarks/bench_alignment.py (the entropy-cost measurement) runs end to end on tiny sizes."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_alignment.py"
+    spec = importlib.util.spec_from_file_location("bench_alignment", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    results = bench.main(["--batch", "2", "--classes", "3", "--local", "5", "--dim", "8", "--repeats", "1"])
+    assert set(results["seconds"]) == {*ALIGNS, "entropy"} and results["entropy_over_graph"] > 0
+    assert "x graph" in capsys.readouterr().out
