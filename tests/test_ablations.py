@@ -55,6 +55,21 @@ def test_every_align_trains_saves_and_predicts(align, tiny_rn, tmp_path):
     assert len(json.loads(predicted.stdout)) == 6
 
 
+@pytest.mark.parametrize(("align", "alpha"), [("node", "0"), ("edge", "1")])
+def test_training_with_node_or_edge_equals_the_alpha_run(align, alpha, tiny_rn, tmp_path):
+    """--align node trains exactly as --alpha 0 (edge as --alpha 1): same logits, so the same prompts."""
+    make_image_folder(tmp_path / "images", per_class=2)
+    common = ("--epochs", "2", "--val-shots", "0", "--no-guard", "--lr", "0.05")
+    train(tiny_rn, "by-align", "--align", align, *common)
+    train(tiny_rn, "by-alpha", "--alpha", alpha, *common)
+    train(tiny_rn, "graph", *common)
+    runs = ("by-align", "by-alpha", "graph")
+    ctx = {p: load_prompt_file(tmp_path / p / "prompts.safetensors")[0]["ctx"] for p in runs}
+    assert torch.equal(ctx["by-align"], ctx["by-alpha"])
+    assert not torch.equal(ctx["by-align"], ctx["graph"])
+    assert [r["loss"] for r in log_of("by-align")] == [r["loss"] for r in log_of("by-alpha")]
+
+
 def test_predict_scores_with_the_stored_align(tiny_rn, tmp_path):
     """A prompt file trained with --align uniform scores new images by the mean cosine (not graph matching)."""
     make_image_folder(tmp_path / "images", per_class=2)
