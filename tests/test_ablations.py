@@ -135,6 +135,8 @@ def test_split_errors(tmp_path, text, message):
         split_base_new(CLASSES, str(tmp_path / "base.txt"))
     with pytest.raises(Exception, match="at least 2 class folders"):
         split_base_new(CLASSES[:1], "half")
+    with pytest.raises(Exception, match="--base-classes nope.txt: no such file; give 'half' or a class list"):
+        split_base_new(CLASSES, "nope.txt")
 
 
 def test_new_classes_are_added_only_when_the_folder_has_them():

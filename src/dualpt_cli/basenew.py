@@ -10,6 +10,7 @@ base, new and H without being told the split again.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from .classes import ClassEntry, class_entries, find_trained, parse_class_list
 from .errors import DataError
@@ -28,7 +29,9 @@ def split_base_new(classes: list[ClassEntry], spec: str) -> tuple[list[ClassEntr
             raise DataError(f"--base-classes half needs at least 2 class folders, found {len(classes)}")
         cut = math.ceil(len(classes) / 2)
         return classes[:cut], classes[cut:]
-    listed = parse_class_list(spec)
+    if not Path(spec).expanduser().is_file():
+        raise DataError(f"--base-classes {spec}: no such file; give 'half' or a class list (one class a line)")
+    listed = parse_class_list(Path(spec).expanduser())
     unknown = [c.folder for c in listed if find_trained(c, classes) is None]
     if unknown:
         shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
