@@ -117,3 +117,23 @@ def test_bench_alignment_runs(capsys):
     results = bench.main(["--batch", "2", "--classes", "3", "--local", "5", "--dim", "8", "--repeats", "1"])
     assert set(results["seconds"]) == {*ALIGNS, "entropy"} and results["entropy_over_graph"] > 0
     assert "x graph" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("align", ALIGNS)
+def test_every_align_is_finite_under_bf16_autocast(align):
+    Zf, Wf = Z.float(), W.float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        s, stats = dual_scores(Zf, Wf, SolverSettings(align=align, lam=0.01), return_stats=True)
+    assert bool(torch.isfinite(s).all()) and 0.0 < stats.entropy <= 1.0 + 1e-6
+    assert_close(s.float(), dual_scores(Zf, Wf, SolverSettings(align=align, lam=0.01)), atol=0.05, rtol=0)
+
+
+def test_merge_averages_entropy_over_plans():
+    from dualpt_cli.matching import MatchingStats
+
+    a = MatchingStats(1, 5, True, entropy=0.5, plans=3)
+    b = MatchingStats(2, 4, False, entropy=1.0, plans=1)
+    merged = MatchingStats.merge([a, b])
+    assert (merged.outer_iters, merged.inner_iters, merged.converged, merged.plans) == (2, 5, False, 4)
+    assert merged.entropy == pytest.approx(0.625)
+    assert math.isnan(MatchingStats.merge([MatchingStats(1, 1, True)]).entropy)

@@ -84,7 +84,7 @@ class MatchingStats:
         """Combine the stats of independent solves (e.g. chunks of classes): worst case of each iteration count,
         the entropy averaged over all plans."""
         plans = sum(s.plans for s in stats)
-        entropy = sum(s.entropy * s.plans for s in stats) / plans if plans else float("nan")
+        entropy = sum(s.entropy * s.plans for s in stats if s.plans) / plans if plans else float("nan")
         return MatchingStats(
             outer_iters=max(s.outer_iters for s in stats),
             inner_iters=max(s.inner_iters for s in stats),
