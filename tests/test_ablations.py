@@ -55,6 +55,7 @@ def test_every_align_trains_saves_and_predicts(align, tiny_rn, tmp_path):
     assert len(json.loads(predicted.stdout)) == 6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("align", "alpha"), [("node", "0"), ("edge", "1")])
 def test_training_with_node_or_edge_equals_the_alpha_run(align, alpha, tiny_rn, tmp_path):
     """--align node trains exactly as --alpha 0 (edge as --alpha 1): same logits, so the same prompts."""
@@ -153,6 +154,7 @@ def test_base_to_new_epochs_default_to_ten():
     assert resolve_recipe(TrainConfig(images="x")).epochs is None  # by shots
 
 
+@pytest.mark.slow
 def test_base_to_new_train_then_eval_reports_base_new_h(tiny_rn, tmp_path):
     make_image_folder(tmp_path / "images", classes=FOUR, per_class=3)
     make_image_folder(tmp_path / "test", classes=FOUR, per_class=2, seed=3)
