@@ -147,7 +147,8 @@ def make_prompt_file(args: argparse.Namespace, folder: Path) -> Path:
                       n_ctx=args.ctx_len, shots=1, seed=args.seed, device=args.device)
     no_desc = torch.zeros(args.classes, dtype=torch.bool)
     objective = SimpleNamespace(beta=0.0, matcher=matcher_for(cfg, bb), desc_has=no_desc)
-    data = SimpleNamespace(classes=[ClassEntry(folder=n.replace(" ", "_"), name=n) for n in names])
+    data = SimpleNamespace(classes=[ClassEntry(folder=n.replace(" ", "_"), name=n) for n in names],
+                           new_classes=[])
     project = resolve_project(str(folder)).ensure()
     return save_prompts(project, learner, bb, cfg, objective, data, epochs=0, best={"epoch": 0})
 

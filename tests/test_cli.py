@@ -10,7 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from dualpt_cli import cli_options, cli_train, output, providers, trainconfig
+from dualpt_cli import alignment, cli_options, cli_train, output, providers, trainconfig
 from dualpt_cli.cli import app
 from dualpt_cli.describe import DescribeConfig
 from dualpt_cli.options import defaults
@@ -37,6 +37,8 @@ def commands():
     [
         (["train", "no-such-folder", "--llm-loss", "l2"], 2, "'l2' is not one of 'cosine', 'wd', 'ce'"),
         (["train", "no-such-folder", "--context", "maybe"], 2, "'maybe' is not one of 'auto', 'llm', 'none'"),
+        (["train", "no-such-folder", "--align", "cross"], 2,
+         "'cross' is not one of 'graph', 'node', 'edge', 'attn', 'uniform'"),
         (["train", "no-such-folder", "--precision", "fp8"], 2, "'fp8' is not one of 'auto', 'bf16', 'fp16', 'fp32'"),
         (["train", "no-such-folder", "--device", "gpu"], 2, "'gpu' is not one of 'auto', 'cpu', 'cuda', 'cuda:N'"),
         (["info", "--device", "cuda:x"], 2, "'cuda:x' is not one of"),
@@ -65,6 +67,7 @@ def test_choices_are_the_librarys():
     assert get_args(cli_options.Provider) == providers.PROVIDER_CHOICES
     assert set(get_args(cli_options.Provider)) == {"auto", *providers.PROVIDERS}
     assert get_args(cli_options.LlmLoss) == trainconfig.LLM_LOSSES
+    assert get_args(cli_options.Align) == alignment.ALIGNS
     assert get_args(cli_options.Recipe) == tuple(trainconfig.RECIPES)
     assert get_args(cli_options.PromptText) == trainconfig.PROMPT_TEXTS
     assert get_args(cli_options.Format) == output.FORMATS

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -229,11 +228,3 @@ def test_base_to_new_cells_compare_h(tmp_path, monkeypatch):
     listed = Path(seen["eval"].classes).read_text().splitlines()
     assert listed == ["blue: blue", "green: green", "red: red"]  # every test class, so the untrained ones are new
     assert spec.settings()["base_classes"] == "half"
-
-
-@pytest.mark.skipif("base_classes" in {f.name for f in fields(compare_cells.TrainConfig)},
-                    reason="train has --base-classes")
-def test_base_classes_without_train_support_is_one_error(tmp_path):
-    write_folder(tmp_path / "train", 1, 1), write_folder(tmp_path / "test", 1, 2)
-    result = compare("train", "--test", "test", "--base-classes", "half", "--methods", "dualpt")
-    assert result.exit_code == 2 and "--base-classes needs dualpt train's base-to-new option" in result.stderr

@@ -20,10 +20,10 @@ DATA, MODEL, METHOD, OPTIMISATION, HARDWARE, OUTPUT, LLM = (
     "Data", "Model", "Method", "Optimisation", "Hardware", "Output", "LLM")
 PANELS: dict[str | tuple[str, str], str] = {
     **dict.fromkeys(["shots", "val_shots", "seed", "aug_views", "fresh_views", "crop_scale", "classes", "force",
-                     "phrases"], DATA),
+                     "phrases", "base_classes"], DATA),
     **dict.fromkeys(["model", "pretrained", "prompt_file", "prompts_deprecated", "run", "config"], MODEL),
     **dict.fromkeys(["recipe", "prompts", "ctx_len", "ctx_init", "prompt_text", "class_specific", "alpha", "beta",
-                     "lam", "llm_loss", "context", "prior_weight", "guard", "zero_shot"], METHOD),
+                     "lam", "align", "llm_loss", "context", "prior_weight", "guard", "zero_shot"], METHOD),
     **dict.fromkeys(["epochs", "batch_size", "lr", "resume"], OPTIMISATION),
     **dict.fromkeys(["device", "precision", "text_chunk", "workers"], HARDWARE),
     **dict.fromkeys(["project", "json_out", "quiet", "profile", "top_k", "fmt", "output", "show", "run_name"],
@@ -50,6 +50,7 @@ TRAIN_FIELDS = {"prompts": "n_prompts", "ctx_len": "n_ctx"}  # train option -> T
 Provider = Literal["auto", "openai", "ollama", "none"]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 LlmLoss = Literal["cosine", "wd", "ce"]
+Align = Literal["graph", "node", "edge", "attn", "uniform"]
 Context = Literal["auto", "llm", "none"]
 Recipe = Literal["default", "paper"]
 PromptText = Literal["name", "descriptions"]

@@ -14,6 +14,7 @@ from .cli_options import (
     DESCRIBE,
     TRAIN,
     TRAIN_FIELDS,
+    Align,
     Context,
     DatasetOpt,
     DeviceOpt,
@@ -153,11 +154,19 @@ def train(
     beta: Annotated[float, typer.Option(help="Weight of the LLM alignment loss.")] = TRAIN["beta"],
     lam: Annotated[float, typer.Option("--lambda", help="Entropic regularisation of the matching plan.")
                    ] = TRAIN["lam"],
+    align: Annotated[Align, typer.Option(help="How local features meet the M prompts: graph (graph matching "
+                                         "with --alpha); ablations: node (alpha 0, PLOT's OT), edge (alpha 1), "
+                                         "attn (cross-attention), uniform (mean over the plan).")] = TRAIN["align"],
     llm_loss: Annotated[LlmLoss, typer.Option("--llm-loss", help="cosine (paper Eq. 5); wd, ce: "
                                               "ablations.")] = TRAIN["llm_loss"],
     context: Annotated[Context, typer.Option(help="auto: use descriptions.json if present; llm: require it; "
                                              "none: train without LLM context.")] = TRAIN["context"],
-    epochs: Annotated[int | None, typer.Option(help="Epochs (default by shots: 50/100/200).")] = TRAIN["epochs"],
+    epochs: Annotated[int | None, typer.Option(help="Epochs (default by shots: 50/100/200; 10 with "
+                                               "--base-classes).")] = TRAIN["epochs"],
+    base_classes: Annotated[str | None, typer.Option("--base-classes", metavar="half|FILE", help="Base-to-new: "
+                                                     "train on the first half of the class folders (sorted) or "
+                                                     "on the classes listed in FILE; dualpt eval then reports "
+                                                     "base, new and H.")] = TRAIN["base_classes"],
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per optimisation step.")
                           ] = TRAIN["batch_size"],
     lr: Annotated[float, typer.Option(help="SGD learning rate.")] = TRAIN["lr"],
@@ -205,6 +214,7 @@ def train(
         class_specific=class_specific, alpha=alpha, beta=beta, lam=lam, llm_loss=llm_loss, context=context,
         epochs=epochs, batch_size=batch_size, lr=lr, aug_views=aug_views, fresh_views=fresh_views, device=device,
         precision=precision, text_chunk=text_chunk, resume=resume, profile=profile, dataset=dataset,
+        align=align, base_classes=base_classes,
     )  # fmt: skip
     if config is not None:
         cfg = _with_saved_config(ctx, cfg, config)

@@ -17,7 +17,7 @@ import contextlib
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,14 +66,9 @@ class CompareSpec:
         else:
             scan_image_folder(self.images)
             scan_image_folder(self.test)
-        if self.base_classes and "base_classes" not in {f.name for f in fields(TrainConfig)}:
-            raise DataError("--base-classes needs dualpt train's base-to-new option, which this version lacks")
         for method in methods:
             TrainConfig(images=self.images or "", dataset=self.dataset, method=method, model=self.model,
-                        recipe=self.recipe, epochs=self.epochs, **self.base_option())
-
-    def base_option(self) -> dict[str, str]:
-        return {"base_classes": self.base_classes} if self.base_classes else {}
+                        recipe=self.recipe, epochs=self.epochs, base_classes=self.base_classes)
 
     def settings(self) -> dict[str, Any]:
         """Everything that changes a cell's numbers: a change starts the grid over (compare.load_previous)."""
@@ -110,7 +105,7 @@ def cell_runner(spec: CompareSpec, train_callbacks: Callable[[], TrainCallbacks]
         cfg = TrainConfig(images=spec.images or "", dataset=spec.dataset, project=str(folder), shots=cell.shots,
                           seed=cell.seed, method=cell.method, model=spec.model, pretrained=spec.pretrained,
                           recipe=spec.recipe, epochs=spec.epochs, device=spec.device, precision=spec.precision,
-                          **spec.base_option())
+                          base_classes=spec.base_classes)
         cb = train_callbacks()
         with cb if hasattr(cb, "__enter__") else contextlib.nullcontext():
             trained = run_training(cfg, cb)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .backbone import Backbone
+from .basenew import recorded_new_classes
 from .classes import ClassEntry, class_set, parse_class_list
 from .classifier import Classifier, prompt_path
 from .data import StreamProgress, image_batches
@@ -189,6 +190,8 @@ def evaluate_folder(cfg: EvalConfig, progress: StreamProgress | None = None) -> 
     clf = None
     if use_prompts:
         tensors, meta = read_prompt_file(path)
+        if not cfg.classes:  # a base-to-new run's held-out classes, when this folder has them
+            extra = recorded_new_classes(meta.new_classes, list(folders))
         classes, index, base = class_set(list(folders), meta.classes, extra, str(path))
         clf = Classifier.from_loaded(path, tensors, meta, cfg.model, device=cfg.device, precision=cfg.precision,
                                      classes=classes, batch_size=cfg.batch_size, pretrained=cfg.pretrained)

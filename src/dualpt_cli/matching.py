@@ -24,17 +24,20 @@ Z: (B, 1, N, d) with W: (1, K, M, d) gives plans of shape (B, K, N, M) without c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
+from .alignment import ALIGNS, FIXED_ALPHA, attention_plan, plan_entropy, uniform_plan
 from .sinkhorn import compute_dtype, cosine, log_sinkhorn, sinkhorn_ot_distance, sinkhorn_plan
 
 __all__ = [
+    "ALIGNS",
     "Matcher",
     "MatchingStats",
     "SolverSettings",
+    "alignment_plan",
     "dual_scores",
     "fgw_plan",
     "graph_matching_plan",
@@ -55,8 +58,11 @@ class SolverSettings:
     tol: float = 1e-2  # Sinkhorn stops when the mean change of the scaling vector a is below this (PLOT's rule)
     outer_tol: float = 1e-4  # outer loop stops when the plan moved less than this in L1 (<= 0: run all)
     check_every: int = 5  # Sinkhorn iterations between convergence checks (each is one host-device sync)
+    align: str = "graph"  # the plan: graph (fused, alpha), node (alpha 0), edge (alpha 1), attn, uniform (alignment.py)
 
     def __post_init__(self) -> None:
+        if self.align not in ALIGNS:
+            raise ValueError(f"align must be one of {', '.join(ALIGNS)}, got {self.align!r}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
         if not self.lam > 0:
@@ -65,19 +71,26 @@ class SolverSettings:
 
 @dataclass(frozen=True)
 class MatchingStats:
-    """Iteration counts of one plan computation, for logging."""
+    """Iteration counts of one plan computation, and the plans' mean entropy, for logging."""
 
     outer_iters: int  # fixed-point (outer) iterations run
     inner_iters: int  # Sinkhorn iterations run, summed over the outer iterations
     converged: bool  # the outer stopping rule was met by every instance before the cap
+    entropy: float = float("nan")  # mean of alignment.plan_entropy over the plans (1 = uniform); nan: not measured
+    plans: int = 0  # how many (image, class) plans the entropy averages
 
     @staticmethod
     def merge(stats: list[MatchingStats]) -> MatchingStats:
-        """Combine the stats of independent solves (e.g. chunks of classes): worst case of each."""
+        """Combine the stats of independent solves (e.g. chunks of classes): worst case of each iteration count,
+        the entropy averaged over all plans."""
+        plans = sum(s.plans for s in stats)
+        entropy = sum(s.entropy * s.plans for s in stats if s.plans) / plans if plans else float("nan")
         return MatchingStats(
             outer_iters=max(s.outer_iters for s in stats),
             inner_iters=max(s.inner_iters for s in stats),
             converged=all(s.converged for s in stats),
+            entropy=entropy,
+            plans=plans,
         )
 
 
@@ -156,7 +169,8 @@ def graph_matching_plan(
     *,
     return_stats: bool = False,
 ) -> Tensor | tuple[Tensor, MatchingStats]:
-    """Graph-matching plan between local image features and prompt features (Algorithm 1).
+    """Graph-matching plan between local image features and prompt features (Algorithm 1), or the plan of
+    another ``solver.align`` (:func:`alignment_plan`).
 
     Args:
         Z: L2-normalised local image features, shape (..., N, d).
@@ -172,13 +186,38 @@ def graph_matching_plan(
     with torch.no_grad(), torch.autocast(device_type=Z.device.type, enabled=False):
         dtype = compute_dtype(Z, W)
         Z, W = Z.detach().to(dtype), W.detach().to(dtype)
-        T, stats = fgw_plan(
-            1.0 - cosine(Z, W),  # (..., N, M)
-            cosine(Z, Z),  # (..., N, N)
-            cosine(W, W),  # (..., M, M)
-            solver,
-        )
+        T, stats = alignment_plan(cosine(Z, W), cosine(Z, Z), cosine(W, W), solver)  # (N, M), (N, N), (M, M)
     return (T, stats) if return_stats else T
+
+
+@torch.no_grad()
+def alignment_plan(sim: Tensor, C_z: Tensor | None, C_w: Tensor | None,
+                   solver: SolverSettings = SolverSettings()) -> tuple[Tensor, MatchingStats]:
+    """The plan ``solver.align`` asks for (:mod:`dualpt_cli.alignment`), from the similarities, without gradient.
+
+    graph runs :func:`fgw_plan` at ``solver.alpha``; node and edge run it at alpha 0 and 1 (the same code, so
+    ``align="node"`` gives exactly the plan of ``align="graph", alpha=0``); attn and uniform need no edge
+    weights (``C_z``, ``C_w`` may be None) and no iterations.
+
+    Args:
+        sim: cos(Z, W), shape (..., N, M) (detached here).
+        C_z: cos(Z, Z), shape (..., N, N), or None for attn and uniform.
+        C_w: cos(W, W), shape (..., M, M), or None for attn and uniform.
+        solver: the settings, ``align`` among them.
+
+    Returns:
+        T of shape (..., N, M) (broadcast leading dims), float32 (float64 for float64 inputs), and the stats
+        (``entropy`` not measured: see :func:`dual_scores`).
+    """
+    align = solver.align
+    if align in ("attn", "uniform"):
+        with torch.autocast(device_type=sim.device.type, enabled=False):
+            sim = sim.detach().to(compute_dtype(sim))
+            T = attention_plan(sim, solver.lam) if align == "attn" else uniform_plan(sim)
+        return T, MatchingStats(outer_iters=0, inner_iters=0, converged=True)
+    if align in FIXED_ALPHA:
+        solver = replace(solver, alpha=FIXED_ALPHA[align])
+    return fgw_plan(1.0 - sim.detach(), C_z, C_w, solver)
 
 
 def plan_logits_similarity(T: Tensor, Z: Tensor, W: Tensor) -> Tensor:
@@ -205,7 +244,8 @@ def dual_scores(
     chunk: int | None = None,
     return_stats: bool = False,
 ) -> Tensor | tuple[Tensor, MatchingStats]:
-    """Class scores s_bk = sum_ij T_ij cos(z_bi, w_kj) for every image and class (paper Eq. 8).
+    """Class scores s_bk = sum_ij T_ij cos(z_bi, w_kj) for every image and class (paper Eq. 8), with the plan
+    of ``solver.align`` (:func:`alignment_plan`; graph matching by default).
 
     The similarity tensor (B, K, N, M) is computed once and serves both as the node cost
     C_WD = 1 - sim of the (gradient-free) plan and as the differentiable score. The logits are
@@ -220,7 +260,8 @@ def dual_scores(
         W: L2-normalised prompt features, shape (K, M, d).
         solver: alpha, lam, iteration caps and stopping rules (:class:`SolverSettings`).
         chunk: number of classes per solve (None: all at once).
-        return_stats: also return the iteration counts (worst case over chunks).
+        return_stats: also return the iteration counts (worst case over chunks) and the plans' mean
+            normalised entropy (:func:`alignment.plan_entropy`, 1 = uniform).
 
     Returns:
         s of shape (B, K), differentiable in Z and W; float32 unless inputs are float64. With
@@ -228,17 +269,24 @@ def dual_scores(
     """
     K = W.shape[0]
     chunk = K if chunk is None else max(1, chunk)
-    with torch.no_grad(), torch.autocast(device_type=Z.device.type, enabled=False):
-        Zf = Z.detach().to(compute_dtype(Z, W))
-        C_z = cosine(Zf, Zf).unsqueeze(1)  # (B, 1, N, N)
+    edges = solver.align not in ("attn", "uniform")  # the plan needs the graphs' edge weights
+    dtype = compute_dtype(Z, W)
+    C_z = C_w = None
+    if edges:
+        with torch.no_grad(), torch.autocast(device_type=Z.device.type, enabled=False):
+            Zf = Z.detach().to(dtype)
+            C_z = cosine(Zf, Zf).unsqueeze(1)  # (B, 1, N, N)
     scores, stats = [], []
     for start in range(0, K, chunk):
         Wc = W[start : start + chunk]  # (k, M, d)
         sim = torch.einsum("bnd,kmd->bknm", Z, Wc)  # (B, k, N, M), under the caller's autocast
         with torch.no_grad(), torch.autocast(device_type=Z.device.type, enabled=False):
-            Wf = Wc.detach().to(C_z.dtype)
-            C_w = cosine(Wf, Wf).unsqueeze(0)  # (1, k, M, M)
-            T, st = fgw_plan(1.0 - sim.detach(), C_z, C_w, solver)
+            if edges:
+                Wf = Wc.detach().to(dtype)
+                C_w = cosine(Wf, Wf).unsqueeze(0)  # (1, k, M, M)
+            T, st = alignment_plan(sim, C_z, C_w, solver)
+            if return_stats:  # from the plan already there: one pass over it
+                st = replace(st, entropy=float(plan_entropy(T).mean()), plans=T[..., 0, 0].numel())
         scores.append((T * sim).sum((-2, -1)))  # (B, k)
         stats.append(st)
     s = torch.cat(scores, dim=1)  # (B, K)
@@ -261,7 +309,7 @@ class Matcher:
         """The settings stored in a prompt file's metadata."""
         solver = SolverSettings(alpha=float(meta["alpha"]), lam=float(meta["lambda"]),
                                 outer_iters=int(meta["outer_iters"]), inner_iters=int(meta["inner_iters"]),
-                                tol=float(meta["tol"]))
+                                tol=float(meta["tol"]), align=str(meta.get("align", "graph")))
         return cls(logit_scale=float(meta["logit_scale"]), solver=solver, chunk=chunk)
 
     def meta(self) -> dict:
@@ -269,7 +317,7 @@ class Matcher:
         and ``check_every`` are not stored: prompt files are read with their defaults)."""
         s = self.solver
         return {"logit_scale": self.logit_scale, "alpha": s.alpha, "lambda": s.lam,
-                "outer_iters": s.outer_iters, "inner_iters": s.inner_iters, "tol": s.tol}
+                "outer_iters": s.outer_iters, "inner_iters": s.inner_iters, "tol": s.tol, "align": s.align}
 
     def logits(self, Z: Tensor, W: Tensor, return_stats: bool = False) -> Tensor | tuple[Tensor, MatchingStats]:
         """(B, K) logits from local image features Z (B, N, d) (any norm) and normalised prompts W (K, M, d)."""

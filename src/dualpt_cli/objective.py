@@ -78,6 +78,6 @@ def build_objective(cfg: TrainConfig, project: Project, bb: Backbone, data: Trai
 def matcher_for(cfg: TrainConfig, bb: Backbone) -> Matcher:
     """Eq. 8 with this run's matching settings and the model's logit scale."""
     solver = SolverSettings(alpha=cfg.alpha, lam=cfg.lam, outer_iters=cfg.outer_iters, inner_iters=cfg.inner_iters,
-                            tol=cfg.tol)
+                            tol=cfg.tol, align=cfg.align)
     return Matcher(logit_scale=bb.logit_scale, solver=solver, chunk=cfg.match_chunk or None)
 

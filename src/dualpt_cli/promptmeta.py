@@ -19,10 +19,11 @@ from typing import Any
 from .classes import ClassEntry
 from .errors import PromptFileError
 from .head import ZERO_SHOT_TEMPLATE
-from .matching import Matcher, SolverSettings
+from .matching import ALIGNS, Matcher, SolverSettings
 from .prompts import NAME_TEMPLATE, PLACEHOLDER
 
-META_VERSION = 2  # 1: before PromptMeta; 2: adds format_version, placeholder, name_template
+META_VERSION = 3  # 1: before PromptMeta; 2: adds format_version, placeholder, name_template; 3: adds align
+#   (an older dualpt would score an "attn" file with graph matching, so it must refuse it) and the base/new split
 
 
 @dataclass
@@ -66,6 +67,10 @@ class PromptMeta:
     recipe: str | None = None  # training recipe
     prior: str | None = None  # where the prior came from: "names" or "descriptions"
     guard: dict[str, Any] | None = None  # the held-out comparison with zero-shot (train.Decision)
+    align: str = "graph"  # the plan of the logits (alignment.py); files from before it: graph matching
+    base_classes: str | None = None  # base-to-new: how the base classes were chosen ("half" or the class file)
+    new_class_names: list[str] | None = None  # base-to-new: the held-out (new) classes' names ...
+    new_class_folders: list[str] | None = None  # ... and folders; dualpt eval adds them when the folder has them
     extra: dict[str, Any] = field(default_factory=dict)  # keys this dualpt does not know, kept as they were
 
     @property
@@ -74,10 +79,16 @@ class PromptMeta:
         folders = self.class_folders or self.class_names
         return [ClassEntry(folder=f, name=n) for f, n in zip(folders, self.class_names)]
 
+    @property
+    def new_classes(self) -> list[ClassEntry]:
+        """The classes held out of a base-to-new run (``--base-classes``), [] for other runs."""
+        names = self.new_class_names or []
+        return [ClassEntry(folder=f, name=n) for f, n in zip(self.new_class_folders or names, names)]
+
     def matcher(self, chunk: int | None = None) -> Matcher:
         """The graph matching the prompts were trained with (``chunk``: classes per step, a memory setting)."""
         solver = SolverSettings(alpha=self.alpha, lam=self.lam, outer_iters=self.outer_iters,
-                                inner_iters=self.inner_iters, tol=self.tol)
+                                inner_iters=self.inner_iters, tol=self.tol, align=self.align)
         return Matcher(logit_scale=self.logit_scale, solver=solver, chunk=chunk)
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,10 +115,13 @@ class PromptMeta:
                 continue
             if not ok(meta[key]):
                 raise _bad(path, key, what, meta[key])
-        names, folders = meta["class_names"], meta.get("class_folders")
-        if folders is not None and len(folders) != len(names):
-            raise PromptFileError(f"{path}: {len(folders)} class folders for {len(names)} class names in its "
-                                  "metadata; re-create it with dualpt train")
+        for what, names_key, folders_key in (("", "class_names", "class_folders"),
+                                             ("new ", "new_class_names", "new_class_folders")):
+            names, folders = meta.get(names_key) or [], meta.get(folders_key)
+            if folders is not None and len(folders) != len(names):
+                raise PromptFileError(f"{path}: {len(folders)} {what}class folders for {len(names)} {what}class names "
+                                      "in its metadata; re-create it with dualpt train")
+        names = meta["class_names"]
         seen: set[str] = set()
         for name in names:
             if name.casefold() in seen:
@@ -169,6 +183,10 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "image_fingerprint": (lambda v: isinstance(v, list) and len(v) > 0 and all(_is_number(x) for x in v),
                           "a list of numbers"),
     "prompt_texts": (lambda v: isinstance(v, list) and all(_is_names(t) for t in v), "a list of text lists"),
+    "align": (lambda v: v in ALIGNS, f"one of {', '.join(ALIGNS)}"),
+    "base_classes": (lambda v: isinstance(v, str), "a string"),
+    "new_class_names": (_is_names, "a non-empty list of names"),
+    "new_class_folders": (_is_names, "a non-empty list of names"),
 }
 REQUIRED = ("model", "pretrained", "class_names", "n_prompts", "n_ctx", "embed_dim", "class_specific", "logit_scale",
             "alpha", "lambda", "outer_iters", "inner_iters", "tol")

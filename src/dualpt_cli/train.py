@@ -51,6 +51,7 @@ class TrainResult:
     skipped: list[tuple[str, str]]
     profile: dict[str, float] | None
     guard: Decision | None = None  # what the prompt file keeps, and the held-out comparison with zero-shot
+    plan_entropy: float | None = None  # last epoch's mean normalised plan entropy (1 = uniform: no alignment)
 
 
 class Callbacks:
@@ -138,7 +139,7 @@ def _run_training(cfg: TrainConfig, cb: Callbacks, project: Project) -> TrainRes
         loss=float(record.get("loss", float("nan"))), seconds=seconds, best_epoch=best["epoch"],
         val_acc=best["acc"] if best["epoch"] else None,
         skipped=[(str(p), r) for p, r in data.train.bad + (data.val.bad if data.val else [])],
-        profile=prof.summary() if prof else None, guard=decision,
+        profile=prof.summary() if prof else None, guard=decision, plan_entropy=record.get("plan_entropy"),
     )
 
 
@@ -195,6 +196,7 @@ def train_epoch(epoch: int, total: int, cfg: TrainConfig, learner: PromptLearner
     t0 = time.perf_counter()
     sums = {"loss": 0.0, "loss_img": 0.0, "loss_llm": 0.0, "correct": 0, "seen": 0}
     outer = inner = 0
+    entropy = 0.0  # sum over images of the plans' mean normalised entropy
     bb = learner.bb
     for step in range(steps):
         idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
@@ -222,11 +224,13 @@ def train_epoch(epoch: int, total: int, cfg: TrainConfig, learner: PromptLearner
         sums["correct"] += int((logits.argmax(-1) == y).sum())
         sums["seen"] += b
         outer, inner = max(outer, stats.outer_iters), max(inner, stats.inner_iters)
+        entropy += stats.entropy * b
         tick({"loss": sums["loss"] / sums["seen"], "acc": sums["correct"] / sums["seen"], "lr": lr})
     n = sums["seen"]
     return {"epoch": epoch + 1, "epochs": total, "loss": sums["loss"] / n, "loss_img": sums["loss_img"] / n,
             "loss_llm": sums["loss_llm"] / n, "acc": sums["correct"] / n, "lr": lr,
-            "seconds": time.perf_counter() - t0, "match_outer_iters": outer, "match_inner_iters": inner}
+            "seconds": time.perf_counter() - t0, "match_outer_iters": outer, "match_inner_iters": inner,
+            "plan_entropy": entropy / n}
 
 
 @torch.no_grad()
@@ -271,6 +275,8 @@ def save_prompts(project: Project, learner: PromptLearner, bb: Backbone, cfg: Tr
         beta=objective.beta, shots=cfg.shots, seed=cfg.seed, epochs=epochs, best_epoch=best["epoch"],
         precision=bb.precision, llm_context=bool(objective.desc_has.any()), recipe=cfg.recipe,
         prior=decision.prior, guard=decision.to_json(),
+        align=s.align, base_classes=cfg.base_classes, new_class_names=[c.name for c in data.new_classes] or None,
+        new_class_folders=[c.folder for c in data.new_classes] or None,
     )  # fmt: skip
     save_prompt_file(project.prompts, learner.ctx.detach(), class_features, meta,
                      prior if decision.prior_weight else None)

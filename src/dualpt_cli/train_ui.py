@@ -90,6 +90,7 @@ def summary(result: TrainResult) -> dict[str, Any]:
         "val_accuracy": result.val_acc,
         "skipped_images": [{"path": p, "reason": r} for p, r in result.skipped],
         "guard": result.guard.to_json() if result.guard else None,
+        "plan_entropy": result.plan_entropy,
     }
     if result.profile is not None:
         data["profile_seconds"] = {k: round(v, 4) for k, v in result.profile.items()}
@@ -106,6 +107,8 @@ def report(result: TrainResult, json_out: bool = False, run: str | None = None, 
     table.add_row("epochs", str(result.epochs))
     table.add_row("train accuracy (last epoch)", f"{result.train_acc:.1%}")
     table.add_row("final loss", f"{result.loss:.4f}")
+    if result.plan_entropy is not None:
+        table.add_row("plan entropy (1 = uniform)", f"{result.plan_entropy:.3f}")
     if result.val_acc is not None:
         table.add_row("best validation accuracy", f"{result.val_acc:.1%} (epoch {result.best_epoch})")
     g = result.guard

@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .alignment import ALIGNS
 from .descriptions import DESCRIPTION_TEMPLATE
 from .options import check_all, require_finite
 
@@ -22,6 +23,7 @@ RECIPES: dict[str, dict[str, Any]] = {
               "guard": False, "val_shots": 0},
 }
 PROMPT_TEXTS = ("name", "descriptions")
+BASE_TO_NEW_EPOCHS = 10  # the paper's schedule for base-to-new training (--base-classes), unless --epochs
 
 
 @dataclass
@@ -46,10 +48,12 @@ class TrainConfig:
     class_specific: bool = False  # per-class context (CoOp's CSC)
     alpha: float = 0.2  # edge (GW) weight in the graph-matching cost
     beta: float = 0.2  # weight of the LLM alignment loss (0 without descriptions)
-    lam: float = 0.1  # entropic regularisation of the plan
+    lam: float = 0.1  # entropic regularisation of the plan (and the temperature of align "attn")
+    align: str = "graph"  # the plan (ablations, alignment.py): graph, node (alpha 0), edge (alpha 1), attn, uniform
     llm_loss: str = "cosine"  # cosine (Eq. 5), wd or ce (ablations)
     context: str = "auto"  # auto: use descriptions.json when present; llm: require it; none: ignore it
     description_template: str = DESCRIPTION_TEMPLATE
+    base_classes: str | None = None  # base-to-new: train on "half" (first ceil(K/2) folders) or a class-list file
     epochs: int | None = None  # None: by shots (50 / 100 / 200), as the paper
     batch_size: int = 32
     lr: float = 0.002
@@ -96,6 +100,9 @@ class TrainConfig:
             (self.llm_loss in LLM_LOSSES,
              f"--llm-loss must be one of {', '.join(LLM_LOSSES)}, got {self.llm_loss}"),
             (self.context in CONTEXTS, f"--context must be auto, llm or none, got {self.context}"),
+            (self.align in ALIGNS, f"--align must be one of {', '.join(ALIGNS)}, got {self.align}"),
+            (self.base_classes is None or bool(self.base_classes.strip()),
+             "--base-classes must be 'half' or a class-list file, got ''"),
             (self.prompt_text is None or self.prompt_text in PROMPT_TEXTS,
              f"--prompt-text must be one of {', '.join(PROMPT_TEXTS)}, got {self.prompt_text}"),
             (self.crop_scale is None or 0.0 < self.crop_scale <= 1.0,
@@ -108,8 +115,11 @@ class TrainConfig:
 
 
 def resolve_recipe(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with every option left unset (None) filled in from its recipe (and checked again)."""
+    """``cfg`` with every option left unset (None) filled in from its recipe (and checked again); a base-to-new
+    run (``base_classes``) without ``epochs`` gets the paper's :data:`BASE_TO_NEW_EPOCHS`."""
     unset = {k: v for k, v in RECIPES[cfg.recipe].items() if getattr(cfg, k) is None}
+    if cfg.base_classes is not None and cfg.epochs is None:
+        unset["epochs"] = BASE_TO_NEW_EPOCHS
     return replace(cfg, **unset)
 
 

@@ -4,13 +4,14 @@ it in ``split.json``, and encode (or load cached) features of the chosen views; 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .backbone import Backbone
+from .basenew import split_base_new
 from .classes import ClassEntry, class_entries, unmatched
 from .data import inside, looks_decodable
 from .datasource import train_source
@@ -35,6 +36,7 @@ class TrainData:
     split: dict[str, Any]
     notes: list[str]
     descriptions: list[dict] | None  # descriptions.json entries, None without one (or with --context none)
+    new_classes: list[ClassEntry] = field(default_factory=list)  # base-to-new: the classes held out (basenew.py)
 
 
 
@@ -51,6 +53,12 @@ def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks
     if missing:
         cb.warn(f"{len(missing)} described class(es) have no image folder in {root} and are not trained: "
                 f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+    new: list[ClassEntry] = []
+    if cfg.base_classes is not None:  # base-to-new: the other folders are neither sampled nor encoded
+        classes, new = split_base_new(classes, cfg.base_classes)
+        folders = {c.folder: folders[c.folder] for c in classes}
+        cb.info(f"base-to-new: training on {len(classes)} base classes; {len(new)} new classes held out "
+                f"({', '.join(c.folder for c in new[:5])}{' ...' if len(new) > 5 else ''})")
     rejected: dict[Path, str] = {}  # images found unusable; the sample is drawn again without them
 
     def usable(path: Path) -> bool:
@@ -97,11 +105,13 @@ def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks
              "val": {f: [str(p.relative_to(root)) for p in val.get(f, [])] for f in folders}}
     if cfg.dataset:
         split["dataset"] = cfg.dataset
+    if cfg.base_classes is not None:
+        split.update(base_classes=cfg.base_classes, new_classes=[{"folder": c.folder, "name": c.name} for c in new])
     if cfg.resume and project.split.is_file() and read_json(project.split, "few-shot split") != split:
         raise ProjectError(f"--resume: the images or class list changed since the checkpoint in {project.root}; "
                            "start without --resume")
     atomic_write_json(project.split, split)
-    return TrainData(classes, train_fs, train_labels, val_fs, val_labels, split, notes, stored)
+    return TrainData(classes, train_fs, train_labels, val_fs, val_labels, split, notes, stored, new)
 
 
 
