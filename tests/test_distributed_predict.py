@@ -6,6 +6,7 @@ under ``python -m torch.distributed.run -m dualpt_cli`` (tests/dist_predict_work
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -16,8 +17,11 @@ import torch
 from typer.testing import CliRunner
 
 from dualpt_cli.cli import app
-from dualpt_cli.data import expand_inputs
-from dualpt_cli.partfiles import part_path
+from dualpt_cli.data import expand_inputs, shard_inputs
+from dualpt_cli.distributed import Dist
+from dualpt_cli.errors import DistributedError
+from dualpt_cli.output import JsonlWriter
+from dualpt_cli.partfiles import _append, part_path
 from imagegen import make_image_folder, write_corrupt_image
 from test_distributed import TESTS, free_port, worker_env
 from trained import TRAINED_CLASSES
@@ -110,3 +114,29 @@ def test_a_rank_dying_mid_predict_leaves_no_output_and_no_parts(images, prompts,
 
 def test_part_files_are_hidden_beside_the_output(tmp_path):
     assert part_path(tmp_path / "out.csv", "ab12", 3) == tmp_path / ".out.csv.ab12.part3"
+
+
+class _OtherListing(Dist):
+    """Rank 0 of 2 whose peer found another image list (its folder is not the one rank 0 sees)."""
+
+    def __init__(self):
+        super().__init__(rank=0, world_size=2, backend="gloo")
+
+    def all_gather_json(self, value, what=""):
+        return [value, "another listing"]
+
+
+def test_ranks_that_found_different_images_stop(tmp_path):
+    paths = [tmp_path / f"{i}.png" for i in range(4)]
+    assert shard_inputs(paths, Dist(), 2, "predict") == (0, 4)
+    with pytest.raises(DistributedError, match="predict: the ranks found different images .4 on rank 0."):
+        shard_inputs(paths, _OtherListing(), 2, "predict")
+
+
+def test_a_part_rank_0_cannot_see_is_one_clear_error(tmp_path):
+    part = part_path(tmp_path / "out.jsonl", "ab12", 1)
+    with pytest.raises(DistributedError, match="rank 0 cannot read .*rank 1 wrote.*0 of 120 bytes.*shares"):
+        _append(part, 120, 1, "jsonl", io.StringIO(), JsonlWriter(io.StringIO(), 1))
+    part.write_text('{"image": "a.png"}\n')  # only some of the rows arrived
+    with pytest.raises(DistributedError, match="19 of 120 bytes"):
+        _append(part, 120, 1, "jsonl", io.StringIO(), JsonlWriter(io.StringIO(), 1))
