@@ -8,7 +8,7 @@ protocol). Images are encoded once; DUAL-PT uses the local features, zero-shot t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +127,7 @@ class ZeroShotClassifier:
 # the command
 
 TITLES = {"dualpt": "DUAL-PT", "zero_shot": "zero-shot CLIP"}  # how each method is named in tables and plots
+METHODS = tuple(TITLES)
 
 
 
@@ -177,11 +178,13 @@ class EvalResult:
 def evaluate_folder(cfg: EvalConfig, progress: StreamProgress | None = None, dist: Dist | None = None) -> EvalResult:
     """Score every image of ``cfg.images`` with the prompts (and zero-shot CLIP with ``cfg.zero_shot``).
 
-    Under torchrun (``dist``) each rank scores a contiguous shard of the images in whole batches and the
-    logits are summed over the ranks (:func:`gather_scores`), so every rank holds the result one process
-    would compute, to the bit.
+    Under torchrun (``dist``, on the device of its rank) each rank scores a contiguous shard of the images
+    in whole batches and the logits are summed over the ranks (:func:`gather_scores`), so every rank holds
+    the result one process would compute, to the bit.
     """
     dist = dist or Dist()
+    if dist.distributed:
+        cfg = replace(cfg, device=dist.device)  # cuda:LOCAL_RANK on GPUs
     if cfg.batch_size < 1:
         raise DataError(f"--batch-size must be >= 1, got {cfg.batch_size}")
     folders = scan_image_folder(cfg.images, exclude=resolve_project(cfg.project).root)  # the project is no class
@@ -191,62 +194,62 @@ def evaluate_folder(cfg: EvalConfig, progress: StreamProgress | None = None, dis
     if not use_prompts and cfg.model is None:
         raise PromptFileError(f"--zero-shot without a prompt file needs --model (no {path}); name the CLIP to "
                               "evaluate, e.g. --model RN50")
-    paths = [p for files in folders.values() for p in files]
-    lo, hi = shard_inputs(paths, dist, cfg.batch_size, "eval")
-    device = dist.device if dist.distributed else cfg.device
     clf = None
     if use_prompts:
         tensors, meta = read_prompt_file(path)
         classes, index, base = class_set(list(folders), meta.classes, extra, str(path))
-        clf = Classifier.from_loaded(path, tensors, meta, cfg.model, device=device, precision=cfg.precision,
+        clf = Classifier.from_loaded(path, tensors, meta, cfg.model, device=cfg.device, precision=cfg.precision,
                                      classes=classes, batch_size=cfg.batch_size, pretrained=cfg.pretrained)
         bb = clf.bb
     else:
         classes, index, base = class_set(list(folders), None, extra, cfg.classes or str(cfg.images))
-        bb = load_backbone(ModelSpec(cfg.model, cfg.pretrained or "openai"), device, cfg.precision)
+        bb = load_backbone(ModelSpec(cfg.model, cfg.pretrained or "openai"), cfg.device, cfg.precision)
     zs = ZeroShotClassifier(bb, [c.name for c in classes], cfg.template) if cfg.zero_shot else None
 
+    paths = [p for files in folders.values() for p in files]
     labels = torch.tensor([index[k] for k, files in enumerate(folders.values()) for _ in files])
+    lo, hi = shard_inputs(paths, dist, cfg.batch_size, "eval")
     scores = run_images(bb, clf, zs, paths[lo:hi], cfg, progress or StreamProgress())
-    methods = [name for name, used in (("dualpt", clf), ("zero_shot", zs)) if used is not None]
-    logits, kept, failed = gather_scores(scores, methods, lo, len(paths), len(classes), dist)
-    kept = torch.tensor(kept, dtype=torch.long)
+    scores = gather_scores(scores, lo, len(paths), len(classes), dist)
+    kept = torch.tensor(scores["kept"], dtype=torch.long)
+    logits = {name: torch.cat(scores[name]) for name in ("dualpt", "zero_shot") if scores[name]}
     results = {name: metrics(x, labels[kept], classes, base, cfg.top_confused) for name, x in logits.items()}
     if not results:
         raise DataError(f"no image in {cfg.images} could be read")
     return EvalResult(images=str(cfg.images), prompt_file=str(path) if clf else None, model=bb.spec.display,
-                      classes=classes, results=results, failed=failed, logits=logits, labels=labels[kept],
-                      paths=[str(paths[i]) for i in kept.tolist()])
+                      classes=classes, results=results, failed=scores["failed"], logits=logits, labels=labels[kept],
+                      paths=[str(paths[i]) for i in scores["kept"]])
 
 
-def gather_scores(scores: dict[str, list], methods: list[str], lo: int, n: int, K: int, dist: Dist
-                  ) -> tuple[dict[str, torch.Tensor], list[int], list[tuple[str, str]]]:
-    """(logits per method, indices of the images kept, failures) of all ``n`` images, in input order.
+def gather_scores(scores: dict[str, list], lo: int, n: int, K: int, dist: Dist) -> dict[str, list]:
+    """:func:`run_images`' answer for all ``n`` images from each rank's answer for its shard (from image ``lo``).
 
-    ``scores`` is this rank's :func:`run_images` of ``methods`` over its shard, which starts at image
-    ``lo``. Under torchrun each rank puts its rows into a zero (n, K) float32 matrix and the matrices are
-    summed over the ranks: x + 0 is x, so the logits are one process's, to the bit (metrics compare them
-    in float32 anyway). The sum runs in blocks of at most 64 MB, so a GPU job never holds a second copy of
-    the whole matrix on the GPU; the failures are gathered in rank order, which is input order.
+    In one process that is ``scores`` itself. Under torchrun each rank puts its logits into a zero (n, K)
+    float32 matrix and the matrices are summed over the ranks: x + 0 is x, so the logits are one
+    process's, to the bit (metrics compare them in float32 anyway). The sum runs in blocks of at most
+    64 MB, so a GPU job never holds a second copy of the whole matrix on the GPU. The indices of the images
+    kept and the failures come back in input order.
     """
     if not dist.distributed:
-        return {name: torch.cat(scores[name]) for name in methods if scores[name]}, scores["kept"], scores["failed"]
+        return scores
     what = "eval: summing the scores of every rank"
     kept = torch.zeros(n, dtype=torch.int64)
     kept[[lo + i for i in scores["kept"]]] = 1
     dist.all_reduce_sum(kept, what)
     rows = kept.nonzero().flatten()
-    logits = {}
-    for name in methods if len(rows) else []:
+    ran = set().union(*dist.all_gather_json([name for name in METHODS if scores[name]], what))  # a rank may have none
+    out: dict[str, list] = {name: [] for name in METHODS}
+    for name in (m for m in METHODS if m in ran):
         full = torch.zeros(n, K, dtype=torch.float32)
         if scores[name]:
             full[[lo + i for i in scores["kept"]]] = torch.cat(scores[name]).float()
-        block = max(1, (64 << 20) // (4 * max(K, 1)))
+        block = max(1, (64 << 20) // (4 * K))
         for start in range(0, n, block):
             dist.all_reduce_sum(full[start : start + block], what)
-        logits[name] = full[rows]
-    failed = [(image, error) for part in dist.all_gather_json(scores["failed"], what) for image, error in part]
-    return logits, rows.tolist(), failed
+        out[name] = [full[rows]]
+    out["kept"] = rows.tolist()
+    out["failed"] = [(image, error) for part in dist.all_gather_json(scores["failed"], what) for image, error in part]
+    return out
 
 
 def run_images(bb: Backbone, clf: Classifier | None, zs: ZeroShotClassifier | None, paths: list[Path],
