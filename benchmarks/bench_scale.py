@@ -7,14 +7,18 @@ reports images per second and the ratio to the 1-process run:
 - ``encode``: filling the feature cache, ``features.encode_views`` of ``--views`` augmented views per
   image (under P > 1 each rank encodes its shard, writes its entries, and reads the others' back: the
   timed span covers all of it, so the rate is what ``dualpt train`` gets from its cache step).
+- ``predict``: ``dualpt predict`` of every photo to a jsonl file with a prompt file of ``--classes`` x
+  ``--prompts`` (untrained context, written as bench_predict.py writes it): under P > 1 each rank
+  classifies its shard and streams its rows to a part file, and rank 0 appends the parts to the output
+  and renames it (:mod:`dualpt_cli.partfiles`): the timed span ends when the output is complete.
 
 On a CPU the P processes share the cores (``--threads``: torch threads per process, default cores / P, so
 every run uses the whole machine); with ``--device cuda`` each rank uses the GPU of its ``LOCAL_RANK``
 (``--nproc 1,8`` on an 8-GPU machine). Model loading and the start of the processes are outside the timed
 span; ranks start the clock together after a barrier and the rate is rank 0's wall time over all images.
 
-Adding a workload (distributed ``predict`` comes next): write ``work_<name>(args, data, dist) -> dict``
-with ``images`` and ``seconds`` measured the same way, and add it to :data:`WORKLOADS`.
+Adding a workload: write ``work_<name>(args, data, dist) -> dict`` with ``images`` and ``seconds``
+measured the same way, and add it to :data:`WORKLOADS`.
 
     python benchmarks/bench_scale.py          # RN50 (random weights), 256 photos, 1 vs 2 CPU processes
     python benchmarks/bench_scale.py --device cuda --nproc 1,8 --images 4096 --batch-size 256
@@ -38,12 +42,17 @@ from typing import Any
 import torch
 
 import dualpt_cli
+from dualpt_cli.classifier import load_classifier
+from dualpt_cli.data import expand_inputs, shard_inputs
 from dualpt_cli.distributed import Dist, distributed
 from dualpt_cli.features import encode_views
 from dualpt_cli.models import ModelSpec, load_backbone
+from dualpt_cli.output import JsonlWriter
+from dualpt_cli.partfiles import write_sharded
+from dualpt_cli.predict import predict_rows
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_predict import make_photos, parse_size  # noqa: E402
+from bench_predict import make_photos, make_prompt_file, parse_size  # noqa: E402
 from harness import (  # noqa: E402
     RESULT_MARK,
     add_harness_args,
@@ -74,7 +83,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--images", type=int, default=256, help="JPEG photos to encode")
     p.add_argument("--image-size", type=parse_size, default=(320, 240), help="size of the source JPEGs, WxH")
     p.add_argument("--views", type=int, default=2, help="augmented views per image (train's --aug-views)")
-    p.add_argument("--batch-size", type=int, default=64, help="views per encoder batch")
+    p.add_argument("--batch-size", type=int, default=64, help="views per encoder batch (predict: images per batch)")
+    p.add_argument("--classes", type=int, default=10, help="predict: K classes in the prompt file")
+    p.add_argument("--prompts", type=int, default=4, help="predict: M prompts per class")
+    p.add_argument("--ctx-len", type=int, default=16, help="predict: context vectors per prompt")
+    p.add_argument("--workers", type=int, default=None, help="predict: image decoding processes per rank "
+                   "(default: predict's own)")
     p.add_argument("--nproc", type=parse_nproc, default=[1, 2], help="process counts to compare, e.g. 1,2")
     p.add_argument("--threads", type=int, default=None, help="torch threads per process (default: cores / P)")
     p.add_argument("--device", default="cpu", help="cpu, or cuda (each rank on the GPU of its LOCAL_RANK)")
@@ -83,8 +97,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     add_harness_args(p)
     args = p.parse_args(argv)
-    if min(args.images, args.views, args.batch_size) < 1 or (args.threads is not None and args.threads < 1):
-        p.error("--images, --views, --batch-size and --threads must be >= 1")
+    if min(args.images, args.views, args.batch_size, args.classes, args.prompts, args.ctx_len) < 1 or \
+            (args.threads is not None and args.threads < 1):
+        p.error("--images, --views, --batch-size, --classes, --prompts, --ctx-len and --threads must be >= 1")
+    if args.workers is not None and args.workers < 0:
+        p.error("--workers must be >= 0")
     unknown = [w for w in args.workloads.split(",") if w not in WORKLOADS]
     if unknown:
         p.error(f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
@@ -113,7 +130,32 @@ def work_encode(args: argparse.Namespace, data: Path, dist: Dist) -> dict[str, A
             "device": str(bb.device)}
 
 
-WORKLOADS: dict[str, Callable[[argparse.Namespace, Path, Dist], dict[str, Any]]] = {"encode": work_encode}
+def work_predict(args: argparse.Namespace, data: Path, dist: Dist) -> dict[str, Any]:
+    """``dualpt predict photos/ --output rows.jsonl`` after the model is loaded: run_predict's own steps (the
+    batch-aligned shard, predict_rows, the part files merged by rank 0), model loading left out."""
+    torch.manual_seed(args.seed)  # the random weights the prompt file was written with
+    clf = load_classifier(str(data / "prompts" / "prompts.safetensors"), None, None, None, None, dist.device,
+                          args.precision, args.batch_size)
+    paths = expand_inputs([str(data / "photos")])
+    top_k = min(5, len(clf.classes))
+    list(predict_rows(clf, paths[: args.batch_size], top_k, args.batch_size, args.workers))  # warm-up
+    output = data / f"rows-{dist.world_size}.jsonl"
+    dist.barrier("bench: waiting for every rank to load the model")
+    sync(clf.bb.device)
+    t = time.perf_counter()
+    lo, hi = shard_inputs(paths, dist, args.batch_size, "bench predict")
+    rows = predict_rows(clf, paths[lo:hi], top_k, args.batch_size, args.workers)
+    failed = write_sharded(rows, "jsonl", str(output), lambda fh, first: JsonlWriter(fh, top_k), dist)
+    sync(clf.bb.device)
+    seconds = time.perf_counter() - t
+    written = len(output.read_text().splitlines()) if dist.is_main else len(paths)
+    if failed or written != len(paths):
+        raise RuntimeError(f"predict wrote {written} rows for {len(paths)} photos ({failed} failed)")
+    return {"images": len(paths), "seconds": seconds, "precision": clf.bb.precision, "device": str(clf.bb.device)}
+
+
+WORKLOADS: dict[str, Callable[[argparse.Namespace, Path, Dist], dict[str, Any]]] = {"encode": work_encode,
+                                                                                    "predict": work_predict}
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -169,10 +211,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                "scenario": {"model": args.model, "pretrained": args.pretrained or "(random weights)",
                                             "images": args.images, "source_size": "x".join(map(str, args.image_size)),
                                             "views": args.views, "batch_size": args.batch_size,
-                                            "device": args.device}}
+                                            "classes": args.classes, "prompts": args.prompts,
+                                            "ctx_len": args.ctx_len, "device": args.device}}
     with tempfile.TemporaryDirectory(prefix="dualpt-bench-scale-") as tmp:
         data = Path(tmp)
         make_photos(data / "photos", args.images, args.image_size, args.seed)
+        if "predict" in args.workloads.split(","):
+            make_prompt_file(args, data / "prompts")
         for workload in args.workloads.split(","):
             runs = [launch(args, argv, workload, n, data) for n in args.nproc]
             base = next((r for r in runs if r["nproc"] == min(args.nproc) and "error" not in r), None)
@@ -194,7 +239,8 @@ def print_tables(r: dict[str, Any]) -> None:
     con.print(f"{env['device_name']}, {env['cpu_count']} CPUs, torch {env['torch']}, load avg "
               f"{fmt(env['load_avg_1m'])} -> {fmt(env.get('load_avg_1m_end'))}")
     con.print(f"{sc['model']} {sc['pretrained']}, {sc['images']} JPEGs {sc['source_size']}, {sc['views']} views, "
-              f"batch {sc['batch_size']}, device {sc['device']}")
+              f"batch {sc['batch_size']}, device {sc['device']}; predict: {sc.get('classes')} classes x "
+              f"{sc.get('prompts')} prompts")
     t = Table(title="Throughput by process count (model loading excluded)")
     for col in ("workload", "processes", "threads / process", "backend", "images / s", "vs fewest"):
         t.add_column(col, justify="left" if col in ("workload", "backend") else "right")

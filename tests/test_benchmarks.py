@@ -88,14 +88,17 @@ def test_bench_scale_runs_one_and_two_processes(tiny_rn, tmp_path, capsys):
     bench = load_script("bench_scale")
     out = tmp_path / "result.json"
     results = bench.main(["--model", tiny_rn, "--images", "4", "--image-size", "40", "--views", "1",
-                          "--batch-size", "2", "--threads", "1", "--json", "--save", str(out)])
+                          "--batch-size", "2", "--threads", "1", "--classes", "3", "--prompts", "2", "--ctx-len", "4",
+                          "--json", "--save", str(out)])
     assert json.loads(capsys.readouterr().out) == json.loads(out.read_text())
-    one, two = results["encode"]
-    assert "error" not in one and "error" not in two, results["encode"]
-    assert (one["nproc"], one["world_size"], one["backend"]) == (1, 1, None)
-    assert (two["nproc"], two["world_size"], two["backend"]) == (2, 2, "gloo")
-    assert one["images"] == two["images"] == 4 and one["threads"] == two["threads"] == 1
-    assert one["vs_fewest"] == 1.0 and two["vs_fewest"] == pytest.approx(two["images_per_s"] / one["images_per_s"])
+    for workload in ("encode", "predict"):
+        one, two = results[workload]
+        assert "error" not in one and "error" not in two, results[workload]
+        assert (one["nproc"], one["world_size"], one["backend"]) == (1, 1, None)
+        assert (two["nproc"], two["world_size"], two["backend"]) == (2, 2, "gloo")
+        assert one["images"] == two["images"] == 4 and one["threads"] == two["threads"] == 1
+        assert one["vs_fewest"] == 1.0
+        assert two["vs_fewest"] == pytest.approx(two["images_per_s"] / one["images_per_s"])
 
 
 def test_bench_scale_rejects_bad_process_counts():

@@ -86,20 +86,24 @@ def predict(
     Example: dualpt predict photos/ --top-k 3 --format csv --output predictions.csv
 
     Needs only the prompt file and the CLIP it names. Unreadable images get an error row and exit code 1.
+    Under torchrun the images are split over the ranks (docs/scaling.md).
     """
-    from .predict import PredictConfig, run_predict
+    from .distributed import distributed
+    from .predict import PredictCallbacks, PredictConfig, run_predict
     from .predict_ui import RichPredictCallbacks
 
     quiet_mode(quiet)
     if json_out and fmt not in (None, "json"):
         raise typer.BadParameter(f"--json means --format json, not {fmt}", param_hint="'--json'")
     prompts = _prompt_file(prompt_file, prompts_deprecated, run, project)
-    run_predict(PredictConfig(
+    cfg = PredictConfig(
         inputs=images, project=project, prompts=prompts, top_k=top_k, fmt="json" if json_out else fmt,
         output=output,
         batch_size=batch_size, workers=workers, classes=classes, model=model, pretrained=pretrained,
         device=device, precision=precision,
-    ), RichPredictCallbacks())  # fmt: skip
+    )  # fmt: skip
+    with distributed(device) as dist:  # one process unless started by torchrun
+        run_predict(cfg, RichPredictCallbacks() if dist.is_main else PredictCallbacks(), dist)
 
 
 def eval_(
@@ -130,9 +134,11 @@ def eval_(
     Example: dualpt eval ./test_images --zero-shot
 
     Folder names must be trained classes, or listed in --classes (then base, new and H are reported).
+    Under torchrun the images are split over the ranks and rank 0 reports (docs/scaling.md).
     """
+    from .distributed import distributed
     from .evaluate import EvalConfig, evaluate_folder
-    from .evaluate_ui import report
+    from .evaluate_ui import check_failed, show
     from .progress_ui import RichProgress
 
     quiet_mode(quiet)
@@ -148,18 +154,22 @@ def eval_(
         from .figures import writable_folder, write_eval_plots
 
         writable_folder(plot, "--plot")  # before the images are scored
-    result = evaluate_folder(cfg, RichProgress())
-    if result.prompt_file is not None:
-        from pathlib import Path
+    with distributed(device) as dist:  # one process unless started by torchrun
+        result = evaluate_folder(cfg, RichProgress() if dist.is_main else None, dist)
+        if dist.is_main:
+            if result.prompt_file is not None:
+                from pathlib import Path
 
-        from .project import resolve_project
-        from .runs import record_eval
+                from .project import resolve_project
+                from .runs import record_eval
 
-        record_eval(resolve_project(project), Path(result.prompt_file), result.to_json())
-    if plot is not None:
-        written = write_eval_plots(result, plot)
-        err_console.print(f"pictures: {escape(', '.join(str(p) for p in written))}", soft_wrap=True)
-    report(result, json_out=json_out)
+                record_eval(resolve_project(project), Path(result.prompt_file), result.to_json())
+            if plot is not None:
+                written = write_eval_plots(result, plot)
+                err_console.print(f"pictures: {escape(', '.join(str(p) for p in written))}", soft_wrap=True)
+            show(result, json_out=json_out)
+        dist.barrier("eval: waiting for rank 0 to write the report")  # no rank ends (exit 1) before it
+        check_failed(result)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -12,12 +12,16 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
-from .errors import DataError
+from .errors import DataError, DistributedError
+
+if TYPE_CHECKING:
+    from .distributed import Dist
 
 # torchvision's ImageFolder extensions
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -229,6 +233,22 @@ def image_batches(paths: list[Path], transform, batch_size: int = 64, workers: i
                         collate_fn=collate_with_errors, pin_memory=pin_memory,
                         persistent_workers=False)
     yield from loader
+
+
+def shard_inputs(paths: list[Path], dist: Dist, align: int, what: str) -> tuple[int, int]:
+    """``[lo, hi)`` of this torchrun rank's contiguous share of ``paths``, cut at multiples of ``align`` (the
+    batch size, so every rank runs exactly the batches one process would); all of them in one process.
+
+    Every rank must have found the same images: a rank that sees another list (a folder not on a shared
+    filesystem, a file added meanwhile) is a :class:`DistributedError`, not a silently wrong merge.
+    """
+    if dist.distributed:
+        listing = hashlib.sha256("\n".join(map(str, paths)).encode()).hexdigest()
+        seen = dist.all_gather_json(listing, f"{what}: waiting for every rank to list the images")
+        if len(set(seen)) > 1:
+            raise DistributedError(f"{what}: the ranks found different images ({len(paths)} on rank {dist.rank}); "
+                                   "run every rank with the same inputs, on a filesystem they all share")
+    return dist.shard_bounds(len(paths), align)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ protocol). Images are encoded once; DUAL-PT uses the local features, zero-shot t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,9 @@ from .backbone import Backbone
 from .basenew import recorded_new_classes
 from .classes import ClassEntry, class_set, parse_class_list
 from .classifier import Classifier, prompt_path
-from .data import StreamProgress, image_batches
+from .data import StreamProgress, image_batches, shard_inputs
 from .datasource import test_source
+from .distributed import Dist
 from .errors import DataError, PromptFileError
 from .head import ZERO_SHOT_TEMPLATE, name_features
 from .models import ModelSpec, load_backbone
@@ -128,6 +129,7 @@ class ZeroShotClassifier:
 # the command
 
 TITLES = {"dualpt": "DUAL-PT", "zero_shot": "zero-shot CLIP"}  # how each method is named in tables and plots
+METHODS = tuple(TITLES)
 
 
 
@@ -176,8 +178,16 @@ class EvalResult:
         return out
 
 
-def evaluate_folder(cfg: EvalConfig, progress: StreamProgress | None = None) -> EvalResult:
-    """Score every image of ``cfg.images`` with the prompts (and zero-shot CLIP with ``cfg.zero_shot``)."""
+def evaluate_folder(cfg: EvalConfig, progress: StreamProgress | None = None, dist: Dist | None = None) -> EvalResult:
+    """Score every image of ``cfg.images`` with the prompts (and zero-shot CLIP with ``cfg.zero_shot``).
+
+    Under torchrun (``dist``, on the device of its rank) each rank scores a contiguous shard of the images
+    in whole batches and the logits are summed over the ranks (:func:`gather_scores`), so every rank holds
+    the result one process would compute, to the bit.
+    """
+    dist = dist or Dist()
+    if dist.distributed:
+        cfg = replace(cfg, device=dist.device)  # cuda:LOCAL_RANK on GPUs
     if cfg.batch_size < 1:
         raise DataError(f"--batch-size must be >= 1, got {cfg.batch_size}")
     folders, template, listed = test_source(cfg.images, cfg.dataset, exclude=resolve_project(cfg.project).root)
@@ -203,7 +213,9 @@ def evaluate_folder(cfg: EvalConfig, progress: StreamProgress | None = None) -> 
 
     paths = [p for files in folders.values() for p in files]
     labels = torch.tensor([index[k] for k, files in enumerate(folders.values()) for _ in files])
-    scores = run_images(bb, clf, zs, paths, cfg, progress or StreamProgress())
+    lo, hi = shard_inputs(paths, dist, cfg.batch_size, "eval")
+    scores = run_images(bb, clf, zs, paths[lo:hi], cfg, progress or StreamProgress())
+    scores = gather_scores(scores, lo, len(paths), len(classes), dist)
     kept = torch.tensor(scores["kept"], dtype=torch.long)
     logits = {name: torch.cat(scores[name]) for name in ("dualpt", "zero_shot") if scores[name]}
     results = {name: metrics(x, labels[kept], classes, base, cfg.top_confused) for name, x in logits.items()}
@@ -213,6 +225,37 @@ def evaluate_folder(cfg: EvalConfig, progress: StreamProgress | None = None) -> 
                       model=bb.spec.display, classes=classes, results=results, failed=scores["failed"], logits=logits,
                       labels=labels[kept],
                       paths=[str(paths[i]) for i in scores["kept"]])
+
+
+def gather_scores(scores: dict[str, list], lo: int, n: int, K: int, dist: Dist) -> dict[str, list]:
+    """:func:`run_images`' answer for all ``n`` images from each rank's answer for its shard (from image ``lo``).
+
+    In one process that is ``scores`` itself. Under torchrun each rank puts its logits into a zero (n, K)
+    float32 matrix and the matrices are summed over the ranks: x + 0 is x, so the logits are one
+    process's, to the bit (metrics compare them in float32 anyway). The sum runs in blocks of at most
+    64 MB, so a GPU job never holds a second copy of the whole matrix on the GPU. The indices of the images
+    kept and the failures come back in input order.
+    """
+    if not dist.distributed:
+        return scores
+    what = "eval: summing the scores of every rank"
+    kept = torch.zeros(n, dtype=torch.int64)
+    kept[[lo + i for i in scores["kept"]]] = 1
+    dist.all_reduce_sum(kept, what)
+    rows = kept.nonzero().flatten()
+    ran = set().union(*dist.all_gather_json([name for name in METHODS if scores[name]], what))  # a rank may have none
+    out: dict[str, list] = {name: [] for name in METHODS}
+    for name in (m for m in METHODS if m in ran):
+        full = torch.zeros(n, K, dtype=torch.float32)
+        if scores[name]:
+            full[[lo + i for i in scores["kept"]]] = torch.cat(scores[name]).float()
+        block = max(1, (64 << 20) // (4 * K))
+        for start in range(0, n, block):
+            dist.all_reduce_sum(full[start : start + block], what)
+        out[name] = [full[rows]]
+    out["kept"] = rows.tolist()
+    out["failed"] = [(image, error) for part in dist.all_gather_json(scores["failed"], what) for image, error in part]
+    return out
 
 
 def run_images(bb: Backbone, clf: Classifier | None, zs: ZeroShotClassifier | None, paths: list[Path],

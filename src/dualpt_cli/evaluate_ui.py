@@ -10,14 +10,18 @@ from .errors import PartialFailure
 from .evaluate import TITLES, EvalResult
 
 
-def report(result: EvalResult, json_out: bool = False) -> None:
-    """Print the result (tables, or JSON); :class:`PartialFailure` afterwards if an image failed."""
+def show(result: EvalResult, json_out: bool = False) -> None:
+    """Print the result (tables, or JSON) and a warning per image that could not be read."""
     if json_out:
         ui.print_json(result.to_json())
     else:
         _print_tables(result)
     for image, error in result.failed:
         ui.warn(f"{image}: {error}")
+
+
+def check_failed(result: EvalResult) -> None:
+    """:class:`PartialFailure` if an image could not be read (the exit code says so; the report named them)."""
     if result.failed:
         raise PartialFailure(f"{len(result.failed)} image(s) could not be read and were left out of the accuracy")
 

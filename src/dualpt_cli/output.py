@@ -53,13 +53,15 @@ class JsonlWriter(RowWriter):
 
 
 class CsvWriter(RowWriter):
-    """Wide CSV: image, class_1, prob_1, ..., class_k, prob_k, error."""
+    """Wide CSV: image, class_1, prob_1, ..., class_k, prob_k, error (the header row unless ``header`` is False:
+    a torchrun rank's part of the file, appended to rank 0's)."""
 
-    def __init__(self, fh: IO[str], top_k: int):
+    def __init__(self, fh: IO[str], top_k: int, header: bool = True):
         super().__init__(fh, top_k)
         self.csv = csv.writer(fh, lineterminator="\n")
         ranks = [[f"class_{r}", f"prob_{r}"] for r in range(1, top_k + 1)]
-        self.csv.writerow(["image", *[c for pair in ranks for c in pair], "error"])
+        if header:
+            self.csv.writerow(["image", *[c for pair in ranks for c in pair], "error"])
         fh.flush()
 
     def write(self, row: dict[str, Any]) -> None:

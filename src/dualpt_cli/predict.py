@@ -16,9 +16,11 @@ from typing import IO, Any
 
 from .classes import parse_class_list
 from .classifier import Classifier, load_classifier
-from .data import StreamProgress, expand_inputs, image_batches
+from .data import StreamProgress, expand_inputs, image_batches, shard_inputs
+from .distributed import Dist
 from .errors import DataError, PartialFailure
-from .output import WRITERS, RowWriter, TableWriter, format_for, make_row, open_output, plain_table
+from .output import WRITERS, CsvWriter, RowWriter, TableWriter, format_for, make_row, plain_table
+from .partfiles import write_sharded
 
 
 @dataclass
@@ -80,32 +82,37 @@ def predict_rows(clf: Classifier, paths: list[Path], top_k: int, batch_size: int
             on_progress(len(batch.indices))
 
 
-def _writer(fmt: str, fh: IO[str], top_k: int, cb: PredictCallbacks) -> RowWriter:
+def _writer(fmt: str, fh: IO[str], top_k: int, cb: PredictCallbacks, header: bool = True) -> RowWriter:
     if fmt == "table":
         return TableWriter(fh, top_k, cb.render_table)
+    if fmt == "csv":
+        return CsvWriter(fh, top_k, header)
     return WRITERS[fmt](fh, top_k)
 
 
-def run_predict(cfg: PredictConfig, cb: PredictCallbacks | None = None) -> PredictSummary:
-    """Classify every input and write the rows; :class:`PartialFailure` at the end if any image failed."""
-    cb = cb or PredictCallbacks()
+def run_predict(cfg: PredictConfig, cb: PredictCallbacks | None = None, dist: Dist | None = None
+                ) -> PredictSummary:
+    """Classify every input and write the rows; :class:`PartialFailure` at the end if any image failed.
+
+    Under torchrun (``dist``, from :func:`distributed.distributed`) each rank classifies a contiguous shard
+    of the inputs in whole batches, so its rows are those one process would give, and rank 0 writes every
+    rank's rows in input order (:mod:`dualpt_cli.partfiles`); every rank raises the same PartialFailure.
+    """
+    cb, dist = cb or PredictCallbacks(), dist or Dist()
     fmt = _validate(cfg)
     paths = expand_inputs(cfg.inputs)  # bad paths fail before the model loads
     entries = parse_class_list(cfg.classes) if cfg.classes else None
-    clf = load_classifier(cfg.prompts, cfg.project, cfg.model, cfg.pretrained, entries, cfg.device,
-                          cfg.precision, cfg.batch_size)
+    lo, hi = shard_inputs(paths, dist, cfg.batch_size, "predict")
+    clf = load_classifier(cfg.prompts, cfg.project, cfg.model, cfg.pretrained, entries,
+                          dist.device if dist.distributed else cfg.device, cfg.precision, cfg.batch_size)
     top_k = min(cfg.top_k, len(clf.classes))
-    failed = 0
-    with open_output(cfg.output) as fh:
-        cb.start("classifying", len(paths), visible=len(paths) > cfg.batch_size)
-        try:
-            writer = _writer(fmt, fh, top_k, cb)
-            for row in predict_rows(clf, paths, top_k, cfg.batch_size, cfg.workers, on_progress=cb.advance):
-                failed += row["error"] is not None
-                writer.write(row)
-        finally:
-            cb.stop()
-        writer.close()
+    cb.start("classifying", hi - lo, visible=hi - lo > cfg.batch_size)
+    try:
+        rows = predict_rows(clf, paths[lo:hi], top_k, cfg.batch_size, cfg.workers, on_progress=cb.advance)
+        failed = write_sharded(rows, fmt, cfg.output, lambda fh, first: _writer(fmt, fh, top_k, cb, first), dist,
+                               rows_done=cb.stop)
+    finally:
+        cb.stop()
     if failed:
         raise PartialFailure(f"{failed} of {len(paths)} image(s) could not be read; their rows carry the error")
     return PredictSummary(images=len(paths), failed=failed, output=cfg.output)
