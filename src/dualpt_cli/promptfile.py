@@ -82,8 +82,9 @@ def _header(raw: bytes) -> dict[str, str]:
 
 
 def save_prompt_file(path: Path, ctx: torch.Tensor, class_features: torch.Tensor, meta: PromptMeta,
-                     prior_features: torch.Tensor | None = None) -> None:
-    tensors = {"ctx": ctx, "class_features": class_features.float()}
+                     prior_features: torch.Tensor | None = None, extra: dict[str, torch.Tensor] | None = None) -> None:
+    """``extra``: a method's own tensors (``probe_weights``, ``meta_net.*``; see methods.py)."""
+    tensors = {**(extra or {}), "ctx": ctx, "class_features": class_features.float()}
     if prior_features is not None:
         tensors["prior_features"] = prior_features.float()
     bad = non_finite(tensors)

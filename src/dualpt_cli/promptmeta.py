@@ -21,8 +21,16 @@ from .errors import PromptFileError
 from .head import ZERO_SHOT_TEMPLATE
 from .matching import Matcher, SolverSettings
 from .prompts import NAME_TEMPLATE, PLACEHOLDER
+from .trainconfig import METHODS
 
-META_VERSION = 2  # 1: before PromptMeta; 2: adds format_version, placeholder, name_template
+META_VERSION = 3  # 1: before PromptMeta; 2: adds format_version, placeholder, name_template; 3: adds method
+DUALPT_VERSION = 2  # what dualpt files keep writing: an older dualpt reads them alike
+
+
+def version_for(method: str) -> int:
+    """The format version a file of ``method`` is written with: 2 for dualpt (unchanged since), 3 for the other
+    methods, so that an older dualpt refuses them instead of scoring them as DUAL-PT."""
+    return DUALPT_VERSION if method == "dualpt" else META_VERSION
 
 
 @dataclass
@@ -66,6 +74,8 @@ class PromptMeta:
     recipe: str | None = None  # training recipe
     prior: str | None = None  # where the prior came from: "names" or "descriptions"
     guard: dict[str, Any] | None = None  # the held-out comparison with zero-shot (train.Decision)
+    method: str = "dualpt"  # how the file scores an image (TrainConfig.method); files before version 3: dualpt
+    probe_normalize: bool | None = None  # linear-probe: cosine classifier (normalised weights) or plain
     extra: dict[str, Any] = field(default_factory=dict)  # keys this dualpt does not know, kept as they were
 
     @property
@@ -169,6 +179,8 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "image_fingerprint": (lambda v: isinstance(v, list) and len(v) > 0 and all(_is_number(x) for x in v),
                           "a list of numbers"),
     "prompt_texts": (lambda v: isinstance(v, list) and all(_is_names(t) for t in v), "a list of text lists"),
+    "method": (lambda v: v in METHODS, f"one of {', '.join(METHODS)} (a newer dualpt's method?)"),
+    "probe_normalize": (lambda v: isinstance(v, bool), "true or false"),
 }
 REQUIRED = ("model", "pretrained", "class_names", "n_prompts", "n_ctx", "embed_dim", "class_specific", "logit_scale",
             "alpha", "lambda", "outer_iters", "inner_iters", "tol")
