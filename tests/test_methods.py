@@ -23,6 +23,7 @@ from dualpt_cli.models import ModelSpec, load_backbone
 from dualpt_cli.objective import Objective, matcher_for
 from dualpt_cli.promptfile import load_prompt_file
 from dualpt_cli.prompts import PromptLearner
+from dualpt_cli.runs import config_from_file
 from dualpt_cli.train import Callbacks, TrainConfig, run_training, train_epoch
 from dualpt_cli.trainconfig import METHODS, resolve_recipe
 from imagegen import make_image_folder
@@ -59,6 +60,8 @@ def test_every_method_trains_saves_and_predicts(method, images, tiny_rn, tmp_pat
     _, meta = load_prompt_file(tmp_path / "proj" / "prompts.safetensors")
     assert meta["method"] == method
     assert json.loads((tmp_path / "proj" / "run_config.json").read_text())["method"] == method
+    saved = resolve_recipe(TrainConfig(**config_from_file(tmp_path / "proj" / "run_config.json")))
+    assert saved.method == method  # --config reruns it as it ran
     predicted = runner.invoke(app, ["predict", "images", "-p", "proj", "--json", "--device", "cpu"])
     assert predicted.exit_code == 0, predicted.output
     rows = json.loads(predicted.stdout)
@@ -186,3 +189,25 @@ def test_zero_shot_method_is_zero_shot_clip(images, tiny_rn, tmp_path):
     z, Z = clf.bb.encode_images(torch.rand(3, 3, clf.bb.image_size, clf.bb.image_size))
     expected = clf.bb.logit_scale * F.normalize(z, dim=-1) @ name_features(clf.bb, [*CLASSES, "purple"]).T
     assert_close(clf.logits_from_features(z, Z), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_codualpt_resume_equals_uninterrupted(images, tiny_rn, tmp_path):
+    """The checkpoint keeps the meta-net, its momentum and its best-epoch copy, not only the context."""
+    from dualpt_cli.train import Callbacks as Base
+
+    class StopAfter(Base):
+        def epoch_done(self, record):
+            if record["epoch"] == 1:
+                raise KeyboardInterrupt
+
+    kw = dict(method="codualpt", epochs=2, val_shots=1, batch_size=2, guard=False)
+    full = run_training(_cfg(images, tiny_rn, tmp_path / "full", **kw))
+    cfg = _cfg(images, tiny_rn, tmp_path / "cut", **kw)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg, StopAfter())
+    resumed = run_training(replace(cfg, resume=True))
+    t_full, _ = load_prompt_file(full.prompt_file)
+    t_res, _ = load_prompt_file(resumed.prompt_file)
+    assert set(t_full) == set(t_res) and any(k.startswith("meta_net.") for k in t_full)
+    for key in t_full:
+        assert torch.equal(t_full[key], t_res[key]), key

@@ -8,7 +8,9 @@ damaged or edited file is refused. Tensors:
 - ``class_features``: the normalised class prompt features w_k, (K, M, d) float32, so predict needs no
   text-encoder pass for the trained classes;
 - ``prior_features`` (optional): the zero-shot prior prototypes p_k, (K, d) float32 (description ensemble or
-  name prompt, see :mod:`dualpt_cli.head`), blended with the DUAL-PT logits by ``prior_weight``.
+  name prompt, see :mod:`dualpt_cli.head`), blended with the DUAL-PT logits by ``prior_weight``;
+- ``probe_weights`` (linear-probe files): the fitted class weights, (K, d) float32;
+- ``meta_net.*`` (codualpt files): the meta-net's Linear weights and biases (:mod:`dualpt_cli.conditional`).
 """
 
 from __future__ import annotations

@@ -89,7 +89,7 @@ def _run_training(cfg: TrainConfig, cb: Callbacks, project: Project) -> TrainRes
     fixed = cfg.method in FIXED_METHODS  # no epochs (methods.run_fixed)
     learner = None if fixed else build_learner(cfg, bb, data, prompt_texts(cfg, data))
     total = 0 if fixed else cfg.epochs or epochs_for_shots(cfg.shots)
-    resolved = {**asdict(cfg), "epochs": total, "beta": objective.beta,
+    resolved = {**asdict(cfg), "epochs": total or cfg.epochs, "beta": objective.beta,
                 "pretrained": ModelSpec(cfg.model, cfg.pretrained).resolved()[1] or "",  # "" for local-dir
                 "model_resolved": bb.spec.label, "device_resolved": str(bb.device),
                 "precision_resolved": bb.precision, "dualpt_version": __version__}

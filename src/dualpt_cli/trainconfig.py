@@ -135,7 +135,8 @@ def method_settings(cfg: TrainConfig) -> dict[str, Any]:
 
     - plot: node matching only (alpha 0) and no LLM (beta 0, context none): PLOT;
     - coop: one prompt of M x n_ctx context tokens (DUAL-PT's parameter count), ending in "{name}.", no LLM;
-    - linear-probe, zero-shot, descriptions: no held-out images or guard (nothing is chosen on them).
+    - linear-probe, zero-shot, descriptions: no held-out images or guard (nothing is chosen on them); the
+      training-free two encode one view per image.
     Applying it twice changes nothing (a saved run_config.json reruns as it ran).
     """
     defaults = TrainConfig.__dataclass_fields__
@@ -156,8 +157,11 @@ def method_settings(cfg: TrainConfig) -> dict[str, Any]:
                 "prompt_text": "name"}
     if m == "descriptions" and cfg.context == "none":
         raise DataError("--method descriptions needs the project's descriptions; drop --context none")
-    if m in FIXED_METHODS:
-        return {"guard": False, "val_shots": 0, "prior_weight": 0.0}
+    if m in FIXED_METHODS and cfg.resume:
+        raise DataError(f"--method {m} trains no epochs, so there is nothing to resume; drop --resume")
+    if m in FIXED_METHODS:  # training-free ones encode one view per image, for the training accuracy
+        views = {} if m == "linear-probe" else {"aug_views": 1}
+        return {"guard": False, "val_shots": 0, "prior_weight": 0.0, **views}
     return {}
 
 
