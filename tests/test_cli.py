@@ -39,6 +39,8 @@ def commands():
         (["train", "no-such-folder", "--context", "maybe"], 2, "'maybe' is not one of 'auto', 'llm', 'none'"),
         (["train", "no-such-folder", "--align", "cross"], 2,
          "'cross' is not one of 'graph', 'node', 'edge', 'attn', 'uniform'"),
+        (["train", "no-such-folder", "--method", "cocoop"], 2, "'cocoop' is not one of 'dualpt', 'codualpt'"),
+        (["train", "no-such-folder", "--probe-constraint", "l2"], 2, "'l2' is not one of 'none', 'clap'"),
         (["train", "no-such-folder", "--precision", "fp8"], 2, "'fp8' is not one of 'auto', 'bf16', 'fp16', 'fp32'"),
         (["train", "no-such-folder", "--device", "gpu"], 2, "'gpu' is not one of 'auto', 'cpu', 'cuda', 'cuda:N'"),
         (["info", "--device", "cuda:x"], 2, "'cuda:x' is not one of"),
@@ -70,6 +72,10 @@ def test_choices_are_the_librarys():
     assert get_args(cli_options.Align) == alignment.ALIGNS
     assert get_args(cli_options.Recipe) == tuple(trainconfig.RECIPES)
     assert get_args(cli_options.PromptText) == trainconfig.PROMPT_TEXTS
+    assert get_args(cli_options.Method) == trainconfig.METHODS
+    from dualpt_cli.linear_probe import CONSTRAINTS
+
+    assert get_args(cli_options.ProbeConstraint) == CONSTRAINTS
     assert get_args(cli_options.Format) == output.FORMATS
     from dualpt_cli.backbone import _DTYPES
 

@@ -18,7 +18,7 @@ from dualpt_cli.cli import app
 from dualpt_cli.errors import PromptFileError
 from dualpt_cli.evaluate import EvalConfig, evaluate_folder
 from dualpt_cli.promptfile import PROMPT_FORMAT, read_prompt_file, read_safetensors, write_safetensors
-from dualpt_cli.promptmeta import META_VERSION, PromptMeta
+from dualpt_cli.promptmeta import META_VERSION, PromptMeta, version_for
 from dualpt_cli.prompts import NAME_TEMPLATE, PLACEHOLDER, PromptLearner
 
 runner = CliRunner()
@@ -38,7 +38,9 @@ def test_to_dict_and_from_dict_round_trip(prompts):
     meta = PromptMeta.from_dict(raw, prompts)
     assert meta.to_dict() == raw  # what train wrote is what is read, field for field
     assert PromptMeta.from_dict(meta.to_dict(), prompts) == meta
-    assert raw["format_version"] == META_VERSION and raw["placeholder"] == PLACEHOLDER
+    # dualpt files keep format 2 (an older dualpt reads them); other methods' files are 3 (META_VERSION)
+    assert raw["method"] == "dualpt" and raw["format_version"] == version_for("dualpt") == 2
+    assert version_for("coop") == META_VERSION == 3 and raw["placeholder"] == PLACEHOLDER
     assert raw["name_template"] == NAME_TEMPLATE and raw["lambda"] == meta.lam
     later = PromptMeta.from_dict({**raw, "added_by_a_later_dualpt": [1, 2]}, prompts)  # unknown keys are kept
     assert later.to_dict()["added_by_a_later_dualpt"] == [1, 2]
@@ -46,7 +48,7 @@ def test_to_dict_and_from_dict_round_trip(prompts):
 
 def test_a_file_from_before_the_version_loads_with_the_old_defaults(prompts, tmp_path):
     def old(meta):
-        for key in (*NEW_FIELDS, "class_folders", "text_width", "num_local", "dual_weight", "prior_weight",
+        for key in (*NEW_FIELDS, "method", "class_folders", "text_width", "num_local", "dual_weight", "prior_weight",
                     "zero_shot_template", "image_fingerprint"):
             meta.pop(key, None)
 
@@ -54,6 +56,7 @@ def test_a_file_from_before_the_version_loads_with_the_old_defaults(prompts, tmp
     _, meta = read_prompt_file(Path(path))
     assert (meta.format_version, meta.placeholder, meta.name_template) == (1, PLACEHOLDER, NAME_TEMPLATE)
     assert meta.dual_weight == 1.0 and meta.prior_weight == 0.0 and meta.class_folders is None
+    assert meta.method == "dualpt"  # files from before --method
     entries = [ClassEntry("yellow", "yellow"), ClassEntry("red", "red")]
     then = Classifier.from_prompt_file(path, device="cpu", precision="fp32", classes=entries)
     now = Classifier.from_prompt_file(prompts, device="cpu", precision="fp32", classes=entries)
@@ -65,6 +68,7 @@ def test_a_file_from_before_the_version_loads_with_the_old_defaults(prompts, tmp
     (lambda m: m.pop("n_ctx"), "lacks metadata field 'n_ctx': it was made by an older dualpt"),
     (lambda m: m.update(name_template="{}."), "metadata field 'name_template' must be a template with {name}"),
     (lambda m: m.update(format_version="2"), "metadata field 'format_version' must be an integer"),
+    (lambda m: m.update(method="cocoop"), "metadata field 'method' must be one of dualpt, codualpt"),
 ])
 def test_newer_or_incomplete_metadata_is_one_clear_line(edit, message, prompts, test_images, tmp_path):
     path = _rewrite(prompts, tmp_path / "bad.safetensors", edit)

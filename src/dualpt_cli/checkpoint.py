@@ -1,5 +1,10 @@
-"""The checkpoint of a training run (``checkpoints/state.safetensors``) for ``--resume``: the context, SGD
-momentum and best-validation state after each epoch, and the options that must not change across a resume.
+"""The checkpoint of a training run (``checkpoints/state.safetensors``) for ``--resume``: the trainable
+tensors (the context; codualpt's meta-net too), their SGD momentum and the best-validation state after each
+epoch, and the options that must not change across a resume.
+
+Tensor names: each parameter under its name (``ctx``, ``meta_net.linear1.weight`` ...), its momentum under
+``momentum.NAME`` and its best-epoch copy under ``best.NAME``, except the context's, ``momentum`` and ``best_ctx``
+(their names before codualpt).
 """
 
 from __future__ import annotations
@@ -21,9 +26,9 @@ from .trainconfig import TrainConfig
 
 def run_identity(cfg: TrainConfig) -> dict[str, Any]:
     """The config fields that must not change across --resume."""
-    keep = ("images", "shots", "val_shots", "seed", "recipe", "prompt_text", "crop_scale", "n_prompts", "n_ctx",
-            "ctx_init", "class_specific", "alpha", "beta", "lam", "llm_loss", "context", "epochs", "batch_size",
-            "lr", "momentum", "weight_decay", "warmup_epochs", "warmup_lr", "aug_views", "fresh_views",
+    keep = ("method", "images", "shots", "val_shots", "seed", "recipe", "prompt_text", "crop_scale", "n_prompts",
+            "n_ctx", "ctx_init", "class_specific", "alpha", "beta", "lam", "llm_loss", "context", "epochs",
+            "batch_size", "lr", "momentum", "weight_decay", "warmup_epochs", "warmup_lr", "aug_views", "fresh_views",
             "outer_iters", "inner_iters", "tol", "description_template")
     d = asdict(cfg)
     return {"model": list(ModelSpec(cfg.model, cfg.pretrained).resolved()), **{k: d[k] for k in keep}}
@@ -31,12 +36,14 @@ def run_identity(cfg: TrainConfig) -> dict[str, Any]:
 
 def save_checkpoint(project: Project, cfg: TrainConfig, learner: PromptLearner, optimizer, epoch: int,
                      best: dict[str, Any]) -> None:
-    tensors = {"ctx": learner.ctx.detach()}
-    buf = optimizer.state.get(learner.ctx, {}).get("momentum_buffer")
-    if buf is not None:
-        tensors["momentum"] = buf
-    if best["ctx"] is not None:
-        tensors["best_ctx"] = best["ctx"]
+    tensors = {}
+    for name, p in learner.named_parameters():
+        tensors[name] = p.detach()
+        buf = optimizer.state.get(p, {}).get("momentum_buffer")
+        if buf is not None:
+            tensors[_key("momentum", name)] = buf
+        if best["ctx"] is not None:  # methods.snapshot: {name: tensor}
+            tensors[_key("best", name)] = best["ctx"][name]
     meta = {"epoch": epoch, "config": run_identity(cfg), "best_epoch": best["epoch"], "best_acc": best["acc"]}
     write_safetensors(project.checkpoint_dir / "state.safetensors", tensors, CHECKPOINT_FORMAT, meta)
 
@@ -63,6 +70,7 @@ def read_checkpoint(project: Project, cfg: TrainConfig) -> tuple[dict[str, torch
         raise ProjectError(f"--resume: no checkpoint in {project.checkpoint_dir}; start without --resume")
     tensors, meta = read_safetensors(path, CHECKPOINT_FORMAT, "checkpoint")
     stored, now = meta.get("config", {}), run_identity(cfg)
+    stored.setdefault("method", "dualpt")  # checkpoints from before --method
     changed = [k for k in now if stored.get(k) != now[k]]
     if changed:
         k = changed[0]
@@ -74,14 +82,25 @@ def read_checkpoint(project: Project, cfg: TrainConfig) -> tuple[dict[str, torch
 def restore_checkpoint(checkpoint: tuple[dict[str, torch.Tensor], dict[str, Any]], learner: PromptLearner, optimizer):
     """Load the context, momentum and best-validation state; (epochs done, best)."""
     tensors, meta = checkpoint
-    if tensors["ctx"].shape != learner.ctx.shape:
+    params = dict(learner.named_parameters())
+    if any(name not in tensors or tensors[name].shape != p.shape for name, p in params.items()):
         raise ProjectError("--resume: the checkpoint's prompts do not match this run; start without --resume")
+    best_state = {}
     with torch.no_grad():
-        learner.ctx.copy_(tensors["ctx"].to(learner.ctx.device))
-    if "momentum" in tensors:
-        optimizer.state[learner.ctx]["momentum_buffer"] = tensors["momentum"].to(learner.ctx.device).clone()
-    best_ctx = tensors.get("best_ctx")
+        for name, p in params.items():
+            p.copy_(tensors[name].to(p.device))
+            if _key("momentum", name) in tensors:
+                optimizer.state[p]["momentum_buffer"] = tensors[_key("momentum", name)].to(p.device).clone()
+            if _key("best", name) in tensors:
+                best_state[name] = tensors[_key("best", name)].to(p.device)
     best = {"epoch": meta.get("best_epoch"), "acc": meta.get("best_acc", -1.0),
-            "ctx": best_ctx.to(learner.ctx.device) if best_ctx is not None else None}
+            "ctx": best_state if len(best_state) == len(params) else None}
     return int(meta["epoch"]), best
+
+
+def _key(kind: str, name: str) -> str:
+    """The checkpoint tensor of parameter ``name``'s momentum or best copy (the context's kept its old names)."""
+    if name == "ctx":
+        return "momentum" if kind == "momentum" else "best_ctx"
+    return f"{kind}.{name}"
 

@@ -5,6 +5,10 @@ training ones, ``exp(logit_scale) * sum_ij T_ij cos(z_i, w_kj)`` (Eq. 8) with th
 computed by the same :class:`~dualpt_cli.matching.Matcher` as in training, then blended with the stored
 zero-shot prior as the prompt file's ``dual_weight`` / ``prior_weight`` say (:mod:`dualpt_cli.head`).
 New classes (base-to-new) are encoded from the learned context and their names; no LLM is involved.
+
+The prompt file's ``method`` says how its first term scores an image (:meth:`Classifier.dual_logits`): Eq. 8
+(dualpt, plot), Eq. 8 with each image's own prompts (codualpt), the global feature against the single prompt
+(coop), or the linear probe's weights (linear-probe); zero-shot and descriptions files score by the prior alone.
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ import torch.nn.functional as F
 
 from .backbone import Backbone
 from .classes import ClassEntry, find_trained
+from .conditional import ConditionalScorer
 from .errors import DataError, ModelLoadError, PromptFileError
 from .fingerprint import check_image_fingerprint
 from .head import blend_logits, name_features
+from .linear_probe import probe_logits
 from .models import LOCAL_DIR, ModelSpec, load_backbone
 from .project import resolve_project
 from .promptfile import read_prompt_file
@@ -54,6 +60,9 @@ class Classifier:
         per_class = batch_size * bb.num_local * M  # elements of the (B, 1, N, M) similarity slice of one class
         chunk = max(1, MATCH_BUDGET // per_class) if K * per_class > MATCH_BUDGET else None  # None: all at once
         self.matcher = meta.matcher(chunk)
+        self.method = meta.method
+        self.probe: torch.Tensor | None = None  # (K, d) linear-probe weights
+        self.conditional: ConditionalScorer | None = None  # codualpt's context and meta-net
 
     @property
     def class_names(self) -> list[str]:
@@ -97,7 +106,29 @@ class Classifier:
         classes = list(classes) if classes else known
         W, trained = class_features(context, tensors, known, classes)
         prior = class_priors(bb, tensors, meta, known, classes)
-        return cls(bb, meta, W, classes, trained, source=path, batch_size=batch_size, prior=prior)
+        clf = cls(bb, meta, W, classes, trained, source=path, batch_size=batch_size, prior=prior)
+        if meta.method == "linear-probe":
+            clf.probe = probe_weights(bb, tensors, meta, known, classes, path)
+        if meta.method == "codualpt":
+            clf.conditional = ConditionalScorer(bb, tensors, meta, classes, clf.matcher)
+        return clf
+
+    def dual_logits(self, z: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
+        """(B, K) logits of the prompt file's method from global (B, d) and local (B, N, d) features."""
+        z = z.to(self.bb.device)
+        if self.method == "coop":  # one prompt, global feature: logit_scale * cos(z, w_k)
+            return self.matcher.logit_scale * F.normalize(z.float(), dim=-1) @ self.W[:, 0].float().T
+        if self.method == "linear-probe":
+            return probe_logits(z, self.probe, self.matcher.logit_scale, bool(self.meta.probe_normalize))
+        if self.method == "codualpt":
+            return self.conditional.logits(z, Z.to(self.bb.device))
+        return self.logits_from_local(Z)
+
+    def require_local_matching(self) -> None:
+        """A one-line DataError unless the prompts score images by graph matching with shared prompts."""
+        if self.method not in ("dualpt", "plot"):
+            raise DataError(f"{self.source}: explain shows the graph-matching plan of dualpt and plot prompts; "
+                            f"this prompt file is --method {self.method}, which has none to show")
 
     def logits_from_local(self, Z: torch.Tensor) -> torch.Tensor:
         """(B, K) DUAL-PT logits from local image features Z (B, N, d), exactly as training computes them."""
@@ -107,7 +138,7 @@ class Classifier:
     def logits_from_features(self, z: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
         """(B, K) final logits from global (B, d) and local (B, N, d) features: DUAL-PT blended with the prior
         as the prompt file says (:func:`head.blend_logits`)."""
-        dual = self.logits_from_local(Z) if self.dual_weight else None
+        dual = self.dual_logits(z, Z) if self.dual_weight else None
         return blend_logits(dual, z.to(self.bb.device), self.prior, self.matcher.logit_scale, self.dual_weight,
                             self.prior_weight)
 
@@ -234,6 +265,20 @@ def class_priors(bb: Backbone, tensors: dict[str, torch.Tensor], meta: PromptMet
     stored = tensors.get("prior_features")
     if stored is None:
         return None
+    index = [find_trained(c, known) for c in classes]
+    new = [c.name for c, i in zip(classes, index) if i is None]
+    fresh = iter(name_features(bb, new, meta.zero_shot_template) if new else [])
+    return torch.stack([stored[i].to(bb.device) if i is not None else next(fresh) for i in index])  # (K, d)
+
+
+def probe_weights(bb: Backbone, tensors: dict[str, torch.Tensor], meta: PromptMeta, known: list[ClassEntry],
+                  classes: list[ClassEntry], path: Path) -> torch.Tensor:
+    """(K, d) linear-probe weights for ``classes``: fitted for trained classes, the zero-shot name prompt (the
+    probe's starting point) for new ones."""
+    stored = tensors.get("probe_weights")
+    if stored is None or tuple(stored.shape) != (len(known), meta.embed_dim):
+        raise PromptFileError(f"{path} is a linear-probe prompt file without probe_weights of shape "
+                              f"({len(known)}, {meta.embed_dim}); re-create it with dualpt train --method linear-probe")
     index = [find_trained(c, known) for c in classes]
     new = [c.name for c, i in zip(classes, index) if i is None]
     fresh = iter(name_features(bb, new, meta.zero_shot_template) if new else [])

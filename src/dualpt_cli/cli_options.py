@@ -22,6 +22,7 @@ PANELS: dict[str | tuple[str, str], str] = {
     **dict.fromkeys(["shots", "val_shots", "seed", "aug_views", "fresh_views", "crop_scale", "classes", "force",
                      "phrases", "base_classes"], DATA),
     **dict.fromkeys(["model", "pretrained", "prompt_file", "prompts_deprecated", "run", "config"], MODEL),
+    **dict.fromkeys(["method", "probe_constraint"], METHOD),
     **dict.fromkeys(["recipe", "prompts", "ctx_len", "ctx_init", "prompt_text", "class_specific", "alpha", "beta",
                      "lam", "align", "llm_loss", "context", "prior_weight", "guard", "zero_shot"], METHOD),
     **dict.fromkeys(["epochs", "batch_size", "lr", "resume"], OPTIMISATION),
@@ -53,6 +54,8 @@ LlmLoss = Literal["cosine", "wd", "ce"]
 Align = Literal["graph", "node", "edge", "attn", "uniform"]
 Context = Literal["auto", "llm", "none"]
 Recipe = Literal["default", "paper"]
+Method = Literal["dualpt", "codualpt", "coop", "plot", "linear-probe", "zero-shot", "descriptions"]
+ProbeConstraint = Literal["none", "clap", "balanced"]
 PromptText = Literal["name", "descriptions"]
 Format = Literal["table", "json", "jsonl", "csv"]
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")

@@ -20,9 +20,11 @@ from .cli_options import (
     DeviceOpt,
     JsonOpt,
     LlmLoss,
+    Method,
     ModelOpt,
     PrecisionOpt,
     PretrainedOpt,
+    ProbeConstraint,
     ProjectOpt,
     PromptText,
     Provider,
@@ -126,6 +128,13 @@ def train(
     model: ModelOpt = TRAIN["model"],
     pretrained: PretrainedOpt = TRAIN["pretrained"],
     seed: Annotated[int, typer.Option(help="Seed of the few-shot sample, init and batch order.")] = TRAIN["seed"],
+    method: Annotated[Method, typer.Option(help="What to train: dualpt (the paper), codualpt (image-conditioned "
+                                           "prompts), coop, plot, linear-probe; zero-shot and descriptions train "
+                                           "nothing. Saved in the prompt file.")] = TRAIN["method"],
+    probe_constraint: Annotated[ProbeConstraint, typer.Option("--probe-constraint", help="linear-probe: keep "
+                                                              "each class near its zero-shot weights (clap, CVPR "
+                                                              "2024), all equally (balanced), or not (none).")
+                                ] = TRAIN["probe_constraint"],
     prompts: Annotated[int, typer.Option("--prompts", help="M: learnable prompts per class.")] = TRAIN["n_prompts"],
     recipe: Annotated[Recipe, typer.Option(help="default: the measured recipe (starts at zero-shot, keeps the "
                                         "better of trained and zero-shot); paper: the paper's exact setup. "
@@ -162,13 +171,13 @@ def train(
     context: Annotated[Context, typer.Option(help="auto: use descriptions.json if present; llm: require it; "
                                              "none: train without LLM context.")] = TRAIN["context"],
     epochs: Annotated[int | None, typer.Option(help="Epochs (default by shots: 50/100/200; 10 with "
-                                               "--base-classes).")] = TRAIN["epochs"],
+                                               "--base-classes; codualpt 10).")] = TRAIN["epochs"],
     base_classes: Annotated[str | None, typer.Option("--base-classes", metavar="half|FILE", help="Base-to-new: "
                                                      "train on the first half of the class folders (sorted) or "
                                                      "on the classes listed in FILE; dualpt eval then reports "
                                                      "base, new and H.")] = TRAIN["base_classes"],
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per optimisation step.")
-                          ] = TRAIN["batch_size"],
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per optimisation step.",
+                                                   show_default="32; codualpt 1")] = TRAIN["batch_size"],
     lr: Annotated[float, typer.Option(help="SGD learning rate.")] = TRAIN["lr"],
     aug_views: Annotated[int, typer.Option("--aug-views", help="Augmented views per image, encoded once "
                                            "and cached.")] = TRAIN["aug_views"],
@@ -209,8 +218,9 @@ def train(
                                  param_hint="'IMAGES'")
     cfg = TrainConfig(
         images=images or "", project=project, shots=_parse_shots(shots), val_shots=val_shots, model=model,
-        pretrained=pretrained, seed=seed, recipe=recipe, n_prompts=prompts, n_ctx=ctx_len, ctx_init=ctx_init,
-        prompt_text=prompt_text, crop_scale=crop_scale, prior_weight=prior_weight, guard=guard,
+        pretrained=pretrained, seed=seed, method=method, probe_constraint=probe_constraint, recipe=recipe,
+        n_prompts=prompts, n_ctx=ctx_len, ctx_init=ctx_init, prompt_text=prompt_text, crop_scale=crop_scale,
+        prior_weight=prior_weight, guard=guard,
         class_specific=class_specific, alpha=alpha, beta=beta, lam=lam, llm_loss=llm_loss, context=context,
         epochs=epochs, batch_size=batch_size, lr=lr, aug_views=aug_views, fresh_views=fresh_views, device=device,
         precision=precision, text_chunk=text_chunk, resume=resume, profile=profile, dataset=dataset,

@@ -235,6 +235,7 @@ class Explainer:
     def __init__(self, cfg: ExplainConfig):
         self.clf = load_classifier(cfg.prompts, cfg.project, cfg.model, cfg.pretrained, None, cfg.device,
                                    cfg.precision, batch_size=1)
+        self.clf.require_local_matching()
         phrases, template = descriptions_for(cfg)
         self.phrases = PhraseIndex(self.clf, phrases, template) if phrases else None
         self.to_pixels, self.to_view = self.clf.bb.eval_transform(), display_transform(self.clf)

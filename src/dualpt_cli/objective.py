@@ -1,5 +1,10 @@
 """The loss of DUAL-PT (method card: "Logits and losses"): Eq. 8 logits from graph matching and the LLM
 alignment term L_LLM, mixed as ``beta L_LLM + (1 - beta) L_img``.
+
+The prompt-tuning methods differ only in where the prompts come from and how they score an image
+(:meth:`Objective.prompts`, :meth:`Objective.logits`): dualpt and plot match the local features with the
+shared prompts (Eq. 8); codualpt does so with each image's own prompts (:mod:`conditional`); coop scores the
+global feature against its single prompt, ``logit_scale * cos(z, w_k)``.
 """
 
 from __future__ import annotations
@@ -11,10 +16,11 @@ import torch
 import torch.nn.functional as F
 
 from .backbone import Backbone
+from .conditional import per_image_logits
 from .errors import DataError, ProjectError
-from .matching import Matcher, SolverSettings, sinkhorn_ot_distance
+from .matching import Matcher, MatchingStats, SolverSettings, sinkhorn_ot_distance
 from .project import Project
-from .prompts import description_features
+from .prompts import ConditionalPromptLearner, PromptLearner, description_features
 from .trainconfig import TrainConfig
 from .trainset import TrainData, class_phrases
 
@@ -32,15 +38,38 @@ class Objective:
     desc_mean: torch.Tensor  # (K, d) mean of normalised description features
     desc_has: torch.Tensor  # (K,) bool
     desc_sets: list[torch.Tensor]  # K x (e_k, d)
+    method: str = "dualpt"  # dualpt, plot, coop or codualpt (TrainConfig.method)
 
-    def logits(self, Z: torch.Tensor, W: torch.Tensor, return_stats: bool = False):
-        """Eq. 8: (B, K) logits from local features Z (B, N, d) and prompt features W (K, M, d)."""
+    def prompts(self, learner: PromptLearner, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Class prompt features: (K, M, d), or for codualpt each image's own, (B, K, M, d) from global
+        features ``z`` (B, d)."""
+        if isinstance(learner, ConditionalPromptLearner):
+            return learner.forward_conditional(z)
+        return learner()
+
+    def logits(self, Z: torch.Tensor, W: torch.Tensor, z: torch.Tensor | None = None, return_stats: bool = False):
+        """(B, K) logits of images with local features Z (B, N, d) and global features z (B, d).
+
+        W is :meth:`prompts`' output: Eq. 8 with the shared prompts (K, M, d) or per-image ones (B, K, M, d);
+        coop (M = 1) scores the global feature, ``logit_scale * cos(z, w_k)``.
+        """
+        if self.method == "coop":
+            out = self.matcher.logit_scale * F.normalize(z.float(), dim=-1) @ W[:, 0].float().T  # (B, K)
+            return (out, MatchingStats(0, 0, True)) if return_stats else out
+        if W.dim() == 4:
+            return per_image_logits(self.matcher, Z, W, return_stats)
         return self.matcher.logits(Z, W, return_stats=return_stats)
 
     def llm_loss_value(self, W: torch.Tensor, logits: torch.Tensor, z_global: torch.Tensor) -> torch.Tensor:
-        """L_LLM between prompts and descriptions; 0 when no class has descriptions."""
+        """L_LLM between prompts and descriptions; 0 when no class has descriptions.
+
+        With per-image prompts W (B, K, M, d) (codualpt), the mean over the images of each image's L_LLM.
+        """
         if self.beta == 0 or not bool(self.desc_has.any()):
             return W.new_zeros(())
+        if W.dim() == 4:
+            return torch.stack([self.llm_loss_value(w, logits[b : b + 1], z_global[b : b + 1])
+                                for b, w in enumerate(W)]).mean()
         has = self.desc_has
         if self.llm_loss == "cosine":  # Eq. 5: 1 - cos(mean_j w_kj, mean_e h_ke), averaged over classes
             return (1.0 - F.cosine_similarity(W[has].mean(dim=1), self.desc_mean[has], dim=-1)).mean()
@@ -72,7 +101,7 @@ def build_objective(cfg: TrainConfig, project: Project, bb: Backbone, data: Trai
         if cfg.llm_loss == "ce" and missing:
             raise DataError("--llm-loss ce needs descriptions for every class; run dualpt describe or use cosine")
     return Objective(matcher=matcher_for(cfg, bb), beta=beta, llm_loss=cfg.llm_loss, desc_mean=mean,
-                     desc_has=has, desc_sets=sets)
+                     desc_has=has, desc_sets=sets, method=cfg.method)
 
 
 def matcher_for(cfg: TrainConfig, bb: Backbone) -> Matcher:

@@ -8,7 +8,9 @@ damaged or edited file is refused. Tensors:
 - ``class_features``: the normalised class prompt features w_k, (K, M, d) float32, so predict needs no
   text-encoder pass for the trained classes;
 - ``prior_features`` (optional): the zero-shot prior prototypes p_k, (K, d) float32 (description ensemble or
-  name prompt, see :mod:`dualpt_cli.head`), blended with the DUAL-PT logits by ``prior_weight``.
+  name prompt, see :mod:`dualpt_cli.head`), blended with the DUAL-PT logits by ``prior_weight``;
+- ``probe_weights`` (linear-probe files): the fitted class weights, (K, d) float32;
+- ``meta_net.*`` (codualpt files): the meta-net's Linear weights and biases (:mod:`dualpt_cli.conditional`).
 """
 
 from __future__ import annotations
@@ -82,8 +84,9 @@ def _header(raw: bytes) -> dict[str, str]:
 
 
 def save_prompt_file(path: Path, ctx: torch.Tensor, class_features: torch.Tensor, meta: PromptMeta,
-                     prior_features: torch.Tensor | None = None) -> None:
-    tensors = {"ctx": ctx, "class_features": class_features.float()}
+                     prior_features: torch.Tensor | None = None, extra: dict[str, torch.Tensor] | None = None) -> None:
+    """``extra``: a method's own tensors (``probe_weights``, ``meta_net.*``; see methods.py)."""
+    tensors = {**(extra or {}), "ctx": ctx, "class_features": class_features.float()}
     if prior_features is not None:
         tensors["prior_features"] = prior_features.float()
     bad = non_finite(tensors)

@@ -21,9 +21,17 @@ from .errors import PromptFileError
 from .head import ZERO_SHOT_TEMPLATE
 from .matching import ALIGNS, Matcher, SolverSettings
 from .prompts import NAME_TEMPLATE, PLACEHOLDER
+from .trainconfig import METHODS
 
-META_VERSION = 3  # 1: before PromptMeta; 2: adds format_version, placeholder, name_template; 3: adds align
-#   (an older dualpt would score an "attn" file with graph matching, so it must refuse it) and the base/new split
+META_VERSION = 3  # 1: before PromptMeta; 2: adds format_version, placeholder, name_template; 3: adds method
+#   and align (an older dualpt would score a coop or an "attn" file as DUAL-PT with graph matching: it must refuse it)
+DUALPT_VERSION = 2  # what plain dualpt files (graph matching) keep writing: an older dualpt reads them alike
+
+
+def version_for(method: str, align: str = "graph") -> int:
+    """The format version a file is written with: 2 for dualpt with graph matching (unchanged since), 3 for the
+    other methods and plans, so that an older dualpt refuses them instead of scoring them as DUAL-PT."""
+    return DUALPT_VERSION if method == "dualpt" and align == "graph" else META_VERSION
 
 
 @dataclass
@@ -71,6 +79,8 @@ class PromptMeta:
     base_classes: str | None = None  # base-to-new: how the base classes were chosen ("half" or the class file)
     new_class_names: list[str] | None = None  # base-to-new: the held-out (new) classes' names ...
     new_class_folders: list[str] | None = None  # ... and folders; dualpt eval adds them when the folder has them
+    method: str = "dualpt"  # how the file scores an image (TrainConfig.method); files before version 3: dualpt
+    probe_normalize: bool | None = None  # linear-probe: cosine classifier (normalised weights) or plain
     extra: dict[str, Any] = field(default_factory=dict)  # keys this dualpt does not know, kept as they were
 
     @property
@@ -187,6 +197,8 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "base_classes": (lambda v: isinstance(v, str), "a string"),
     "new_class_names": (_is_names, "a non-empty list of names"),
     "new_class_folders": (_is_names, "a non-empty list of names"),
+    "method": (lambda v: v in METHODS, f"one of {', '.join(METHODS)} (a newer dualpt's method?)"),
+    "probe_normalize": (lambda v: isinstance(v, bool), "true or false"),
 }
 REQUIRED = ("model", "pretrained", "class_names", "n_prompts", "n_ctx", "embed_dim", "class_specific", "logit_scale",
             "alpha", "lambda", "outer_iters", "inner_iters", "tol")

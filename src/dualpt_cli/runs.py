@@ -18,6 +18,7 @@ from typing import Any
 
 from .errors import DataError, ProjectError
 from .project import Project, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from .trainconfig import METHOD_TITLES
 
 RUN_FILES = ("prompts.safetensors", "run_config.json", "train_log.jsonl", "split.json", "curves.png")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -102,8 +103,10 @@ def list_runs(project: Project) -> list[dict[str, Any]]:
         if not config:
             continue
         dualpt = report.get("dualpt") or {}
-        method = "DUAL-PT" + (" CSC" if config.get("class_specific") else "")
-        method += "" if config.get("beta") else ", no LLM"
+        name = config.get("method", "dualpt")  # run configs from before --method: dualpt
+        method = METHOD_TITLES.get(name, name) + (" CSC" if config.get("class_specific") else "")
+        if name in ("dualpt", "codualpt"):
+            method += "" if config.get("beta") else ", no LLM"
         rows.append({
             "name": folder.name, "current": folder.name == current, "method": method,
             "model": config.get("model"), "shots": config.get("shots"), "seed": config.get("seed"),

@@ -21,18 +21,20 @@ import torch.nn.functional as F
 from . import __version__
 from .backbone import Backbone
 from .checkpoint import read_checkpoint, restore_checkpoint, save_checkpoint, trim_log
+from .conditional import meta_net_tensors
 from .errors import TrainingDiverged
 from .features import FeatureSet
 from .fingerprint import image_fingerprint
 from .head import CHOOSE_WEIGHT_MIN_VAL, ZERO_SHOT_TEMPLATE, Decision, choose, collapsed, name_features, prior_features
+from .methods import batched_logits, build_learner, restore, run_fixed, snapshot, trainable
 from .models import ModelSpec, load_backbone
 from .objective import Objective, build_objective
 from .profiler import Profiler, phase
 from .project import Project, append_line, atomic_write_json, project_lock, resolve_project
 from .promptfile import save_prompt_file
-from .promptmeta import PromptMeta
-from .prompts import PromptLearner
-from .trainconfig import TrainConfig, epochs_for_shots, lr_at, resolve_recipe
+from .promptmeta import PromptMeta, version_for
+from .prompts import ConditionalPromptLearner, PromptLearner
+from .trainconfig import FIXED_METHODS, TrainConfig, epochs_for_shots, lr_at, resolve_recipe
 from .trainset import TrainData, class_phrases, prepare_data
 
 # ---------------------------------------------------------------------------------------------------------
@@ -52,6 +54,7 @@ class TrainResult:
     profile: dict[str, float] | None
     guard: Decision | None = None  # what the prompt file keeps, and the held-out comparison with zero-shot
     plan_entropy: float | None = None  # last epoch's mean normalised plan entropy (1 = uniform: no alignment)
+    method: str = "dualpt"  # TrainConfig.method
 
 
 class Callbacks:
@@ -84,18 +87,20 @@ def _run_training(cfg: TrainConfig, cb: Callbacks, project: Project) -> TrainRes
     bb = load_backbone(ModelSpec(cfg.model, cfg.pretrained), device=cfg.device, precision=cfg.precision)
     data = prepare_data(cfg, project, bb, cb)
     objective = build_objective(cfg, project, bb, data, cb)
-    learner = PromptLearner(bb, [c.name for c in data.classes], cfg.n_prompts, cfg.n_ctx, cfg.ctx_init,
-                            cfg.class_specific, cfg.seed, class_texts=prompt_texts(cfg, data))
-    learner.text_chunk = cfg.text_chunk
-    total = cfg.epochs or epochs_for_shots(cfg.shots)
-    resolved = {**asdict(cfg), "epochs": total, "beta": objective.beta,
+    fixed = cfg.method in FIXED_METHODS  # no epochs (methods.run_fixed)
+    learner = None if fixed else build_learner(cfg, bb, data, prompt_texts(cfg, data))
+    total = 0 if fixed else cfg.epochs or epochs_for_shots(cfg.shots)
+    resolved = {**asdict(cfg), "epochs": total or cfg.epochs, "beta": objective.beta,
                 "pretrained": ModelSpec(cfg.model, cfg.pretrained).resolved()[1] or "",  # "" for local-dir
                 "model_resolved": bb.spec.label, "device_resolved": str(bb.device),
                 "precision_resolved": bb.precision, "dualpt_version": __version__}
     atomic_write_json(project.run_config, resolved)
+    if fixed:
+        return run_fixed(cfg, cb, project, bb, data, objective)
 
-    optimizer = torch.optim.SGD([learner.ctx], lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    cb.info(f"trainable parameters: {learner.ctx.numel():,} (CLIP frozen: "
+    params = trainable(learner)
+    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    cb.info(f"trainable parameters: {sum(p.numel() for p in params):,} (CLIP frozen: "
             f"{sum(p.numel() for p in bb.model.parameters()):,})")
     start, best = 0, {"epoch": None, "acc": -1.0, "ctx": None}
     if checkpoint is not None:
@@ -113,7 +118,7 @@ def _run_training(cfg: TrainConfig, cb: Callbacks, project: Project) -> TrainRes
         if data.val is not None:
             record["val_acc"] = evaluate(learner, objective, data.val, data.val_labels)
             if record["val_acc"] > best["acc"]:
-                best = {"epoch": epoch + 1, "acc": record["val_acc"], "ctx": learner.ctx.detach().clone()}
+                best = {"epoch": epoch + 1, "acc": record["val_acc"], "ctx": snapshot(learner)}
         if not math.isfinite(record["loss"]) or not bool(torch.isfinite(learner.ctx).all()):
             kept = f"the checkpoint of epoch {epoch} is kept" if epoch else "no epoch finished"
             raise TrainingDiverged(f"training diverged in epoch {epoch + 1} (loss {record['loss']}); lower --lr "
@@ -124,8 +129,7 @@ def _run_training(cfg: TrainConfig, cb: Callbacks, project: Project) -> TrainRes
     seconds = time.perf_counter() - t0
 
     if best["ctx"] is not None:
-        with torch.no_grad():
-            learner.ctx.copy_(best["ctx"])
+        restore(learner, best["ctx"])
     decision, prior = decide(cfg, learner, objective, data, record)
     if decision.collapsed:
         cb.warn("training collapsed: the loss is near ln K and training accuracy at chance (every class scores "
@@ -140,6 +144,7 @@ def _run_training(cfg: TrainConfig, cb: Callbacks, project: Project) -> TrainRes
         val_acc=best["acc"] if best["epoch"] else None,
         skipped=[(str(p), r) for p, r in data.train.bad + (data.val.bad if data.val else [])],
         profile=prof.summary() if prof else None, guard=decision, plan_entropy=record.get("plan_entropy"),
+        method=cfg.method,
     )
 
 
@@ -157,9 +162,7 @@ def decide(cfg: TrainConfig, learner: PromptLearner, objective: Objective, data:
         return Decision("trained", 1.0, cfg.prior_weight, kind, collapsed=is_collapsed, reason="no guard"), prior
     dual = z = labels = None
     if data.val is not None:
-        W = learner()  # (K, M, d)
-        with bb.autocast():
-            dual = objective.logits(data.val.local[:, 0].to(bb.device).float(), W).float()  # (V, K)
+        dual = batched_logits(objective, learner, data.val.local[:, 0], data.val.global_[:, 0])  # (V, K)
         z, labels = data.val.global_[:, 0].to(bb.device).float(), data.val_labels
     per_class = len(labels) / learner.num_classes if labels is not None else 0
     decision = choose(dual, z, labels, names, prior, has_desc, bb.logit_scale, cfg.prior_weight, is_collapsed,
@@ -205,9 +208,9 @@ def train_epoch(epoch: int, total: int, cfg: TrainConfig, learner: PromptLearner
             z = data.train.global_[idx, views[idx]].to(bb.device, non_blocking=True).float()  # (b, d)
             y = data.train_labels[idx].to(bb.device)  # (b,)
         with phase(prof, "text"):
-            W = learner()  # (K, M, d)
+            W = objective.prompts(learner, z)  # (K, M, d); codualpt: each image's own, (b, K, M, d)
         with phase(prof, "matching"), bb.autocast():
-            logits, stats = objective.logits(Z, W, return_stats=True)  # (b, K)
+            logits, stats = objective.logits(Z, W, z, return_stats=True)  # (b, K)
         with phase(prof, "loss"):
             loss_img = F.cross_entropy(logits.float(), y)
             loss_llm = objective.llm_loss_value(W, logits.float(), z)
@@ -237,14 +240,8 @@ def train_epoch(epoch: int, total: int, cfg: TrainConfig, learner: PromptLearner
 def evaluate(learner: PromptLearner, objective: Objective, fs: FeatureSet, labels: torch.Tensor,
              batch_size: int = 256) -> float:
     """Top-1 accuracy on the first view of each image (the eval view for validation sets)."""
-    W = learner()
-    correct = 0
-    for start in range(0, len(labels), batch_size):
-        Z = fs.local[start : start + batch_size, 0].to(learner.bb.device).float()
-        with learner.bb.autocast():
-            logits = objective.logits(Z, W)
-        correct += int((logits.argmax(-1).cpu() == labels[start : start + batch_size]).sum())
-    return correct / max(len(labels), 1)
+    logits = batched_logits(objective, learner, fs.local[:, 0], fs.global_[:, 0], batch_size)  # (V, K)
+    return int((logits.argmax(-1).cpu() == labels).sum()) / max(len(labels), 1)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -253,8 +250,10 @@ def evaluate(learner: PromptLearner, objective: Objective, fs: FeatureSet, label
 
 def save_prompts(project: Project, learner: PromptLearner, bb: Backbone, cfg: TrainConfig, objective: Objective,
                  data: TrainData, epochs: int, best: dict[str, Any], decision: Decision | None = None,
-                 prior: torch.Tensor | None = None) -> Path:
-    """Write prompts.safetensors: context, final class prompt features and self-describing metadata."""
+                 prior: torch.Tensor | None = None, extra: dict[str, torch.Tensor] | None = None,
+                 meta_fields: dict[str, Any] | None = None) -> Path:
+    """Write prompts.safetensors: context, final class prompt features and self-describing metadata
+    (``extra``: the method's own tensors, e.g. the probe's weights; codualpt's meta-net is added here)."""
     decision = decision or Decision("trained", 1.0, 0.0, "names", reason="DUAL-PT alone")
     with torch.no_grad():
         learner.eval()
@@ -263,7 +262,8 @@ def save_prompts(project: Project, learner: PromptLearner, bb: Backbone, cfg: Tr
     m, s = objective.matcher, objective.matcher.solver
     meta = PromptMeta(
         model=name, pretrained=pretrained or "", class_names=[c.name for c in data.classes],
-        n_prompts=cfg.n_prompts, n_ctx=cfg.n_ctx, embed_dim=bb.embed_dim, class_specific=cfg.class_specific,
+        n_prompts=learner.n_prompts, n_ctx=learner.n_ctx, embed_dim=bb.embed_dim,
+        class_specific=learner.class_specific,
         logit_scale=m.logit_scale, alpha=s.alpha, lam=s.lam, outer_iters=s.outer_iters, inner_iters=s.inner_iters,
         tol=s.tol, placeholder=learner.placeholder, name_template=learner.name_template,
         class_folders=[c.folder for c in data.classes], text_width=bb.text_width, num_local=bb.num_local,
@@ -274,11 +274,14 @@ def save_prompts(project: Project, learner: PromptLearner, bb: Backbone, cfg: Tr
         preprocess={k: list(v) if isinstance(v, tuple) else v for k, v in bb.preprocess_cfg.items()},
         beta=objective.beta, shots=cfg.shots, seed=cfg.seed, epochs=epochs, best_epoch=best["epoch"],
         precision=bb.precision, llm_context=bool(objective.desc_has.any()), recipe=cfg.recipe,
-        prior=decision.prior, guard=decision.to_json(),
+        prior=decision.prior, guard=decision.to_json(), method=cfg.method,
         align=s.align, base_classes=cfg.base_classes, new_class_names=[c.name for c in data.new_classes] or None,
         new_class_folders=[c.folder for c in data.new_classes] or None,
+        format_version=version_for(cfg.method, s.align), **(meta_fields or {}),
     )  # fmt: skip
+    if isinstance(learner, ConditionalPromptLearner):
+        extra = {**(extra or {}), **meta_net_tensors(learner)}
     save_prompt_file(project.prompts, learner.ctx.detach(), class_features, meta,
-                     prior if decision.prior_weight else None)
+                     prior if decision.prior_weight else None, extra)
     return project.prompts
 

@@ -81,6 +81,7 @@ def draw_curves(project_root: Path) -> Path | None:
 def summary(result: TrainResult) -> dict[str, Any]:
     """The training result as JSON (``--json`` output, ``runs/NAME/result.json``)."""
     data = {
+        "method": result.method,
         "prompt_file": str(result.prompt_file),
         "epochs": result.epochs,
         "train_accuracy": result.train_acc,
@@ -103,9 +104,11 @@ def report(result: TrainResult, json_out: bool = False, run: str | None = None, 
         print_json(data)
         return
     table = Table(title="dualpt train", show_header=False)
+    table.add_row("method", result.method)
     table.add_row("prompt file", escape(str(result.prompt_file)))
-    table.add_row("epochs", str(result.epochs))
-    table.add_row("train accuracy (last epoch)", f"{result.train_acc:.1%}")
+    if result.epochs:
+        table.add_row("epochs", str(result.epochs))
+    table.add_row("train accuracy" + (" (last epoch)" if result.epochs else ""), f"{result.train_acc:.1%}")
     table.add_row("final loss", f"{result.loss:.4f}")
     if result.plan_entropy is not None:
         table.add_row("plan entropy (1 = uniform)", f"{result.plan_entropy:.3f}")

@@ -10,6 +10,8 @@ from typing import Any
 
 from .alignment import ALIGNS
 from .descriptions import DESCRIPTION_TEMPLATE
+from .errors import DataError
+from .linear_probe import CONSTRAINTS
 from .options import check_all, require_finite
 
 LLM_LOSSES = ("cosine", "wd", "ce")
@@ -18,12 +20,22 @@ CONTEXTS = ("auto", "llm", "none")
 # "default" is the recipe measured on benchmarks/bench_learning.py (docs/method.md, "The default recipe").
 RECIPES: dict[str, dict[str, Any]] = {
     "default": {"n_ctx": 4, "ctx_init": "a photo of a", "prompt_text": "descriptions", "crop_scale": 0.9,
-                "prior_weight": 2.0, "guard": True},  # val_shots stays None: head.auto_val_shots
+                "prior_weight": 2.0, "guard": True, "batch_size": 32},  # val_shots None: head.auto_val_shots
     "paper": {"n_ctx": 16, "ctx_init": "", "prompt_text": "name", "crop_scale": 0.08, "prior_weight": 0.0,
-              "guard": False, "val_shots": 0},
+              "guard": False, "val_shots": 0, "batch_size": 32},
 }
 PROMPT_TEXTS = ("name", "descriptions")
 BASE_TO_NEW_EPOCHS = 10  # the paper's schedule for base-to-new training (--base-classes), unless --epochs
+# What ``--method`` trains (docs/method.md, "Methods"). The prompt-tuning methods share the loop of train.py;
+# the others fit nothing by gradient descent (methods.py) and still write a prompt file.
+METHODS = ("dualpt", "codualpt", "coop", "plot", "linear-probe", "zero-shot", "descriptions")
+METHOD_TITLES = {"dualpt": "DUAL-PT", "codualpt": "CoDUAL-PT", "coop": "CoOp", "plot": "PLOT",
+                 "linear-probe": "linear probe", "zero-shot": "zero-shot CLIP", "descriptions": "descriptions"}
+FIXED_METHODS = ("linear-probe", "zero-shot", "descriptions")  # no epochs: fitted in closed form or training-free
+# Per method, what it sets for options left unset, before the recipe (CoCoOp's recipe for the conditional variant).
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "codualpt": {"n_ctx": 4, "ctx_init": "a photo of a", "batch_size": 1, "epochs": 10},
+}
 
 
 @dataclass
@@ -33,12 +45,13 @@ class TrainConfig:
     images: str  # ImageFolder: one sub-folder per class ("" with dataset)
     project: str | None = None  # project folder (None: $DUALPT_PROJECT or ./dualpt-project)
     dataset: str | None = None  # coop:ROOT/NAME: a CoOp dataset's train split and few-shot sampling, not images
-    method: str = "dualpt"  # training method (see METHODS)
     shots: int | None = 8  # images per class; None = all
     val_shots: int | None = None  # held-out images per class (best epoch, guard); None: by recipe (auto / 0)
     model: str = "RN50"  # open_clip model (see backbone.ModelSpec)
     pretrained: str = "openai"  # pretrained tag or weights file
     seed: int = 1  # few-shot sample, prompt init, batch order and view choice
+    method: str = "dualpt"  # what to train (METHODS); stored in the prompt file, so predict needs no flag
+    probe_constraint: str = "clap"  # linear-probe: CLAP's class-wise pull towards zero-shot, or none / balanced
     recipe: str = "default"  # default: the measured recipe (docs/method.md); paper: the paper's exact setup
     n_prompts: int = 4  # M
     n_ctx: int | None = None  # context vectors per prompt (None: by recipe, 4 default / 16 paper)
@@ -55,7 +68,7 @@ class TrainConfig:
     description_template: str = DESCRIPTION_TEMPLATE
     base_classes: str | None = None  # base-to-new: train on "half" (first ceil(K/2) folders) or a class-list file
     epochs: int | None = None  # None: by shots (50 / 100 / 200), as the paper
-    batch_size: int = 32
+    batch_size: int | None = None  # images per step (None: 32; codualpt 1, as CoCoOp)
     lr: float = 0.002
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -85,6 +98,9 @@ class TrainConfig:
                         "--prior-weight": self.prior_weight, "--crop-scale": self.crop_scale})
         check_all([
             (self.recipe in RECIPES, f"--recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}"),
+            (self.method in METHODS, f"--method must be one of {', '.join(METHODS)}, got {self.method!r}"),
+            (self.probe_constraint in CONSTRAINTS,
+             f"--probe-constraint must be one of {', '.join(CONSTRAINTS)}, got {self.probe_constraint!r}"),
             (self.text_chunk >= 0, f"--text-chunk must be >= 0 (0 = all classes at once), got {self.text_chunk}"),
             (self.shots is None or self.shots >= 1, f"--shots must be a positive number or 'all', got {self.shots}"),
             (self.n_prompts >= 1, f"--prompts must be >= 1, got {self.n_prompts}"),
@@ -93,7 +109,7 @@ class TrainConfig:
             (0.0 <= self.beta < 1.0, f"--beta must be in [0, 1), got {self.beta}"),
             (self.lam > 0, f"--lambda must be > 0, got {self.lam}"),
             (self.epochs is None or self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
+            (self.batch_size is None or self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
             (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
             (self.aug_views >= 1, f"--aug-views must be >= 1, got {self.aug_views}"),
             (self.val_shots is None or self.val_shots >= 0, f"--val-shots must be >= 0, got {self.val_shots}"),
@@ -112,15 +128,51 @@ class TrainConfig:
         ])
 
 
-
-
 def resolve_recipe(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with every option left unset (None) filled in from its recipe (and checked again); a base-to-new
-    run (``base_classes``) without ``epochs`` gets the paper's :data:`BASE_TO_NEW_EPOCHS`."""
-    unset = {k: v for k, v in RECIPES[cfg.recipe].items() if getattr(cfg, k) is None}
+    """``cfg`` with every option left unset (None) filled in from its method, then its recipe (and checked
+    again); a base-to-new run (``base_classes``) without ``epochs`` gets the paper's :data:`BASE_TO_NEW_EPOCHS`;
+    then the settings that define the method (:func:`method_settings`)."""
     if cfg.base_classes is not None and cfg.epochs is None:
-        unset["epochs"] = BASE_TO_NEW_EPOCHS
-    return replace(cfg, **unset)
+        cfg = replace(cfg, epochs=BASE_TO_NEW_EPOCHS)
+    for preset in (METHOD_DEFAULTS.get(cfg.method, {}), RECIPES[cfg.recipe]):
+        cfg = replace(cfg, **{k: v for k, v in preset.items() if getattr(cfg, k) is None})
+    return replace(cfg, **method_settings(cfg))
+
+
+def method_settings(cfg: TrainConfig) -> dict[str, Any]:
+    """The options a method fixes (a DataError where one was set to something else).
+
+    - plot: node matching only (alpha 0) and no LLM (beta 0, context none): PLOT;
+    - coop: one prompt of M x n_ctx context tokens (DUAL-PT's parameter count), ending in "{name}.", no LLM;
+    - linear-probe, zero-shot, descriptions: no held-out images or guard (nothing is chosen on them); the
+      training-free two encode one view per image.
+    Applying it twice changes nothing (a saved run_config.json reruns as it ran).
+    """
+    defaults = TrainConfig.__dataclass_fields__
+    m = cfg.method
+
+    def fixed(**values: Any) -> dict[str, Any]:
+        for key, value in values.items():
+            given = getattr(cfg, key)
+            if given not in (value, defaults[key].default):
+                flag = "--" + {"lam": "lambda", "n_prompts": "prompts"}.get(key, key).replace("_", "-")
+                raise DataError(f"--method {m} uses {flag} {value}, not {given}; drop {flag} or use --method dualpt")
+        return values
+
+    if m == "plot":
+        return fixed(alpha=0.0, beta=0.0, context="none")
+    if m == "coop":
+        return {**fixed(beta=0.0, context="none"), "n_prompts": 1, "n_ctx": cfg.n_prompts * cfg.n_ctx,
+                "prompt_text": "name"}
+    if m == "descriptions" and cfg.context == "none":
+        raise DataError("--method descriptions needs the project's descriptions; drop --context none")
+    if m in FIXED_METHODS and cfg.resume:
+        raise DataError(f"--method {m} trains no epochs, so there is nothing to resume; drop --resume")
+    if m in FIXED_METHODS:  # training-free ones encode one view per image, for the training accuracy
+        views = {} if m == "linear-probe" else {"aug_views": 1}
+        return {"guard": False, "val_shots": 0, "prior_weight": 0.0, **views}
+    return {}
+
 
 
 def epochs_for_shots(shots: int | None) -> int:
