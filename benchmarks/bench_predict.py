@@ -81,18 +81,28 @@ def parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def add_photo_args(p: argparse.ArgumentParser, images_help: str) -> None:
+    """The model and the synthetic JPEGs a throughput benchmark runs on (bench_predict, bench_scale)."""
+    p.add_argument("--model", default="RN50", help="open_clip model (built-in name or local-dir:/path)")
+    p.add_argument("--pretrained", default="", help='pretrained tag or weights file ("" = random weights)')
+    p.add_argument("--images", type=int, default=256, help=images_help)
+    p.add_argument("--image-size", type=parse_size, default=(320, 240),
+                   help="size of the source JPEGs, WxH or one side (the model resizes and crops them)")
+
+
+def add_prompt_file_args(p: argparse.ArgumentParser, scope: str = "") -> None:
+    """The shape of the synthetic prompt file predict runs with (``scope``: which workload uses them)."""
+    p.add_argument("--classes", type=int, default=10, help=f"{scope}K classes in the prompt file")
+    p.add_argument("--prompts", type=int, default=4, help=f"{scope}M prompts per class")
+    p.add_argument("--ctx-len", type=int, default=16, help=f"{scope}context vectors per prompt")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", default="RN50", help="open_clip model (built-in name or local-dir:/path)")
-    p.add_argument("--pretrained", default="", help='pretrained tag or weights file ("" = random weights)')
-    p.add_argument("--images", type=int, default=256, help="JPEG photos to classify (timed once per path)")
-    p.add_argument("--image-size", type=parse_size, default=(320, 240),
-                   help="size of the source JPEGs, WxH or one side (the model resizes and crops them)")
+    add_photo_args(p, "JPEG photos to classify (timed once per path)")
     p.add_argument("--batch-size", type=int, default=64, help="images per batch, the same for all paths")
-    p.add_argument("--classes", type=int, default=10, help="K classes in the prompt file")
-    p.add_argument("--prompts", type=int, default=4, help="M prompts per class")
-    p.add_argument("--ctx-len", type=int, default=16, help="context vectors per prompt")
+    add_prompt_file_args(p)
     p.add_argument("--workers", type=int, default=None,
                    help=f"dualpt's DataLoader workers (default: predict's own, {default_workers()} on this CPU)")
     p.add_argument("--device", default="auto")

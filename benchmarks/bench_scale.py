@@ -52,7 +52,7 @@ from dualpt_cli.partfiles import write_sharded
 from dualpt_cli.predict import predict_rows
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_predict import make_photos, make_prompt_file, parse_size  # noqa: E402
+from bench_predict import add_photo_args, add_prompt_file_args, make_photos, make_prompt_file  # noqa: E402
 from harness import (  # noqa: E402
     RESULT_MARK,
     add_harness_args,
@@ -78,15 +78,10 @@ def parse_nproc(text: str) -> list[int]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", default="RN50", help="open_clip model (built-in name or local-dir:/path)")
-    p.add_argument("--pretrained", default="", help='pretrained tag or weights file ("" = random weights)')
-    p.add_argument("--images", type=int, default=256, help="JPEG photos to encode")
-    p.add_argument("--image-size", type=parse_size, default=(320, 240), help="size of the source JPEGs, WxH")
+    add_photo_args(p, "JPEG photos to encode")
     p.add_argument("--views", type=int, default=2, help="augmented views per image (train's --aug-views)")
     p.add_argument("--batch-size", type=int, default=64, help="views per encoder batch (predict: images per batch)")
-    p.add_argument("--classes", type=int, default=10, help="predict: K classes in the prompt file")
-    p.add_argument("--prompts", type=int, default=4, help="predict: M prompts per class")
-    p.add_argument("--ctx-len", type=int, default=16, help="predict: context vectors per prompt")
+    add_prompt_file_args(p, "predict: ")
     p.add_argument("--workers", type=int, default=None, help="predict: image decoding processes per rank "
                    "(default: predict's own)")
     p.add_argument("--nproc", type=parse_nproc, default=[1, 2], help="process counts to compare, e.g. 1,2")
