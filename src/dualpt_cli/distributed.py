@@ -57,6 +57,17 @@ class LaunchEnv:
     master: str  # MASTER_ADDR:MASTER_PORT, the rendezvous (for messages)
 
 
+class PeerFailed(DistributedError):
+    """This rank stops because another one failed, and that one reports why: on ranks other than 0 the CLI
+    prints nothing for it (one clear line, not one per rank)."""
+
+
+def launch_rank(environ: Mapping[str, str] | None = None) -> int:
+    """``RANK`` of a torchrun launch (0 otherwise, or when it is not a number): who prints."""
+    text = (os.environ if environ is None else environ).get("RANK", "0")
+    return int(text) if text.isdigit() else 0
+
+
 def launch_env(environ: Mapping[str, str] | None = None) -> LaunchEnv | None:
     """The torchrun launch this process belongs to, or None when it was started another way.
 
@@ -302,7 +313,7 @@ def _stop_on_sigterm(env: LaunchEnv) -> Callable[[], None]:
         return lambda: None
 
     def stop(signum, frame):
-        raise DistributedError(f"rank {env.rank} of {env.world_size} was stopped by the launcher (SIGTERM), "
+        raise PeerFailed(f"rank {env.rank} of {env.world_size} was stopped by the launcher (SIGTERM), "
                                "most likely because another rank failed (see its error, and torchrun's \"Root Cause\")")
 
     previous = signal.signal(signal.SIGTERM, stop)

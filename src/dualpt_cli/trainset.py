@@ -14,9 +14,11 @@ from .backbone import Backbone
 from .classes import ClassEntry, class_entries, unmatched
 from .data import few_shot_split, inside, looks_decodable, scan_image_folder
 from .descriptions import load_descriptions, phrases_by_folder
+from .distributed import Dist
 from .errors import ProjectError
-from .features import EVAL_VIEW, FeatureSet, encode_views
+from .features import EVAL_VIEW, SINGLE, FeatureSet, encode_views
 from .head import auto_val_shots
+from .parallel import on_main
 from .project import Project, atomic_write_json, read_json
 from .trainconfig import TrainConfig, epochs_for_shots
 
@@ -37,8 +39,11 @@ class TrainData:
 
 
 
-def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks) -> TrainData:
-    """Scan, sample, record the split, and encode (or load cached) features of the chosen images."""
+def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks, dist: Dist = SINGLE) -> TrainData:
+    """Scan, sample, record the split, and encode (or load cached) features of the chosen images.
+
+    Under torchrun every rank draws the same split and gets every feature; the ranks share the encoding
+    (``encode_views(dist=...)``) and rank 0 alone writes ``split.json``."""
     root = Path(cfg.images).expanduser().resolve()
     folders = scan_image_folder(root, exclude=project.root)
     if inside(project.root, root):
@@ -62,7 +67,7 @@ def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks
         paths = [p for f in folders for p in parts.get(f, [])]
         label_of = {p: i for i, f in enumerate(folders) for p in parts.get(f, [])}
         fs = encode_views(bb, paths, views, project.cache_dir, aug_seed=cfg.seed, aug_scale=(cfg.crop_scale, 1.0),
-                          on_progress=cb.stage(f"encoding {what} images", len(paths)))
+                          on_progress=cb.stage(f"encoding {what} images", len(paths)), dist=dist)
         for path, reason in fs.bad:
             rejected[path] = reason
             cb.warn(f"skipping {path}: {reason}")
@@ -93,12 +98,16 @@ def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks
              "classes": [{"folder": c.folder, "name": c.name} for c in classes],
              "train": {f: [str(p.relative_to(root)) for p in train[f]] for f in folders},
              "val": {f: [str(p.relative_to(root)) for p in val.get(f, [])] for f in folders}}
+    on_main(dist, lambda: _record_split(cfg, project, split), "writing split.json")
+    return TrainData(classes, train_fs, train_labels, val_fs, val_labels, split, notes, stored)
+
+
+
+def _record_split(cfg: TrainConfig, project: Project, split: dict[str, Any]) -> None:
     if cfg.resume and project.split.is_file() and read_json(project.split, "few-shot split") != split:
         raise ProjectError(f"--resume: the images or class list changed since the checkpoint in {project.root}; "
                            "start without --resume")
     atomic_write_json(project.split, split)
-    return TrainData(classes, train_fs, train_labels, val_fs, val_labels, split, notes, stored)
-
 
 
 def _entry(stored: dict) -> ClassEntry:
