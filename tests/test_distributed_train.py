@@ -1,9 +1,9 @@
 """``dualpt train`` under torchrun: 2 gloo ranks on 127.0.0.1 give the single-process prompts (issue 15).
 
 Every run goes through tests/dist_train_worker.py (the real CLI), with one thread per process. The matching
-runs a fixed number of iterations here (``tol`` 1e-12, one outer iteration, set through ``--config``): with the
-default early stop each rank stops when its own share of the batch has converged, which moves the result
-by up to the solver's tolerance instead of by float rounding.
+stops only at its fixed point here (``tol`` 1e-12, one outer iteration, set through ``--config``): with the
+default early stop (tol 1e-2 over the whole batch) each rank stops when its own share of the batch has
+converged, which moves the result by up to the solver's tolerance instead of by float rounding.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from test_distributed import free_port, worker_env
 TESTS = Path(__file__).resolve().parent
 WORKER = TESTS / "dist_train_worker.py"
 # fp32 on CPU: the 2-rank run sums two shards' losses and gradients where one process sums one batch, so the
-# results differ only by float rounding (about 1e-7 per step), far below this
-ATOL = 1e-5
+# results differ only by float rounding (measured: 2e-9 on the context, 1.5e-7 on the class features)
+ATOL = 1e-6
 
 pytestmark = pytest.mark.slow
 
