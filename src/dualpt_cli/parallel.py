@@ -8,6 +8,8 @@ Every rank holds the whole feature set and the same prompt learner. Each step:
    ranks' gradients is the gradient of the global batch's mean loss, as in one process;
 3. one all-reduce sums, in float64, the gradients of every trainable parameter (any list: the context,
    a meta-net's weights) together with the step's loss and accuracy sums (:func:`reduce_step`);
+   The text encoder's K x M prompts are split over the ranks too (:func:`prompt_features`): each encodes
+   its share of the classes and the features are gathered, instead of every rank encoding all of them;
 4. every rank takes the same optimizer step from the same summed gradients, so the parameters stay equal
    on every rank without being sent; the learning-rate schedule and the epochs do not depend on N.
 
@@ -30,6 +32,7 @@ import torch
 from .distributed import Dist, PeerFailed
 from .errors import DualptError
 from .project import Project, project_lock
+from .prompts import PromptLearner
 
 T = TypeVar("T")
 
@@ -63,6 +66,38 @@ def reduce_step(params: Sequence[torch.Tensor], stats: list[float], dist: Dist) 
         p.grad = grad
         start += p.numel()
     return flat[start:].tolist()
+
+
+def prompt_features(learner: PromptLearner, dist: Dist) -> torch.Tensor:
+    """The (K, M, d) class prompt features, the text encoder's work split over the ranks.
+
+    Each rank encodes a contiguous share of the classes; the features are gathered (an exact sum in which
+    the other ranks add zeros) so every rank holds the same W; in the backward pass the gradients with
+    respect to W are summed over ranks and each rank back-propagates through its own classes only. The
+    context gradients that :func:`reduce_step` then sums are the single-process ones. One process, or
+    fewer classes than ranks: the plain ``learner()``.
+    """
+    K = learner.num_classes
+    if not dist.distributed or K < dist.world_size:
+        return learner()
+    lo, hi = dist.shard_bounds(K)
+    return _GatherClasses.apply(learner(range(lo, hi)), lo, K, dist)
+
+
+class _GatherClasses(torch.autograd.Function):
+    """Every rank's share of the classes' features in class order, and the summed gradient of one's own share."""
+
+    @staticmethod
+    def forward(ctx, mine: torch.Tensor, lo: int, K: int, dist: Dist) -> torch.Tensor:
+        ctx.lo, ctx.hi, ctx.dist = lo, lo + len(mine), dist
+        full = mine.new_zeros((K, *mine.shape[1:]))
+        full[lo : ctx.hi] = mine
+        return dist.all_reduce_sum(full, "training: gathering the class prompt features")
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = ctx.dist.all_reduce_sum(grad.contiguous().clone(), "training: summing the prompt features' gradients")
+        return grad[ctx.lo : ctx.hi], None, None, None
 
 
 def epoch_max(values: dict[str, int], dist: Dist) -> dict[str, int]:

@@ -28,7 +28,16 @@ from .fingerprint import image_fingerprint
 from .head import CHOOSE_WEIGHT_MIN_VAL, ZERO_SHOT_TEMPLATE, Decision, choose, collapsed, name_features, prior_features
 from .models import ModelSpec, load_backbone
 from .objective import Objective, build_objective
-from .parallel import epoch_max, local_part, main_holds_project, on_main, reduce_step, same_start, share_of
+from .parallel import (
+    epoch_max,
+    local_part,
+    main_holds_project,
+    on_main,
+    prompt_features,
+    reduce_step,
+    same_start,
+    share_of,
+)
 from .profiler import Profiler, phase
 from .project import Project, append_line, atomic_write_json, resolve_project
 from .promptfile import save_prompt_file
@@ -222,7 +231,8 @@ def train_epoch(epoch: int, total: int, cfg: TrainConfig, learner: PromptLearner
         idx = local_part(batch, dist)
         b = len(idx)
         optimizer.zero_grad(set_to_none=True)
-        if b == 0:  # a short last batch leaves this rank nothing: it adds zero gradients
+        if b == 0:  # a short last batch leaves this rank nothing: it adds zero gradients (and its text share)
+            (prompt_features(learner, dist).sum() * 0.0).backward()
             sums_step = reduce_step(params, [0.0] * 5, dist)
             optimizer.step()
             _add(sums, sums_step)
@@ -233,7 +243,7 @@ def train_epoch(epoch: int, total: int, cfg: TrainConfig, learner: PromptLearner
             z = data.train.global_[idx, views[idx]].to(bb.device, non_blocking=True).float()  # (b, d)
             y = data.train_labels[idx].to(bb.device)  # (b,)
         with phase(prof, "text"):
-            W = learner()  # (K, M, d)
+            W = prompt_features(learner, dist)  # (K, M, d); learner() in one process
         with phase(prof, "matching"), bb.autocast():
             logits, stats = objective.logits(Z, W, return_stats=True)  # (b, K)
         with phase(prof, "loss"):
@@ -272,7 +282,7 @@ def evaluate(learner: PromptLearner, objective: Objective, fs: FeatureSet, label
     """Top-1 accuracy on the first view of each image (the eval view for validation sets).
 
     Under torchrun each rank scores a contiguous share of the images and the counts are summed."""
-    W = learner()
+    W = prompt_features(learner, dist)
     correct = 0
     lo, hi = dist.shard_bounds(len(labels))
     for start in range(lo, hi, batch_size):
