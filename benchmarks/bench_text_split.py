@@ -71,11 +71,12 @@ def worker(args) -> None:
             torch.cuda.synchronize()
         dist.barrier()
         seconds = (time.perf_counter() - t0) / args.steps
-        if dist.is_main:
-            print(MARK + json.dumps({"seconds_per_step": seconds}), flush=True)
+        if dist.is_main:  # the summed context gradient: the same with and without the split
+            grad = learner.ctx.grad.double().norm().item()
+            print(MARK + json.dumps({"seconds_per_step": seconds, "grad_norm": grad}), flush=True)
 
 
-def launch(args, nproc: int, split: bool) -> float:
+def launch(args, nproc: int, split: bool) -> dict[str, float]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -86,10 +87,10 @@ def launch(args, nproc: int, split: bool) -> float:
     cmd += ["--split"] if split else []
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-    return json.loads(next(ln for ln in out.splitlines() if ln.startswith(MARK))[len(MARK):])["seconds_per_step"]
+    return json.loads(next(ln for ln in out.splitlines() if ln.startswith(MARK))[len(MARK):])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]] | None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--classes", type=int, default=64)
     p.add_argument("--prompts", type=int, default=4)
@@ -101,17 +102,18 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--split", action="store_true")
     p.add_argument("--worker", action="store_true")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.worker:
         worker(args)
-        return
-    one = launch(args, 1, False)
-    replicated = launch(args, args.nproc, False)
-    split = launch(args, args.nproc, True)
+        return None
+    runs = {"one": launch(args, 1, False), "replicated": launch(args, args.nproc, False),
+            "split": launch(args, args.nproc, True)}
+    one, replicated, split = (runs[k]["seconds_per_step"] for k in ("one", "replicated", "split"))
     print(f"K={args.classes} M={args.prompts} {args.model} {args.device}, {args.threads} thread(s)/process, "
           f"seconds per text step: 1 process {one:.3f}; {args.nproc} processes replicated {replicated:.3f}, "
           f"split {split:.3f}; split / replicated = {replicated / split:.2f}x faster, "
           f"load average {os.getloadavg()[0]:.1f}")
+    return runs
 
 
 if __name__ == "__main__":
