@@ -104,3 +104,12 @@ def test_a_killed_rank_ends_the_job_and_resume_continues(runs, tiny_rn):
     assert torch.equal(t_full["ctx"], t_res["ctx"])  # the same steps, in the same order, from the same state
     log = [json.loads(ln)["epoch"] for ln in (project / "train_log.jsonl").read_text().splitlines()]
     assert log == [1, 2, 3, 4]
+
+
+def test_an_error_on_rank_zero_is_said_once(runs, tiny_rn):
+    root, _, _ = runs
+    proc = train(root, "fresh", tiny_rn, 2, "--resume")  # no checkpoint: rank 0 refuses, rank 1 stops quietly
+    assert proc.returncode != 0
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error")]
+    assert len(errors) == 1 and "no checkpoint" in errors[0], proc.stderr[-3000:]
+    assert not (root / "fresh" / "run_config.json").exists()

@@ -144,24 +144,31 @@ def same_start(dist: Dist, params: Sequence[torch.Tensor], optimizer: torch.opti
                best: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     """Rank 0's starting point on every rank: after ``--resume`` only rank 0 has read the checkpoint.
 
-    The epoch and best-validation record go as JSON; the parameters, SGD momentum and best context as
-    tensors (a sum in which the other ranks add zeros, so the values arrive exactly).
+    The epoch and best-validation record go as JSON; the parameters, SGD momentum and the best epoch's
+    state (one tensor, or tensors by name) as tensors (a sum in which the other ranks add zeros, so the
+    values arrive exactly).
     """
     if not dist.distributed:
         return start, best
     momentum = [optimizer.state.get(p, {}).get("momentum_buffer") for p in params]
+    kept = best["ctx"]
+    named = (kept if isinstance(kept, dict) else {"": kept}) if kept is not None else {}
     state = dist.broadcast_json({"start": start, "best_epoch": best["epoch"], "best_acc": best["acc"],
                                  "momentum": [m is not None for m in momentum],
-                                 "best_ctx": best["ctx"] is not None}, "resuming: receiving rank 0's state")
+                                 "best": {k: list(v.shape) for k, v in named.items()} if kept is not None else None},
+                                "resuming: receiving rank 0's state")
+    like = params[0]
     with torch.no_grad():
         for p, m, has in zip(params, momentum, state["momentum"]):
             p.copy_(_from_main(dist, p))
             if has:
                 optimizer.state[p]["momentum_buffer"] = _from_main(dist, m if m is not None else torch.zeros_like(p))
-        best_ctx = None
-        if state["best_ctx"]:
-            best_ctx = _from_main(dist, best["ctx"] if best["ctx"] is not None else torch.zeros_like(params[0]))
-    return state["start"], {"epoch": state["best_epoch"], "acc": state["best_acc"], "ctx": best_ctx}
+        got = None
+        if state["best"] is not None:
+            got = {k: _from_main(dist, named[k] if k in named else like.new_zeros(shape))
+                   for k, shape in state["best"].items()}
+            got = got[""] if list(got) == [""] else got
+    return state["start"], {"epoch": state["best_epoch"], "acc": state["best_acc"], "ctx": got}
 
 
 def _from_main(dist: Dist, tensor: torch.Tensor) -> torch.Tensor:
