@@ -113,3 +113,6 @@ def test_an_error_on_rank_zero_is_said_once(runs, tiny_rn):
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error")]
     assert len(errors) == 1 and "no checkpoint" in errors[0], proc.stderr[-3000:]
     assert not (root / "fresh" / "run_config.json").exists()
+    bad = train(root, "bad", tiny_rn, 2, "--lr", "-1")  # refused on every rank before joining: said once
+    errors = [ln for ln in bad.stderr.splitlines() if ln.startswith("error")]
+    assert bad.returncode != 0 and len(errors) == 1 and "--lr must be > 0" in errors[0], bad.stderr[-3000:]

@@ -44,6 +44,7 @@ from .errors import DistributedError
 T = TypeVar("T")
 TIMEOUT_ENV = "DUALPT_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 1800.0  # a barrier waits at most this long for the slowest rank
+JOINED: set[int] = set()  # this process's rank once it joined a process group (errors before are the same on all)
 LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -278,6 +279,7 @@ def distributed(device: str = "auto", timeout_s: float | None = None) -> Iterato
                 f"{timeout_s:g} s ({_short(exc)}); start every rank with the same torchrun --master-addr/"
                 "--master-port (or --rdzv-endpoint) and check that this machine can reach it") from None
         dist = Dist(env.rank, env.world_size, env.local_rank, rank_device, backend, timeout_s)
+        JOINED.add(env.rank)
         try:
             yield dist
             # all ranks leave together, so none tears its group down while a peer still talks to it

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from . import __version__
 from .backbone import Backbone
 from .checkpoint import read_checkpoint, restore_checkpoint, save_checkpoint, trim_log
-from .distributed import Dist
+from .distributed import Dist, PeerFailed
 from .errors import TrainingDiverged
 from .features import SINGLE, FeatureSet
 from .fingerprint import image_fingerprint
@@ -133,8 +133,9 @@ def _run_training(cfg: TrainConfig, cb: Callbacks, project: Project, dist: Dist)
                 best = {"epoch": epoch + 1, "acc": record["val_acc"], "ctx": learner.ctx.detach().clone()}
         if not math.isfinite(record["loss"]) or not bool(torch.isfinite(learner.ctx).all()):
             kept = f"the checkpoint of epoch {epoch} is kept" if epoch else "no epoch finished"
-            raise TrainingDiverged(f"training diverged in epoch {epoch + 1} (loss {record['loss']}); lower --lr "
-                                   f"(now {cfg.lr:g}); {kept} and no prompt file was written")
+            error = TrainingDiverged if dist.is_main else PeerFailed  # every rank sees it; rank 0 says it
+            raise error(f"training diverged in epoch {epoch + 1} (loss {record['loss']}); lower --lr "
+                        f"(now {cfg.lr:g}); {kept} and no prompt file was written")
         if dist.is_main:  # the other ranks go on to the next epoch's first step, where they wait for rank 0
             append_line(project.train_log, json.dumps(record))
             save_checkpoint(project, cfg, learner, optimizer, epoch + 1, best)
