@@ -50,13 +50,22 @@ class _Group(TyperGroup):
         return command
 
     def invoke(self, ctx: click.Context):
+        """Under torchrun rank 0 speaks for the job: other ranks print only an error of their own, marked with
+        their rank, and nothing for a Ctrl-C, for stopping because another rank failed (``PeerFailed``), or for
+        an error before the job's process group was joined (the same options fail the same way on every rank)."""
+        from .distributed import JOINED, PeerFailed, launch_rank
+
+        rank = launch_rank()
         try:
             return super().invoke(ctx)
-        except DualptError as exc:
-            err_console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        except DualptError as exc:  # before joining, every rank fails alike (same options): rank 0 says it
+            if rank == 0 or (rank in JOINED and not isinstance(exc, PeerFailed)):
+                where = f" (rank {rank})" if rank else ""
+                err_console.print(f"[red]error{where}:[/] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            err_console.print("[yellow]interrupted[/]: finished work was kept")
+            if rank == 0:
+                err_console.print("[yellow]interrupted[/]: finished work was kept")
             raise typer.Exit(130) from None
 
 

@@ -207,10 +207,11 @@ def train(
 
     Uses the project's descriptions.json (from dualpt describe) when present.
     """
+    from .distributed import distributed, launch_rank
     from .project import resolve_project
     from .runs import record_run
     from .train import TrainConfig, run_training
-    from .train_ui import RichCallbacks, draw_curves, report, summary
+    from .train_ui import draw_curves, rank_callbacks, report, summary
 
     quiet_mode(quiet)
     if images is None and config is None and dataset is None:
@@ -229,11 +230,14 @@ def train(
     if config is not None:
         cfg = _with_saved_config(ctx, cfg, config)
     try:
-        with RichCallbacks(quiet=json_out or quiet) as callbacks:
-            result = run_training(cfg, callbacks)
+        with distributed(cfg.device) as dist, rank_callbacks(dist, quiet=json_out or quiet) as callbacks:
+            result = run_training(cfg, callbacks, dist)
+            if not dist.is_main:  # rank 0 reports and records the run
+                return
     except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/]: the last finished epoch is kept; run the same command with "
-                          "--resume to continue", soft_wrap=True)
+        if launch_rank() == 0:
+            err_console.print("[yellow]interrupted[/]: the last finished epoch is kept; run the same command "
+                              "with --resume to continue", soft_wrap=True)
         raise typer.Exit(130) from None
     curves = draw_curves(result.prompt_file.parent)  # before record_run, so that the run keeps a copy
     run = record_run(resolve_project(project), summary(result), run_name).name

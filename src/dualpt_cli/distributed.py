@@ -44,6 +44,7 @@ from .errors import DistributedError
 T = TypeVar("T")
 TIMEOUT_ENV = "DUALPT_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 1800.0  # a barrier waits at most this long for the slowest rank
+JOINED: set[int] = set()  # this process's rank once it joined a process group (errors before are the same on all)
 LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -55,6 +56,17 @@ class LaunchEnv:
     world_size: int  # WORLD_SIZE: processes in the job
     local_rank: int  # LOCAL_RANK: index on this machine; picks the GPU
     master: str  # MASTER_ADDR:MASTER_PORT, the rendezvous (for messages)
+
+
+class PeerFailed(DistributedError):
+    """This rank stops because another one failed, and that one reports why: on ranks other than 0 the CLI
+    prints nothing for it (one clear line, not one per rank)."""
+
+
+def launch_rank(environ: Mapping[str, str] | None = None) -> int:
+    """``RANK`` of a torchrun launch (0 otherwise, or when it is not a number): who prints."""
+    text = (os.environ if environ is None else environ).get("RANK", "0")
+    return int(text) if text.isdigit() else 0
 
 
 def launch_env(environ: Mapping[str, str] | None = None) -> LaunchEnv | None:
@@ -267,6 +279,7 @@ def distributed(device: str = "auto", timeout_s: float | None = None) -> Iterato
                 f"{timeout_s:g} s ({_short(exc)}); start every rank with the same torchrun --master-addr/"
                 "--master-port (or --rdzv-endpoint) and check that this machine can reach it") from None
         dist = Dist(env.rank, env.world_size, env.local_rank, rank_device, backend, timeout_s)
+        JOINED.add(env.rank)
         try:
             yield dist
             # all ranks leave together, so none tears its group down while a peer still talks to it
@@ -302,7 +315,7 @@ def _stop_on_sigterm(env: LaunchEnv) -> Callable[[], None]:
         return lambda: None
 
     def stop(signum, frame):
-        raise DistributedError(f"rank {env.rank} of {env.world_size} was stopped by the launcher (SIGTERM), "
+        raise PeerFailed(f"rank {env.rank} of {env.world_size} was stopped by the launcher (SIGTERM), "
                                "most likely because another rank failed (see its error, and torchrun's \"Root Cause\")")
 
     previous = signal.signal(signal.SIGTERM, stop)

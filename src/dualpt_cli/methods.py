@@ -18,7 +18,9 @@ import torch.nn.functional as F
 
 from .backbone import Backbone
 from .conditional import TEXT_BUDGET
+from .distributed import Dist
 from .errors import ProjectError
+from .features import SINGLE
 from .head import Decision, blend_logits, name_features, prior_features
 from .linear_probe import LinearProbeConfig, fit_linear_probe
 from .project import Project
@@ -65,17 +67,22 @@ def restore(learner: PromptLearner, state: dict[str, torch.Tensor]) -> None:
 
 @torch.no_grad()
 def batched_logits(objective: Objective, learner: PromptLearner, local: torch.Tensor, global_: torch.Tensor,
-                   batch_size: int = 256) -> torch.Tensor:
-    """(V, K) logits of cached features ``local`` (V, N, d) and ``global_`` (V, d), as training scores them."""
+                   batch_size: int = 256, dist: Dist = SINGLE) -> torch.Tensor:
+    """(V, K) logits of cached features ``local`` (V, N, d) and ``global_`` (V, d), as training scores them.
+
+    Under torchrun every rank calls it (its share of the images may be empty): the shared prompts are encoded
+    once, with the classes split over the ranks."""
     bb = learner.bb
-    if isinstance(learner, ConditionalPromptLearner):  # every image encodes its own K x M prompts
+    conditional = isinstance(learner, ConditionalPromptLearner)
+    if conditional:  # every image encodes its own K x M prompts
         batch_size = max(1, min(batch_size, TEXT_BUDGET // (learner.num_classes * learner.n_prompts)))
-    W, out = None, []
+    W = None if conditional else objective.prompts(learner, None, dist)  # (K, M, d), once
+    out = [torch.zeros(0, learner.num_classes, device=bb.device)]
     for start in range(0, len(local), batch_size):
         Z = local[start : start + batch_size].to(bb.device).float()
         z = global_[start : start + batch_size].to(bb.device).float()
-        if W is None or W.dim() == 4:  # shared prompts are encoded once
-            W = objective.prompts(learner, z)
+        if conditional:
+            W = objective.prompts(learner, z)  # (b, K, M, d)
         with bb.autocast():
             out.append(objective.logits(Z, W, z).float())
     return torch.cat(out)

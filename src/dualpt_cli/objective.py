@@ -17,8 +17,11 @@ import torch.nn.functional as F
 
 from .backbone import Backbone
 from .conditional import per_image_logits
+from .distributed import Dist
 from .errors import DataError, ProjectError
+from .features import SINGLE
 from .matching import Matcher, MatchingStats, SolverSettings, sinkhorn_ot_distance
+from .parallel import prompt_features
 from .project import Project
 from .prompts import ConditionalPromptLearner, PromptLearner, description_features
 from .trainconfig import TrainConfig
@@ -40,12 +43,14 @@ class Objective:
     desc_sets: list[torch.Tensor]  # K x (e_k, d)
     method: str = "dualpt"  # dualpt, plot, coop or codualpt (TrainConfig.method)
 
-    def prompts(self, learner: PromptLearner, z: torch.Tensor | None = None) -> torch.Tensor:
+    def prompts(self, learner: PromptLearner, z: torch.Tensor | None = None, dist: Dist = SINGLE) -> torch.Tensor:
         """Class prompt features: (K, M, d), or for codualpt each image's own, (B, K, M, d) from global
-        features ``z`` (B, d)."""
+        features ``z`` (B, d). Under torchrun the shared prompts' classes are split over the ranks
+        (:func:`parallel.prompt_features`; a collective: every rank calls it); codualpt's per-image prompts
+        are already split with the images."""
         if isinstance(learner, ConditionalPromptLearner):
             return learner.forward_conditional(z)
-        return learner()
+        return prompt_features(learner, dist)
 
     def logits(self, Z: torch.Tensor, W: torch.Tensor, z: torch.Tensor | None = None, return_stats: bool = False):
         """(B, K) logits of images with local features Z (B, N, d) and global features z (B, d).

@@ -115,19 +115,19 @@ class PromptLearner(nn.Module):
 
     # -- forward --------------------------------------------------------------------------------------------
 
-    def forward(self) -> torch.Tensor:
-        """(K, M, d) normalised class prompt features; gradients flow into ``ctx``."""
-        return F.normalize(self._by_class_chunks(self._encode, dim=0), dim=-1)
+    def forward(self, classes: range | None = None) -> torch.Tensor:
+        """(K, M, d) normalised class prompt features (of ``classes`` only, if given); gradients flow into ``ctx``."""
+        return F.normalize(self._by_class_chunks(self._encode, dim=0, classes=classes), dim=-1)
 
-    def _by_class_chunks(self, encode, *args, dim: int) -> torch.Tensor:
+    def _by_class_chunks(self, encode, *args, dim: int, classes: range | None = None) -> torch.Tensor:
         """``encode(idx, *args)`` for ``text_chunk`` classes at a time (with activation checkpointing while
-        gradients are on), concatenated along ``dim``."""
-        K = self.num_classes
-        chunk = self.text_chunk or K
+        gradients are on), concatenated along ``dim``; all classes, or the contiguous ``classes``."""
+        lo, K = (classes.start, classes.stop) if classes is not None else (0, self.num_classes)
+        chunk = self.text_chunk or K - lo
         parts = []
-        for start in range(0, K, chunk):
+        for start in range(lo, K, chunk):
             idx = slice(start, min(start + chunk, K))
-            if torch.is_grad_enabled() and chunk < K:
+            if torch.is_grad_enabled() and chunk < K - lo:
                 parts.append(checkpoint(encode, idx, *args, use_reentrant=False))
             else:
                 parts.append(encode(idx, *args))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
+from .distributed import Dist
 from .errors import DualptError
 from .train import Callbacks, TrainResult
 from .ui import console, err_console, print_json, progress, warn
@@ -64,6 +66,11 @@ class RichCallbacks(Callbacks):
                 f"epoch {record['epoch']:>4}  loss {record['loss']:.4f}  acc {record['acc']:.1%}{val}"
                 f"  lr {record['lr']:.2e}  {record['seconds']:.1f}s"
             )
+
+
+def rank_callbacks(dist: Dist, quiet: bool = False) -> contextlib.AbstractContextManager[Callbacks]:
+    """Progress and messages on rank 0; the other ranks of a torchrun job stay quiet."""
+    return RichCallbacks(quiet=quiet) if dist.is_main else contextlib.nullcontext(Callbacks())
 
 
 def draw_curves(project_root: Path) -> Path | None:

@@ -16,9 +16,11 @@ from .classes import ClassEntry, class_entries, unmatched
 from .data import inside, looks_decodable
 from .datasource import train_source
 from .descriptions import load_descriptions, phrases_by_folder
+from .distributed import Dist
 from .errors import ProjectError
-from .features import EVAL_VIEW, FeatureSet, encode_views
+from .features import EVAL_VIEW, SINGLE, FeatureSet, encode_views
 from .head import auto_val_shots
+from .parallel import on_main
 from .project import Project, atomic_write_json, read_json
 from .trainconfig import TrainConfig, epochs_for_shots
 
@@ -39,9 +41,11 @@ class TrainData:
     new_classes: list[ClassEntry] = field(default_factory=list)  # base-to-new: the classes held out (basenew.py)
 
 
+def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks, dist: Dist = SINGLE) -> TrainData:
+    """Scan, sample, record the split, and encode (or load cached) features of the chosen images.
 
-def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks) -> TrainData:
-    """Scan, sample, record the split, and encode (or load cached) features of the chosen images."""
+    Under torchrun every rank draws the same split and gets every feature; the ranks share the encoding
+    (``encode_views(dist=...)``) and rank 0 alone writes ``split.json``."""
     source = train_source(cfg.images, cfg.dataset, cfg.shots, cfg.seed, exclude=project.root)
     root, folders = source.root, source.folders
     if not cfg.dataset and inside(project.root, root):
@@ -71,7 +75,7 @@ def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks
         paths = [p for f in folders for p in parts.get(f, [])]
         label_of = {p: i for i, f in enumerate(folders) for p in parts.get(f, [])}
         fs = encode_views(bb, paths, views, project.cache_dir, aug_seed=cfg.seed, aug_scale=(cfg.crop_scale, 1.0),
-                          on_progress=cb.stage(f"encoding {what} images", len(paths)))
+                          on_progress=cb.stage(f"encoding {what} images", len(paths)), dist=dist)
         for path, reason in fs.bad:
             rejected[path] = reason
             cb.warn(f"skipping {path}: {reason}")
@@ -107,17 +111,19 @@ def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks
         split["dataset"] = cfg.dataset
     if cfg.base_classes is not None:
         split.update(base_classes=cfg.base_classes, new_classes=[{"folder": c.folder, "name": c.name} for c in new])
+    on_main(dist, lambda: _record_split(cfg, project, split), "writing split.json")
+    return TrainData(classes, train_fs, train_labels, val_fs, val_labels, split, notes, stored, new)
+
+
+def _record_split(cfg: TrainConfig, project: Project, split: dict[str, Any]) -> None:
     if cfg.resume and project.split.is_file() and read_json(project.split, "few-shot split") != split:
         raise ProjectError(f"--resume: the images or class list changed since the checkpoint in {project.root}; "
                            "start without --resume")
     atomic_write_json(project.split, split)
-    return TrainData(classes, train_fs, train_labels, val_fs, val_labels, split, notes, stored, new)
-
 
 
 def _entry(stored: dict) -> ClassEntry:
     return ClassEntry(folder=stored["folder"], name=stored["name"])
-
 
 
 def class_phrases(data: TrainData) -> list[list[str]]:
