@@ -300,3 +300,15 @@ def test_l_llm_value(tiny_rn, described):
     got = objective.llm_loss_value(W, logits=torch.zeros(1, 3), z_global=torch.zeros(1, 32))
     assert has.tolist() == list(described)
     assert float(got) == pytest.approx(_l_llm_written_out(W, H), rel=1e-5)
+
+
+def test_context_none_keeps_the_class_lists_names(images, tiny_rn, tmp_path):
+    """--context none drops the LLM phrases, not the readable names the user's class list gave the folders."""
+    (tmp_path / "classes.txt").write_text("red: wug\ngreen: dax\nblue: blicket\n")
+    described = runner.invoke(app, ["describe", "classes.txt", "--provider", "none", "-p", "proj"])
+    assert described.exit_code == 0, described.output
+    for context in ("auto", "none"):
+        run_training(_cfg(images, tiny_rn, tmp_path / "proj", epochs=1, context=context))
+        _, meta = load_prompt_file(tmp_path / "proj" / "prompts.safetensors")
+        assert meta["class_folders"] == ["blue", "green", "red"]
+        assert meta["class_names"] == ["blicket", "dax", "wug"], context

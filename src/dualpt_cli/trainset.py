@@ -50,8 +50,9 @@ def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks
     root, folders = source.root, source.folders
     if not cfg.dataset and inside(project.root, root):
         cb.warn(f"the project folder {project.root} is inside the image folder; it is not a class")
-    stored = load_descriptions(project) if cfg.context != "none" else None
-    known = [_entry(c) for c in stored] if stored else source.classes
+    described = load_descriptions(project)  # also the readable class names of the user's class list
+    stored = described if cfg.context != "none" else None  # --context none: the names, not the phrases
+    known = [_entry(c) for c in described] if described else source.classes
     classes = class_entries(list(folders), known)
     missing = unmatched(list(folders), known)
     if missing:
