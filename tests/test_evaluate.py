@@ -141,7 +141,7 @@ def test_eval_reports_unreadable_images(prompts, test_images):
 @pytest.mark.parametrize("args, message", [
     (["missing_dir"], "image folder missing_dir does not exist"),
     (["IMAGES", "--prompts", "nope.safetensors"], "prompt file nope.safetensors does not exist"),
-    (["IMAGES", "--batch-size", "0"], "Invalid value"),
+    (["IMAGES", "--batch-size", "0"], "--batch-size must be >= 1, got 0"),
 ])
 def test_eval_bad_inputs(args, message, test_images):
     args = [str(test_images) if a == "IMAGES" else a for a in args]

@@ -317,3 +317,23 @@ def test_mismatched_models(prompts, test_images, tiny_vit, tiny_rn, tmp_path):
                                  "--device", "cpu", "-f", "jsonl"])
     assert result.exit_code == 0, result.output
     assert len(result.stdout.splitlines()) == 6
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--top-k", "0"], "--top-k must be >= 1, got 0"),
+    (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+    (["--workers", "-1"], "--workers must be >= 0, got -1"),
+])
+def test_predict_options_are_checked_by_its_config(prompts, test_images, args, message):
+    """One validation point: PredictConfig.__post_init__ (the CLI does not repeat the ranges)."""
+    result = runner.invoke(app, ["predict", str(test_images), "--prompt-file", str(prompts), *args])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
+def test_eval_options_are_checked_by_its_config(tmp_path):
+    from dualpt_cli.evaluate import EvalConfig
+
+    with pytest.raises(DataError, match="--batch-size must be >= 1, got 0"):
+        EvalConfig(images=str(tmp_path), batch_size=0)
+    with pytest.raises(DataError, match="--workers must be >= 0, got -2"):
+        EvalConfig(images=str(tmp_path), workers=-2)

@@ -312,3 +312,12 @@ def test_context_none_keeps_the_class_lists_names(images, tiny_rn, tmp_path):
         _, meta = load_prompt_file(tmp_path / "proj" / "prompts.safetensors")
         assert meta["class_folders"] == ["blue", "green", "red"]
         assert meta["class_names"] == ["blicket", "dax", "wug"], context
+
+
+def test_solver_settings_that_no_prompt_file_could_keep_are_refused(tmp_path):
+    """tol 0 (or no iterations) once trained and then wrote a prompt file that PromptMeta refuses to read."""
+    from dualpt_cli.errors import DataError
+
+    for bad, message in [({"tol": 0.0}, "tol .* must be > 0"), ({"inner_iters": 0}, "inner_iters must be >= 1")]:
+        with pytest.raises(DataError, match=message):
+            TrainConfig(images=str(tmp_path), **bad)

@@ -53,9 +53,9 @@ OverrideModelOpt = Annotated[
 OverridePretrainedOpt = Annotated[
     str | None, typer.Option("--pretrained", help="Pretrained tag or weights file.", show_default="the prompt file's")
 ]
-BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per batch.")]
 WorkersOpt = Annotated[
-    int | None, typer.Option("--workers", min=0, help="Image decoding processes.",
+    int | None, typer.Option("--workers", help="Image decoding processes.",
                                 show_default="4 beside a GPU, CPUs // 8 on a CPU")
 ]
 
@@ -64,7 +64,7 @@ def predict(
     images: Annotated[list[str], typer.Argument(metavar="IMAGES...", help="Image files, folders or globs.")],
     project: ProjectOpt = None,
     prompt_file: PromptFileOpt = None,
-    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes listed per image.")] = 5,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Classes listed per image.")] = 5,
     fmt: Annotated[Format | None, typer.Option("--format", "-f", help="Output format.",
                                                show_default="from --output's extension, else table")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,

@@ -25,6 +25,7 @@ from .distributed import Dist
 from .errors import DataError, PromptFileError
 from .head import ZERO_SHOT_TEMPLATE, name_features
 from .models import ModelSpec, load_backbone
+from .options import check_all
 from .project import resolve_project
 from .promptfile import read_prompt_file
 
@@ -152,6 +153,10 @@ class EvalConfig:
     template: str = ZERO_SHOT_TEMPLATE  # zero-shot prompt
     dataset: str | None = None  # coop:ROOT/NAME: its test split instead of images (and its zero-shot template)
 
+    def __post_init__(self) -> None:
+        check_all([(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
+                   (self.workers is None or self.workers >= 0, f"--workers must be >= 0, got {self.workers}")])
+
 
 @dataclass
 class EvalResult:
@@ -188,8 +193,6 @@ def evaluate_folder(cfg: EvalConfig, progress: StreamProgress | None = None, dis
     dist = dist or Dist()
     if dist.distributed:
         cfg = replace(cfg, device=dist.device)  # cuda:LOCAL_RANK on GPUs
-    if cfg.batch_size < 1:
-        raise DataError(f"--batch-size must be >= 1, got {cfg.batch_size}")
     folders, template, listed = test_source(cfg.images, cfg.dataset, exclude=resolve_project(cfg.project).root)
     extra = parse_class_list(cfg.classes) if cfg.classes else listed  # a dataset names its classes
     path = prompt_path(cfg.prompts, cfg.project)

@@ -18,7 +18,8 @@ from .classes import parse_class_list
 from .classifier import Classifier, load_classifier
 from .data import StreamProgress, expand_inputs, image_batches, shard_inputs
 from .distributed import Dist
-from .errors import DataError, PartialFailure
+from .errors import PartialFailure
+from .options import check_all
 from .output import WRITERS, CsvWriter, RowWriter, TableWriter, format_for, make_row, plain_table
 from .partfiles import write_sharded
 
@@ -41,6 +42,11 @@ class PredictConfig:
     device: str = "auto"
     precision: str = "auto"
 
+    def __post_init__(self) -> None:
+        check_all([(self.top_k >= 1, f"--top-k must be >= 1, got {self.top_k}"),
+                   (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
+                   (self.workers is None or self.workers >= 0, f"--workers must be >= 0, got {self.workers}")])
+
 
 @dataclass
 class PredictSummary:
@@ -54,16 +60,6 @@ class PredictCallbacks(StreamProgress):
 
     def render_table(self, rows: list[dict[str, Any]], top_k: int, fh: IO[str]) -> None:
         plain_table(rows, top_k, fh)
-
-
-def _validate(cfg: PredictConfig) -> str:
-    if cfg.top_k < 1:
-        raise DataError(f"--top-k must be >= 1, got {cfg.top_k}")
-    if cfg.batch_size < 1:
-        raise DataError(f"--batch-size must be >= 1, got {cfg.batch_size}")
-    if cfg.workers is not None and cfg.workers < 0:
-        raise DataError(f"--workers must be >= 0, got {cfg.workers}")
-    return format_for(cfg.fmt, cfg.output)
 
 
 def predict_rows(clf: Classifier, paths: list[Path], top_k: int, batch_size: int = 64,
@@ -99,7 +95,7 @@ def run_predict(cfg: PredictConfig, cb: PredictCallbacks | None = None, dist: Di
     rank's rows in input order (:mod:`dualpt_cli.partfiles`); every rank raises the same PartialFailure.
     """
     cb, dist = cb or PredictCallbacks(), dist or Dist()
-    fmt = _validate(cfg)
+    fmt = format_for(cfg.fmt, cfg.output)
     paths = expand_inputs(cfg.inputs)  # bad paths fail before the model loads
     entries = parse_class_list(cfg.classes) if cfg.classes else None
     lo, hi = shard_inputs(paths, dist, cfg.batch_size, "predict")

@@ -95,7 +95,7 @@ class TrainConfig:
         Options a recipe fills in may still be None (unset); :func:`resolve_recipe` fills them and checks again.
         """
         require_finite({"--alpha": self.alpha, "--beta": self.beta, "--lambda": self.lam, "--lr": self.lr,
-                        "--prior-weight": self.prior_weight, "--crop-scale": self.crop_scale})
+                        "--prior-weight": self.prior_weight, "--crop-scale": self.crop_scale, "tol": self.tol})
         check_all([
             (self.recipe in RECIPES, f"--recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}"),
             (self.method in METHODS, f"--method must be one of {', '.join(METHODS)}, got {self.method!r}"),
@@ -111,6 +111,9 @@ class TrainConfig:
             (self.epochs is None or self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
             (self.batch_size is None or self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
             (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
+            (self.tol > 0, f"tol (the Sinkhorn stopping rule) must be > 0, got {self.tol}"),
+            (self.outer_iters >= 1 and self.inner_iters >= 1,
+             f"outer_iters and inner_iters must be >= 1, got {self.outer_iters} and {self.inner_iters}"),
             (self.aug_views >= 1, f"--aug-views must be >= 1, got {self.aug_views}"),
             (self.val_shots is None or self.val_shots >= 0, f"--val-shots must be >= 0, got {self.val_shots}"),
             (self.llm_loss in LLM_LOSSES,
