@@ -192,15 +192,10 @@ def test_settings_name_what_changes_the_numbers(tmp_path):
 
 def test_base_to_new_cells_compare_h(tmp_path, monkeypatch):
     """--base-classes passes through to TrainConfig.base_classes; the cell's accuracy is H, top-1 kept beside."""
-    from dataclasses import dataclass
     from types import SimpleNamespace
 
     from dualpt_cli.compare import Cell
     from dualpt_cli.project import Project
-
-    @dataclass
-    class WithBase(compare_cells.TrainConfig):
-        base_classes: str | None = None
 
     seen = {}
 
@@ -214,7 +209,6 @@ def test_base_to_new_cells_compare_h(tmp_path, monkeypatch):
                   "H": 2 * 0.8 * 0.4 / 1.2}
         return SimpleNamespace(results={"dualpt": scores})
 
-    monkeypatch.setattr(compare_cells, "TrainConfig", WithBase)
     monkeypatch.setattr(compare_cells, "run_training", fake_train)
     monkeypatch.setattr(compare_cells, "evaluate_folder", fake_eval)
     train, test = write_folder(tmp_path / "train", 1, 1), write_folder(tmp_path / "test", 1, 2)

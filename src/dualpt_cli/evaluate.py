@@ -203,8 +203,8 @@ def evaluate_folder(cfg: EvalConfig, progress: StreamProgress | None = None, dis
     clf = None
     if use_prompts:
         tensors, meta = read_prompt_file(path)
-        if not cfg.classes:  # a base-to-new run's held-out classes, when this folder has them
-            extra = recorded_new_classes(meta.new_classes, list(folders))
+        if not cfg.classes and not listed:  # a base-to-new run's held-out classes, when this folder has them
+            extra = recorded_new_classes(meta.new_classes, list(folders))  # (a dataset names all its classes)
         classes, index, base = class_set(list(folders), meta.classes, extra, str(path))
         clf = Classifier.from_loaded(path, tensors, meta, cfg.model, device=cfg.device, precision=cfg.precision,
                                      classes=classes, batch_size=cfg.batch_size, pretrained=cfg.pretrained)

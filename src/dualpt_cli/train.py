@@ -124,7 +124,7 @@ def _run_training(cfg: TrainConfig, cb: Callbacks, project: Project, dist: Dist)
     elif dist.is_main:
         project.train_log.unlink(missing_ok=True)
     if cfg.resume:
-        start, best = same_start(dist, [learner.ctx], optimizer, start, best)
+        start, best = same_start(dist, params, optimizer, start, best)  # the meta-net too (codualpt)
         cb.info(f"resuming after epoch {start} of {total}")
 
     t0 = time.perf_counter()
