@@ -18,8 +18,8 @@ import time
 
 import torch
 
-from dualpt_cli.alignment import ALIGNS, plan_entropy
-from dualpt_cli.matching import SolverSettings, dual_scores, graph_matching_plan
+from dualpt_cli.model.alignment import ALIGNS, plan_entropy
+from dualpt_cli.model.matching import SolverSettings, dual_scores, graph_matching_plan
 
 
 def _time(step, repeats: int) -> float:
@@ -54,14 +54,19 @@ def main(argv: list[str] | None = None) -> dict:
             seconds[align] = _time(lambda s=solver: dual_scores(Z, W, s), args.repeats)
         T = graph_matching_plan(Z[:, None], W[None], SolverSettings())  # (B, K, N, M)
         seconds["entropy"] = _time(lambda: plan_entropy(T).mean(), args.repeats)
-    results = {"shape": {"B": args.batch, "K": args.classes, "N": args.local, "M": args.prompts, "d": args.dim},
-               "seconds": seconds, "entropy_over_graph": seconds["entropy"] / seconds["graph"],
-               "over_graph": {a: seconds[a] / seconds["graph"] for a in ALIGNS}}
+    results = {
+        "shape": {"B": args.batch, "K": args.classes, "N": args.local, "M": args.prompts, "d": args.dim},
+        "seconds": seconds,
+        "entropy_over_graph": seconds["entropy"] / seconds["graph"],
+        "over_graph": {a: seconds[a] / seconds["graph"] for a in ALIGNS},
+    }
     if args.json:
         print(json.dumps(results, indent=2))
     else:
-        print(f"B={args.batch} K={args.classes} N={args.local} M={args.prompts} d={args.dim}, "
-              f"{torch.get_num_threads()} threads")
+        print(
+            f"B={args.batch} K={args.classes} N={args.local} M={args.prompts} d={args.dim}, "
+            f"{torch.get_num_threads()} threads"
+        )
         for name in (*ALIGNS, "entropy"):
             print(f"{name:>8}  {seconds[name] * 1e3:9.2f} ms  {seconds[name] / seconds['graph']:6.3f} x graph")
     return results

@@ -21,8 +21,8 @@ import time
 
 import torch
 
-from dualpt_cli.models import ModelSpec, load_backbone
-from dualpt_cli.prompts import ConditionalPromptLearner, PromptLearner
+from dualpt_cli.clip.load import ModelSpec, load_backbone
+from dualpt_cli.model.prompts import ConditionalPromptLearner, PromptLearner
 
 
 def _time(step, repeats: int, device: torch.device) -> float:
@@ -68,21 +68,36 @@ def main(argv: list[str] | None = None) -> dict:
                 cond.zero_grad()
                 cond.forward_conditional(z).sum().backward()
 
-            rows.append({"path": f"conditional, {'prefix cache' if prefix else 'plain'}", "batch": B,
-                         "seconds": _time(cond_step, args.repeats, bb.device)})
+            rows.append(
+                {
+                    "path": f"conditional, {'prefix cache' if prefix else 'plain'}",
+                    "batch": B,
+                    "seconds": _time(cond_step, args.repeats, bb.device),
+                }
+            )
     base = rows[0]["seconds"]
     for row in rows:
         row["vs_shared"] = row["seconds"] / base
-    result = {"model": args.model, "device": str(bb.device), "precision": bb.precision, "classes": args.classes,
-              "prompts": args.prompts, "rows": rows}
+    result = {
+        "model": args.model,
+        "device": str(bb.device),
+        "precision": bb.precision,
+        "classes": args.classes,
+        "prompts": args.prompts,
+        "rows": rows,
+    }
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"{args.model} on {bb.device} ({bb.precision}), K={args.classes}, M={args.prompts}, n_ctx=4: "
-              "text features + backward per step")
+        print(
+            f"{args.model} on {bb.device} ({bb.precision}), K={args.classes}, M={args.prompts}, n_ctx=4: "
+            "text features + backward per step"
+        )
         for row in rows:
-            print(f"  {row['path']:<28} B={row['batch']!s:<4} {row['seconds'] * 1000:9.1f} ms  "
-                  f"{row['vs_shared']:6.2f}x shared")
+            print(
+                f"  {row['path']:<28} B={row['batch']!s:<4} {row['seconds'] * 1000:9.1f} ms  "
+                f"{row['vs_shared']:6.2f}x shared"
+            )
     return result
 
 

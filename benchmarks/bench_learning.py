@@ -53,15 +53,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dualpt_cli import trainconfig
-from dualpt_cli.describe import DescribeConfig, plan_describe, run_describe
-from dualpt_cli.evaluate import EvalConfig, evaluate_folder, harmonic_mean, split_accuracy
-from dualpt_cli.features import EVAL_VIEW, encode_views
-from dualpt_cli.head import name_features, prior_features
-from dualpt_cli.models import ModelSpec, load_backbone
-from dualpt_cli.project import atomic_write_json, resolve_project
-from dualpt_cli.prompts import description_features
-from dualpt_cli.train import TrainConfig, run_training
+from dualpt_cli.clip.features import EVAL_VIEW, encode_views
+from dualpt_cli.clip.load import ModelSpec, load_backbone
+from dualpt_cli.core.project import atomic_write_json, resolve_project
+from dualpt_cli.describe.ask import DescribeConfig, plan_describe, run_describe
+from dualpt_cli.model.head import name_features, prior_features
+from dualpt_cli.model.prompts import description_features
+from dualpt_cli.predict.evaluate import EvalConfig, evaluate_folder, harmonic_mean, split_accuracy
+from dualpt_cli.train import config as trainconfig
+from dualpt_cli.train.loop import TrainConfig, run_training
 
 TASKS = ("named", "shift", "opaque")
 METHODS = tuple(getattr(trainconfig, "METHODS", ("dualpt",)))  # the methods `dualpt train --method` knows
@@ -77,19 +77,28 @@ def load_generator(folder: Path):
 
 def task_classes(gen, kind: str) -> list[dict]:
     """Folder, name, fixed attributes, domain and LLM-style phrases of each class of a task."""
+
     def colour_shape(colours, shapes, names=None):
         pairs = [(c, s) for c in colours for s in shapes]
-        return [{"folder": f"{c}_{s}", "name": names[i] if names else f"{c} {s}", "domain": "pretrain",
-                 "fixed": {"colour": c, "shape": s},
-                 "phrases": [f"{c} colour", f"a {c} object", *gen.SHAPE_PHRASES[s][:2]]}
-                for i, (c, s) in enumerate(pairs)]
+        return [
+            {
+                "folder": f"{c}_{s}",
+                "name": names[i] if names else f"{c} {s}",
+                "domain": "pretrain",
+                "fixed": {"colour": c, "shape": s},
+                "phrases": [f"{c} colour", f"a {c} object", *gen.SHAPE_PHRASES[s][:2]],
+            }
+            for i, (c, s) in enumerate(pairs)
+        ]
 
     if kind == "named":
         return colour_shape(("red", "blue", "green", "yellow"), ("circle", "triangle", "heart"))
     if kind == "opaque":
         return colour_shape(("orange", "cyan", "purple", "pink"), ("square", "star", "hexagon"), OPAQUE_NAMES)
-    return [{"folder": s, "name": s, "domain": "shift", "fixed": {"shape": s}, "phrases": list(gen.SHAPE_PHRASES[s])}
-            for s in gen.SHAPES]
+    return [
+        {"folder": s, "name": s, "domain": "shift", "fixed": {"shape": s}, "phrases": list(gen.SHAPE_PHRASES[s])}
+        for s in gen.SHAPES
+    ]
 
 
 def build_task(gen, kind: str, root: Path, seed: int, pool: int, test: int) -> list[dict]:
@@ -115,7 +124,7 @@ def k_shot_folder(root: Path, k: int, base_only: bool = False) -> Path:
     out = root / f"train{k}{'-base' if base_only else ''}"
     if not out.is_dir():
         folders = sorted((root / "train").iterdir())
-        for folder in folders[:base_count(len(folders))] if base_only else folders:
+        for folder in folders[: base_count(len(folders))] if base_only else folders:
             (out / folder.name).mkdir(parents=True)
             for path in sorted(folder.glob("*.png"))[:k]:
                 (out / folder.name / path.name).symlink_to(path.resolve())
@@ -129,8 +138,11 @@ def base_count(k: int) -> int:
 
 def describe_from_answers(root: Path, project: Path) -> None:
     """The real describe (provider none) for the class list, then the phrases of answers.json filled in."""
-    run_describe(plan_describe(DescribeConfig(classes=str(root / "classes.txt"), project=resolve_project(project),
-                                              provider="none")))
+    run_describe(
+        plan_describe(
+            DescribeConfig(classes=str(root / "classes.txt"), project=resolve_project(project), provider="none")
+        )
+    )
     doc = json.loads((project / "descriptions.json").read_text())
     answers = json.loads((root / "answers.json").read_text())
     for entry in doc["classes"]:
@@ -183,17 +195,31 @@ def run_cell(args, gen, kind: str, seed: int, shots: int, work: Path) -> list[di
     if args.base_to_new:
         base = torch.arange(len(classes)) < base_count(len(classes))
         b, n = split_accuracy(zs_logits, y_test, base)[0], split_accuracy(zs_logits, y_test, ~base)[0]
-        rows = [{"method": "zero-shot --base-classes half", "protocol": "base-to-new",
-                 "top1": accuracy(zs_logits, y_test), "base": b, "new": n, "H": harmonic_mean(b, n)}]
+        rows = [
+            {
+                "method": "zero-shot --base-classes half",
+                "protocol": "base-to-new",
+                "top1": accuracy(zs_logits, y_test),
+                "base": b,
+                "new": n,
+                "H": harmonic_mean(b, n),
+            }
+        ]
     else:
         z_train, y_train = features(bb, k_shot_folder(root, shots), classes, cache)
         mean, has, _ = description_features(bb, [c["name"] for c in classes], [c["phrases"] for c in classes])
         W, b = linear_probe(z_train, y_train, len(classes))
-        rows = [{"method": "zero-shot", "top1": accuracy(zs_logits, y_test)},
-                {"method": "descriptions",
-                 "top1": accuracy(F.normalize(z_test, dim=-1) @ prior_features(names, mean, has).T, y_test)},
-                {"method": "linear probe",
-                 "top1": accuracy(bb.logit_scale * F.normalize(z_test, dim=-1) @ W.T + b, y_test)}]
+        rows = [
+            {"method": "zero-shot", "top1": accuracy(zs_logits, y_test)},
+            {
+                "method": "descriptions",
+                "top1": accuracy(F.normalize(z_test, dim=-1) @ prior_features(names, mean, has).T, y_test),
+            },
+            {
+                "method": "linear probe",
+                "top1": accuracy(bb.logit_scale * F.normalize(z_test, dim=-1) @ W.T + b, y_test),
+            },
+        ]
     for recipe in args.recipes:
         for method in args.methods:
             rows.append(train_row(args, root, kind, seed, shots, method, recipe, work))
@@ -220,17 +246,42 @@ def train_row(args, root: Path, kind: str, seed: int, shots: int, method: str, r
         options["base_classes"] = "half"
     train_k = k_shot_folder(root, shots, base_only=b2n and not options)
     t0 = time.perf_counter()
-    result = run_training(TrainConfig(images=str(train_k), project=str(project), shots=shots, model=args.model,
-                                      pretrained="", seed=seed, recipe=recipe, method=method, epochs=args.epochs,
-                                      device=args.device, precision=args.precision, **options))
+    result = run_training(
+        TrainConfig(
+            images=str(train_k),
+            project=str(project),
+            shots=shots,
+            model=args.model,
+            pretrained="",
+            seed=seed,
+            recipe=recipe,
+            method=method,
+            epochs=args.epochs,
+            device=args.device,
+            precision=args.precision,
+            **options,
+        )
+    )
     seconds = time.perf_counter() - t0
-    res = evaluate_folder(EvalConfig(images=str(root / "test"), project=str(project), device=args.device,
-                                     classes=str(root / "classes.txt") if b2n else None, precision=args.precision,
-                                     workers=0)).results["dualpt"]
+    res = evaluate_folder(
+        EvalConfig(
+            images=str(root / "test"),
+            project=str(project),
+            device=args.device,
+            classes=str(root / "classes.txt") if b2n else None,
+            precision=args.precision,
+            workers=0,
+        )
+    ).results["dualpt"]
     guard = result.guard.to_json() if result.guard else {}
-    row = {"method": method_label(method, recipe, b2n), "top1": res["top1"], "train_seconds": round(seconds, 1),
-           "kept": guard.get("classifier"), "prior_weight": guard.get("prior_weight"),
-           "collapsed": guard.get("collapsed")}
+    row = {
+        "method": method_label(method, recipe, b2n),
+        "top1": res["top1"],
+        "train_seconds": round(seconds, 1),
+        "kept": guard.get("classifier"),
+        "prior_weight": guard.get("prior_weight"),
+        "collapsed": guard.get("collapsed"),
+    }
     if b2n:
         row.update(protocol="base-to-new", base=res["base"]["accuracy"], new=res["new"]["accuracy"], H=res["H"])
     return row
@@ -253,8 +304,11 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def spread(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "n": len(values)}
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "n": len(values),
+    }
 
 
 def print_table(rows: list[dict]) -> None:
@@ -285,16 +339,25 @@ def print_table(rows: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="local-dir:<path to the synthclip model>")
-    parser.add_argument("--synthclip", default=str(Path(__file__).resolve().parents[2] / "shared" / "synthclip"),
-                        help="folder with the synthclip generator.py")
+    parser.add_argument(
+        "--synthclip",
+        default=str(Path(__file__).resolve().parents[2] / "shared" / "synthclip"),
+        help="folder with the synthclip generator.py",
+    )
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--recipes", nargs="+", default=["default", "paper"], choices=["default", "paper"])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
-                        help="training methods (dualpt train --method), each run with every recipe")
-    parser.add_argument("--base-to-new", action="store_true",
-                        help="train on the first half of the classes; evaluate base, new and H")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(METHODS),
+        choices=METHODS,
+        help="training methods (dualpt train --method), each run with every recipe",
+    )
+    parser.add_argument(
+        "--base-to-new", action="store_true", help="train on the first half of the classes; evaluate base, new and H"
+    )
     parser.add_argument("--epochs", type=int, default=None, help="epochs of every run (default: by shots)")
     parser.add_argument("--test-per-class", type=int, default=40)
     parser.add_argument("--device", default="auto")
@@ -302,13 +365,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--workdir", default=None, help="keep the generated tasks here (default: a temp dir)")
     parser.add_argument("--save", default=None, help="write the rows as JSON to this file")
-    parser.add_argument("--merge", nargs="+", default=None,
-                        help="print (and with --save write) the table of these saved JSON files")
+    parser.add_argument(
+        "--merge", nargs="+", default=None, help="print (and with --save write) the table of these saved JSON files"
+    )
     args = parser.parse_args(argv)
 
     if args.merge:  # one row per (task, seed, shots, method): a later file's row replaces an earlier one's
-        merged = {(r["task"], r["seed"], r["shots"], r["method"]): r
-                  for f in args.merge for r in json.loads(Path(f).read_text())["rows"]}
+        merged = {
+            (r["task"], r["seed"], r["shots"], r["method"]): r
+            for f in args.merge
+            for r in json.loads(Path(f).read_text())["rows"]
+        }
         rows = list(merged.values())
         print_table(rows)
         out = {"files": args.merge, "rows": rows, "summary": summarise(rows)}
@@ -327,8 +394,12 @@ def main(argv: list[str] | None = None) -> dict:
             for shots in args.shots:
                 rows += run_cell(args, gen, kind, seed, shots, work)
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-                out = {"model": args.model, "test_per_class": args.test_per_class, "rows": rows,
-                       "summary": summarise(rows)}
+                out = {
+                    "model": args.model,
+                    "test_per_class": args.test_per_class,
+                    "rows": rows,
+                    "summary": summarise(rows),
+                }
                 if args.save:
                     atomic_write_json(Path(args.save), out)
     print_table(rows)

@@ -35,16 +35,17 @@ from typing import Any
 
 import torch
 
-from dualpt_cli.backbone import Backbone
-from dualpt_cli.classes import ClassEntry
-from dualpt_cli.classifier import Classifier
-from dualpt_cli.data import default_workers, expand_inputs, image_batches
-from dualpt_cli.models import ModelSpec, load_backbone, select_device
-from dualpt_cli.objective import matcher_for
-from dualpt_cli.predict import predict_rows
-from dualpt_cli.project import resolve_project
-from dualpt_cli.prompts import PromptLearner
-from dualpt_cli.train import TrainConfig, save_prompts
+from dualpt_cli.clip.backbone import Backbone
+from dualpt_cli.clip.load import ModelSpec, load_backbone, select_device
+from dualpt_cli.core.project import resolve_project
+from dualpt_cli.data.classes import ClassEntry
+from dualpt_cli.data.images import expand_inputs
+from dualpt_cli.data.stream import default_workers, image_batches
+from dualpt_cli.model.prompts import PromptLearner
+from dualpt_cli.predict.classifier import Classifier
+from dualpt_cli.predict.rows import predict_rows
+from dualpt_cli.train.loop import TrainConfig, save_prompts
+from dualpt_cli.train.objective import matcher_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (  # noqa: E402
@@ -60,9 +61,34 @@ from harness import (  # noqa: E402
 )
 
 TOP_K = 5
-NAMES = ["accordion", "airplane", "anchor", "ant", "barrel", "bass", "beaver", "binocular", "bonsai", "brain",
-         "brontosaurus", "buddha", "butterfly", "camera", "cannon", "car side", "ceiling fan", "cellphone",
-         "chair", "chandelier", "cougar body", "cougar face", "crab", "crayfish", "crocodile", "cup"]
+NAMES = [
+    "accordion",
+    "airplane",
+    "anchor",
+    "ant",
+    "barrel",
+    "bass",
+    "beaver",
+    "binocular",
+    "bonsai",
+    "brain",
+    "brontosaurus",
+    "buddha",
+    "butterfly",
+    "camera",
+    "cannon",
+    "car side",
+    "ceiling fan",
+    "cellphone",
+    "chair",
+    "chandelier",
+    "cougar body",
+    "cougar face",
+    "crab",
+    "crayfish",
+    "crocodile",
+    "cup",
+]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -86,8 +112,12 @@ def add_photo_args(p: argparse.ArgumentParser, images_help: str) -> None:
     p.add_argument("--model", default="RN50", help="open_clip model (built-in name or local-dir:/path)")
     p.add_argument("--pretrained", default="", help='pretrained tag or weights file ("" = random weights)')
     p.add_argument("--images", type=int, default=256, help=images_help)
-    p.add_argument("--image-size", type=parse_size, default=(320, 240),
-                   help="size of the source JPEGs, WxH or one side (the model resizes and crops them)")
+    p.add_argument(
+        "--image-size",
+        type=parse_size,
+        default=(320, 240),
+        help="size of the source JPEGs, WxH or one side (the model resizes and crops them)",
+    )
 
 
 def add_prompt_file_args(p: argparse.ArgumentParser, scope: str = "") -> None:
@@ -98,13 +128,18 @@ def add_prompt_file_args(p: argparse.ArgumentParser, scope: str = "") -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     add_photo_args(p, "JPEG photos to classify (timed once per path)")
     p.add_argument("--batch-size", type=int, default=64, help="images per batch, the same for all paths")
     add_prompt_file_args(p)
-    p.add_argument("--workers", type=int, default=None,
-                   help=f"dualpt's DataLoader workers (default: predict's own, {default_workers()} on this CPU)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help=f"dualpt's DataLoader workers (default: predict's own, {default_workers()} on this CPU)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", help="dualpt's and the floor's precision (plain is fp32)")
     p.add_argument("--skip-plain", action="store_true", help="skip the plain fp32 path")
@@ -153,12 +188,19 @@ def make_prompt_file(args: argparse.Namespace, folder: Path) -> Path:
     bb = load(args, "fp32")
     names = [NAMES[k] if k < len(NAMES) else f"object {k}" for k in range(args.classes)]
     learner = PromptLearner(bb, names, args.prompts, args.ctx_len, seed=args.seed)
-    cfg = TrainConfig(images="", model=args.model, pretrained=args.pretrained, n_prompts=args.prompts,
-                      n_ctx=args.ctx_len, shots=1, seed=args.seed, device=args.device)
+    cfg = TrainConfig(
+        images="",
+        model=args.model,
+        pretrained=args.pretrained,
+        n_prompts=args.prompts,
+        n_ctx=args.ctx_len,
+        shots=1,
+        seed=args.seed,
+        device=args.device,
+    )
     no_desc = torch.zeros(args.classes, dtype=torch.bool)
     objective = SimpleNamespace(beta=0.0, matcher=matcher_for(cfg, bb), desc_has=no_desc)
-    data = SimpleNamespace(classes=[ClassEntry(folder=n.replace(" ", "_"), name=n) for n in names],
-                           new_classes=[])
+    data = SimpleNamespace(classes=[ClassEntry(folder=n.replace(" ", "_"), name=n) for n in names], new_classes=[])
     project = resolve_project(str(folder)).ensure()
     return save_prompts(project, learner, bb, cfg, objective, data, epochs=0, best={"epoch": 0})
 
@@ -182,8 +224,9 @@ def work_dualpt(args: argparse.Namespace, data: Path, precision: str | None = No
     precision = precision or args.precision
     paths = expand_inputs([str(data / "photos")])
     torch.manual_seed(args.seed)
-    clf = Classifier.from_prompt_file(data / "prompts" / "prompts.safetensors", device=args.device,
-                                      precision=precision, batch_size=args.batch_size)
+    clf = Classifier.from_prompt_file(
+        data / "prompts" / "prompts.safetensors", device=args.device, precision=precision, batch_size=args.batch_size
+    )
     dev = clf.bb.device
     list(predict_rows(clf, paths[: args.batch_size], TOP_K, args.batch_size, args.workers))  # warm-up
     sync(dev)
@@ -193,9 +236,14 @@ def work_dualpt(args: argparse.Namespace, data: Path, precision: str | None = No
     total = time.perf_counter() - t
     names = clf.class_names
     out: dict[str, Any] = {
-        "precision": clf.bb.precision, "device": str(dev), "channels_last": clf.bb.channels_last,
-        "workers": default_workers() if args.workers is None else args.workers, "threads": torch.get_num_threads(),
-        "seconds": total, "images_per_s": len(paths) / total, "errors": sum(r["error"] is not None for r in rows),
+        "precision": clf.bb.precision,
+        "device": str(dev),
+        "channels_last": clf.bb.channels_last,
+        "workers": default_workers() if args.workers is None else args.workers,
+        "threads": torch.get_num_threads(),
+        "seconds": total,
+        "images_per_s": len(paths) / total,
+        "errors": sum(r["error"] is not None for r in rows),
         "top1": [names.index(r["class"]) if r["class"] is not None else -1 for r in rows],
         "peak_rss_gib": peak_rss_gib(),
     }
@@ -208,8 +256,9 @@ def dualpt_parts(args: argparse.Namespace, clf: Classifier, paths: list[Path]) -
     """Seconds of each part of dualpt's path on its own: decode (with the workers), encode, matching."""
     dev = clf.bb.device
     t = time.perf_counter()
-    pixels = [b.pixels for b in image_batches(paths, clf.bb.eval_transform(), args.batch_size, args.workers,
-                                              device=dev)]
+    pixels = [
+        b.pixels for b in image_batches(paths, clf.bb.eval_transform(), args.batch_size, args.workers, device=dev)
+    ]
     decode = time.perf_counter() - t
     encode = matching = 0.0
     for x in pixels:
@@ -226,14 +275,16 @@ def dualpt_parts(args: argparse.Namespace, clf: Classifier, paths: list[Path]) -
 
 def work_floor(args: argparse.Namespace, data: Path) -> dict[str, Any]:
     """``model.encode_image`` alone on preprocessed tensors, in dualpt's precision and memory format."""
-    from dualpt_cli.data import load_image
+    from dualpt_cli.data.images import load_image
 
     bb = load(args, args.precision)
     paths = expand_inputs([str(data / "photos")])
     tf = bb.eval_transform()
     fmt = torch.channels_last if bb.channels_last else torch.contiguous_format
-    pixels = [torch.stack([tf(load_image(p)) for p in group]).to(bb.device).contiguous(memory_format=fmt)
-              for group in batches(paths, args.batch_size)]  # (b, 3, H, W) each, made before the clock
+    pixels = [
+        torch.stack([tf(load_image(p)) for p in group]).to(bb.device).contiguous(memory_format=fmt)
+        for group in batches(paths, args.batch_size)
+    ]  # (b, 3, H, W) each, made before the clock
     with torch.no_grad(), bb.autocast():
         bb.model.encode_image(pixels[0])  # warm-up
         sync(bb.device)
@@ -242,8 +293,14 @@ def work_floor(args: argparse.Namespace, data: Path) -> dict[str, Any]:
             bb.model.encode_image(x)
         sync(bb.device)
     total = time.perf_counter() - t
-    return {"precision": bb.precision, "channels_last": bb.channels_last, "threads": torch.get_num_threads(),
-            "seconds": total, "images_per_s": len(paths) / total, "peak_rss_gib": peak_rss_gib()}
+    return {
+        "precision": bb.precision,
+        "channels_last": bb.channels_last,
+        "threads": torch.get_num_threads(),
+        "seconds": total,
+        "images_per_s": len(paths) / total,
+        "peak_rss_gib": peak_rss_gib(),
+    }
 
 
 def work_plain(args: argparse.Namespace, data: Path) -> dict[str, Any]:
@@ -278,8 +335,13 @@ def work_plain(args: argparse.Namespace, data: Path) -> dict[str, Any]:
         classify(group)
     sync(dev)
     total = time.perf_counter() - t
-    return {"precision": "fp32", "threads": torch.get_num_threads(), "seconds": total,
-            "images_per_s": len(paths) / total, "peak_rss_gib": peak_rss_gib()}
+    return {
+        "precision": "fp32",
+        "threads": torch.get_num_threads(),
+        "seconds": total,
+        "images_per_s": len(paths) / total,
+        "peak_rss_gib": peak_rss_gib(),
+    }
 
 
 def work_check(args: argparse.Namespace, data: Path) -> dict[str, Any]:
@@ -303,17 +365,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         report_from_worker(WORKERS[args._worker](args, Path(args._data)))
         return {}
 
-    results: dict[str, Any] = {"command": " ".join(["python benchmarks/bench_predict.py", *argv]),
-                               "environment": environment(args.device, args.precision),
-                               "scenario": scenario(args)}
+    results: dict[str, Any] = {
+        "command": " ".join(["python benchmarks/bench_predict.py", *argv]),
+        "environment": environment(args.device, args.precision),
+        "scenario": scenario(args),
+    }
     with tempfile.TemporaryDirectory(prefix="dualpt-bench-predict-") as tmp:
         data = Path(tmp)
         make_photos(data / "photos", args.images, args.image_size, args.seed)
         make_prompt_file(args, data / "prompts")
         roles = ["dualpt", "floor"] + ([] if args.skip_plain else ["plain"]) + ([] if args.skip_check else ["check"])
         for role in roles:
-            results[role] = run_part(__file__, role, args.inline, lambda r=role: WORKERS[r](args, data), argv,
-                                     ["--_data", str(data)])
+            results[role] = run_part(
+                __file__, role, args.inline, lambda r=role: WORKERS[r](args, data), argv, ["--_data", str(data)]
+            )
     results["environment"]["load_avg_1m_end"] = load_avg()
     results["summary"] = summarise(results)
     for role in ("dualpt", "check"):
@@ -322,10 +387,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def scenario(args: argparse.Namespace) -> dict[str, Any]:
-    return {"model": args.model, "pretrained": args.pretrained or "(random weights)", "images": args.images,
-            "source_size": "x".join(map(str, args.image_size)), "batch_size": args.batch_size,
-            "classes": args.classes, "prompts": args.prompts, "ctx_len": args.ctx_len,
-            "workers": default_workers() if args.workers is None else args.workers}
+    return {
+        "model": args.model,
+        "pretrained": args.pretrained or "(random weights)",
+        "images": args.images,
+        "source_size": "x".join(map(str, args.image_size)),
+        "batch_size": args.batch_size,
+        "classes": args.classes,
+        "prompts": args.prompts,
+        "ctx_len": args.ctx_len,
+        "workers": default_workers() if args.workers is None else args.workers,
+    }
 
 
 def summarise(r: dict[str, Any]) -> dict[str, Any]:
@@ -355,19 +427,33 @@ def print_tables(r: dict[str, Any]) -> None:
     con = Console(width=max(Console().width, 120))
     env, sc, s = r["environment"], r["scenario"], r["summary"]
     con.print(f"[bold]{r['command']}[/bold]")
-    con.print(f"device {env['device']} ({env['device_name']}), {env['cpu_count']} CPUs, {env['cpu_threads']} torch "
-              f"threads, bf16 fast path: {env['cpu_fast_bf16']}, torch {env['torch']}, load avg "
-              f"{fmt(env['load_avg_1m'])} -> {fmt(env.get('load_avg_1m_end'))}")
-    con.print(f"{sc['model']} {sc['pretrained']}, {sc['images']} JPEGs {sc['source_size']}, batch {sc['batch_size']}, "
-              f"{sc['classes']} classes x {sc['prompts']} prompts, dualpt workers {sc['workers']}")
+    con.print(
+        f"device {env['device']} ({env['device_name']}), {env['cpu_count']} CPUs, {env['cpu_threads']} torch "
+        f"threads, bf16 fast path: {env['cpu_fast_bf16']}, torch {env['torch']}, load avg "
+        f"{fmt(env['load_avg_1m'])} -> {fmt(env.get('load_avg_1m_end'))}"
+    )
+    con.print(
+        f"{sc['model']} {sc['pretrained']}, {sc['images']} JPEGs {sc['source_size']}, batch {sc['batch_size']}, "
+        f"{sc['classes']} classes x {sc['prompts']} prompts, dualpt workers {sc['workers']}"
+    )
     t = Table(title="Prediction speed (model loading excluded)")
-    for col, just in (("path", "left"), ("precision", "left"), ("images / s", "right"), ("vs floor", "right"),
-                      ("dualpt vs this", "right"), ("peak RSS", "right")):
+    for col, just in (
+        ("path", "left"),
+        ("precision", "left"),
+        ("images / s", "right"),
+        ("vs floor", "right"),
+        ("dualpt vs this", "right"),
+        ("peak RSS", "right"),
+    ):
         t.add_column(col, justify=just)
     ours = r.get("dualpt", {})
     floor_rate = r.get("floor", {}).get("images_per_s")
-    labels = {"dualpt": "dualpt predict (files -> rows)", "floor": "floor: encode_image on tensors",
-              "plain": "plain open_clip fp32 (files)", "check": "dualpt predict at fp32"}
+    labels = {
+        "dualpt": "dualpt predict (files -> rows)",
+        "floor": "floor: encode_image on tensors",
+        "plain": "plain open_clip fp32 (files)",
+        "check": "dualpt predict at fp32",
+    }
     for key, label in labels.items():
         part = r.get(key)
         if part is None:
@@ -377,24 +463,35 @@ def print_tables(r: dict[str, Any]) -> None:
             continue
         rate = part["images_per_s"]
         prec = part["precision"] + (" channels_last" if part.get("channels_last") else "")
-        t.add_row(label, prec, f"{rate:.1f}", fmt(rate / floor_rate if floor_rate else None, ".2f", "x"),
-                  fmt(ours.get("images_per_s", math.nan) / rate, ".2f", "x"),
-                  fmt(part["peak_rss_gib"], ".2f", " GiB"))
+        t.add_row(
+            label,
+            prec,
+            f"{rate:.1f}",
+            fmt(rate / floor_rate if floor_rate else None, ".2f", "x"),
+            fmt(ours.get("images_per_s", math.nan) / rate, ".2f", "x"),
+            fmt(part["peak_rss_gib"], ".2f", " GiB"),
+        )
     con.print(t)
     parts = ours.get("parts")
     if parts:
         n = sc["images"]
-        con.print("dualpt's parts alone (ms / image): " + ", ".join(
-            f"{k.removesuffix('_s').replace('_', ' ')} {1000 * v / n:.1f}" for k, v in parts.items())
-            + f"; whole path {1000 * ours['seconds'] / n:.1f}")
+        con.print(
+            "dualpt's parts alone (ms / image): "
+            + ", ".join(f"{k.removesuffix('_s').replace('_', ' ')} {1000 * v / n:.1f}" for k, v in parts.items())
+            + f"; whole path {1000 * ours['seconds'] / n:.1f}"
+        )
     if "top1_agreement_vs_fp32" in s:
-        con.print(f"top-1 agreement of dualpt at {ours.get('precision')} vs fp32: {s['top1_agreement_vs_fp32']:.1%} "
-                  f"of {s['agreement_images']} images")
+        con.print(
+            f"top-1 agreement of dualpt at {ours.get('precision')} vs fp32: {s['top1_agreement_vs_fp32']:.1%} "
+            f"of {s['agreement_images']} images"
+        )
     goals = {k: v for k, v in s.items() if k.startswith("goal_")}
     if goals:
-        con.print(f"dualpt / floor {fmt(s.get('vs_floor'), '.2f', 'x')}, dualpt / plain fp32 "
-                  f"{fmt(s.get('vs_plain_fp32'), '.2f', 'x')}; goals: "
-                  + ", ".join(f"{k[5:]} {'PASS' if v else 'FAIL'}" for k, v in goals.items()))
+        con.print(
+            f"dualpt / floor {fmt(s.get('vs_floor'), '.2f', 'x')}, dualpt / plain fp32 "
+            f"{fmt(s.get('vs_plain_fp32'), '.2f', 'x')}; goals: "
+            + ", ".join(f"{k[5:]} {'PASS' if v else 'FAIL'}" for k, v in goals.items())
+        )
 
 
 if __name__ == "__main__":

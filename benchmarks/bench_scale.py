@@ -10,7 +10,7 @@ reports images per second and the ratio to the 1-process run:
 - ``predict``: ``dualpt predict`` of every photo to a jsonl file with a prompt file of ``--classes`` x
   ``--prompts`` (untrained context, written as bench_predict.py writes it): under P > 1 each rank
   classifies its shard and streams its rows to a part file, and rank 0 appends the parts to the output
-  and renames it (:mod:`dualpt_cli.partfiles`): the timed span ends when the output is complete.
+  and renames it (:mod:`dualpt_cli.predict.partfiles`): the timed span ends when the output is complete.
 
 On a CPU the P processes share the cores (``--threads``: torch threads per process, default cores / P, so
 every run uses the whole machine); with ``--device cuda`` each rank uses the GPU of its ``LOCAL_RANK``
@@ -42,14 +42,15 @@ from typing import Any
 import torch
 
 import dualpt_cli
-from dualpt_cli.classifier import load_classifier
-from dualpt_cli.data import expand_inputs, shard_inputs
-from dualpt_cli.distributed import Dist, distributed
-from dualpt_cli.features import encode_views
-from dualpt_cli.models import ModelSpec, load_backbone
-from dualpt_cli.output import JsonlWriter
-from dualpt_cli.partfiles import write_sharded
-from dualpt_cli.predict import predict_rows
+from dualpt_cli.clip.features import encode_views
+from dualpt_cli.clip.load import ModelSpec, load_backbone
+from dualpt_cli.core.distributed import Dist, distributed
+from dualpt_cli.data.images import expand_inputs
+from dualpt_cli.data.stream import shard_inputs
+from dualpt_cli.predict.classifier import load_classifier
+from dualpt_cli.predict.output import JsonlWriter
+from dualpt_cli.predict.partfiles import write_sharded
+from dualpt_cli.predict.rows import predict_rows
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_predict import add_photo_args, add_prompt_file_args, make_photos, make_prompt_file  # noqa: E402
@@ -76,14 +77,16 @@ def parse_nproc(text: str) -> list[int]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     add_photo_args(p, "JPEG photos to encode")
     p.add_argument("--views", type=int, default=2, help="augmented views per image (train's --aug-views)")
     p.add_argument("--batch-size", type=int, default=64, help="views per encoder batch (predict: images per batch)")
     add_prompt_file_args(p, "predict: ")
-    p.add_argument("--workers", type=int, default=None, help="predict: image decoding processes per rank "
-                   "(default: predict's own)")
+    p.add_argument(
+        "--workers", type=int, default=None, help="predict: image decoding processes per rank (default: predict's own)"
+    )
     p.add_argument("--nproc", type=parse_nproc, default=[1, 2], help="process counts to compare, e.g. 1,2")
     p.add_argument("--threads", type=int, default=None, help="torch threads per process (default: cores / P)")
     p.add_argument("--device", default="cpu", help="cpu, or cuda (each rank on the GPU of its LOCAL_RANK)")
@@ -92,8 +95,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     add_harness_args(p)
     args = p.parse_args(argv)
-    if min(args.images, args.views, args.batch_size, args.classes, args.prompts, args.ctx_len) < 1 or \
-            (args.threads is not None and args.threads < 1):
+    if min(args.images, args.views, args.batch_size, args.classes, args.prompts, args.ctx_len) < 1 or (
+        args.threads is not None and args.threads < 1
+    ):
         p.error("--images, --views, --batch-size, --classes, --prompts, --ctx-len and --threads must be >= 1")
     if args.workers is not None and args.workers < 0:
         p.error("--workers must be >= 0")
@@ -121,16 +125,29 @@ def work_encode(args: argparse.Namespace, data: Path, dist: Dist) -> dict[str, A
     fs = encode_views(bb, paths, views, cache, batch_size=args.batch_size, dist=dist)
     sync(bb.device)
     seconds = time.perf_counter() - t
-    return {"images": len(fs.paths), "views": args.views, "seconds": seconds, "precision": bb.precision,
-            "device": str(bb.device)}
+    return {
+        "images": len(fs.paths),
+        "views": args.views,
+        "seconds": seconds,
+        "precision": bb.precision,
+        "device": str(bb.device),
+    }
 
 
 def work_predict(args: argparse.Namespace, data: Path, dist: Dist) -> dict[str, Any]:
     """``dualpt predict photos/ --output rows.jsonl`` after the model is loaded: run_predict's own steps (the
     batch-aligned shard, predict_rows, the part files merged by rank 0), model loading left out."""
     torch.manual_seed(args.seed)  # the random weights the prompt file was written with
-    clf = load_classifier(str(data / "prompts" / "prompts.safetensors"), None, None, None, None, dist.device,
-                          args.precision, args.batch_size)
+    clf = load_classifier(
+        str(data / "prompts" / "prompts.safetensors"),
+        None,
+        None,
+        None,
+        None,
+        dist.device,
+        args.precision,
+        args.batch_size,
+    )
     paths = expand_inputs([str(data / "photos")])
     top_k = min(5, len(clf.classes))
     list(predict_rows(clf, paths[: args.batch_size], top_k, args.batch_size, args.workers))  # warm-up
@@ -149,8 +166,10 @@ def work_predict(args: argparse.Namespace, data: Path, dist: Dist) -> dict[str, 
     return {"images": len(paths), "seconds": seconds, "precision": clf.bb.precision, "device": str(clf.bb.device)}
 
 
-WORKLOADS: dict[str, Callable[[argparse.Namespace, Path, Dist], dict[str, Any]]] = {"encode": work_encode,
-                                                                                    "predict": work_predict}
+WORKLOADS: dict[str, Callable[[argparse.Namespace, Path, Dist], dict[str, Any]]] = {
+    "encode": work_encode,
+    "predict": work_predict,
+}
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -178,12 +197,29 @@ def launch(args: argparse.Namespace, argv: list[str], workload: str, nproc: int,
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-addr",
-           "127.0.0.1", "--master-port", str(port), str(Path(__file__).resolve()), *argv,
-           "--_worker", workload, "--_data", str(data)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        str(nproc),
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(port),
+        str(Path(__file__).resolve()),
+        *argv,
+        "--_worker",
+        workload,
+        "--_data",
+        str(data),
+    ]
     package_root = str(Path(dualpt_cli.__file__).resolve().parents[1])  # the ranks run the code this script runs
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads),
-           "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
+    }
     print(f"[bench_scale] {workload} with {nproc} process(es) x {threads} thread(s) ...", file=sys.stderr, flush=True)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_MARK)]
@@ -201,13 +237,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args._worker:
         worker(args)
         return {}
-    results: dict[str, Any] = {"command": " ".join(["python benchmarks/bench_scale.py", *argv]),
-                               "environment": environment(args.device, args.precision),
-                               "scenario": {"model": args.model, "pretrained": args.pretrained or "(random weights)",
-                                            "images": args.images, "source_size": "x".join(map(str, args.image_size)),
-                                            "views": args.views, "batch_size": args.batch_size,
-                                            "classes": args.classes, "prompts": args.prompts,
-                                            "ctx_len": args.ctx_len, "device": args.device}}
+    results: dict[str, Any] = {
+        "command": " ".join(["python benchmarks/bench_scale.py", *argv]),
+        "environment": environment(args.device, args.precision),
+        "scenario": {
+            "model": args.model,
+            "pretrained": args.pretrained or "(random weights)",
+            "images": args.images,
+            "source_size": "x".join(map(str, args.image_size)),
+            "views": args.views,
+            "batch_size": args.batch_size,
+            "classes": args.classes,
+            "prompts": args.prompts,
+            "ctx_len": args.ctx_len,
+            "device": args.device,
+        },
+    }
     with tempfile.TemporaryDirectory(prefix="dualpt-bench-scale-") as tmp:
         data = Path(tmp)
         make_photos(data / "photos", args.images, args.image_size, args.seed)
@@ -231,11 +276,15 @@ def print_tables(r: dict[str, Any]) -> None:
     con = Console(width=max(Console().width, 110))
     env, sc = r["environment"], r["scenario"]
     con.print(f"[bold]{r['command']}[/bold]")
-    con.print(f"{env['device_name']}, {env['cpu_count']} CPUs, torch {env['torch']}, load avg "
-              f"{fmt(env['load_avg_1m'])} -> {fmt(env.get('load_avg_1m_end'))}")
-    con.print(f"{sc['model']} {sc['pretrained']}, {sc['images']} JPEGs {sc['source_size']}, {sc['views']} views, "
-              f"batch {sc['batch_size']}, device {sc['device']}; predict: {sc.get('classes')} classes x "
-              f"{sc.get('prompts')} prompts")
+    con.print(
+        f"{env['device_name']}, {env['cpu_count']} CPUs, torch {env['torch']}, load avg "
+        f"{fmt(env['load_avg_1m'])} -> {fmt(env.get('load_avg_1m_end'))}"
+    )
+    con.print(
+        f"{sc['model']} {sc['pretrained']}, {sc['images']} JPEGs {sc['source_size']}, {sc['views']} views, "
+        f"batch {sc['batch_size']}, device {sc['device']}; predict: {sc.get('classes')} classes x "
+        f"{sc.get('prompts')} prompts"
+    )
     t = Table(title="Throughput by process count (model loading excluded)")
     for col in ("workload", "processes", "threads / process", "backend", "images / s", "vs fewest"):
         t.add_column(col, justify="left" if col in ("workload", "backend") else "right")
@@ -244,8 +293,14 @@ def print_tables(r: dict[str, Any]) -> None:
             if "error" in run:
                 t.add_row(workload, str(run["nproc"]), "-", "-", run["error"], "")
                 continue
-            t.add_row(workload, str(run["nproc"]), str(run["threads"]), run["backend"] or "-",
-                      f"{run['images_per_s']:.1f}", fmt(run.get("vs_fewest"), ".2f", "x"))
+            t.add_row(
+                workload,
+                str(run["nproc"]),
+                str(run["threads"]),
+                run["backend"] or "-",
+                f"{run['images_per_s']:.1f}",
+                fmt(run.get("vs_fewest"), ".2f", "x"),
+            )
     con.print(t)
 
 

@@ -51,15 +51,16 @@ def step(learner, dist, split: bool, target: torch.Tensor) -> None:
 
 
 def worker(args) -> None:
-    from dualpt_cli.distributed import distributed
-    from dualpt_cli.models import ModelSpec, load_backbone
-    from dualpt_cli.prompts import PromptLearner
+    from dualpt_cli.clip.load import ModelSpec, load_backbone
+    from dualpt_cli.core.distributed import distributed
+    from dualpt_cli.model.prompts import PromptLearner
 
     torch.set_num_threads(args.threads)
     with distributed(args.device) as dist:
         bb = load_backbone(ModelSpec(args.model, args.pretrained), device=dist.device, precision="fp32")
-        learner = PromptLearner(bb, [f"class number {i}" for i in range(args.classes)], args.prompts, 4,
-                                "a photo of a", False, 1)
+        learner = PromptLearner(
+            bb, [f"class number {i}" for i in range(args.classes)], args.prompts, 4, "a photo of a", False, 1
+        )
         target = torch.randn(args.classes, args.prompts, bb.embed_dim, generator=torch.Generator().manual_seed(0))
         target = target.to(bb.device)
         step(learner, dist, args.split, target)  # warm-up
@@ -80,14 +81,37 @@ def launch(args, nproc: int, split: bool) -> dict[str, float]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-addr",
-           "127.0.0.1", "--master-port", str(port), __file__, "--worker", "--classes", str(args.classes),
-           "--prompts", str(args.prompts), "--steps", str(args.steps), "--threads", str(args.threads),
-           "--model", args.model, "--pretrained", args.pretrained, "--device", args.device]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        str(nproc),
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(port),
+        __file__,
+        "--worker",
+        "--classes",
+        str(args.classes),
+        "--prompts",
+        str(args.prompts),
+        "--steps",
+        str(args.steps),
+        "--threads",
+        str(args.threads),
+        "--model",
+        args.model,
+        "--pretrained",
+        args.pretrained,
+        "--device",
+        args.device,
+    ]
     cmd += ["--split"] if split else []
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-    return json.loads(next(ln for ln in out.splitlines() if ln.startswith(MARK))[len(MARK):])
+    return json.loads(next(ln for ln in out.splitlines() if ln.startswith(MARK))[len(MARK) :])
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]] | None:
@@ -106,13 +130,18 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]] | None:
     if args.worker:
         worker(args)
         return None
-    runs = {"one": launch(args, 1, False), "replicated": launch(args, args.nproc, False),
-            "split": launch(args, args.nproc, True)}
+    runs = {
+        "one": launch(args, 1, False),
+        "replicated": launch(args, args.nproc, False),
+        "split": launch(args, args.nproc, True),
+    }
     one, replicated, split = (runs[k]["seconds_per_step"] for k in ("one", "replicated", "split"))
-    print(f"K={args.classes} M={args.prompts} {args.model} {args.device}, {args.threads} thread(s)/process, "
-          f"seconds per text step: 1 process {one:.3f}; {args.nproc} processes replicated {replicated:.3f}, "
-          f"split {split:.3f}; split / replicated = {replicated / split:.2f}x faster, "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"K={args.classes} M={args.prompts} {args.model} {args.device}, {args.threads} thread(s)/process, "
+        f"seconds per text step: 1 process {one:.3f}; {args.nproc} processes replicated {replicated:.3f}, "
+        f"split {split:.3f}; split / replicated = {replicated / split:.2f}x faster, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     return runs
 
 

@@ -39,36 +39,125 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from dualpt_cli.backbone import Backbone
-from dualpt_cli.classes import class_entries
-from dualpt_cli.data import few_shot_split, file_digest, load_image, scan_image_folder
-from dualpt_cli.features import EVAL_VIEW, encode_views, view_seed
-from dualpt_cli.models import ModelSpec, load_backbone, select_device, select_precision
-from dualpt_cli.objective import Objective, build_objective, matcher_for
-from dualpt_cli.profiler import Profiler
-from dualpt_cli.profiler import phase as _phase
-from dualpt_cli.project import resolve_project
-from dualpt_cli.prompts import PromptLearner
-from dualpt_cli.train import Callbacks, train_epoch
-from dualpt_cli.trainconfig import TrainConfig, epochs_for_shots, lr_at, resolve_recipe
-from dualpt_cli.trainset import prepare_data
+from dualpt_cli.clip.backbone import Backbone
+from dualpt_cli.clip.features import EVAL_VIEW, encode_views, view_seed
+from dualpt_cli.clip.load import ModelSpec, load_backbone, select_device, select_precision
+from dualpt_cli.core.project import resolve_project
+from dualpt_cli.data.classes import class_entries
+from dualpt_cli.data.images import few_shot_split, file_digest, load_image, scan_image_folder
+from dualpt_cli.model.prompts import PromptLearner
+from dualpt_cli.train.config import TrainConfig, epochs_for_shots, lr_at, resolve_recipe
+from dualpt_cli.train.loop import Callbacks, train_epoch
+from dualpt_cli.train.objective import Objective, build_objective, matcher_for
+from dualpt_cli.train.profiler import Profiler
+from dualpt_cli.train.profiler import phase as _phase
+from dualpt_cli.train.trainset import prepare_data
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import GIB, add_harness_args, environment, finish, fmt, peak_rss_gib, report_from_worker, run_part, sync  # noqa: E402
 
 # Caltech101-like class names: realistic token lengths decide where the text sequence is cut
-NAMES = ["accordion", "airplane", "anchor", "ant", "barrel", "bass", "beaver", "binocular", "bonsai", "brain",
-         "brontosaurus", "buddha", "butterfly", "camera", "cannon", "car side", "ceiling fan", "cellphone",
-         "chair", "chandelier", "cougar body", "cougar face", "crab", "crayfish", "crocodile", "crocodile head",
-         "cup", "dalmatian", "dollar bill", "dolphin", "dragonfly", "electric guitar", "elephant", "emu",
-         "euphonium", "ewer", "ferry", "flamingo", "flamingo head", "garfield", "gerenuk", "gramophone",
-         "grand piano", "hawksbill", "headphone", "hedgehog", "helicopter", "ibis", "inline skate",
-         "joshua tree", "kangaroo", "ketch", "lamp", "laptop", "leopard", "llama", "lobster", "lotus",
-         "mandolin", "mayfly", "menorah", "metronome", "minaret", "motorbike", "nautilus", "octopus", "okapi",
-         "pagoda", "panda", "pigeon", "pizza", "platypus", "pyramid", "revolver", "rhino", "rooster",
-         "saxophone", "schooner", "scissors", "scorpion", "sea horse", "snoopy", "soccer ball", "stapler",
-         "starfish", "stegosaurus", "stop sign", "strawberry", "sunflower", "tick", "trilobite", "umbrella",
-         "watch", "water lilly", "wheelchair", "wild cat", "windsor chair", "wrench", "yin yang"]
+NAMES = [
+    "accordion",
+    "airplane",
+    "anchor",
+    "ant",
+    "barrel",
+    "bass",
+    "beaver",
+    "binocular",
+    "bonsai",
+    "brain",
+    "brontosaurus",
+    "buddha",
+    "butterfly",
+    "camera",
+    "cannon",
+    "car side",
+    "ceiling fan",
+    "cellphone",
+    "chair",
+    "chandelier",
+    "cougar body",
+    "cougar face",
+    "crab",
+    "crayfish",
+    "crocodile",
+    "crocodile head",
+    "cup",
+    "dalmatian",
+    "dollar bill",
+    "dolphin",
+    "dragonfly",
+    "electric guitar",
+    "elephant",
+    "emu",
+    "euphonium",
+    "ewer",
+    "ferry",
+    "flamingo",
+    "flamingo head",
+    "garfield",
+    "gerenuk",
+    "gramophone",
+    "grand piano",
+    "hawksbill",
+    "headphone",
+    "hedgehog",
+    "helicopter",
+    "ibis",
+    "inline skate",
+    "joshua tree",
+    "kangaroo",
+    "ketch",
+    "lamp",
+    "laptop",
+    "leopard",
+    "llama",
+    "lobster",
+    "lotus",
+    "mandolin",
+    "mayfly",
+    "menorah",
+    "metronome",
+    "minaret",
+    "motorbike",
+    "nautilus",
+    "octopus",
+    "okapi",
+    "pagoda",
+    "panda",
+    "pigeon",
+    "pizza",
+    "platypus",
+    "pyramid",
+    "revolver",
+    "rhino",
+    "rooster",
+    "saxophone",
+    "schooner",
+    "scissors",
+    "scorpion",
+    "sea horse",
+    "snoopy",
+    "soccer ball",
+    "stapler",
+    "starfish",
+    "stegosaurus",
+    "stop sign",
+    "strawberry",
+    "sunflower",
+    "tick",
+    "trilobite",
+    "umbrella",
+    "watch",
+    "water lilly",
+    "wheelchair",
+    "wild cat",
+    "windsor chair",
+    "wrench",
+    "yin yang",
+]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -76,8 +165,9 @@ NAMES = ["accordion", "airplane", "anchor", "ant", "barrel", "bass", "beaver", "
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--model", default="RN50", help="open_clip model (built-in name or local-dir:/path)")
     p.add_argument("--pretrained", default="", help='pretrained tag or weights file ("" = random weights)')
     p.add_argument("--image-size", type=int, default=None, help="input size (default: the model's own, 224 for RN50)")
@@ -90,12 +180,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--aug-views", type=int, default=8, help="augmented views per image in dualpt's feature cache")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", help="dualpt path's precision (the reference is always fp32)")
-    p.add_argument("--check-images", type=int, default=32,
-                   help="images on which fp32 logits of both paths are compared (all are used for bf16 agreement)")
+    p.add_argument(
+        "--check-images",
+        type=int,
+        default=32,
+        help="images on which fp32 logits of both paths are compared (all are used for bf16 agreement)",
+    )
     p.add_argument("--memory-classes", type=int, default=1000, help="classes of the memory scenario (0 = skip)")
     p.add_argument("--memory-chunk", type=int, default=250, help="text_chunk of the memory scenario")
-    p.add_argument("--memory-unchunked", action=argparse.BooleanOptionalAction, default=True,
-                   help="also run the memory scenario without chunking")
+    p.add_argument(
+        "--memory-unchunked",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the memory scenario without chunking",
+    )
     p.add_argument("--skip-reference", action="store_true", help="time only dualpt's path")
     p.add_argument("--seed", type=int, default=1)
     add_harness_args(p)
@@ -165,9 +263,12 @@ def make_objective(args: argparse.Namespace, bb: Backbone, num_classes: int) -> 
     cfg = TrainConfig(images="")
     d = bb.embed_dim
     return Objective(
-        matcher=matcher_for(cfg, bb), beta=0.0, llm_loss=cfg.llm_loss,
+        matcher=matcher_for(cfg, bb),
+        beta=0.0,
+        llm_loss=cfg.llm_loss,
         desc_mean=torch.zeros(num_classes, d, device=bb.device),
-        desc_has=torch.zeros(num_classes, dtype=torch.bool, device=bb.device), desc_sets=[],
+        desc_has=torch.zeros(num_classes, dtype=torch.bool, device=bb.device),
+        desc_sets=[],
     )
 
 
@@ -211,19 +312,35 @@ def work_dualpt(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     base_rss = current_rss_gib()
     cuda_reset(bb)
     with tempfile.TemporaryDirectory(prefix="dualpt-bench-project-") as project_dir:
-        cfg = resolve_recipe(TrainConfig(  # the paper's recipe: the reference path's crops and no hold-out
-            images=str(data_dir), project=project_dir, shots=args.shots, model=args.model,
-            pretrained=args.pretrained, seed=args.seed, recipe="paper", n_prompts=args.prompts, n_ctx=args.ctx_len,
-            context="none", epochs=args.epochs + 1, batch_size=args.batch_size,
-            aug_views=args.aug_views, device=args.device, precision=args.precision, profile=True))
+        cfg = resolve_recipe(
+            TrainConfig(  # the paper's recipe: the reference path's crops and no hold-out
+                images=str(data_dir),
+                project=project_dir,
+                shots=args.shots,
+                model=args.model,
+                pretrained=args.pretrained,
+                seed=args.seed,
+                recipe="paper",
+                n_prompts=args.prompts,
+                n_ctx=args.ctx_len,
+                context="none",
+                epochs=args.epochs + 1,
+                batch_size=args.batch_size,
+                aug_views=args.aug_views,
+                device=args.device,
+                precision=args.precision,
+                profile=True,
+            )
+        )
         project = resolve_project(project_dir).ensure()
         cb = Callbacks()
         t0 = time.perf_counter()
         data = prepare_data(cfg, project, bb, cb)
         sync(bb.device)
         cache_s = time.perf_counter() - t0
-        learner = PromptLearner(bb, [c.name for c in data.classes], cfg.n_prompts, cfg.n_ctx, cfg.ctx_init,
-                                cfg.class_specific, cfg.seed)
+        learner = PromptLearner(
+            bb, [c.name for c in data.classes], cfg.n_prompts, cfg.n_ctx, cfg.ctx_init, cfg.class_specific, cfg.seed
+        )
         objective = build_objective(cfg, project, bb, data, cb)
         optimizer = torch.optim.SGD([learner.ctx], lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         total = cfg.epochs
@@ -238,13 +355,19 @@ def work_dualpt(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
             seconds.append(time.perf_counter() - t)
     n_images = int(data.train.global_.shape[0])
     return {
-        "precision": bb.precision, "device": str(bb.device), "channels_last": bb.channels_last,
-        "sec_per_epoch": min(seconds), "epoch_seconds": seconds,
-        "steps_per_epoch": math.ceil(n_images / args.batch_size), "images": n_images,
-        "cache_encode_s": cache_s, "cache_views": n_images * args.aug_views,
+        "precision": bb.precision,
+        "device": str(bb.device),
+        "channels_last": bb.channels_last,
+        "sec_per_epoch": min(seconds),
+        "epoch_seconds": seconds,
+        "steps_per_epoch": math.ceil(n_images / args.batch_size),
+        "images": n_images,
+        "cache_encode_s": cache_s,
+        "cache_views": n_images * args.aug_views,
         "phases": phase_shares(prof.summary()),
         "match_iters": [(r["match_outer_iters"], r["match_inner_iters"]) for r in records],
-        "base_rss_gib": base_rss, **memory(bb),
+        "base_rss_gib": base_rss,
+        **memory(bb),
     }
 
 
@@ -260,8 +383,9 @@ def work_reference(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     train_tf = bb.train_transform()
     learner = reference_learner(bb, names, args)
     objective = make_objective(args, bb, len(names))
-    cfg = resolve_recipe(TrainConfig(images="", epochs=args.epochs + 1, batch_size=args.batch_size, seed=args.seed,
-                                     recipe="paper"))
+    cfg = resolve_recipe(
+        TrainConfig(images="", epochs=args.epochs + 1, batch_size=args.batch_size, seed=args.seed, recipe="paper")
+    )
     optimizer = torch.optim.SGD([learner.ctx], lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
     def view(i: int, v: int) -> torch.Tensor:  # exactly the cache's view v of image i
@@ -311,9 +435,14 @@ def work_reference(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     totals = prof.summary()
     data_s = totals.pop("data", 0.0)
     return {
-        "precision": bb.precision, "device": str(bb.device), "sec_per_epoch": min(seconds),
-        "epoch_seconds": seconds, "data_s_per_epoch_excluded": data_s / len(seconds),
-        "phases": phase_shares(totals), "base_rss_gib": base_rss, **memory(bb),
+        "precision": bb.precision,
+        "device": str(bb.device),
+        "sec_per_epoch": min(seconds),
+        "epoch_seconds": seconds,
+        "data_s_per_epoch_excluded": data_s / len(seconds),
+        "phases": phase_shares(totals),
+        "base_rss_gib": base_rss,
+        **memory(bb),
     }
 
 
@@ -326,8 +455,10 @@ def work_check(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     eval_tf = bb32.eval_transform()
     pixels = torch.stack([eval_tf(load_image(p)) for p in paths[:n]])  # the eval view's pixels
     obj32 = make_objective(args, bb32, len(names))
-    ref, fast = reference_learner(bb32, names, args), PromptLearner(bb32, names, args.prompts, args.ctx_len,
-                                                                   seed=args.seed)
+    ref, fast = (
+        reference_learner(bb32, names, args),
+        PromptLearner(bb32, names, args.prompts, args.ctx_len, seed=args.seed),
+    )
     _, Z_ref = bb32.encode_images(pixels)  # reference: encode the pixels in the step
     logits_ref = obj32.logits(Z_ref, ref())
     F.cross_entropy(logits_ref, labels[:n]).backward()
@@ -339,8 +470,11 @@ def work_check(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     scale = logits_ref.abs().max().item()
     grad_diff = ((fast.ctx.grad - ref.ctx.grad).abs().max() / ref.ctx.grad.abs().max()).item()
     out: dict[str, Any] = {
-        "check_images": n, "fp32_max_abs_logit_diff": diff, "fp32_max_logit": scale,
-        "fp32_rel_logit_diff": diff / max(scale, 1e-12), "fp32_rel_ctx_grad_diff": grad_diff,
+        "check_images": n,
+        "fp32_max_abs_logit_diff": diff,
+        "fp32_max_logit": scale,
+        "fp32_rel_logit_diff": diff / max(scale, 1e-12),
+        "fp32_rel_ctx_grad_diff": grad_diff,
         "fp32_top1_agreement": float((logits_32.argmax(-1) == logits_ref.argmax(-1)).float().mean()),
     }
     prec = select_precision(args.precision, select_device(args.device))
@@ -355,20 +489,31 @@ def work_check(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
             with bbx.autocast():
                 logitsx = objx.logits(fsx.local[:, 0].float(), fastx())
         b = min(args.batch_size, len(paths))
-        out["isolated_step_s"] = {"fp32": step_time(fast, obj32, Z32[:b], labels[:b], None),
-                                  prec: step_time(fastx, objx, fsx.local[:b, 0].float(), labels[:b], bbx)}
+        out["isolated_step_s"] = {
+            "fp32": step_time(fast, obj32, Z32[:b], labels[:b], None),
+            prec: step_time(fastx, objx, fsx.local[:b, 0].float(), labels[:b], bbx),
+        }
         top2 = full32.topk(2, dim=-1).values
-        out.update({
-            "low_precision": prec, "agreement_images": len(paths),
-            "top1_agreement": float((logitsx.argmax(-1) == full32.argmax(-1)).float().mean()),
-            "max_abs_logit_diff_low_vs_fp32": (logitsx - full32).abs().max().item(),
-            "median_top1_top2_gap_fp32": (top2[:, 0] - top2[:, 1]).median().item(),
-        })
+        out.update(
+            {
+                "low_precision": prec,
+                "agreement_images": len(paths),
+                "top1_agreement": float((logitsx.argmax(-1) == full32.argmax(-1)).float().mean()),
+                "max_abs_logit_diff_low_vs_fp32": (logitsx - full32).abs().max().item(),
+                "median_top1_top2_gap_fp32": (top2[:, 0] - top2[:, 1]).median().item(),
+            }
+        )
     return out
 
 
-def step_time(learner: PromptLearner, objective: Objective, Z: torch.Tensor, y: torch.Tensor,
-              bb: Backbone | None, repeats: int = 5) -> float:
+def step_time(
+    learner: PromptLearner,
+    objective: Objective,
+    Z: torch.Tensor,
+    y: torch.Tensor,
+    bb: Backbone | None,
+    repeats: int = 5,
+) -> float:
     """Fastest of ``repeats`` training steps (text, matching, backward) on one cached batch."""
     times = []
     for _ in range(repeats + 1):  # the first is a warm-up
@@ -409,12 +554,21 @@ def work_memory(args: argparse.Namespace, chunk: int) -> dict[str, Any]:
         F.cross_entropy(logits.float(), y).backward()
     optimizer.step()
     sync(bb.device)
-    cache_gib = (K * args.shots * args.aug_views * (bb.num_local + 1) * bb.embed_dim
-                 * (4 if bb.precision == "fp32" else 2)) / GIB
-    return {"classes": K, "prompts": args.prompts, "text_chunk": chunk, "precision": bb.precision,
-            "step_s": time.perf_counter() - t, "phases": phase_shares(prof.summary()),
-            "max_eot": int(learner.eot.max()), "base_rss_gib": base_rss,
-            "feature_cache_gib": cache_gib, **memory(bb)}
+    cache_gib = (
+        K * args.shots * args.aug_views * (bb.num_local + 1) * bb.embed_dim * (4 if bb.precision == "fp32" else 2)
+    ) / GIB
+    return {
+        "classes": K,
+        "prompts": args.prompts,
+        "text_chunk": chunk,
+        "precision": bb.precision,
+        "step_s": time.perf_counter() - t,
+        "phases": phase_shares(prof.summary()),
+        "max_eot": int(learner.eot.max()),
+        "base_rss_gib": base_rss,
+        "feature_cache_gib": cache_gib,
+        **memory(bb),
+    }
 
 
 def phase_shares(totals: dict[str, float]) -> dict[str, dict[str, float]]:
@@ -457,9 +611,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         report_from_worker(result)
         return {}
 
-    results: dict[str, Any] = {"command": "python benchmarks/bench_train.py " + " ".join(argv),
-                               "environment": environment(args.device, args.precision),
-                               "scenario": scenario(args)}
+    results: dict[str, Any] = {
+        "command": "python benchmarks/bench_train.py " + " ".join(argv),
+        "environment": environment(args.device, args.precision),
+        "scenario": scenario(args),
+    }
     with tempfile.TemporaryDirectory(prefix="dualpt-bench-images-") as tmp:
         bb_size = args.image_size or 224
         data_dir = make_image_folder(Path(tmp) / "images", args.classes, args.shots, bb_size + 32, args.seed)
@@ -476,10 +632,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def scenario(args: argparse.Namespace) -> dict[str, Any]:
-    return {"model": args.model, "pretrained": args.pretrained or "(random weights)",
-            "image_size": args.image_size or "native", "classes": args.classes, "shots": args.shots,
-            "prompts": args.prompts, "ctx_len": args.ctx_len, "batch_size": args.batch_size,
-            "timed_epochs": args.epochs, "aug_views": args.aug_views}
+    return {
+        "model": args.model,
+        "pretrained": args.pretrained or "(random weights)",
+        "image_size": args.image_size or "native",
+        "classes": args.classes,
+        "shots": args.shots,
+        "prompts": args.prompts,
+        "ctx_len": args.ctx_len,
+        "batch_size": args.batch_size,
+        "timed_epochs": args.epochs,
+        "aug_views": args.aug_views,
+    }
 
 
 def summarise(args: argparse.Namespace, r: dict[str, Any]) -> dict[str, Any]:
@@ -519,11 +683,15 @@ def print_tables(r: dict[str, Any]) -> None:
     con = Console(width=max(Console().width, 132))
     env, sc, s = r["environment"], r["scenario"], r["summary"]
     con.print(f"[bold]{r['command']}[/bold]")
-    con.print(f"device {env['device']} ({env['device_name']}), {env['cpu_threads']} CPU threads, "
-              f"bf16 fast path: {env['cpu_fast_bf16']}, torch {env['torch']}, load avg {fmt(env['load_avg_1m'])}")
-    con.print(f"{sc['model']} {sc['pretrained']}, image size {sc['image_size']}, {sc['classes']} classes x "
-              f"{sc['shots']} shots, M={sc['prompts']}, n_ctx={sc['ctx_len']}, batch {sc['batch_size']}, "
-              f"{sc['timed_epochs']} timed epoch(s) after a warm-up, {sc['aug_views']} cached views/image")
+    con.print(
+        f"device {env['device']} ({env['device_name']}), {env['cpu_threads']} CPU threads, "
+        f"bf16 fast path: {env['cpu_fast_bf16']}, torch {env['torch']}, load avg {fmt(env['load_avg_1m'])}"
+    )
+    con.print(
+        f"{sc['model']} {sc['pretrained']}, image size {sc['image_size']}, {sc['classes']} classes x "
+        f"{sc['shots']} shots, M={sc['prompts']}, n_ctx={sc['ctx_len']}, batch {sc['batch_size']}, "
+        f"{sc['timed_epochs']} timed epoch(s) after a warm-up, {sc['aug_views']} cached views/image"
+    )
 
     ours, ref, check = r.get("dualpt", {}), r.get("reference", {}), r.get("check", {})
     t = Table(title="Training speed")
@@ -531,25 +699,45 @@ def print_tables(r: dict[str, Any]) -> None:
     t.add_column("reference (CoOp/PLOT step)", justify="right")
     t.add_column("dualpt", justify="right")
     t.add_row("precision", ref.get("precision", "-"), ours.get("precision", "-"))
-    t.add_row("seconds / epoch (fastest timed epoch)", fmt(ref.get("sec_per_epoch"), ".2f", " s"),
-              fmt(ours.get("sec_per_epoch"), ".3f", " s"))
+    t.add_row(
+        "seconds / epoch (fastest timed epoch)",
+        fmt(ref.get("sec_per_epoch"), ".2f", " s"),
+        fmt(ours.get("sec_per_epoch"), ".3f", " s"),
+    )
     t.add_row("speed-up", "1x", fmt(s.get("speedup"), ".1f", "x"))
-    t.add_row("feature cache, one-time", "-", f"{fmt(ours.get('cache_encode_s'), '.1f', ' s')} "
-              f"({ours.get('cache_views', '-')} views)")
-    t.add_row(f"  amortised over {s.get('paper_epochs', '-')} epochs", "-",
-              fmt(s.get("cache_amortised_s_per_epoch"), ".3f", " s / epoch"))
+    t.add_row(
+        "feature cache, one-time",
+        "-",
+        f"{fmt(ours.get('cache_encode_s'), '.1f', ' s')} ({ours.get('cache_views', '-')} views)",
+    )
+    t.add_row(
+        f"  amortised over {s.get('paper_epochs', '-')} epochs",
+        "-",
+        fmt(s.get("cache_amortised_s_per_epoch"), ".3f", " s / epoch"),
+    )
     t.add_row("speed-up incl. amortised cache", "1x", fmt(s.get("speedup_with_cache"), ".1f", "x"))
-    t.add_row(f"{s.get('paper_epochs', '-')}-epoch run (incl. cache)",
-              fmt(s.get("reference_paper_run_s"), ".0f", " s"), fmt(s.get("dualpt_paper_run_s"), ".0f", " s"))
+    t.add_row(
+        f"{s.get('paper_epochs', '-')}-epoch run (incl. cache)",
+        fmt(s.get("reference_paper_run_s"), ".0f", " s"),
+        fmt(s.get("dualpt_paper_run_s"), ".0f", " s"),
+    )
     t.add_row("step time by phase", _phase_text(ref.get("phases", {})), _phase_text(ours.get("phases", {})))
-    t.add_row("graph matching share of step", fmt(ref.get("phases", {}).get("matching", {}).get("share"), ".1%"),
-              fmt(ours.get("phases", {}).get("matching", {}).get("share"), ".1%"))
+    t.add_row(
+        "graph matching share of step",
+        fmt(ref.get("phases", {}).get("matching", {}).get("share"), ".1%"),
+        fmt(ours.get("phases", {}).get("matching", {}).get("share"), ".1%"),
+    )
     t.add_row("decode + augment (left out)", fmt(ref.get("data_s_per_epoch_excluded"), ".2f", " s / epoch"), "cached")
-    t.add_row("peak RSS (after model load)", f"{fmt(ref.get('peak_rss_gib'), '.2f', ' GiB')} "
-              f"({fmt(ref.get('base_rss_gib'), '.2f', ' GiB')})",
-              f"{fmt(ours.get('peak_rss_gib'), '.2f', ' GiB')} ({fmt(ours.get('base_rss_gib'), '.2f', ' GiB')})")
-    t.add_row("CUDA max allocated", fmt(ref.get("cuda_max_alloc_gib"), ".2f", " GiB"),
-              fmt(ours.get("cuda_max_alloc_gib"), ".2f", " GiB"))
+    t.add_row(
+        "peak RSS (after model load)",
+        f"{fmt(ref.get('peak_rss_gib'), '.2f', ' GiB')} ({fmt(ref.get('base_rss_gib'), '.2f', ' GiB')})",
+        f"{fmt(ours.get('peak_rss_gib'), '.2f', ' GiB')} ({fmt(ours.get('base_rss_gib'), '.2f', ' GiB')})",
+    )
+    t.add_row(
+        "CUDA max allocated",
+        fmt(ref.get("cuda_max_alloc_gib"), ".2f", " GiB"),
+        fmt(ours.get("cuda_max_alloc_gib"), ".2f", " GiB"),
+    )
     for key in ("reference", "dualpt"):
         if "error" in r.get(key, {}):
             t.add_row(f"{key} error", r[key]["error"], "")
@@ -562,17 +750,23 @@ def print_tables(r: dict[str, Any]) -> None:
         if "error" in check:
             c.add_row("error", check["error"])
         else:
-            c.add_row(f"fp32 logits: max |dualpt - reference| ({check['check_images']} images)",
-                      f"{check['fp32_max_abs_logit_diff']:.2e} (max |logit| {check['fp32_max_logit']:.2f})")
+            c.add_row(
+                f"fp32 logits: max |dualpt - reference| ({check['check_images']} images)",
+                f"{check['fp32_max_abs_logit_diff']:.2e} (max |logit| {check['fp32_max_logit']:.2f})",
+            )
             c.add_row("fp32 logits: relative difference (goal <= 1e-4)", f"{check['fp32_rel_logit_diff']:.2e}")
             c.add_row("fp32 context gradient: relative difference", f"{check['fp32_rel_ctx_grad_diff']:.2e}")
             c.add_row("fp32 top-1 agreement", f"{check['fp32_top1_agreement']:.1%}")
             if "top1_agreement" in check:
-                c.add_row(f"{check['low_precision']} vs fp32 top-1 agreement ({check['agreement_images']} images)",
-                          f"{check['top1_agreement']:.1%}")
-                c.add_row(f"{check['low_precision']} vs fp32 max |logit diff|",
-                          f"{check['max_abs_logit_diff_low_vs_fp32']:.3f} (median fp32 top-1/top-2 gap "
-                          f"{check['median_top1_top2_gap_fp32']:.3f})")
+                c.add_row(
+                    f"{check['low_precision']} vs fp32 top-1 agreement ({check['agreement_images']} images)",
+                    f"{check['top1_agreement']:.1%}",
+                )
+                c.add_row(
+                    f"{check['low_precision']} vs fp32 max |logit diff|",
+                    f"{check['max_abs_logit_diff_low_vs_fp32']:.3f} (median fp32 top-1/top-2 gap "
+                    f"{check['median_top1_top2_gap_fp32']:.3f})",
+                )
             for p, v in check.get("isolated_step_s", {}).items():
                 c.add_row(f"dualpt step on a cached batch, {p} (fastest of 5)", f"{v:.3f} s")
         con.print(c)
@@ -580,20 +774,34 @@ def print_tables(r: dict[str, Any]) -> None:
     mem = r.get("memory", [])
     if mem:
         m = Table(title="One training step at scale (cached features; peak memory)")
-        for col in ("classes x prompts", "text_chunk", "precision", "step", "peak RSS (after load)", "CUDA max alloc",
-                    "feature cache"):
+        for col in (
+            "classes x prompts",
+            "text_chunk",
+            "precision",
+            "step",
+            "peak RSS (after load)",
+            "CUDA max alloc",
+            "feature cache",
+        ):
             m.add_column(col, justify="right")
         for row in mem:
             if "error" in row:
                 m.add_row("-", "-", "-", "-", row["error"], "-", "-")
                 continue
-            m.add_row(f"{row['classes']} x {row['prompts']}", str(row["text_chunk"] or "none"), row["precision"],
-                      f"{row['step_s']:.1f} s", f"{row['peak_rss_gib']:.2f} GiB ({row['base_rss_gib']:.2f})",
-                      fmt(row["cuda_max_alloc_gib"], ".2f", " GiB"),
-                      f"{row['feature_cache_gib']:.1f} GiB")
+            m.add_row(
+                f"{row['classes']} x {row['prompts']}",
+                str(row["text_chunk"] or "none"),
+                row["precision"],
+                f"{row['step_s']:.1f} s",
+                f"{row['peak_rss_gib']:.2f} GiB ({row['base_rss_gib']:.2f})",
+                fmt(row["cuda_max_alloc_gib"], ".2f", " GiB"),
+                f"{row['feature_cache_gib']:.1f} GiB",
+            )
         con.print(m)
-        con.print(f"feature cache = classes x {sc['shots']} shots x {sc['aug_views']} views x (N+1) x d, "
-                  "held by FeatureSet on the training device; not part of the step's peak above.")
+        con.print(
+            f"feature cache = classes x {sc['shots']} shots x {sc['aug_views']} views x (N+1) x d, "
+            "held by FeatureSet on the training device; not part of the step's peak above."
+        )
 
     goals = {k: v for k, v in s.items() if k.startswith("goal_")}
     if goals:

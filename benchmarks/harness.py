@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from dualpt_cli.models import cpu_has_fast_bf16, select_device, select_precision
+from dualpt_cli.clip.load import cpu_has_fast_bf16, select_device, select_precision
 
 RESULT_MARK = "BENCH_RESULT "
 GIB = 1024**3
@@ -29,8 +29,11 @@ GIB = 1024**3
 
 def add_harness_args(p: argparse.ArgumentParser) -> None:
     """Options every benchmark takes, and the hidden ones :func:`run_part` passes to a worker process."""
-    p.add_argument("--inline", action="store_true",
-                   help="run every part in this process (faster start; peak RSS is then the process's so far)")
+    p.add_argument(
+        "--inline",
+        action="store_true",
+        help="run every part in this process (faster start; peak RSS is then the process's so far)",
+    )
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     p.add_argument("--save", default=None, help="also write the results as JSON to this file")
     p.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
@@ -48,8 +51,15 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_part(script: str, role: str, inline: bool, work: Callable[[], dict], argv: list[str],
-             extra: list[str], label: str | None = None) -> dict[str, Any]:
+def run_part(
+    script: str,
+    role: str,
+    inline: bool,
+    work: Callable[[], dict],
+    argv: list[str],
+    extra: list[str],
+    label: str | None = None,
+) -> dict[str, Any]:
     """Run one part: ``work()`` here with ``inline``, else ``script argv --_worker role extra`` in a fresh process."""
     print(f"[{Path(script).stem}] {label or role} ...", file=sys.stderr, flush=True)
     t = time.perf_counter()
@@ -75,14 +85,24 @@ def report_from_worker(result: dict[str, Any]) -> None:
 def environment(device: str, precision: str) -> dict[str, Any]:
     dev = select_device(device)
     try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                   if ln.startswith("model name"))
+        cpu = next(
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        )
     except (OSError, StopIteration):
         cpu = platform.processor() or platform.machine()
-    return {"device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu,
-            "cpu_count": os.cpu_count(), "cpu_threads": torch.get_num_threads(), "cpu_fast_bf16": cpu_has_fast_bf16(),
-            "precision": select_precision(precision, dev), "torch": torch.__version__,
-            "python": platform.python_version(), "load_avg_1m": load_avg()}
+    return {
+        "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu,
+        "cpu_count": os.cpu_count(),
+        "cpu_threads": torch.get_num_threads(),
+        "cpu_fast_bf16": cpu_has_fast_bf16(),
+        "precision": select_precision(precision, dev),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "load_avg_1m": load_avg(),
+    }
 
 
 def load_avg() -> float | None:

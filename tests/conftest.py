@@ -74,7 +74,7 @@ def use_retry(monkeypatch):
     """``use_retry(policy)``: the ``dualpt describe`` command runs with this retry policy (a DescribeConfig field)."""
     from dataclasses import replace
 
-    from dualpt_cli import describe_ui
+    from dualpt_cli.ui import describe as describe_ui
 
     run = describe_ui.describe
 

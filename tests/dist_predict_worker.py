@@ -13,7 +13,8 @@ import os
 import sys
 import time
 
-from dualpt_cli import cli, predict
+from dualpt_cli.cli import app as cli
+from dualpt_cli.predict import rows as predict
 
 ROWS_BEFORE_DYING = 2
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import sys
 
-from dualpt_cli import train
-from dualpt_cli.cli import main
+from dualpt_cli.cli.app import main
+from dualpt_cli.train import loop as train
 
 
 def _die_at(rank: int, epoch: int) -> None:

@@ -23,11 +23,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from dualpt_cli.distributed import distributed, merge_shards
+from dualpt_cli.clip.features import EVAL_VIEW, encode_views
+from dualpt_cli.clip.load import ModelSpec, load_backbone
+from dualpt_cli.core.distributed import distributed
+from dualpt_cli.core.project import user_cache_dir
+from dualpt_cli.core.shards import merge_shards
 from dualpt_cli.errors import DualptError
-from dualpt_cli.features import EVAL_VIEW, encode_views
-from dualpt_cli.models import ModelSpec, load_backbone
-from dualpt_cli.project import user_cache_dir
 
 VIEWS = [0, 1, EVAL_VIEW]
 BATCH = 6  # views per batch: ranks get whole blocks of 2 images
@@ -62,16 +63,24 @@ def run(mode: str, out: Path, model: str, images: Path) -> None:
         fs = encode_views(bb, paths, VIEWS, user_cache_dir() / "features", aug_seed=3, batch_size=BATCH, dist=dist)
         name = f"rank{dist.rank}" if dist.distributed else "single"
         save_file({"global": fs.global_.contiguous(), "local": fs.local.contiguous()}, str(out / f"{name}.safetensors"))
-        (out / f"{name}.json").write_text(json.dumps({"paths": [str(p) for p in fs.paths], "meta": dist.meta(),
-                                                      "bad": [[str(p), why] for p, why in fs.bad],
-                                                      "encoded_views": sum(encoded)}))
+        (out / f"{name}.json").write_text(
+            json.dumps(
+                {
+                    "paths": [str(p) for p in fs.paths],
+                    "meta": dist.meta(),
+                    "bad": [[str(p), why] for p, why in fs.bad],
+                    "encoded_views": sum(encoded),
+                }
+            )
+        )
         parts = dist.gather_json([w.upper() for w in dist.shard(WORDS)], "test: gathering words")
         total = dist.sum(len(dist.shard(WORDS)))
         ones = dist.all_reduce_sum(torch.ones(3))
         told = dist.broadcast_json({"from": dist.rank})
         if dist.is_main:
-            (out / "merged.json").write_text(json.dumps({"merged": merge_shards(parts), "total": total,
-                                                         "ones": ones.tolist(), "told": told}))
+            (out / "merged.json").write_text(
+                json.dumps({"merged": merge_shards(parts), "total": total, "ones": ones.tolist(), "told": told})
+            )
 
 
 if __name__ == "__main__":

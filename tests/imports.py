@@ -32,8 +32,13 @@ def imports_of(path: Path, package: Path) -> set[str]:
             target = ".".join(p for p in (base, node.module or "") if p)
             found.add(target)
             found.update(f"{target}.{alias.name}" for alias in node.names if alias.name != "*")
-        elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
-              and isinstance(node.args[0].value, str) and _is_import_call(node.func)):
+        elif (
+            isinstance(node, ast.Call)
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+            and _is_import_call(node.func)
+        ):
             found.add(node.args[0].value)
     return found
 

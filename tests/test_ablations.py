@@ -10,16 +10,16 @@ import torch
 from torch.testing import assert_close
 from typer.testing import CliRunner
 
-from dualpt_cli.alignment import ALIGNS
-from dualpt_cli.basenew import recorded_new_classes, split_base_new
-from dualpt_cli.classes import ClassEntry
-from dualpt_cli.classifier import Classifier
-from dualpt_cli.cli import app
-from dualpt_cli.evaluate import harmonic_mean
-from dualpt_cli.matching import Matcher
-from dualpt_cli.promptfile import load_prompt_file, read_prompt_file
-from dualpt_cli.promptmeta import PromptMeta
-from dualpt_cli.trainconfig import BASE_TO_NEW_EPOCHS, TrainConfig, resolve_recipe
+from dualpt_cli.cli.app import app
+from dualpt_cli.data.basenew import recorded_new_classes, split_base_new
+from dualpt_cli.data.classes import ClassEntry
+from dualpt_cli.model.alignment import ALIGNS
+from dualpt_cli.model.matching import Matcher
+from dualpt_cli.predict.classifier import Classifier
+from dualpt_cli.predict.evaluate import harmonic_mean
+from dualpt_cli.promptfile.io import load_prompt_file, read_prompt_file
+from dualpt_cli.promptfile.meta import PromptMeta
+from dualpt_cli.train.config import BASE_TO_NEW_EPOCHS, TrainConfig, resolve_recipe
 from imagegen import make_image_folder
 
 runner = CliRunner()
@@ -27,9 +27,31 @@ FOUR = ["red", "green", "blue", "purple"]  # sorted folders: blue, green, purple
 
 
 def train(model: str, project: str, *args: str, images: str = "images") -> dict:
-    result = runner.invoke(app, ["train", images, "--shots", "2", "--model", model, "--pretrained", "",
-                                 "--precision", "fp32", "--device", "cpu", "--aug-views", "1", "--batch-size", "4",
-                                 "--project", project, "--json", *args])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            images,
+            "--shots",
+            "2",
+            "--model",
+            model,
+            "--pretrained",
+            "",
+            "--precision",
+            "fp32",
+            "--device",
+            "cpu",
+            "--aug-views",
+            "1",
+            "--batch-size",
+            "4",
+            "--project",
+            project,
+            "--json",
+            *args,
+        ],
+    )
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
@@ -74,8 +96,9 @@ def test_training_with_node_or_edge_equals_the_alpha_run(align, alpha, tiny_rn, 
 def test_predict_scores_with_the_stored_align(tiny_rn, tmp_path):
     """A prompt file trained with --align uniform scores new images by the mean cosine (not graph matching)."""
     make_image_folder(tmp_path / "images", per_class=2)
-    train(tiny_rn, "proj", "--align", "uniform", "--epochs", "1", "--val-shots", "0", "--no-guard",
-          "--prior-weight", "0")
+    train(
+        tiny_rn, "proj", "--align", "uniform", "--epochs", "1", "--val-shots", "0", "--no-guard", "--prior-weight", "0"
+    )
     clf = Classifier.from_prompt_file(tmp_path / "proj" / "prompts.safetensors", device="cpu", precision="fp32")
     assert clf.matcher.solver.align == "uniform"
     Z = torch.randn(2, clf.bb.num_local, clf.W.shape[-1])
@@ -88,18 +111,55 @@ def test_predict_scores_with_the_stored_align(tiny_rn, tmp_path):
 
 def test_ablation_options_are_saved_in_run_config(tiny_rn, tmp_path):
     make_image_folder(tmp_path / "images", per_class=2)
-    train(tiny_rn, "proj", "--epochs", "1", "--llm-loss", "wd", "--context", "none", "--prompts", "2",
-          "--alpha", "0.5", "--beta", "0.1", "--align", "node", "--lambda", "0.05")
+    train(
+        tiny_rn,
+        "proj",
+        "--epochs",
+        "1",
+        "--llm-loss",
+        "wd",
+        "--context",
+        "none",
+        "--prompts",
+        "2",
+        "--alpha",
+        "0.5",
+        "--beta",
+        "0.1",
+        "--align",
+        "node",
+        "--lambda",
+        "0.05",
+    )
     config = json.loads((tmp_path / "proj" / "run_config.json").read_text())
-    assert {k: config[k] for k in ("llm_loss", "context", "n_prompts", "alpha", "lam", "align")} == \
-        {"llm_loss": "wd", "context": "none", "n_prompts": 2, "alpha": 0.5, "lam": 0.05, "align": "node"}
+    assert {k: config[k] for k in ("llm_loss", "context", "n_prompts", "alpha", "lam", "align")} == {
+        "llm_loss": "wd",
+        "context": "none",
+        "n_prompts": 2,
+        "alpha": 0.5,
+        "lam": 0.05,
+        "align": "node",
+    }
     assert config["beta"] == 0.0  # the beta trained with: 0 without descriptions (the paper's "None" row)
 
 
 def test_old_prompt_files_score_with_graph_matching():
-    meta = {"model": "RN50", "pretrained": "openai", "class_names": ["a", "b"], "n_prompts": 4, "n_ctx": 4,
-            "embed_dim": 8, "class_specific": False, "logit_scale": 100.0, "alpha": 0.2, "lambda": 0.1,
-            "outer_iters": 10, "inner_iters": 100, "tol": 0.01, "format_version": 2}
+    meta = {
+        "model": "RN50",
+        "pretrained": "openai",
+        "class_names": ["a", "b"],
+        "n_prompts": 4,
+        "n_ctx": 4,
+        "embed_dim": 8,
+        "class_specific": False,
+        "logit_scale": 100.0,
+        "alpha": 0.2,
+        "lambda": 0.1,
+        "outer_iters": 10,
+        "inner_iters": 100,
+        "tol": 0.01,
+        "format_version": 2,
+    }
     old = PromptMeta.from_dict(meta, "old.safetensors")
     assert old.align == "graph" and old.matcher().solver.align == "graph" and old.new_classes == []
     with pytest.raises(Exception, match="'align' must be one of graph, node, edge, attn, uniform"):
@@ -126,10 +186,13 @@ def test_split_from_a_class_file(tmp_path):
     assert [c.folder for c in new] == ["blue", "green", "purple"]
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("red\norange\n", "no image folder for orange"),
-    ("red\nblue\ngreen\npurple\ndark_grey\n", "lists every class folder"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("red\norange\n", "no image folder for orange"),
+        ("red\nblue\ngreen\npurple\ndark_grey\n", "lists every class folder"),
+    ],
+)
 def test_split_errors(tmp_path, text, message):
     (tmp_path / "base.txt").write_text(text)
     with pytest.raises(Exception, match=message):
@@ -191,7 +254,22 @@ def test_base_classes_file_and_bad_file(tiny_rn, tmp_path):
     _, meta = read_prompt_file(tmp_path / "proj" / "prompts.safetensors")
     assert [c.folder for c in meta.classes] == ["blue", "purple", "red"] and meta.new_class_names == ["green"]
     (tmp_path / "bad.txt").write_text("orange\n")
-    result = runner.invoke(app, ["train", "images", "--model", tiny_rn, "--pretrained", "", "--device", "cpu",
-                                 "--base-classes", "bad.txt", "-p", "proj2"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "images",
+            "--model",
+            tiny_rn,
+            "--pretrained",
+            "",
+            "--device",
+            "cpu",
+            "--base-classes",
+            "bad.txt",
+            "-p",
+            "proj2",
+        ],
+    )
     assert result.exit_code != 0 and "no image folder for orange" in result.output
     assert "Traceback" not in result.output

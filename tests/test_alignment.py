@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from dualpt_cli.alignment import ALIGNS, attention_plan, plan_entropy, uniform_plan
-from dualpt_cli.matching import Matcher, SolverSettings, alignment_plan, dual_scores, graph_matching_plan
+from dualpt_cli.model.alignment import ALIGNS, attention_plan, plan_entropy, uniform_plan
+from dualpt_cli.model.matching import Matcher, SolverSettings, alignment_plan, dual_scores, graph_matching_plan
 
 
 def unit(*shape: int, d: int = 16, seed: int = 0) -> torch.Tensor:
@@ -129,7 +129,7 @@ def test_every_align_is_finite_under_bf16_autocast(align):
 
 
 def test_merge_averages_entropy_over_plans():
-    from dualpt_cli.matching import MatchingStats
+    from dualpt_cli.model.matching import MatchingStats
 
     a = MatchingStats(1, 5, True, entropy=0.5, plans=3)
     b = MatchingStats(2, 4, False, entropy=1.0, plans=1)

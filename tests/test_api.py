@@ -8,7 +8,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import dualpt_cli
-from dualpt_cli.cli import app
+from dualpt_cli.cli.app import app
 
 
 def test_classifier_matches_the_predict_command(prompts, test_images):
@@ -16,8 +16,26 @@ def test_classifier_matches_the_predict_command(prompts, test_images):
     clf = dualpt_cli.Classifier.load(prompts, device="cpu", precision="fp32")
     from_paths = clf.predict(paths, top_k=2, batch_size=3)
     from_pil = clf.predict([Image.open(p) for p in paths], top_k=2)
-    rows = json.loads(CliRunner().invoke(app, ["predict", *paths, "--prompt-file", prompts, "--json", "-k", "2",
-                                               "--device", "cpu", "--precision", "fp32"]).stdout)
+    rows = json.loads(
+        CliRunner()
+        .invoke(
+            app,
+            [
+                "predict",
+                *paths,
+                "--prompt-file",
+                prompts,
+                "--json",
+                "-k",
+                "2",
+                "--device",
+                "cpu",
+                "--precision",
+                "fp32",
+            ],
+        )
+        .stdout
+    )
     assert [p.label for p in from_paths] == [r["class"] for r in rows] == [p.label for p in from_pil]
     assert [p.image for p in from_paths] == [r["image"] for r in rows]
     assert [p.prob for p in from_paths] == [r["prob"] for r in rows]

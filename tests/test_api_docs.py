@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def python_blocks() -> list[str]:
-    return re.findall(r"^```python\n(.*?)^```", (ROOT / "docs" / "api.md").read_text(encoding="utf-8"),
-                      flags=re.S | re.M)
+    return re.findall(
+        r"^```python\n(.*?)^```", (ROOT / "docs" / "api.md").read_text(encoding="utf-8"), flags=re.S | re.M
+    )
 
 
 def test_api_names_load_lazily():
@@ -28,8 +29,13 @@ def test_api_names_load_lazily():
 @pytest.mark.slow
 def test_api_examples_run(tmp_path, capsys):
     (tmp_path / "examples").symlink_to(ROOT / "examples")
-    proc = subprocess.run([sys.executable, "examples/shapes/make_dataset.py", "shapes"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "examples/shapes/make_dataset.py", "shapes"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     blocks = python_blocks()
     assert len(blocks) >= 2

@@ -9,10 +9,10 @@ import torch
 from torch.testing import assert_close
 from typer.testing import CliRunner
 
-from dualpt_cli import models
-from dualpt_cli.cli import app
+from dualpt_cli.cli.app import app
+from dualpt_cli.clip import load as models
+from dualpt_cli.clip.load import ModelSpec, load_backbone, select_precision
 from dualpt_cli.errors import ModelLoadError
-from dualpt_cli.models import ModelSpec, load_backbone, select_precision
 from imports import imports, package_imports
 from tiny_models import build_tiny_model
 
@@ -121,8 +121,9 @@ def test_prefixed_text_equals_plain(tiny_model):
     suffix = emb[:, Lp:L]  # (C, Ls, W)
     fast = bb.encode_text_prefixed(prefix, suffix, eot)  # (G, C, d)
 
-    full = torch.cat([prefix.unsqueeze(1).expand(G, len(names), Lp, W),
-                      emb[:, Lp:].unsqueeze(0).expand(G, -1, -1, -1)], dim=2).reshape(G * len(names), -1, W)
+    full = torch.cat(
+        [prefix.unsqueeze(1).expand(G, len(names), Lp, W), emb[:, Lp:].unsqueeze(0).expand(G, -1, -1, -1)], dim=2
+    ).reshape(G * len(names), -1, W)
     plain = bb.encode_text_embeds(full, eot.repeat(G), truncate=False).reshape(G, len(names), -1)
     assert_close(fast, plain, rtol=1e-5, atol=1e-5)
     (g_fast,) = torch.autograd.grad(fast.square().sum(), ctx)
@@ -225,24 +226,28 @@ def test_version_and_help():
     assert "info" in runner.invoke(app, ["--help"]).output
 
 
-def test_open_clip_imported_by_models_and_surgery_only():
+def test_open_clip_imported_by_load_and_surgery_only():
     """An AST scan of every module: open_clip is imported (in any form) by the factory and the surgery only."""
     import dualpt_cli
 
-    users = sorted(path for path, found in package_imports(Path(dualpt_cli.__file__).parent).items()
-                   if imports("open_clip", found))
-    assert users == ["models.py", "surgery.py"], users
+    users = sorted(
+        path for path, found in package_imports(Path(dualpt_cli.__file__).parent).items() if imports("open_clip", found)
+    )
+    assert users == ["clip/load.py", "clip/surgery.py"], users
 
 
 def test_import_scan_sees_every_form(tmp_path):
     """The scan behind the open_clip check catches each way of importing, and not a mention in a docstring."""
     pkg = tmp_path / "pkg"
     pkg.mkdir()
-    forms = {"a.py": "import open_clip\n", "b.py": "from open_clip import create_model\n",
-             "c.py": "def f():\n    from open_clip.transform import PreprocessCfg\n",
-             "d.py": "import open_clip.transformer as t\n",
-             "e.py": "import importlib\nimportlib.import_module('open_clip')\n",
-             "f.py": '"""Does not import open_clip: from open_clip import x."""\nimport torch\n'}
+    forms = {
+        "a.py": "import open_clip\n",
+        "b.py": "from open_clip import create_model\n",
+        "c.py": "def f():\n    from open_clip.transform import PreprocessCfg\n",
+        "d.py": "import open_clip.transformer as t\n",
+        "e.py": "import importlib\nimportlib.import_module('open_clip')\n",
+        "f.py": '"""Does not import open_clip: from open_clip import x."""\nimport torch\n',
+    }
     for name, text in forms.items():
         (pkg / name).write_text(text)
     found = package_imports(pkg)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dualpt_cli.models import select_device, select_precision
-from dualpt_cli.promptfile import read_prompt_file
+from dualpt_cli.clip.load import select_device, select_precision
+from dualpt_cli.promptfile.io import read_prompt_file
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -27,11 +27,31 @@ def load_script(name: str):
 def test_bench_train_runs_on_tiny_model(tiny_rn, tmp_path, capsys):
     bench = load_script("bench_train")
     out = tmp_path / "result.json"
-    results = bench.main([
-        "--model", tiny_rn, "--classes", "2", "--shots", "2", "--batch-size", "4", "--epochs", "1",
-        "--aug-views", "1", "--check-images", "4", "--memory-classes", "6", "--memory-chunk", "4",
-        "--inline", "--save", str(out),
-    ])
+    results = bench.main(
+        [
+            "--model",
+            tiny_rn,
+            "--classes",
+            "2",
+            "--shots",
+            "2",
+            "--batch-size",
+            "4",
+            "--epochs",
+            "1",
+            "--aug-views",
+            "1",
+            "--check-images",
+            "4",
+            "--memory-classes",
+            "6",
+            "--memory-chunk",
+            "4",
+            "--inline",
+            "--save",
+            str(out),
+        ]
+    )
     text = capsys.readouterr().out
     assert "seconds / epoch" in text and "feature cache, one-time" in text and "goals:" in text
     saved = json.loads(out.read_text())
@@ -57,9 +77,32 @@ def test_bench_train_runs_on_tiny_model(tiny_rn, tmp_path, capsys):
 def test_bench_predict_runs_on_tiny_model(tiny_rn, tmp_path, capsys):
     bench = load_script("bench_predict")
     out = tmp_path / "result.json"
-    results = bench.main(["--model", tiny_rn, "--images", "6", "--image-size", "48x40", "--batch-size", "4",
-                          "--classes", "3", "--prompts", "2", "--ctx-len", "2", "--workers", "0",
-                          "--precision", "bf16", "--inline", "--json", "--save", str(out)])
+    results = bench.main(
+        [
+            "--model",
+            tiny_rn,
+            "--images",
+            "6",
+            "--image-size",
+            "48x40",
+            "--batch-size",
+            "4",
+            "--classes",
+            "3",
+            "--prompts",
+            "2",
+            "--ctx-len",
+            "2",
+            "--workers",
+            "0",
+            "--precision",
+            "bf16",
+            "--inline",
+            "--json",
+            "--save",
+            str(out),
+        ]
+    )
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads(out.read_text())
     for path in ("dualpt", "floor", "plain", "check"):
@@ -75,9 +118,31 @@ def test_bench_predict_runs_on_tiny_model(tiny_rn, tmp_path, capsys):
 
 def test_bench_predict_table_output(tiny_rn, capsys):
     bench = load_script("bench_predict")
-    bench.main(["--model", tiny_rn, "--images", "3", "--image-size", "40", "--batch-size", "2", "--classes", "2",
-                "--prompts", "1", "--ctx-len", "2", "--workers", "0", "--precision", "fp32", "--skip-plain",
-                "--skip-check", "--inline"])
+    bench.main(
+        [
+            "--model",
+            tiny_rn,
+            "--images",
+            "3",
+            "--image-size",
+            "40",
+            "--batch-size",
+            "2",
+            "--classes",
+            "2",
+            "--prompts",
+            "1",
+            "--ctx-len",
+            "2",
+            "--workers",
+            "0",
+            "--precision",
+            "fp32",
+            "--skip-plain",
+            "--skip-check",
+            "--inline",
+        ]
+    )
     text = capsys.readouterr().out
     assert "images / s" in text and "floor: encode_image on tensors" in text
     assert "plain open_clip" not in text
@@ -87,9 +152,31 @@ def test_bench_predict_table_output(tiny_rn, capsys):
 def test_bench_scale_runs_one_and_two_processes(tiny_rn, tmp_path, capsys):
     bench = load_script("bench_scale")
     out = tmp_path / "result.json"
-    results = bench.main(["--model", tiny_rn, "--images", "4", "--image-size", "40", "--views", "1",
-                          "--batch-size", "2", "--threads", "1", "--classes", "3", "--prompts", "2", "--ctx-len", "4",
-                          "--json", "--save", str(out)])
+    results = bench.main(
+        [
+            "--model",
+            tiny_rn,
+            "--images",
+            "4",
+            "--image-size",
+            "40",
+            "--views",
+            "1",
+            "--batch-size",
+            "2",
+            "--threads",
+            "1",
+            "--classes",
+            "3",
+            "--prompts",
+            "2",
+            "--ctx-len",
+            "4",
+            "--json",
+            "--save",
+            str(out),
+        ]
+    )
     assert json.loads(capsys.readouterr().out) == json.loads(out.read_text())
     for workload in ("encode", "predict"):
         one, two = results[workload]
@@ -114,9 +201,32 @@ def test_bench_learning_methods_and_base_to_new(tiny_rn, tmp_path, capsys):
     """One task, one shot, one seed, on the project's copy of the synthclip generator and the tiny model."""
     bench = load_script("bench_learning")
     assert "dualpt" in bench.METHODS
-    common = ["--model", tiny_rn, "--synthclip", str(BENCHMARKS.parent / "examples" / "shapes"), "--tasks", "named",
-              "--shots", "1", "--seeds", "1", "--recipes", "default", "--methods", "dualpt", "--test-per-class", "1",
-              "--epochs", "1", "--device", "cpu", "--precision", "fp32", "--workdir", str(tmp_path / "work")]
+    common = [
+        "--model",
+        tiny_rn,
+        "--synthclip",
+        str(BENCHMARKS.parent / "examples" / "shapes"),
+        "--tasks",
+        "named",
+        "--shots",
+        "1",
+        "--seeds",
+        "1",
+        "--recipes",
+        "default",
+        "--methods",
+        "dualpt",
+        "--test-per-class",
+        "1",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+        "--workdir",
+        str(tmp_path / "work"),
+    ]
     few = bench.main([*common, "--save", str(tmp_path / "few.json")])
     methods = [r["method"] for r in few["rows"]]
     assert methods == ["zero-shot", "descriptions", "linear probe", "dualpt --recipe default"]

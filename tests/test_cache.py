@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 from typer.testing import CliRunner
 
-from dualpt_cli.cli import app
-from dualpt_cli.features import _read_cache, _write_cache
-from dualpt_cli.project import resolve_project, user_cache_dir
-from dualpt_cli.train import TrainConfig, run_training
+from dualpt_cli.cli.app import app
+from dualpt_cli.clip.features import _read_cache, _write_cache
+from dualpt_cli.core.project import resolve_project, user_cache_dir
+from dualpt_cli.train.loop import TrainConfig, run_training
 from imagegen import make_image_folder
 
 runner = CliRunner()
@@ -31,15 +31,24 @@ def test_cache_location(monkeypatch, tmp_path):
 
 def test_two_projects_share_features_and_info_clear(tiny_rn, tmp_path, monkeypatch):
     images = make_image_folder(tmp_path / "images", per_class=2)
-    cfg = dict(images=str(images), shots=2, epochs=1, model=tiny_rn, pretrained="", precision="fp32",
-               device="cpu", aug_views=2, batch_size=4)
+    cfg = dict(
+        images=str(images),
+        shots=2,
+        epochs=1,
+        model=tiny_rn,
+        pretrained="",
+        precision="fp32",
+        device="cpu",
+        aug_views=2,
+        batch_size=4,
+    )
     run_training(TrainConfig(project=str(tmp_path / "a"), **cfg))
     assert not (tmp_path / "a" / "cache").exists()
     info = json.loads(runner.invoke(app, ["cache", "info", "--json"]).stdout)
     assert info["path"] == str(tmp_path / "user-cache" / "features") and info["entries"] == 6
     assert info["bytes"] > 0 and len(info["models"]) == 1
 
-    from dualpt_cli.backbone import Backbone
+    from dualpt_cli.clip.backbone import Backbone
 
     def boom(self, x):
         raise AssertionError("project b encoded images project a had encoded")

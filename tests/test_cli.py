@@ -10,11 +10,16 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from dualpt_cli import alignment, cli_options, cli_train, output, providers, trainconfig
-from dualpt_cli.cli import app
-from dualpt_cli.describe import DescribeConfig
-from dualpt_cli.options import defaults
-from dualpt_cli.trainconfig import TrainConfig
+from dualpt_cli.cli import options as cli_options
+from dualpt_cli.cli import train as cli_train
+from dualpt_cli.cli.app import app
+from dualpt_cli.core.checks import defaults
+from dualpt_cli.describe import providers
+from dualpt_cli.describe.ask import DescribeConfig
+from dualpt_cli.model import alignment
+from dualpt_cli.predict import output
+from dualpt_cli.train import config as trainconfig
+from dualpt_cli.train.config import TrainConfig
 from imagegen import make_image_folder
 
 runner = CliRunner()
@@ -37,8 +42,11 @@ def commands():
     [
         (["train", "no-such-folder", "--llm-loss", "l2"], 2, "'l2' is not one of 'cosine', 'wd', 'ce'"),
         (["train", "no-such-folder", "--context", "maybe"], 2, "'maybe' is not one of 'auto', 'llm', 'none'"),
-        (["train", "no-such-folder", "--align", "cross"], 2,
-         "'cross' is not one of 'graph', 'node', 'edge', 'attn', 'uniform'"),
+        (
+            ["train", "no-such-folder", "--align", "cross"],
+            2,
+            "'cross' is not one of 'graph', 'node', 'edge', 'attn', 'uniform'",
+        ),
         (["train", "no-such-folder", "--method", "cocoop"], 2, "'cocoop' is not one of 'dualpt', 'codualpt'"),
         (["train", "no-such-folder", "--probe-constraint", "l2"], 2, "'l2' is not one of 'none', 'clap'"),
         (["train", "no-such-folder", "--precision", "fp8"], 2, "'fp8' is not one of 'auto', 'bf16', 'fp16', 'fp32'"),
@@ -73,20 +81,25 @@ def test_choices_are_the_librarys():
     assert get_args(cli_options.Recipe) == tuple(trainconfig.RECIPES)
     assert get_args(cli_options.PromptText) == trainconfig.PROMPT_TEXTS
     assert get_args(cli_options.Method) == trainconfig.METHODS
-    from dualpt_cli.linear_probe import CONSTRAINTS
+    from dualpt_cli.model.linear_probe import CONSTRAINTS
 
     assert get_args(cli_options.ProbeConstraint) == CONSTRAINTS
     assert get_args(cli_options.Format) == output.FORMATS
-    from dualpt_cli.backbone import _DTYPES
+    from dualpt_cli.clip.backbone import _DTYPES
 
     assert set(get_args(cli_options.Precision)) == {"auto", *_DTYPES}
 
 
 def test_every_option_sits_in_a_panel():
     """Every command, including ones added later: a new option needs its place in cli_options.PANELS."""
-    missing = {name: [p.name for p in command.params if p.param_type_name == "option" and not p.hidden
-                      and not getattr(p, "rich_help_panel", None)]
-               for name, command in commands().items()}
+    missing = {
+        name: [
+            p.name
+            for p in command.params
+            if p.param_type_name == "option" and not p.hidden and not getattr(p, "rich_help_panel", None)
+        ]
+        for name, command in commands().items()
+    }
     assert set(COMMANDS) <= set(missing)
     assert not {k: v for k, v in missing.items() if v}, "add these options to cli_options.PANELS"
 
@@ -135,8 +148,24 @@ def test_describe_hint_quiet_and_json(tmp_path):
 
 def test_train_hint_and_quiet(tiny_rn, tmp_path):
     make_image_folder(tmp_path / "images", per_class=2)
-    args = ["train", "images", "--shots", "1", "--model", tiny_rn, "--pretrained", "", "--epochs", "2",
-            "--aug-views", "1", "--precision", "fp32", "--device", "cpu"]
+    args = [
+        "train",
+        "images",
+        "--shots",
+        "1",
+        "--model",
+        tiny_rn,
+        "--pretrained",
+        "",
+        "--epochs",
+        "2",
+        "--aug-views",
+        "1",
+        "--precision",
+        "fp32",
+        "--device",
+        "cpu",
+    ]
     loud = runner.invoke(app, args)
     assert loud.exit_code == 0, loud.output
     assert "next: dualpt eval TEST_IMAGES --zero-shot" in loud.stderr and "epoch    2" in loud.stderr
@@ -146,11 +175,14 @@ def test_train_hint_and_quiet(tiny_rn, tmp_path):
     assert "prompt file" in quiet.stdout  # the result is still shown
 
 
-@pytest.mark.parametrize(("name", "config", "renamed"), [
-    ("train", TrainConfig, cli_options.TRAIN_FIELDS),
-    ("info", TrainConfig, {}),
-    ("describe", DescribeConfig, {}),
-])
+@pytest.mark.parametrize(
+    ("name", "config", "renamed"),
+    [
+        ("train", TrainConfig, cli_options.TRAIN_FIELDS),
+        ("info", TrainConfig, {}),
+        ("describe", DescribeConfig, {}),
+    ],
+)
 def test_defaults_are_the_configs(name, config, renamed):
     """An option's default is its config field's default (written once, in the dataclass)."""
     wanted = defaults(config)

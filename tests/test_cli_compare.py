@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from dualpt_cli import compare_cells
-from dualpt_cli.cli import app
+from dualpt_cli.cli.app import app
+from dualpt_cli.compare import cells as compare_cells
 from dualpt_cli.errors import DataError
 from imagegen import make_image
 
@@ -54,8 +54,21 @@ def compare(*args: str):
 @pytest.mark.slow
 def test_compare_table_json_png_and_a_second_run_reuses_everything(tiny_rn, tmp_path):
     train, test = write_folder(tmp_path / "train", 3, 1), write_folder(tmp_path / "test", 2, 2)
-    args = [str(train), "--test", str(test), "--methods", "dualpt", "--shots", "1,2", "--seeds", "1",
-            "--model", tiny_rn, "-p", "proj"]
+    args = [
+        str(train),
+        "--test",
+        str(test),
+        "--methods",
+        "dualpt",
+        "--shots",
+        "1,2",
+        "--seeds",
+        "1",
+        "--model",
+        tiny_rn,
+        "-p",
+        "proj",
+    ]
     first = compare(*args, "--json")
     assert first.exit_code == 0, first.output
     out = json.loads(first.stdout)
@@ -95,11 +108,25 @@ def test_failed_cell_is_reported_and_exit_1_and_ctrl_c_keeps_finished_cells(tmp_
             if cell.method == "plot" and len(calls) < 4:
                 raise KeyboardInterrupt
             return {"accuracy": 0.5 + 0.1 * cell.shots}
+
         return run_cell
 
     monkeypatch.setattr(compare_cells, "cell_runner", fake_runner)
-    args = [str(train), "--test", str(test), "--methods", "dualpt,coop,plot", "--shots", "1", "--seeds", "1",
-            "--model", "RN50", "-p", "proj"]
+    args = [
+        str(train),
+        "--test",
+        str(test),
+        "--methods",
+        "dualpt,coop,plot",
+        "--shots",
+        "1",
+        "--seeds",
+        "1",
+        "--model",
+        "RN50",
+        "-p",
+        "proj",
+    ]
     stopped = compare(*args)
     assert stopped.exit_code == 130 and "interrupted" in stopped.stderr
     saved = json.loads((tmp_path / "proj" / "compare" / "train" / "compare.json").read_text())
@@ -121,15 +148,18 @@ def test_failed_cell_is_reported_and_exit_1_and_ctrl_c_keeps_finished_cells(tmp_
     assert "all comparisons of the project" in second.stderr
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["imgs", "--dataset", "coop:data/dtd"], "--dataset brings its own train and test splits"),
-    (["imgs"], "pass the training ImageFolder and --test TEST_IMAGES"),
-    (["imgs", "--test", "imgs"], "is the training folder"),
-    (["imgs", "--test", "t", "--shots", "1,x"], "--shots '1,x' is not a comma-separated list"),
-    (["imgs", "--test", "t", "--seeds", "1,1"], "--seeds names 1 twice"),
-    (["--dataset", "coop:nowhere/dtd"], "dataset folder nowhere/dtd does not exist"),
-    (["imgs", "--test", "t", "--name", "../up"], "--name '../up' cannot be a folder name"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["imgs", "--dataset", "coop:data/dtd"], "--dataset brings its own train and test splits"),
+        (["imgs"], "pass the training ImageFolder and --test TEST_IMAGES"),
+        (["imgs", "--test", "imgs"], "is the training folder"),
+        (["imgs", "--test", "t", "--shots", "1,x"], "--shots '1,x' is not a comma-separated list"),
+        (["imgs", "--test", "t", "--seeds", "1,1"], "--seeds names 1 twice"),
+        (["--dataset", "coop:nowhere/dtd"], "dataset folder nowhere/dtd does not exist"),
+        (["imgs", "--test", "t", "--name", "../up"], "--name '../up' cannot be a folder name"),
+    ],
+)
 def test_compare_bad_input_is_one_line(args, message):
     result = compare(*args)
     assert result.exit_code == 2, result.output
@@ -140,29 +170,87 @@ def test_compare_bad_input_is_one_line(args, message):
 def test_dataset_for_train_eval_and_compare(tiny_rn, tmp_path):
     data = fake_coop(tmp_path)
     model = ["--model", tiny_rn]
-    train = runner.invoke(app, ["train", "--dataset", f"coop:{data}", "--shots", "2", "--seed", "1", "--aug-views",
-                                "1", *model, *FAST, "-p", "proj", "--json"])
+    train = runner.invoke(
+        app,
+        [
+            "train",
+            "--dataset",
+            f"coop:{data}",
+            "--shots",
+            "2",
+            "--seed",
+            "1",
+            "--aug-views",
+            "1",
+            *model,
+            *FAST,
+            "-p",
+            "proj",
+            "--json",
+        ],
+    )
     assert train.exit_code == 0, train.output
     split = json.loads((tmp_path / "proj" / "split.json").read_text())
     assert split["dataset"] == f"coop:{data}" and split["images"] == str(data)
     assert all(len(v) == 2 for v in split["train"].values())  # CoOp's sample: 2 of the 3 train images
     assert all(v and all(p.rsplit("/", 1)[1].startswith("val_") for p in v) for v in split["val"].values())
-    evaluated = runner.invoke(app, ["eval", "--dataset", f"coop:{data}", "-p", "proj", "--zero-shot", "--json",
-                                    "--device", "cpu", "--precision", "fp32"])
+    evaluated = runner.invoke(
+        app,
+        [
+            "eval",
+            "--dataset",
+            f"coop:{data}",
+            "-p",
+            "proj",
+            "--zero-shot",
+            "--json",
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+        ],
+    )
     assert evaluated.exit_code == 0, evaluated.output
     scores = json.loads(evaluated.stdout)
     assert scores["dualpt"]["images"] == 6 and scores["zero_shot"]["images"] == 6  # the test split
 
-    plain = runner.invoke(app, ["eval", "--dataset", f"coop:{data}", "-p", "empty", "--zero-shot", *model, "--json",
-                                "--device", "cpu", "--precision", "fp32"])  # zero-shot CLIP alone, no prompt file
+    plain = runner.invoke(
+        app,
+        [
+            "eval",
+            "--dataset",
+            f"coop:{data}",
+            "-p",
+            "empty",
+            "--zero-shot",
+            *model,
+            "--json",
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+        ],
+    )  # zero-shot CLIP alone, no prompt file
     assert plain.exit_code == 0, plain.output
     assert json.loads(plain.stdout)["classes"] == list(COLOURS) and "dualpt" not in json.loads(plain.stdout)
 
     both = runner.invoke(app, ["eval", "imgs", "--dataset", f"coop:{data}", "-p", "proj"])
     assert both.exit_code == 2 and "not both" in both.output
 
-    grid = compare("--dataset", f"coop:{data}", "--methods", "dualpt", "--shots", "1", "--seeds", "1", *model,
-                   "-p", "proj", "--json")
+    grid = compare(
+        "--dataset",
+        f"coop:{data}",
+        "--methods",
+        "dualpt",
+        "--shots",
+        "1",
+        "--seeds",
+        "1",
+        *model,
+        "-p",
+        "proj",
+        "--json",
+    )
     assert grid.exit_code == 0, grid.output
     out = json.loads(grid.stdout)
     assert out["compare_json"].endswith("compare/DTD/compare.json")
@@ -180,7 +268,7 @@ def test_train_dataset_errors_are_one_line(tmp_path):
 
 
 def test_settings_name_what_changes_the_numbers(tmp_path):
-    from dualpt_cli.project import Project
+    from dualpt_cli.core.project import Project
 
     proj = Project(tmp_path / "p")
     spec = compare_cells.CompareSpec(folder=tmp_path / "c", project=proj, images="a", test="b")
@@ -194,8 +282,8 @@ def test_base_to_new_cells_compare_h(tmp_path, monkeypatch):
     """--base-classes passes through to TrainConfig.base_classes; the cell's accuracy is H, top-1 kept beside."""
     from types import SimpleNamespace
 
-    from dualpt_cli.compare import Cell
-    from dualpt_cli.project import Project
+    from dualpt_cli.compare.grid import Cell
+    from dualpt_cli.core.project import Project
 
     seen = {}
 
@@ -205,15 +293,22 @@ def test_base_to_new_cells_compare_h(tmp_path, monkeypatch):
 
     def fake_eval(cfg, progress):
         seen["eval"] = cfg
-        scores = {"top1": 0.5, "top5": 1.0, "images": 6, "base": {"accuracy": 0.8}, "new": {"accuracy": 0.4},
-                  "H": 2 * 0.8 * 0.4 / 1.2}
+        scores = {
+            "top1": 0.5,
+            "top5": 1.0,
+            "images": 6,
+            "base": {"accuracy": 0.8},
+            "new": {"accuracy": 0.4},
+            "H": 2 * 0.8 * 0.4 / 1.2,
+        }
         return SimpleNamespace(results={"dualpt": scores})
 
     monkeypatch.setattr(compare_cells, "run_training", fake_train)
     monkeypatch.setattr(compare_cells, "evaluate_folder", fake_eval)
     train, test = write_folder(tmp_path / "train", 1, 1), write_folder(tmp_path / "test", 1, 2)
-    spec = compare_cells.CompareSpec(folder=tmp_path / "c", project=Project(tmp_path / "p"), images=str(train),
-                                     test=str(test), base_classes="half")
+    spec = compare_cells.CompareSpec(
+        folder=tmp_path / "c", project=Project(tmp_path / "p"), images=str(train), test=str(test), base_classes="half"
+    )
     spec.check(["dualpt"])
     out = compare_cells.cell_runner(spec)(Cell("dualpt", 4, 1))
     assert seen["train"].base_classes == "half" and seen["train"].method == "dualpt"

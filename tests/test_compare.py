@@ -6,18 +6,17 @@ import math
 import pytest
 from rich.console import Console
 
-from dualpt_cli.compare import Callbacks, Cell, CellResult, aggregate, parse_int_list, plan_grid, run_compare
-from dualpt_cli.compare_ui import compare_table
+from dualpt_cli.compare.grid import Callbacks, Cell, CellResult, aggregate, parse_int_list, plan_grid, run_compare
 from dualpt_cli.errors import DataError
-from dualpt_cli.plots import compare_png
+from dualpt_cli.pictures.plots import compare_png
+from dualpt_cli.ui.compare import compare_table
 
 SETTINGS = {"model": "RN50", "test": "test/", "epochs": None}
 
 
 def fake_accuracy(cell: Cell) -> float:
     """A made-up, deterministic accuracy: better with more shots, "dualpt" above "coop"."""
-    return round(0.5 + 0.05 * math.log2(cell.shots) + (0.1 if cell.method == "dualpt" else 0.0)
-                 + 0.01 * cell.seed, 6)
+    return round(0.5 + 0.05 * math.log2(cell.shots) + (0.1 if cell.method == "dualpt" else 0.0) + 0.01 * cell.seed, 6)
 
 
 class Recorder(Callbacks):
@@ -135,8 +134,9 @@ def test_one_failed_cell_is_recorded_not_fatal_and_retried(tmp_path):
 
 
 def test_bad_accuracy_and_other_exceptions_fail_the_cell(tmp_path):
-    result = run_compare(tmp_path / "c.json", plan_grid(["a", "b"], [1], [1]), SETTINGS,
-                         lambda c: 42.0 if c.method == "a" else 1 / 0)
+    result = run_compare(
+        tmp_path / "c.json", plan_grid(["a", "b"], [1], [1]), SETTINGS, lambda c: 42.0 if c.method == "a" else 1 / 0
+    )
     assert "not a number in [0, 1]" in result.results[0].error
     assert result.results[1].error == "ZeroDivisionError: division by zero"
 
@@ -154,8 +154,16 @@ def _r(method, shots, seed, acc):
 
 
 def test_aggregate_mean_std_and_best():
-    rows = aggregate([_r("coop", 1, 1, 0.5), _r("coop", 1, 2, 0.7), _r("dualpt", 1, 1, 0.8),
-                      _r("dualpt", 1, 2, 0.8), _r("coop", 2, 1, 0.9), _r("dualpt", 2, 1, 0.6)])
+    rows = aggregate(
+        [
+            _r("coop", 1, 1, 0.5),
+            _r("coop", 1, 2, 0.7),
+            _r("dualpt", 1, 1, 0.8),
+            _r("dualpt", 1, 2, 0.8),
+            _r("coop", 2, 1, 0.9),
+            _r("dualpt", 2, 1, 0.6),
+        ]
+    )
     by = {(r.method, r.shots): r for r in rows}
     assert by["coop", 1].mean == pytest.approx(0.6) and by["coop", 1].std == pytest.approx(0.1414213, abs=1e-6)
     assert by["dualpt", 1].std == 0.0 and by["dualpt", 1].runs == 2
@@ -165,8 +173,14 @@ def test_aggregate_mean_std_and_best():
 
 
 def test_table_marks_the_best(tmp_path):
-    rows = aggregate([_r("coop", 1, 1, 0.5), _r("dualpt", 1, 1, 0.8),
-                      CellResult("dualpt", 2, 1, "failed", error="x"), _r("coop", 2, 1, 0.6)])
+    rows = aggregate(
+        [
+            _r("coop", 1, 1, 0.5),
+            _r("dualpt", 1, 1, 0.8),
+            CellResult("dualpt", 2, 1, "failed", error="x"),
+            _r("coop", 2, 1, 0.6),
+        ]
+    )
     console = Console(record=True, width=120)
     console.print(compare_table(rows))
     text = console.export_text()
@@ -174,8 +188,9 @@ def test_table_marks_the_best(tmp_path):
 
 
 def test_plot_is_written(tmp_path):
-    result = run_compare(tmp_path / "compare.json", plan_grid(["coop", "dualpt"], [1, 2, 4], [1, 2]), SETTINGS,
-                         fake_accuracy)
+    result = run_compare(
+        tmp_path / "compare.json", plan_grid(["coop", "dualpt"], [1, 2, 4], [1, 2]), SETTINGS, fake_accuracy
+    )
     png = compare_png({"my task": result.rows, "again": result.rows}, title="accuracy vs shots")
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     with pytest.raises(ValueError, match="no finished cells"):
@@ -183,14 +198,20 @@ def test_plot_is_written(tmp_path):
 
 
 def test_report_json_and_callbacks(tmp_path, capsys):
-    from dualpt_cli.compare_ui import RichCallbacks, report
+    from dualpt_cli.ui.compare import RichCallbacks, report
 
-    result = run_compare(tmp_path / "compare.json", plan_grid(["a"], [1], [1, 2]), {"paths": ("x", tmp_path)},
-                         lambda c: 1 / 0 if c.seed == 2 else 0.5, RichCallbacks())
+    result = run_compare(
+        tmp_path / "compare.json",
+        plan_grid(["a"], [1], [1, 2]),
+        {"paths": ("x", tmp_path)},
+        lambda c: 1 / 0 if c.seed == 2 else 0.5,
+        RichCallbacks(),
+    )
     assert "failed: a, 1 shot(s), seed 2: ZeroDivisionError" in capsys.readouterr().err
     report(result, png=tmp_path / "compare.png", json_out=True)
     data = json.loads(capsys.readouterr().out)
     assert data["summary"][0]["mean"] == 0.5 and data["failed"][0]["seed"] == 2
-    again = run_compare(tmp_path / "compare.json", plan_grid(["a"], [1], [1]), {"paths": ("x", tmp_path)},
-                        lambda c: 0.9)
+    again = run_compare(
+        tmp_path / "compare.json", plan_grid(["a"], [1], [1]), {"paths": ("x", tmp_path)}, lambda c: 0.9
+    )
     assert again.reused == 1  # tuples and paths in the settings compare equal after the JSON round trip

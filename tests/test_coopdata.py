@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dualpt_cli.coopdata import LAYOUTS, Item, load_coop_dataset, parse_dataset_spec, sample_per_class
+from dualpt_cli.data.coop import LAYOUTS, Item, load_coop_dataset, parse_dataset_spec, sample_per_class
 from dualpt_cli.errors import DataError
 
 CLASSES = ["Faces", "Leopards", "accordion", "air_plane", "wild cat"]
@@ -90,13 +90,16 @@ def test_missing_split_file_is_one_clear_error(tmp_path):
         load_coop_dataset(folder)
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    ("{not json", "not valid JSON"),
-    (json.dumps({"train": [], "val": []}), "needs lists 'train', 'val' and 'test'"),
-    (json.dumps({"train": [["a.jpg", "0", "x"]], "val": [], "test": []}), r"train\[0\] is .* not \[image path"),
-    (json.dumps({"train": [["a.jpg", 0, "x"], ["b.jpg", 0, "y"]], "val": [], "test": []}), "label 0 is both"),
-    (json.dumps({"train": [["a.jpg", 1, "x"]], "val": [], "test": []}), "labels are not 0..0"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        (json.dumps({"train": [], "val": []}), "needs lists 'train', 'val' and 'test'"),
+        (json.dumps({"train": [["a.jpg", "0", "x"]], "val": [], "test": []}), r"train\[0\] is .* not \[image path"),
+        (json.dumps({"train": [["a.jpg", 0, "x"], ["b.jpg", 0, "y"]], "val": [], "test": []}), "label 0 is both"),
+        (json.dumps({"train": [["a.jpg", 1, "x"]], "val": [], "test": []}), "labels are not 0..0"),
+    ],
+)
 def test_damaged_split_file(tmp_path, content, message):
     folder = tmp_path / "dtd"
     folder.mkdir()
@@ -159,5 +162,16 @@ def test_imagenet_folders_and_classnames(tmp_path):
 
 
 def test_every_paper_dataset_has_a_layout():
-    assert [lay.name for lay in LAYOUTS] == ["ImageNet", "Caltech101", "OxfordPets", "StanfordCars", "Flowers102",
-                                             "Food101", "FGVCAircraft", "SUN397", "DTD", "EuroSAT", "UCF101"]
+    assert [lay.name for lay in LAYOUTS] == [
+        "ImageNet",
+        "Caltech101",
+        "OxfordPets",
+        "StanfordCars",
+        "Flowers102",
+        "Food101",
+        "FGVCAircraft",
+        "SUN397",
+        "DTD",
+        "EuroSAT",
+        "UCF101",
+    ]

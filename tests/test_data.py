@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from dualpt_cli.data import BadImage, few_shot_split, load_image, scan_image_folder
+from dualpt_cli.data.images import BadImage, few_shot_split, load_image, scan_image_folder
 from dualpt_cli.errors import DataError
 from imagegen import make_image_folder
 
@@ -35,8 +35,9 @@ def test_exif_rotation_is_applied(tmp_path):
     assert load_image(path).size == (10, 20)
 
 
-@pytest.mark.parametrize(("content", "reason"), [(b"", "empty file"), (b"not an image", "cannot decode"),
-                                                 (None, "cannot decode")])
+@pytest.mark.parametrize(
+    ("content", "reason"), [(b"", "empty file"), (b"not an image", "cannot decode"), (None, "cannot decode")]
+)
 def test_bad_files(tmp_path, content, reason):
     path = tmp_path / "x.jpg"
     if content is None:  # a truncated JPEG

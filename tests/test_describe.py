@@ -8,12 +8,12 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from dualpt_cli.cli import app
-from dualpt_cli.describe import DescribeConfig, RetryPolicy, plan_describe, query_for, run_describe
-from dualpt_cli.descriptions import load_descriptions, phrases_by_folder
+from dualpt_cli.cli.app import app
+from dualpt_cli.core.project import resolve_project
+from dualpt_cli.data.descriptions import load_descriptions, phrases_by_folder
+from dualpt_cli.describe.ask import DescribeConfig, RetryPolicy, plan_describe, query_for, run_describe
+from dualpt_cli.describe.phrases import parse_phrases
 from dualpt_cli.errors import ProjectError
-from dualpt_cli.phrases import parse_phrases
-from dualpt_cli.project import resolve_project
 from llm_server import FakeLLM, Reply
 
 KEY = "sk-test-SECRET-never-stored-123"
@@ -84,8 +84,13 @@ def stored(tmp_path) -> dict[str, dict]:
         (
             "A tiger has orange fur with black stripes, a white belly, and large paws. "
             "They have amber eyes and a long tail that helps them balance while running fast.",
-            ["orange fur with black stripes", "a white belly", "large paws", "amber eyes",
-             "a long tail that helps them balance while running fast"],
+            [
+                "orange fur with black stripes",
+                "a white belly",
+                "large paws",
+                "amber eyes",
+                "a long tail that helps them balance while running fast",
+            ],
         ),
         ("- tiger\n- a tiger\n- photo of a tiger\n- Tigers\n- stripes", ["stripes"]),
         ("I'm sorry, but I can't help with that.", []),
@@ -121,17 +126,32 @@ def test_parse_phrases(answer, expected):
             "1. **Coat**: orange fur, black vertical stripes\n2. **Face**: white markings around the eyes; "
             "rounded ears\n3. Large, muscular build\n4. A long, striped tail\n\n"
             "These features should help you identify a tiger.",
-            ["Coat: orange fur", "black vertical stripes", "Face: white markings around the eyes", "rounded ears",
-             "Large, muscular build", "A long, striped tail"],
+            [
+                "Coat: orange fur",
+                "black vertical stripes",
+                "Face: white markings around the eyes",
+                "rounded ears",
+                "Large, muscular build",
+                "A long, striped tail",
+            ],
         ),
-        ("Orange fur, black stripes, white belly, amber eyes.",
-         ["Orange fur", "black stripes", "white belly", "amber eyes"]),
+        (
+            "Orange fur, black stripes, white belly, amber eyes.",
+            ["Orange fur", "black stripes", "white belly", "amber eyes"],
+        ),
         ("- stripes, whiskers, tail\n- 1,000 tiny spots", ["stripes", "whiskers", "tail", "1,000 tiny spots"]),
-        ("* small, pointed ears; long tail\n* red, white and blue stripes\nI hope this helps!",
-         ["small, pointed ears", "long tail", "red, white and blue stripes"]),
+        (
+            "* small, pointed ears; long tail\n* red, white and blue stripes\nI hope this helps!",
+            ["small, pointed ears", "long tail", "red, white and blue stripes"],
+        ),
     ],
-    ids=["commas-and-semicolons", "llm-numbered-with-labels", "one-line-list", "single-words-and-numbers",
-         "adjectives-and-closing"],
+    ids=[
+        "commas-and-semicolons",
+        "llm-numbered-with-labels",
+        "one-line-list",
+        "single-words-and-numbers",
+        "adjectives-and-closing",
+    ],
 )
 def test_phrases_split_at_commas_and_semicolons(answer, expected):
     """docs/describe.md: split at commas and semicolons, except after a lone adjective."""
@@ -426,7 +446,11 @@ def test_load_descriptions(tmp_path):
 def test_ctrl_c_keeps_finished_classes(fake, classes, monkeypatch, tmp_path):
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     cfg = DescribeConfig(
-        classes, resolve_project(tmp_path / "p"), provider="openai", base_url=f"{fake.url}/v1", concurrency=1,
+        classes,
+        resolve_project(tmp_path / "p"),
+        provider="openai",
+        base_url=f"{fake.url}/v1",
+        concurrency=1,
         retry=FAST,
     )
 

@@ -12,9 +12,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dualpt_cli import distributed as D
-from dualpt_cli.data import file_digest
-from dualpt_cli.distributed import Dist, distributed, launch_env, merge_shards, shard, shard_bounds
+from dualpt_cli.core import distributed as D
+from dualpt_cli.core.distributed import Dist, distributed, launch_env
+from dualpt_cli.core.shards import merge_shards, shard, shard_bounds
+from dualpt_cli.data.images import file_digest
 from dualpt_cli.errors import DistributedError
 from imagegen import make_image_folder
 
@@ -34,20 +35,24 @@ def test_launch_env_read_from_torchrun_variables():
     assert (env.rank, env.world_size, env.local_rank, env.master) == (1, 2, 1, "127.0.0.1:29500")
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"MASTER_PORT": None}, "MASTER_PORT is not"),
-    ({"LOCAL_RANK": None, "MASTER_ADDR": None}, "LOCAL_RANK, MASTER_ADDR are not"),
-    ({"RANK": "one"}, "expected whole numbers"),
-    ({"RANK": "2"}, "0 <= RANK < WORLD_SIZE"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"MASTER_PORT": None}, "MASTER_PORT is not"),
+        ({"LOCAL_RANK": None, "MASTER_ADDR": None}, "LOCAL_RANK, MASTER_ADDR are not"),
+        ({"RANK": "one"}, "expected whole numbers"),
+        ({"RANK": "2"}, "0 <= RANK < WORLD_SIZE"),
+    ],
+)
 def test_incomplete_launch_is_one_clear_error(change, message):
     env = {k: v for k, v in {**LAUNCH, **change}.items() if v is not None}
     with pytest.raises(DistributedError, match=message):
         launch_env(env)
 
 
-@pytest.mark.parametrize("text, expected", [("", D.DEFAULT_TIMEOUT_S), ("2.5", 2.5), ("0", None), ("soon", None),
-                                            ("inf", None)])
+@pytest.mark.parametrize(
+    "text, expected", [("", D.DEFAULT_TIMEOUT_S), ("2.5", 2.5), ("0", None), ("soon", None), ("inf", None)]
+)
 def test_timeout_from_env(text, expected):
     if expected is None:
         with pytest.raises(DistributedError, match="DUALPT_DIST_TIMEOUT"):
@@ -109,8 +114,9 @@ def test_collective_failure_becomes_one_line():
     dist = Dist(rank=1, world_size=2, backend="gloo", timeout_s=5)
 
     def fail():
-        raise RuntimeError("[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:538] Connection closed by peer\n"
-                           "more C++ context")
+        raise RuntimeError(
+            "[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:538] Connection closed by peer\nmore C++ context"
+        )
 
     with pytest.raises(DistributedError) as info:
         dist._collective("feature cache: waiting", fail)
@@ -132,17 +138,35 @@ def free_port() -> int:
 def worker_env(cache: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in LAUNCH and not k.startswith(("TORCHELASTIC", "GROUP_"))}
     src = str(TESTS.parent / "src")
-    env.update(PYTHONPATH=os.pathsep.join([src, str(TESTS), env.get("PYTHONPATH", "")]), OMP_NUM_THREADS="1",
-               DUALPT_CACHE=str(cache), HF_HUB_OFFLINE="1", **extra)
+    env.update(
+        PYTHONPATH=os.pathsep.join([src, str(TESTS), env.get("PYTHONPATH", "")]),
+        OMP_NUM_THREADS="1",
+        DUALPT_CACHE=str(cache),
+        HF_HUB_OFFLINE="1",
+        **extra,
+    )
     return env
 
 
-def run_worker(mode: str, out: Path, model: str, images: Path, cache: Path, nproc: int | None = 2,
-               **extra: str) -> subprocess.CompletedProcess:
+def run_worker(
+    mode: str, out: Path, model: str, images: Path, cache: Path, nproc: int | None = 2, **extra: str
+) -> subprocess.CompletedProcess:
     """``dist_worker.py`` under torchrun with ``nproc`` ranks, or as one plain process (``nproc=None``)."""
     out.mkdir(parents=True, exist_ok=True)
-    launcher = [] if nproc is None else ["-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-                                         "--master-addr", "127.0.0.1", "--master-port", str(free_port())]
+    launcher = (
+        []
+        if nproc is None
+        else [
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            str(nproc),
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            str(free_port()),
+        ]
+    )
     cmd = [sys.executable, *launcher, str(WORKER), mode, str(out), model, str(images)]
     return subprocess.run(cmd, env=worker_env(cache, **extra), capture_output=True, text=True, timeout=180)
 
@@ -240,6 +264,7 @@ def test_a_silent_rank_times_out(tmp_path, tiny_rn):
     proc = run_worker("hang", tmp_path / "out", tiny_rn, images, tmp_path / "cache", DUALPT_DIST_TIMEOUT="3")
     assert proc.returncode != 0
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("dualpt: error:")]
-    assert errors and errors[0].startswith("dualpt: error: test: waiting for rank 1: failed on rank 0 of 2"), \
+    assert errors and errors[0].startswith("dualpt: error: test: waiting for rank 1: failed on rank 0 of 2"), (
         proc.stderr[-3000:]
+    )
     assert "within 3 s" in errors[0]

@@ -16,12 +16,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from dualpt_cli.cli import app
-from dualpt_cli.data import expand_inputs, shard_inputs
-from dualpt_cli.distributed import Dist
+from dualpt_cli.cli.app import app
+from dualpt_cli.core.distributed import Dist
+from dualpt_cli.data.images import expand_inputs
+from dualpt_cli.data.stream import shard_inputs
 from dualpt_cli.errors import DistributedError
-from dualpt_cli.output import JsonlWriter
-from dualpt_cli.partfiles import _append, part_path
+from dualpt_cli.predict.output import JsonlWriter
+from dualpt_cli.predict.partfiles import _append, part_path
 from imagegen import make_image_folder, write_corrupt_image
 from test_distributed import TESTS, free_port, worker_env
 from trained import TRAINED_CLASSES
@@ -37,6 +38,8 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
 BATCH = 2  # 10 images in 5 batches: rank 0 classifies 2 batches, rank 1 the 3 after them
 COMMON = ["--batch-size", str(BATCH), "--device", "cpu", "--precision", "fp32"]
 
@@ -44,8 +47,19 @@ COMMON = ["--batch-size", str(BATCH), "--device", "cpu", "--precision", "fp32"]
 def torchrun(args: list[str], tmp: Path, script: Path | None = None) -> subprocess.CompletedProcess:
     """``dualpt ARGS`` (or ``script ARGS``) under torchrun with 2 gloo ranks."""
     target = [str(script)] if script else ["-m", "dualpt_cli"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-           "--master-port", str(free_port()), *target, *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(free_port()),
+        *target,
+        *args,
+    ]
     return subprocess.run(cmd, env=worker_env(tmp / "cache"), capture_output=True, text=True, timeout=240, cwd=tmp)
 
 
@@ -88,8 +102,17 @@ def test_two_rank_eval_reports_the_metrics_of_one_process(prompts, tmp_path):
     make_image_folder(folder, classes=["yellow", "purple"], per_class=2, seed=5)
     write_corrupt_image(folder / "red" / "zz_broken.png")  # 11 images: rank 1 has 6-10
     (tmp_path / "new.txt").write_text("yellow\npurple\n")
-    args = ["eval", str(folder), "--prompt-file", prompts, "--classes", str(tmp_path / "new.txt"), "--zero-shot",
-            "--json", *COMMON]
+    args = [
+        "eval",
+        str(folder),
+        "--prompt-file",
+        prompts,
+        "--classes",
+        str(tmp_path / "new.txt"),
+        "--zero-shot",
+        "--json",
+        *COMMON,
+    ]
     one = runner.invoke(app, args)
     assert one.exit_code == 1, one.output
     two = torchrun(args, tmp_path)
@@ -103,8 +126,11 @@ def test_two_rank_eval_reports_the_metrics_of_one_process(prompts, tmp_path):
 @pytest.mark.slow
 def test_a_rank_dying_mid_predict_leaves_no_output_and_no_parts(images, prompts, tmp_path):
     out = tmp_path / "two" / "out.jsonl"
-    proc = torchrun(["predict", str(images), "--prompt-file", prompts, "--output", str(out), *COMMON], tmp_path,
-                    script=TESTS / "dist_predict_worker.py")
+    proc = torchrun(
+        ["predict", str(images), "--prompt-file", prompts, "--output", str(out), *COMMON],
+        tmp_path,
+        script=TESTS / "dist_predict_worker.py",
+    )
     assert proc.returncode != 0
     errors = error_lines(proc.stderr)
     assert errors and "rank 0 of 2" in errors[0] and "another rank" in errors[0], proc.stderr[-3000:]

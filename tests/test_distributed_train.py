@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dualpt_cli.promptfile import load_prompt_file
+from dualpt_cli.promptfile.io import load_prompt_file
 from imagegen import make_image_folder
 from test_distributed import free_port, worker_env
 
@@ -31,13 +31,50 @@ pytestmark = pytest.mark.slow
 
 def train(root: Path, name: str, model: str, nproc: int | None, *extra: str, **env: str) -> subprocess.CompletedProcess:
     """``dualpt train`` into ``root/name`` with ``nproc`` torchrun ranks (None: one plain process)."""
-    launcher = [] if nproc is None else ["-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-                                         "--master-addr", "127.0.0.1", "--master-port", str(free_port())]
-    args = ["train", str(root / "images"), "--config", str(root / "solver.json"), "--shots", "3",
-            "--val-shots", "1", "--epochs", "4", "--batch-size", "4", "--model", root.joinpath("model").read_text(),
-            "--precision", "fp32", "--device", "cpu", "--project", str(root / name), *extra]
-    return subprocess.run([sys.executable, *launcher, str(WORKER), *args], env=worker_env(root / "cache", **env),
-                          capture_output=True, text=True, timeout=300)
+    launcher = (
+        []
+        if nproc is None
+        else [
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            str(nproc),
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            str(free_port()),
+        ]
+    )
+    args = [
+        "train",
+        str(root / "images"),
+        "--config",
+        str(root / "solver.json"),
+        "--shots",
+        "3",
+        "--val-shots",
+        "1",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "4",
+        "--model",
+        root.joinpath("model").read_text(),
+        "--precision",
+        "fp32",
+        "--device",
+        "cpu",
+        "--project",
+        str(root / name),
+        *extra,
+    ]
+    return subprocess.run(
+        [sys.executable, *launcher, str(WORKER), *args],
+        env=worker_env(root / "cache", **env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +83,9 @@ def runs(tmp_path_factory, tiny_rn):
     root = tmp_path_factory.mktemp("dist-train")
     make_image_folder(root / "images", per_class=4)
     (root / "model").write_text(tiny_rn)
-    (root / "solver.json").write_text(json.dumps({"images": str(root / "images"), "tol": 1e-12, "outer_iters": 1,
-                                                  "inner_iters": 20}))
+    (root / "solver.json").write_text(
+        json.dumps({"images": str(root / "images"), "tol": 1e-12, "outer_iters": 1, "inner_iters": 20})
+    )
     single = train(root, "single", tiny_rn, None, "--json")
     assert single.returncode == 0, single.stderr[-3000:]
     two = train(root, "two", tiny_rn, 2, "--json")

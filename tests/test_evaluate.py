@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from torch.testing import assert_close
 from typer.testing import CliRunner
 
-from dualpt_cli.classes import ClassEntry
-from dualpt_cli.cli import app
-from dualpt_cli.evaluate import ZeroShotClassifier, harmonic_mean, metrics, split_accuracy, topk_accuracy
-from dualpt_cli.models import ModelSpec, load_backbone
+from dualpt_cli.cli.app import app
+from dualpt_cli.clip.load import ModelSpec, load_backbone
+from dualpt_cli.data.classes import ClassEntry
+from dualpt_cli.predict.evaluate import ZeroShotClassifier, harmonic_mean, metrics, split_accuracy, topk_accuracy
 from imagegen import make_image_folder, write_corrupt_image
 
 runner = CliRunner()
@@ -34,8 +34,7 @@ def test_metrics_by_hand():
     assert m["top1"] == pytest.approx(3 / 5)
     assert m["top5"] == 1.0 and m["top5_k"] == 3
     assert topk_accuracy(logits, labels, 2) == pytest.approx(5 / 5)
-    assert [(r["class"], r["images"], r["correct"]) for r in m["per_class"]] == [("a", 2, 1), ("b", 1, 1),
-                                                                               ("c", 2, 1)]
+    assert [(r["class"], r["images"], r["correct"]) for r in m["per_class"]] == [("a", 2, 1), ("b", 1, 1), ("c", 2, 1)]
     assert {(c["true"], c["predicted"], c["count"]) for c in m["confused"]} == {("a", "b", 1), ("c", "a", 1)}
     assert all(c["share_of_true"] == 0.5 for c in m["confused"])
     assert "H" not in m
@@ -92,8 +91,11 @@ def test_eval_with_zero_shot_shows_the_gain(prompts, test_images):
     assert result.exit_code == 0, result.output
     for text in ("DUAL-PT", "zero-shot CLIP", "gain from training", "per class", "top-1"):
         assert text in result.stdout
-    report = json.loads(runner.invoke(app, ["eval", str(test_images), "--prompts", prompts, "--zero-shot",
-                                            "--json", "--device", "cpu"]).stdout)
+    report = json.loads(
+        runner.invoke(
+            app, ["eval", str(test_images), "--prompts", prompts, "--zero-shot", "--json", "--device", "cpu"]
+        ).stdout
+    )
     assert report["gain_top1"] == pytest.approx(report["dualpt"]["top1"] - report["zero_shot"]["top1"])
 
 
@@ -117,8 +119,9 @@ def test_unknown_folders_need_classes_then_report_base_new_h(prompts, test_image
     assert "purple, yellow" in result.stderr and "--classes" in result.stderr
 
     (tmp_path / "new.txt").write_text("yellow\npurple\n")
-    result = runner.invoke(app, ["eval", str(test_images), "--prompts", prompts, "--classes", "new.txt", "--json",
-                                 "--device", "cpu"])
+    result = runner.invoke(
+        app, ["eval", str(test_images), "--prompts", prompts, "--classes", "new.txt", "--json", "--device", "cpu"]
+    )
     assert result.exit_code == 0, result.output
     m = json.loads(result.stdout)["dualpt"]
     assert m["classes"] == 5
@@ -138,11 +141,14 @@ def test_eval_reports_unreadable_images(prompts, test_images):
     assert "1 image(s) could not be read" in result.stderr
 
 
-@pytest.mark.parametrize("args, message", [
-    (["missing_dir"], "image folder missing_dir does not exist"),
-    (["IMAGES", "--prompts", "nope.safetensors"], "prompt file nope.safetensors does not exist"),
-    (["IMAGES", "--batch-size", "0"], "--batch-size must be >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["missing_dir"], "image folder missing_dir does not exist"),
+        (["IMAGES", "--prompts", "nope.safetensors"], "prompt file nope.safetensors does not exist"),
+        (["IMAGES", "--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+    ],
+)
 def test_eval_bad_inputs(args, message, test_images):
     args = [str(test_images) if a == "IMAGES" else a for a in args]
     result = runner.invoke(app, ["eval", *args])

@@ -11,17 +11,18 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from dualpt_cli.classes import parse_class_list
-from dualpt_cli.evaluate import ZeroShotClassifier
-from dualpt_cli.models import ModelSpec, load_backbone
+from dualpt_cli.clip.load import ModelSpec, load_backbone
+from dualpt_cli.data.classes import parse_class_list
+from dualpt_cli.predict.evaluate import ZeroShotClassifier
 
 SHAPES = Path(__file__).resolve().parents[1] / "examples" / "shapes"
 MODEL = SHAPES / "model"
 
 
 def make_dataset(out: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SHAPES / "make_dataset.py"), str(out), *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(SHAPES / "make_dataset.py"), str(out), *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def digests(folder: Path) -> dict[str, str]:

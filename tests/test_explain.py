@@ -11,13 +11,17 @@ from PIL import Image
 from torch.testing import assert_close
 from typer.testing import CliRunner
 
-from dualpt_cli import explain as explain_mod
-from dualpt_cli.classes import ClassEntry
-from dualpt_cli.classifier import Classifier
-from dualpt_cli.cli import app
-from dualpt_cli.descriptions import FORMAT as DESCRIPTIONS_FORMAT
+from dualpt_cli.cli.app import app
+from dualpt_cli.clip.load import ModelSpec, load_backbone
+from dualpt_cli.data.classes import ClassEntry
+from dualpt_cli.data.descriptions import FORMAT as DESCRIPTIONS_FORMAT
 from dualpt_cli.errors import DataError
-from dualpt_cli.explain import (
+from dualpt_cli.model.matching import Matcher
+from dualpt_cli.model.prompts import description_features
+from dualpt_cli.pictures.plots import explanation_png
+from dualpt_cli.predict import explain as explain_mod
+from dualpt_cli.predict.classifier import Classifier
+from dualpt_cli.predict.explain import (
     ExplainConfig,
     PhraseIndex,
     choose_classes,
@@ -27,11 +31,7 @@ from dualpt_cli.explain import (
     prompt_maps,
     upsample,
 )
-from dualpt_cli.matching import Matcher
-from dualpt_cli.models import ModelSpec, load_backbone
-from dualpt_cli.plots import explanation_png
-from dualpt_cli.promptmeta import PromptMeta
-from dualpt_cli.prompts import description_features
+from dualpt_cli.promptfile.meta import PromptMeta
 from imagegen import make_image, write_corrupt_image
 from trained import TRAINED_CLASSES
 
@@ -53,9 +53,19 @@ def _classifier(model: str, K: int = 3, M: int = 4, seed: int = 0) -> Classifier
     bb = load_backbone(ModelSpec(model, ""), device="cpu", precision="fp32")
     W = F.normalize(torch.randn(K, M, bb.embed_dim, generator=torch.Generator().manual_seed(seed)), dim=-1)
     classes = [ClassEntry(f"c{k}", f"class {k}") for k in range(K)]
-    meta = PromptMeta.from_dict({"model": model, "pretrained": "", "class_names": [c.name for c in classes],
-                                 "n_prompts": M, "n_ctx": 4, "embed_dim": bb.embed_dim, "class_specific": False,
-                                 **Matcher(bb.logit_scale).meta()}, "test")
+    meta = PromptMeta.from_dict(
+        {
+            "model": model,
+            "pretrained": "",
+            "class_names": [c.name for c in classes],
+            "n_prompts": M,
+            "n_ctx": 4,
+            "embed_dim": bb.embed_dim,
+            "class_specific": False,
+            **Matcher(bb.logit_scale).meta(),
+        },
+        "test",
+    )
     return Classifier(bb, meta, W, classes, [True] * K)
 
 
@@ -109,8 +119,7 @@ def test_explain_scores_are_predicts_logits(tiny_rn):
     Z = torch.randn(2, clf.bb.num_local, clf.bb.embed_dim, generator=torch.Generator().manual_seed(3))
     views = explain_local(clf, Z, [[0, 1, 2], [2]])
     logits = clf.logits_from_local(Z)  # (2, K): predict's scoring
-    assert_close(torch.tensor([v.score for v in views[0]]) * clf.matcher.logit_scale, logits[0], rtol=1e-4,
-                 atol=1e-4)
+    assert_close(torch.tensor([v.score for v in views[0]]) * clf.matcher.logit_scale, logits[0], rtol=1e-4, atol=1e-4)
     assert_close(torch.tensor(views[1][0].score * clf.matcher.logit_scale), logits[1, 2], rtol=1e-4, atol=1e-4)
     for v in views[0]:
         assert sum(p.part for p in v.prompts) == pytest.approx(v.score, abs=1e-5)
@@ -165,8 +174,21 @@ def test_explained_picture_of_an_image(tiny_vit, tmp_path, monkeypatch):
 
 def test_explain_command_writes_one_picture_per_image(prompts, test_images, tmp_path):
     out = tmp_path / "pics"
-    result = runner.invoke(app, ["explain", str(test_images), "--prompt-file", prompts, "-o", str(out),
-                                 "--classes", "top,green", "--device", "cpu"])
+    result = runner.invoke(
+        app,
+        [
+            "explain",
+            str(test_images),
+            "--prompt-file",
+            prompts,
+            "-o",
+            str(out),
+            "--classes",
+            "top,green",
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
     pngs = sorted(out.glob("*.png"))
     assert len(pngs) == 6  # 2 images x 3 classes, stems collide across folders
@@ -177,8 +199,9 @@ def test_explain_command_writes_one_picture_per_image(prompts, test_images, tmp_
 
 def test_explain_json_gives_the_plans(prompts, test_images):
     image = next((test_images / "red").iterdir())
-    result = runner.invoke(app, ["explain", str(image), "--prompt-file", prompts, "--json", "--classes", "top2",
-                                 "--device", "cpu"])
+    result = runner.invoke(
+        app, ["explain", str(image), "--prompt-file", prompts, "--json", "--classes", "top2", "--device", "cpu"]
+    )
     assert result.exit_code == 0, result.output
     (item,) = json.loads(result.stdout)
     assert item["grid"] == [3, 3] and item["error"] is None and len(item["classes"]) == 2
@@ -196,8 +219,17 @@ def test_explain_titles_name_the_nearest_phrase(prompts, test_images, tmp_path):
     project = tmp_path / "proj"
     project.mkdir()
     shutil.copy(prompts, project / "prompts.safetensors")
-    entries = [{"folder": c, "name": c, "phrases": [f"{c} colour", "a dark spot", "noise"], "status": "ok",
-                "error": None, "provenance": {"provider": "test"}} for c in TRAINED_CLASSES]
+    entries = [
+        {
+            "folder": c,
+            "name": c,
+            "phrases": [f"{c} colour", "a dark spot", "noise"],
+            "status": "ok",
+            "error": None,
+            "provenance": {"provider": "test"},
+        }
+        for c in TRAINED_CLASSES
+    ]
     (project / "descriptions.json").write_text(json.dumps({"format": DESCRIPTIONS_FORMAT, "classes": entries}))
     image = next((test_images / "blue").iterdir())
     result = runner.invoke(app, ["explain", str(image), "--project", str(project), "--json", "--device", "cpu"])
@@ -214,8 +246,9 @@ def test_explain_errors(prompts, test_images, tmp_path):
     assert "Traceback" not in result.output
     bad = write_corrupt_image(tmp_path / "bad.png")
     out = tmp_path / "pics"
-    result = runner.invoke(app, ["explain", image, str(bad), "--prompt-file", prompts, "-o", str(out),
-                                 "--device", "cpu"])
+    result = runner.invoke(
+        app, ["explain", image, str(bad), "--prompt-file", prompts, "-o", str(out), "--device", "cpu"]
+    )
     assert result.exit_code == 1
     assert "bad.png" in result.output and "1 of 2 image(s) could not be read" in result.output
     assert [p.name for p in out.glob("*.png")] == [Path(image).stem + ".png"]

@@ -3,9 +3,9 @@ from __future__ import annotations
 import torch
 from torch.testing import assert_close
 
-from dualpt_cli.data import file_digest, load_image
-from dualpt_cli.features import EVAL_VIEW, encode_views, view_seed
-from dualpt_cli.models import ModelSpec, load_backbone
+from dualpt_cli.clip.features import EVAL_VIEW, encode_views, view_seed
+from dualpt_cli.clip.load import ModelSpec, load_backbone
+from dualpt_cli.data.images import file_digest, load_image
 from imagegen import make_image_folder
 
 

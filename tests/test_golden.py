@@ -12,7 +12,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from dualpt_cli.cli import app
+from dualpt_cli.cli.app import app
 
 GOLDEN = Path(__file__).parent / "golden" / "predict_eval.json"
 runner = CliRunner()
@@ -36,8 +36,8 @@ def _outputs(prompts: str, test_images: Path, tmp_path: Path) -> dict:
     out = {
         "predict": _relative(_invoke(["predict", str(test_images), "--format", "json", *common]), test_images),
         "predict_new_class": _relative(
-            _invoke(["predict", str(test_images), "--format", "json", "--classes", str(classes), *common]),
-            test_images),
+            _invoke(["predict", str(test_images), "--format", "json", "--classes", str(classes), *common]), test_images
+        ),
         "eval": _invoke(["eval", str(test_images), "--zero-shot", "--json", *common]),
         "eval_new_class": _invoke(["eval", str(test_images), "--classes", str(classes), "--json", *common]),
     }

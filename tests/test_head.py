@@ -11,13 +11,13 @@ import torch.nn.functional as F
 from torch.testing import assert_close
 from typer.testing import CliRunner
 
-from dualpt_cli.classifier import Classifier
-from dualpt_cli.cli import app
-from dualpt_cli.features import encode_views, model_key
-from dualpt_cli.head import auto_val_shots, blend_logits, choose, collapsed, prior_features
-from dualpt_cli.models import ModelSpec, load_backbone
-from dualpt_cli.promptfile import load_prompt_file
-from dualpt_cli.trainconfig import RECIPES, TrainConfig, resolve_recipe
+from dualpt_cli.cli.app import app
+from dualpt_cli.clip.features import encode_views, model_key
+from dualpt_cli.clip.load import ModelSpec, load_backbone
+from dualpt_cli.model.head import auto_val_shots, blend_logits, choose, collapsed, prior_features
+from dualpt_cli.predict.classifier import Classifier
+from dualpt_cli.promptfile.io import load_prompt_file
+from dualpt_cli.train.config import RECIPES, TrainConfig, resolve_recipe
 from imagegen import make_image_folder
 
 runner = CliRunner()
@@ -60,8 +60,9 @@ def test_guard_keeps_trained_blend_when_it_is_better():
     right = torch.zeros(len(labels), 3)
     right[torch.arange(len(labels)), labels] = 50.0
     bad_names = names.roll(1, dims=0)  # zero-shot is wrong everywhere
-    d = choose(right, z, labels, bad_names, bad_names, False, 20.0, default_weight=2.0, is_collapsed=False,
-               choose_weight=True)
+    d = choose(
+        right, z, labels, bad_names, bad_names, False, 20.0, default_weight=2.0, is_collapsed=False, choose_weight=True
+    )
     assert {"trained+prior0", "trained+prior4"} <= set(d.val_acc)
     assert d.classifier == "trained" and d.dual_weight == 1.0 and d.val_acc["zero-shot"] == 0.0
     assert d.kept_acc == 1.0 and d.gain == 1.0
@@ -119,26 +120,44 @@ def test_seed_changes_the_crops(tiny_rn, tmp_path):
 
 
 def _train(images, model, *extra):
-    return runner.invoke(app, ["train", str(images), "--model", model, "--epochs", "2", "--device", "cpu",
-                               "--precision", "fp32", "--aug-views", "2", "--json", *extra])
+    return runner.invoke(
+        app,
+        [
+            "train",
+            str(images),
+            "--model",
+            model,
+            "--epochs",
+            "2",
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+            "--aug-views",
+            "2",
+            "--json",
+            *extra,
+        ],
+    )
 
 
 def test_train_made_to_fail_keeps_zero_shot(tiny_rn, tmp_path, monkeypatch):
     """A run the guard sees as collapsed saves zero-shot CLIP; predict then gives zero-shot's logits exactly."""
-    import dualpt_cli.train as train_mod
+    import dualpt_cli.train.loop as train_mod
 
     monkeypatch.setattr(train_mod, "collapsed", lambda *a: True)
     images = make_image_folder(tmp_path / "images", per_class=5)
     result = _train(images, tiny_rn, "--shots", "4")
     assert result.exit_code == 0, result.output
-    guard = json.loads(result.stdout[result.stdout.index("{"):])["guard"]
+    guard = json.loads(result.stdout[result.stdout.index("{") :])["guard"]
     assert guard["collapsed"] and guard["classifier"] == "zero-shot" and guard["val_images"] == 3
     assert "training did not beat zero-shot" in result.output
     tensors, meta = load_prompt_file(tmp_path / "dualpt-project" / "prompts.safetensors")
     assert meta["dual_weight"] == 0.0 and meta["prior"] == "names"
 
-    clf = Classifier.from_prompt_file(tmp_path / "dualpt-project" / "prompts.safetensors", device="cpu",
-                                      precision="fp32")
+    clf = Classifier.from_prompt_file(
+        tmp_path / "dualpt-project" / "prompts.safetensors", device="cpu", precision="fp32"
+    )
     gen = torch.Generator().manual_seed(0)
     size = clf.bb.image_size
     pixels = torch.randn(4, 3, size, size, generator=gen)
@@ -206,16 +225,38 @@ def test_fresh_views_encode_one_view_per_epoch(tiny_rn, tmp_path):
 
 def test_prompt_file_with_no_classifier_is_refused(tmp_path):
     from dualpt_cli.errors import PromptFileError
-    from dualpt_cli.promptfile import PROMPT_FORMAT, write_safetensors
+    from dualpt_cli.promptfile.io import PROMPT_FORMAT, write_safetensors
 
-    meta = {"model": "RN50", "pretrained": "", "class_names": ["a", "b"], "n_prompts": 1, "n_ctx": 4, "embed_dim": 8,
-            "class_specific": False, "logit_scale": 20.0, "alpha": 0.2, "lambda": 0.1, "outer_iters": 2,
-            "inner_iters": 5, "tol": 0.01, "dual_weight": 0.0, "prior_weight": 0.0}
-    write_safetensors(tmp_path / "p.safetensors", {"ctx": torch.zeros(1, 4, 8), "class_features": torch.zeros(2, 1, 8)},
-                      PROMPT_FORMAT, meta)
+    meta = {
+        "model": "RN50",
+        "pretrained": "",
+        "class_names": ["a", "b"],
+        "n_prompts": 1,
+        "n_ctx": 4,
+        "embed_dim": 8,
+        "class_specific": False,
+        "logit_scale": 20.0,
+        "alpha": 0.2,
+        "lambda": 0.1,
+        "outer_iters": 2,
+        "inner_iters": 5,
+        "tol": 0.01,
+        "dual_weight": 0.0,
+        "prior_weight": 0.0,
+    }
+    write_safetensors(
+        tmp_path / "p.safetensors",
+        {"ctx": torch.zeros(1, 4, 8), "class_features": torch.zeros(2, 1, 8)},
+        PROMPT_FORMAT,
+        meta,
+    )
     with pytest.raises(PromptFileError, match="weight of 0"):
         load_prompt_file(tmp_path / "p.safetensors")
-    write_safetensors(tmp_path / "q.safetensors", {"ctx": torch.zeros(1, 4, 8), "class_features": torch.zeros(2, 1, 8)},
-                      PROMPT_FORMAT, {**meta, "dual_weight": 1.0, "prior_weight": 2.0})
+    write_safetensors(
+        tmp_path / "q.safetensors",
+        {"ctx": torch.zeros(1, 4, 8), "class_features": torch.zeros(2, 1, 8)},
+        PROMPT_FORMAT,
+        {**meta, "dual_weight": 1.0, "prior_weight": 2.0},
+    )
     with pytest.raises(PromptFileError, match="no prior_features"):
         load_prompt_file(tmp_path / "q.safetensors")

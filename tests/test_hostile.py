@@ -24,14 +24,14 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from dualpt_cli import data as data_mod
-from dualpt_cli import describe as describe_mod
-from dualpt_cli.cli import app
-from dualpt_cli.describe import RetryPolicy
+from dualpt_cli.cli.app import app
+from dualpt_cli.clip.load import ModelSpec, load_backbone, select_device
+from dualpt_cli.core.project import Project
+from dualpt_cli.data import images as data_mod
+from dualpt_cli.describe import ask as describe_mod
+from dualpt_cli.describe.ask import RetryPolicy
 from dualpt_cli.errors import ModelLoadError
-from dualpt_cli.models import ModelSpec, load_backbone, select_device
-from dualpt_cli.project import Project
-from dualpt_cli.promptfile import PROMPT_FORMAT, load_prompt_file, read_safetensors, write_safetensors
+from dualpt_cli.promptfile.io import PROMPT_FORMAT, load_prompt_file, read_safetensors, write_safetensors
 from imagegen import make_image_folder, write_corrupt_image
 from llm_server import Reply
 from tiny_models import build_tiny_model
@@ -57,9 +57,31 @@ def invoke(*args) -> object:
 
 
 def train(model: str, *args, images="images", project="proj"):
-    return invoke("train", images, "--model", model, "--pretrained", "", "--shots", "1", "--epochs", "1",
-                  "--aug-views", "1", "--batch-size", "4", "--ctx-len", "4", "--precision", "fp32", "--device", "cpu",
-                  "--project", project, *args)
+    return invoke(
+        "train",
+        images,
+        "--model",
+        model,
+        "--pretrained",
+        "",
+        "--shots",
+        "1",
+        "--epochs",
+        "1",
+        "--aug-views",
+        "1",
+        "--batch-size",
+        "4",
+        "--ctx-len",
+        "4",
+        "--precision",
+        "fp32",
+        "--device",
+        "cpu",
+        "--project",
+        project,
+        *args,
+    )
 
 
 def one_line_error(result, *words: str, code: int = 2) -> str:
@@ -99,8 +121,15 @@ def _described(fake, tmp_path, monkeypatch) -> tuple[Path, dict]:
 
 def test_force_with_dead_server_keeps_phrases(fake, tmp_path, monkeypatch):
     path, before = _described(fake, tmp_path, monkeypatch)
-    result = invoke("describe", "classes.txt", "--force", "--provider", "openai",
-                    "--base-url", f"http://127.0.0.1:{closed_port()}/v1")
+    result = invoke(
+        "describe",
+        "classes.txt",
+        "--force",
+        "--provider",
+        "openai",
+        "--base-url",
+        f"http://127.0.0.1:{closed_port()}/v1",
+    )
     one_line_error(result, "cannot connect")
     assert json.loads(path.read_text()) == before  # nothing lost
 
@@ -141,8 +170,9 @@ def test_force_replaces_class_by_class(fake, tmp_path, monkeypatch):
 # High 2: non-finite options, diverging training, NaN prompt files
 
 
-@pytest.mark.parametrize("option, value", [("--lr", "inf"), ("--lr", "nan"), ("--alpha", "nan"),
-                                           ("--lambda", "inf"), ("--beta", "nan")])
+@pytest.mark.parametrize(
+    "option, value", [("--lr", "inf"), ("--lr", "nan"), ("--alpha", "nan"), ("--lambda", "inf"), ("--beta", "nan")]
+)
 def test_non_finite_train_options(option, value, images, tiny_rn, tmp_path):
     one_line_error(train(tiny_rn, option, value), option, "finite")
     assert not (tmp_path / "proj").exists() or not (tmp_path / "proj" / "prompts.safetensors").exists()
@@ -173,8 +203,9 @@ def test_nan_prompt_file_is_refused(prompts, test_images, tmp_path):
     tensors["class_features"] = tensors["class_features"].clone()
     tensors["class_features"][0, 0, 0] = float("nan")
     write_safetensors(tmp_path / "nan.safetensors", tensors, PROMPT_FORMAT, meta)  # checksum is valid
-    one_line_error(invoke("predict", test_images, "--prompt-file", tmp_path / "nan.safetensors", "--format", "jsonl"),
-                   "NaN")
+    one_line_error(
+        invoke("predict", test_images, "--prompt-file", tmp_path / "nan.safetensors", "--format", "jsonl"), "NaN"
+    )
     one_line_error(invoke("eval", test_images, "--prompt-file", tmp_path / "nan.safetensors"), "NaN")
 
 
@@ -218,7 +249,7 @@ def test_class_with_only_bad_files(tiny_rn, tmp_path):
 
 
 def test_second_writer_is_refused(images, tiny_rn, tmp_path):
-    from dualpt_cli.project import project_lock
+    from dualpt_cli.core.project import project_lock
 
     (tmp_path / "classes.txt").write_text("red\ngreen\nblue\n")
     project = Project(tmp_path / "proj")
@@ -246,11 +277,30 @@ def test_two_train_processes(images, tiny_rn, tmp_path):
     """A real second process: the first holds the project, the second exits 2 with one line."""
     src = str(Path(__file__).resolve().parents[1] / "src")
     env = {**os.environ, "PYTHONPATH": src}
-    args = [sys.executable, "-m", "dualpt_cli", "train", "images", "--model", tiny_rn, "--pretrained", "",
-            "--shots", "1", "--aug-views", "1", "--ctx-len", "4", "--precision", "fp32", "--device", "cpu",
-            "--project", "proj"]
-    first = subprocess.Popen([*args, "--epochs", "400"], env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+    args = [
+        sys.executable,
+        "-m",
+        "dualpt_cli",
+        "train",
+        "images",
+        "--model",
+        tiny_rn,
+        "--pretrained",
+        "",
+        "--shots",
+        "1",
+        "--aug-views",
+        "1",
+        "--ctx-len",
+        "4",
+        "--precision",
+        "fp32",
+        "--device",
+        "cpu",
+        "--project",
+        "proj",
+    ]
+    first = subprocess.Popen([*args, "--epochs", "400"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         lock = tmp_path / "proj" / ".lock"
         deadline = time.time() + 120
@@ -349,8 +399,7 @@ def test_prompt_file_without_fingerprint_still_loads(prompts, test_images, tmp_p
 
 
 def test_pretrained_file_with_folder_model(images, tiny_rn, tmp_path):
-    one_line_error(train(tiny_rn, "--pretrained", tmp_path / "nope.safetensors"), "nope.safetensors",
-                   "does not exist")
+    one_line_error(train(tiny_rn, "--pretrained", tmp_path / "nope.safetensors"), "nope.safetensors", "does not exist")
     other = build_tiny_model("rn", tmp_path / "other", seed=3) / "open_clip_model.safetensors"
     bb = load_backbone(ModelSpec(tiny_rn, str(other)), device="cpu", precision="fp32")
     assert torch.equal(bb.model.token_embedding.weight.cpu(), load_file(str(other))["token_embedding.weight"])
@@ -358,13 +407,17 @@ def test_pretrained_file_with_folder_model(images, tiny_rn, tmp_path):
     assert result.exit_code == 0 and json.loads(result.stdout)["pretrained"] == str(other)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda m: m.update(n_prompts="four"), "'n_prompts'"),
-    (lambda m: m.pop("class_names"), "'class_names'"),
-    (lambda m: m.update(logit_scale="x"), "'logit_scale'"),
-    (lambda m: m.update(class_folders=["a"]), "class folders"),
-    (lambda m: m.update(alpha=float("nan")), "'alpha'"),
-], ids=["n_prompts", "no-class-names", "logit-scale", "folders", "nan-alpha"])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda m: m.update(n_prompts="four"), "'n_prompts'"),
+        (lambda m: m.pop("class_names"), "'class_names'"),
+        (lambda m: m.update(logit_scale="x"), "'logit_scale'"),
+        (lambda m: m.update(class_folders=["a"]), "class folders"),
+        (lambda m: m.update(alpha=float("nan")), "'alpha'"),
+    ],
+    ids=["n_prompts", "no-class-names", "logit-scale", "folders", "nan-alpha"],
+)
 def test_bad_metadata_is_refused(change, message, prompts, test_images, tmp_path):
     tensors, meta = read_safetensors(Path(prompts), PROMPT_FORMAT, "prompt file")
     change(meta)
@@ -388,8 +441,10 @@ def test_non_json_200_body_is_a_failed_answer(api, fake, tmp_path, monkeypatch):
     assert entry["status"] == "failed" and "not a chat" in entry["error"] and entry["phrases"] == []
 
 
-@pytest.mark.parametrize("answer", ["<html>\x00\x01 {{{", "\x00\x01\x02\x03", "<div>orange fur</div>",
-                                    "{{ template }}", "\ufffd\ufffd\ufffd"])
+@pytest.mark.parametrize(
+    "answer",
+    ["<html>\x00\x01 {{{", "\x00\x01\x02\x03", "<div>orange fur</div>", "{{ template }}", "\ufffd\ufffd\ufffd"],
+)
 def test_garbage_answers_are_not_phrases(answer, fake, tmp_path):
     (tmp_path / "classes.txt").write_text("tiger\n")
     fake.default = lambda cls: Reply(content=answer)
@@ -470,8 +525,9 @@ def test_full_disk_while_writing_predictions(prompts, test_images, tmp_path, mon
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", full)
-    one_line_error(invoke("predict", test_images, "--prompt-file", prompts, "--output", out), "out.csv",
-                   "No space left")
+    one_line_error(
+        invoke("predict", test_images, "--prompt-file", prompts, "--output", out), "out.csv", "No space left"
+    )
     assert out.read_text() == "earlier predictions\n" and sorted(p.name for p in tmp_path.glob(".out.csv*")) == []
 
 
@@ -504,10 +560,13 @@ def test_project_inside_image_folder(images, tiny_rn, tmp_path, monkeypatch):
     assert json.loads(result.stdout)["dualpt"]["images"] == 12
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--text-chunk", "-1"], ["--text-chunk"]),
-    (["--ctx-len", "100"], ["--ctx-len 100", "77-token"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--text-chunk", "-1"], ["--text-chunk"]),
+        (["--ctx-len", "100"], ["--ctx-len 100", "77-token"]),
+    ],
+)
 def test_option_validation(args, words, images, tiny_rn):
     one_line_error(train(tiny_rn, *args), *words)
 
@@ -538,15 +597,19 @@ def test_output_to_stdout_and_odd_targets(prompts, test_images, tmp_path):
         assert len([json.loads(ln) for ln in result.stdout.splitlines()]) == 6
     (tmp_path / "real.csv").write_text("keep me\n")
     (tmp_path / "link.csv").symlink_to(tmp_path / "real.csv")
-    one_line_error(invoke("predict", test_images, "--prompt-file", prompts, "--output", tmp_path / "link.csv"),
-                   "symbolic link")
+    one_line_error(
+        invoke("predict", test_images, "--prompt-file", prompts, "--output", tmp_path / "link.csv"), "symbolic link"
+    )
     assert (tmp_path / "link.csv").is_symlink() and (tmp_path / "real.csv").read_text() == "keep me\n"
-    one_line_error(invoke("predict", test_images, "--prompt-file", prompts, "--output", "/dev/null"),
-                   "not a regular file")
+    one_line_error(
+        invoke("predict", test_images, "--prompt-file", prompts, "--output", "/dev/null"), "not a regular file"
+    )
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
     (tmp_path / "afile").write_text("x")
-    one_line_error(invoke("predict", test_images, "--prompt-file", prompts, "--output", tmp_path / "afile" / "out.csv"),
-                   "afile is a file, not a folder")
+    one_line_error(
+        invoke("predict", test_images, "--prompt-file", prompts, "--output", tmp_path / "afile" / "out.csv"),
+        "afile is a file, not a folder",
+    )
 
 
 def test_written_files_follow_the_umask(prompts, test_images, tmp_path):
@@ -566,8 +629,10 @@ def test_written_files_follow_the_umask(prompts, test_images, tmp_path):
 # Low: class names, hidden folders, huge images, the describe report
 
 
-@pytest.mark.parametrize("line, why", [("a/b", "path separator"), ("..", "names a folder"),
-                                       ("x" * 5000, "255 bytes"), (".hidden: hidden", "hidden")])
+@pytest.mark.parametrize(
+    "line, why",
+    [("a/b", "path separator"), ("..", "names a folder"), ("x" * 5000, "255 bytes"), (".hidden: hidden", "hidden")],
+)
 def test_impossible_folder_names(line, why, tmp_path):
     (tmp_path / "classes.txt").write_text(f"tiger\n{line}\n")
     one_line_error(invoke("describe", "classes.txt", "--provider", "none"), "classes.txt:2", why)
@@ -597,8 +662,17 @@ def test_huge_images_have_a_limit(prompts, tmp_path, monkeypatch):
     monkeypatch.setattr(data_mod, "MAX_PIXELS", 1000)
     Image.new("RGB", (64, 64), (200, 30, 30)).save(tmp_path / "big.png")
     Image.new("RGB", (64, 64), (200, 30, 30)).save(tmp_path / "big.jpg")
-    result = invoke("predict", tmp_path / "big.png", tmp_path / "big.jpg", "--prompt-file", prompts,
-                    "--format", "jsonl", "--workers", "0")
+    result = invoke(
+        "predict",
+        tmp_path / "big.png",
+        tmp_path / "big.jpg",
+        "--prompt-file",
+        prompts,
+        "--format",
+        "jsonl",
+        "--workers",
+        "0",
+    )
     png, jpg = (json.loads(ln) for ln in result.stdout.splitlines())
     assert result.exit_code == 1 and "megapixels" in png["error"]
     assert jpg["error"] is None  # a JPEG is decoded at a reduced scale instead

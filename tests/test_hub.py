@@ -14,9 +14,9 @@ import huggingface_hub.constants
 import pytest
 from typer.testing import CliRunner
 
-from dualpt_cli import hub
-from dualpt_cli.cli import app
-from dualpt_cli.models import ModelSpec, _load_failure_message, _root_log_records
+from dualpt_cli.cli.app import app
+from dualpt_cli.clip import hub
+from dualpt_cli.clip.load import ModelSpec, _load_failure_message, _root_log_records
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -31,18 +31,32 @@ def closed_port() -> int:
 def test_info_without_network_fails_fast_with_one_clean_line(tmp_path):
     """No HF_HUB_OFFLINE and a hub that cannot be reached: no minute of retries, no logger noise."""
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    env.update(HF_ENDPOINT=f"http://127.0.0.1:{closed_port()}", HF_HOME=str(tmp_path / "hf"),
-               HOME=str(tmp_path / "home"), COLUMNS="1000",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")])))
+    env.update(
+        HF_ENDPOINT=f"http://127.0.0.1:{closed_port()}",
+        HF_HOME=str(tmp_path / "hf"),
+        HOME=str(tmp_path / "home"),
+        COLUMNS="1000",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")])),
+    )
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "dualpt_cli", "info", "--model", "ViT-B-16"], env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dualpt_cli", "info", "--model", "ViT-B-16"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     elapsed = time.monotonic() - start
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, proc.stderr
     assert len(lines) == 1 and lines[0].startswith("error: the weights of ViT-B-16 (openai)"), proc.stderr
-    for part in ("timm/vit_base_patch16_clip_224.openai", "cannot be reached", "dualpt info --model ViT-B-16",
-                 "--model local-dir:DIR", "--model ViT-B-16 --pretrained FILE"):
+    for part in (
+        "timm/vit_base_patch16_clip_224.openai",
+        "cannot be reached",
+        "dualpt info --model ViT-B-16",
+        "--model local-dir:DIR",
+        "--model ViT-B-16 --pretrained FILE",
+    ):
         assert part in lines[0]
     assert proc.stdout == ""
     assert elapsed < 30, f"took {elapsed:.0f} s"  # huggingface_hub's retries alone take about 50 s
@@ -58,8 +72,10 @@ def test_offline_env_names_the_variable():
 def test_hf_hub_model_offline_names_the_repository():
     result = runner.invoke(app, ["info", "--model", "hf-hub:someone/some-clip"])
     assert result.exit_code == 2
-    assert "repository someone/some-clip" in result.output and "dualpt info --model hf-hub:someone/some-clip" \
-        in result.output
+    assert (
+        "repository someone/some-clip" in result.output
+        and "dualpt info --model hf-hub:someone/some-clip" in result.output
+    )
 
 
 def test_cached_weights_without_network_load_offline(monkeypatch):

@@ -5,16 +5,16 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
+from dualpt_cli.clip.load import ModelSpec, load_backbone
 from dualpt_cli.errors import DataError
-from dualpt_cli.head import name_features
-from dualpt_cli.linear_probe import (
+from dualpt_cli.model.head import name_features
+from dualpt_cli.model.linear_probe import (
     LinearProbeConfig,
     clap_multipliers,
     constraint_penalty,
     fit_linear_probe,
     probe_logits,
 )
-from dualpt_cli.models import ModelSpec, load_backbone
 
 SCALE = 20.0
 
@@ -50,8 +50,9 @@ def test_step_zero_is_zero_shot_clip(tiny_rn, normalize):
     images = torch.randn(4, 3, bb.image_size, bb.image_size, generator=torch.Generator().manual_seed(0))
     z, _ = bb.encode_images(images)
     expected = bb.logit_scale * F.normalize(z, dim=-1) @ text.T  # zero-shot CLIP
-    result = fit_linear_probe(z, torch.tensor([0, 1, 2, 0]), text, bb.logit_scale,
-                              LinearProbeConfig(steps=0, normalize_weights=normalize))
+    result = fit_linear_probe(
+        z, torch.tensor([0, 1, 2, 0]), text, bb.logit_scale, LinearProbeConfig(steps=0, normalize_weights=normalize)
+    )
     assert_close(result.logits(z), expected)
     assert_close(result.weights, text)
 
@@ -59,8 +60,7 @@ def test_step_zero_is_zero_shot_clip(tiny_rn, normalize):
 def test_huge_multipliers_keep_the_zero_shot_weights():
     z, labels, text = _blobs()
     free = fit_linear_probe(z, labels, text, SCALE, LinearProbeConfig(steps=30))
-    held = fit_linear_probe(z, labels, text, SCALE, LinearProbeConfig(steps=30),
-                            multipliers=torch.full((3,), 1e6))
+    held = fit_linear_probe(z, labels, text, SCALE, LinearProbeConfig(steps=30), multipliers=torch.full((3,), 1e6))
     assert (free.weights - text).norm() > 0.1  # without the constraint the weights move ...
     assert_close(held.weights, text, atol=1e-4, rtol=0)  # ... with huge multipliers they stay put
 
@@ -97,12 +97,15 @@ def test_deterministic_and_seeded():
     assert torch.equal(r1.weights, r1b.weights) and not torch.equal(r1.weights, r2.weights)
 
 
-@pytest.mark.parametrize(("kw", "message"), [
-    ({"optimizer": "sgd"}, "optimizer 'sgd' is unknown"),
-    ({"constraint": "l1"}, "constraint 'l1' is unknown"),
-    ({"steps": -1}, "steps must be >= 0"),
-    ({"lr": 0.0}, "learning rate must be > 0"),
-])
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"optimizer": "sgd"}, "optimizer 'sgd' is unknown"),
+        ({"constraint": "l1"}, "constraint 'l1' is unknown"),
+        ({"steps": -1}, "steps must be >= 0"),
+        ({"lr": 0.0}, "learning rate must be > 0"),
+    ],
+)
 def test_bad_config_is_one_clear_error(kw, message):
     z, labels, text = _blobs()
     with pytest.raises(DataError, match=message):

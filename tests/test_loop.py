@@ -6,7 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
-from dualpt_cli.cli import app
+from dualpt_cli.cli.app import app
 from imagegen import make_image_folder
 
 runner = CliRunner()

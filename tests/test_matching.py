@@ -1,4 +1,4 @@
-"""Tests for dualpt_cli.matching: POT agreement, Algorithm 1 as written, invariants, precision, gradients."""
+"""Tests for dualpt_cli.model.matching: POT agreement, Algorithm 1 as written, invariants, precision, gradients."""
 
 import numpy as np
 import ot
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from dualpt_cli.matching import (
+from dualpt_cli.model.matching import (
     Matcher,
     MatchingStats,
     SolverSettings,
@@ -207,13 +207,22 @@ def test_matcher_settings_round_trip_through_meta():
     """A prompt file's metadata gives back the same matcher; chunk is a memory setting, not stored."""
     matcher = Matcher(3.5, SolverSettings(alpha=0.3, lam=0.05, outer_iters=7, inner_iters=50, tol=1e-3), chunk=4)
     meta = matcher.meta()
-    assert meta == {"logit_scale": 3.5, "alpha": 0.3, "lambda": 0.05, "outer_iters": 7, "inner_iters": 50, "tol": 1e-3,
-                    "align": "graph"}
+    assert meta == {
+        "logit_scale": 3.5,
+        "alpha": 0.3,
+        "lambda": 0.05,
+        "outer_iters": 7,
+        "inner_iters": 50,
+        "tol": 1e-3,
+        "align": "graph",
+    }
     assert Matcher.from_meta(meta, chunk=4) == matcher
     old = {k: v for k, v in meta.items() if k != "align"}  # files from before --align: graph matching
     assert Matcher.from_meta(old, chunk=4) == matcher
     attn = Matcher(3.5, SolverSettings(align="attn"))
     assert Matcher.from_meta(attn.meta()) == attn
     Z, W = torch.randn(2, 6, 8, dtype=torch.float64), torch.nn.functional.normalize(torch.randn(3, 4, 8), dim=-1)
-    assert_close(matcher.logits(Z, W.double()), 3.5 * dual_scores(torch.nn.functional.normalize(Z, dim=-1), W.double(),
-                                                                  matcher.solver))
+    assert_close(
+        matcher.logits(Z, W.double()),
+        3.5 * dual_scores(torch.nn.functional.normalize(Z, dim=-1), W.double(), matcher.solver),
+    )

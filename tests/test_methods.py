@@ -13,19 +13,19 @@ import torch.nn.functional as F
 from torch.testing import assert_close
 from typer.testing import CliRunner
 
-from dualpt_cli.classes import ClassEntry
-from dualpt_cli.classifier import Classifier
-from dualpt_cli.cli import app
+from dualpt_cli.cli.app import app
+from dualpt_cli.clip.features import encode_views
+from dualpt_cli.clip.load import ModelSpec, load_backbone
+from dualpt_cli.data.classes import ClassEntry
 from dualpt_cli.errors import DataError
-from dualpt_cli.features import encode_views
-from dualpt_cli.head import name_features
-from dualpt_cli.models import ModelSpec, load_backbone
-from dualpt_cli.objective import Objective, matcher_for
-from dualpt_cli.promptfile import load_prompt_file
-from dualpt_cli.prompts import PromptLearner
-from dualpt_cli.runs import config_from_file
-from dualpt_cli.train import Callbacks, TrainConfig, run_training, train_epoch
-from dualpt_cli.trainconfig import METHODS, resolve_recipe
+from dualpt_cli.model.head import name_features
+from dualpt_cli.model.prompts import PromptLearner
+from dualpt_cli.predict.classifier import Classifier
+from dualpt_cli.promptfile.io import load_prompt_file
+from dualpt_cli.train.config import METHODS, resolve_recipe
+from dualpt_cli.train.loop import Callbacks, TrainConfig, run_training, train_epoch
+from dualpt_cli.train.objective import Objective, matcher_for
+from dualpt_cli.train.runs import config_from_file
 from imagegen import make_image_folder
 
 runner = CliRunner()
@@ -38,8 +38,18 @@ def images(tmp_path):
 
 
 def _cfg(images, model, project, **kw) -> TrainConfig:
-    base = dict(images=str(images), project=str(project), shots=2, epochs=1, model=model, pretrained="",
-                precision="fp32", device="cpu", aug_views=2, batch_size=4)
+    base = dict(
+        images=str(images),
+        project=str(project),
+        shots=2,
+        epochs=1,
+        model=model,
+        pretrained="",
+        precision="fp32",
+        device="cpu",
+        aug_views=2,
+        batch_size=4,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -51,9 +61,32 @@ def test_every_method_trains_saves_and_predicts(method, images, tiny_rn, tmp_pat
         (tmp_path / "classes.txt").write_text("\n".join(CLASSES) + "\n")
         done = runner.invoke(app, ["describe", "classes.txt", "--phrases", "phrases.json", "-p", "proj"])
         assert done.exit_code == 0, done.output
-    result = runner.invoke(app, ["train", "images", "--method", method, "--shots", "2", "--epochs", "1",
-                                 "--model", tiny_rn, "--pretrained", "", "--aug-views", "2", "--precision", "fp32",
-                                 "--device", "cpu", "-p", "proj", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "images",
+            "--method",
+            method,
+            "--shots",
+            "2",
+            "--epochs",
+            "1",
+            "--model",
+            tiny_rn,
+            "--pretrained",
+            "",
+            "--aug-views",
+            "2",
+            "--precision",
+            "fp32",
+            "--device",
+            "cpu",
+            "-p",
+            "proj",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["method"] == method
@@ -71,7 +104,14 @@ def test_every_method_trains_saves_and_predicts(method, images, tiny_rn, tmp_pat
     assert 0.0 <= json.loads(evaluated.stdout)["dualpt"]["top1"] <= 1.0
     runs = runner.invoke(app, ["runs", "-p", "proj", "--json"])
     assert json.loads(runs.stdout)[-1]["method"].split(",")[0] in {
-        "DUAL-PT", "CoDUAL-PT", "CoOp", "PLOT", "linear probe", "zero-shot CLIP", "descriptions"}
+        "DUAL-PT",
+        "CoDUAL-PT",
+        "CoOp",
+        "PLOT",
+        "linear probe",
+        "zero-shot CLIP",
+        "descriptions",
+    }
     explained = runner.invoke(app, ["explain", "images/red", "-p", "proj", "--device", "cpu", "--json"])
     if method in ("dualpt", "plot"):
         assert explained.exit_code == 0, explained.output
@@ -99,8 +139,21 @@ def test_method_settings(images):
 
 def test_coop_step_equals_plain_coop(images, tiny_rn, tmp_path):
     """One coop step is CoOp's: SGD on the context, cross-entropy on logit_scale * cos(z, g(prompt))."""
-    cfg = resolve_recipe(_cfg(images, tiny_rn, tmp_path / "p", method="coop", n_prompts=2, n_ctx=3, ctx_init="",
-                              batch_size=6, lr=0.01, weight_decay=0.0, momentum=0.0))
+    cfg = resolve_recipe(
+        _cfg(
+            images,
+            tiny_rn,
+            tmp_path / "p",
+            method="coop",
+            n_prompts=2,
+            n_ctx=3,
+            ctx_init="",
+            batch_size=6,
+            lr=0.01,
+            weight_decay=0.0,
+            momentum=0.0,
+        )
+    )
     bb = load_backbone(ModelSpec(tiny_rn, ""), device="cpu", precision="fp32")
     paths = sorted(images.glob("*/*.png"))[:6]
     labels = torch.tensor([CLASSES.index(p.parent.name) for p in paths])
@@ -111,8 +164,9 @@ def test_coop_step_equals_plain_coop(images, tiny_rn, tmp_path):
     assert learner.ctx.shape == (1, 6, bb.text_width)  # M x n_ctx = 2 x 3 tokens in one prompt
     start = learner.ctx.detach().clone()
     desc = torch.zeros(3, bb.embed_dim)
-    objective = Objective(matcher_for(cfg, bb), 0.0, "cosine", desc, torch.zeros(3, dtype=torch.bool), [desc] * 3,
-                          method="coop")
+    objective = Objective(
+        matcher_for(cfg, bb), 0.0, "cosine", desc, torch.zeros(3, dtype=torch.bool), [desc] * 3, method="coop"
+    )
     data = type("D", (), {"train": fs, "train_labels": labels})()
     optimizer = torch.optim.SGD([learner.ctx], lr=cfg.lr)
     record = train_epoch(0, 1, replace(cfg, epochs=1), learner, optimizer, objective, data, Callbacks(), None)
@@ -152,16 +206,17 @@ def test_codualpt_meta_net_and_new_classes(images, tiny_rn, tmp_path):
     logits = clf.logits_from_features(z, Z)
     assert logits.shape == (2, 4) and torch.isfinite(logits).all()
     (tmp_path / "classes.txt").write_text("red\ngreen\nblue\npurple\n")
-    result = runner.invoke(app, ["predict", "images", "--prompt-file", str(path), "--json", "--device", "cpu",
-                                 "--classes", "classes.txt"])
+    result = runner.invoke(
+        app, ["predict", "images", "--prompt-file", str(path), "--json", "--device", "cpu", "--classes", "classes.txt"]
+    )
     assert result.exit_code == 0, result.output
     assert {r["class"] for r in json.loads(result.stdout)} <= {*CLASSES, "purple"}
 
 
 def test_linear_probe_file_reproduces_training_logits(images, tiny_rn, tmp_path):
     """The prompt file's probe gives the fitted probe's logits on the training views."""
-    from dualpt_cli.features import encode_views as encode
-    from dualpt_cli.linear_probe import LinearProbeConfig, fit_linear_probe
+    from dualpt_cli.clip.features import encode_views as encode
+    from dualpt_cli.model.linear_probe import LinearProbeConfig, fit_linear_probe
 
     result = run_training(_cfg(images, tiny_rn, tmp_path / "p", method="linear-probe"))
     assert result.epochs == 0 and result.method == "linear-probe"
@@ -173,8 +228,9 @@ def test_linear_probe_file_reproduces_training_logits(images, tiny_rn, tmp_path)
     labels = torch.tensor([k for k, c in enumerate(order) for _ in split["train"][c]]).repeat_interleave(2)
     fs = encode(clf.bb, paths, [0, 1], None, aug_seed=1, aug_scale=(0.9, 1.0))
     z = fs.global_.flatten(0, 1).float()
-    probe = fit_linear_probe(z, labels, name_features(clf.bb, order), clf.bb.logit_scale,
-                             LinearProbeConfig(constraint="clap"))
+    probe = fit_linear_probe(
+        z, labels, name_features(clf.bb, order), clf.bb.logit_scale, LinearProbeConfig(constraint="clap")
+    )
     saved = clf.logits_from_features(z, fs.local.flatten(0, 1).float())
     assert_close(saved, probe.logits(z), rtol=1e-4, atol=1e-4)
     assert float((saved.argmax(-1) == labels).float().mean()) == pytest.approx(result.train_acc)
@@ -184,8 +240,9 @@ def test_zero_shot_method_is_zero_shot_clip(images, tiny_rn, tmp_path):
     """The zero-shot method's classifier is logit_scale * cos(z, name_features), also for new classes."""
     run_training(_cfg(images, tiny_rn, tmp_path / "p", method="zero-shot"))
     classes = [ClassEntry(c, c) for c in [*CLASSES, "purple"]]
-    clf = Classifier.from_prompt_file(tmp_path / "p" / "prompts.safetensors", device="cpu", precision="fp32",
-                                      classes=classes)
+    clf = Classifier.from_prompt_file(
+        tmp_path / "p" / "prompts.safetensors", device="cpu", precision="fp32", classes=classes
+    )
     z, Z = clf.bb.encode_images(torch.rand(3, 3, clf.bb.image_size, clf.bb.image_size))
     expected = clf.bb.logit_scale * F.normalize(z, dim=-1) @ name_features(clf.bb, [*CLASSES, "purple"]).T
     assert_close(clf.logits_from_features(z, Z), expected, rtol=1e-5, atol=1e-5)
@@ -193,7 +250,7 @@ def test_zero_shot_method_is_zero_shot_clip(images, tiny_rn, tmp_path):
 
 def test_codualpt_resume_equals_uninterrupted(images, tiny_rn, tmp_path):
     """The checkpoint keeps the meta-net, its momentum and its best-epoch copy, not only the context."""
-    from dualpt_cli.train import Callbacks as Base
+    from dualpt_cli.train.loop import Callbacks as Base
 
     class StopAfter(Base):
         def epoch_done(self, record):

@@ -7,9 +7,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from dualpt_cli.cli import app
-from dualpt_cli.descriptions import load_descriptions, phrases_by_folder
-from dualpt_cli.project import resolve_project
+from dualpt_cli.cli.app import app
+from dualpt_cli.core.project import resolve_project
+from dualpt_cli.data.descriptions import load_descriptions, phrases_by_folder
 
 
 @pytest.fixture
@@ -34,10 +34,16 @@ def write(tmp_path, name: str, text: str):
 
 
 def test_json_file_by_folder_or_name_with_provenance(classes, tmp_path):
-    phrases = write(tmp_path, "phrases.json", json.dumps({
-        "tiger": ["orange fur", "black stripes, white belly"],
-        "House Cat": "Here are some features:\n1. **Whiskers**\n2. pointed ears; a long tail\n3. a house cat",
-    }))
+    phrases = write(
+        tmp_path,
+        "phrases.json",
+        json.dumps(
+            {
+                "tiger": ["orange fur", "black stripes, white belly"],
+                "House Cat": "Here are some features:\n1. **Whiskers**\n2. pointed ears; a long tail\n3. a house cat",
+            }
+        ),
+    )
     result = invoke(classes, "--phrases", phrases)
     assert result.exit_code == 0, result.output
     entries = stored(tmp_path)

@@ -15,23 +15,33 @@ from safetensors.torch import save_file
 from torch.testing import assert_close
 from typer.testing import CliRunner
 
-from dualpt_cli.classes import ClassEntry
-from dualpt_cli.classifier import Classifier, StoredContext, encode_new_classes
-from dualpt_cli.cli import app
-from dualpt_cli.data import collate_with_errors, expand_inputs, image_batches, load_image
+from dualpt_cli.cli.app import app
+from dualpt_cli.clip.features import EVAL_VIEW, encode_views
+from dualpt_cli.clip.load import ModelSpec, load_backbone
+from dualpt_cli.core.project import resolve_project
+from dualpt_cli.data.classes import ClassEntry
+from dualpt_cli.data.images import expand_inputs, load_image
+from dualpt_cli.data.stream import collate_with_errors, image_batches
 from dualpt_cli.errors import DataError
-from dualpt_cli.features import EVAL_VIEW, encode_views
-from dualpt_cli.models import ModelSpec, load_backbone
-from dualpt_cli.output import JsonlWriter, make_row
-from dualpt_cli.project import resolve_project
-from dualpt_cli.promptfile import PROMPT_FORMAT, load_prompt_file, read_prompt_file, read_safetensors, write_safetensors
-from dualpt_cli.prompts import PromptLearner
-from dualpt_cli.train import Callbacks, build_objective, resolve_recipe
+from dualpt_cli.model.prompts import PromptLearner
+from dualpt_cli.predict.classifier import Classifier
+from dualpt_cli.predict.output import JsonlWriter, make_row
+from dualpt_cli.predict.stored import StoredContext, encode_new_classes
+from dualpt_cli.promptfile.io import (
+    PROMPT_FORMAT,
+    load_prompt_file,
+    read_prompt_file,
+    read_safetensors,
+    write_safetensors,
+)
+from dualpt_cli.train.loop import Callbacks, build_objective, resolve_recipe
 from imagegen import make_image_folder, write_corrupt_image
 from tiny_models import CONFIGS, PREPROCESS_CFG, build_tiny_model
 from trained import TRAINED_CLASSES, trained_project
 
 runner = CliRunner()
+
+
 def _pixels(bb, paths) -> torch.Tensor:
     tf = bb.eval_transform()
     return torch.stack([tf(load_image(p)) for p in paths])
@@ -54,8 +64,18 @@ def _eq8_reference(Z: torch.Tensor, W: torch.Tensor, meta: dict) -> torch.Tensor
         for k, w in enumerate(Wn):
             cos = (z @ w.T).numpy()  # (N, M)
             T = ot.gromov.entropic_fused_gromov_wasserstein(
-                1 - cos, (z @ z.T).numpy(), (w @ w.T).numpy(), ot.unif(len(z)), ot.unif(len(w)), "square_loss",
-                epsilon=2 * lam / (2 - alpha), alpha=alpha / (2 - alpha), max_iter=1000, tol=1e-12, stopThr=1e-12)
+                1 - cos,
+                (z @ z.T).numpy(),
+                (w @ w.T).numpy(),
+                ot.unif(len(z)),
+                ot.unif(len(w)),
+                "square_loss",
+                epsilon=2 * lam / (2 - alpha),
+                alpha=alpha / (2 - alpha),
+                max_iter=1000,
+                tol=1e-12,
+                stopThr=1e-12,
+            )
             out[i, k] = float((T * cos).sum())
     return meta["logit_scale"] * out
 
@@ -104,8 +124,23 @@ def test_predict_reproduces_training_logits(kind, tmp_path_factory, tiny_rn, tin
     assert_close(clf.predict_batch(_pixels(clf.bb, paths)), expected.softmax(-1))
 
     # and the CLI prints those probabilities
-    result = runner.invoke(app, ["predict", *map(str, paths), "--prompts", str(root / "proj" / "prompts.safetensors"),
-                                 "--format", "json", "--top-k", "3", "--precision", "fp32", "--device", "cpu"])
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            *map(str, paths),
+            "--prompts",
+            str(root / "proj" / "prompts.safetensors"),
+            "--format",
+            "json",
+            "--top-k",
+            "3",
+            "--precision",
+            "fp32",
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     probs = expected.softmax(-1)
@@ -133,8 +168,23 @@ def test_new_classes_use_learned_context(prompts, tmp_path, test_images):
         assert_close(clf.W[:2], learner())  # new: learned context + new names
 
     new_images = make_image_folder(tmp_path / "new", classes=["yellow", "purple"], per_class=1)
-    result = runner.invoke(app, ["predict", str(new_images), "--prompts", prompts, "--classes", "new.txt",
-                                 "--format", "jsonl", "--top-k", "3", "--device", "cpu"])
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            str(new_images),
+            "--prompts",
+            prompts,
+            "--classes",
+            "new.txt",
+            "--format",
+            "jsonl",
+            "--top-k",
+            "3",
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(rows) == 2
@@ -163,8 +213,9 @@ def _parse(fmt: str, text: str) -> list[dict]:
 
 @pytest.mark.parametrize("fmt", ["table", "json", "jsonl", "csv"])
 def test_formats_parse_back(fmt, prompts, test_images):
-    result = runner.invoke(app, ["predict", str(test_images), "--prompts", prompts, "--format", fmt, "-k", "2",
-                                 "--device", "cpu"])
+    result = runner.invoke(
+        app, ["predict", str(test_images), "--prompts", prompts, "--format", fmt, "-k", "2", "--device", "cpu"]
+    )
     assert result.exit_code == 0, result.output
     images = [str(p) for p in expand_inputs([str(test_images)])]
     if fmt == "table":
@@ -183,8 +234,9 @@ def test_formats_parse_back(fmt, prompts, test_images):
 
 @pytest.mark.parametrize("name, fmt", [("out.csv", "csv"), ("out.txt", "table")])
 def test_output_file_format_from_extension(name, fmt, prompts, test_images, tmp_path):
-    result = runner.invoke(app, ["predict", str(test_images), "--prompts", prompts, "--output", f"sub/{name}",
-                                 "--device", "cpu"])
+    result = runner.invoke(
+        app, ["predict", str(test_images), "--prompts", prompts, "--output", f"sub/{name}", "--device", "cpu"]
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
     text = (tmp_path / "sub" / name).read_text()
@@ -198,8 +250,23 @@ def test_output_file_format_from_extension(name, fmt, prompts, test_images, tmp_
 def test_stream_with_workers_and_a_corrupt_image(prompts, test_images, tmp_path):
     write_corrupt_image(test_images / "green" / "broken.png")
     (test_images / "blue" / "empty.jpg").write_bytes(b"")
-    result = runner.invoke(app, ["predict", str(test_images), "--prompts", prompts, "--format", "jsonl",
-                                 "--batch-size", "3", "--workers", "2", "--device", "cpu"])
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            str(test_images),
+            "--prompts",
+            prompts,
+            "--format",
+            "jsonl",
+            "--batch-size",
+            "3",
+            "--workers",
+            "2",
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 1
     assert "2 of 8 image(s) could not be read" in result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
@@ -263,26 +330,32 @@ def _damage(prompts: str, tmp_path: Path, how: str) -> str:
     return str(out)
 
 
-@pytest.mark.parametrize("how, message", [
-    ("truncated", "not safetensors, or truncated"),
-    ("tampered", "fails its checksum"),
-    ("text", "not a valid prompt file"),
-    ("version", "has format dualpt-prompts/9"),
-    ("foreign", "is not a dualpt prompt file"),
-])
+@pytest.mark.parametrize(
+    "how, message",
+    [
+        ("truncated", "not safetensors, or truncated"),
+        ("tampered", "fails its checksum"),
+        ("text", "not a valid prompt file"),
+        ("version", "has format dualpt-prompts/9"),
+        ("foreign", "is not a dualpt prompt file"),
+    ],
+)
 def test_bad_prompt_files(how, message, prompts, test_images, tmp_path):
     result = runner.invoke(app, ["predict", str(test_images), "--prompts", _damage(prompts, tmp_path, how)])
     assert result.exit_code == 2, result.output
     assert message in result.stderr and "Traceback" not in result.output
 
 
-@pytest.mark.parametrize("args, message", [
-    (["missing.jpg"], "missing.jpg does not exist"),
-    (["empty_dir"], "folder empty_dir has no images"),
-    (["nothing/*.jpg"], "matches no image files"),
-    (["IMAGES", "--format", "xml"], "'xml' is not one of"),
-    (["IMAGES", "--classes", "absent.txt"], "class list absent.txt does not exist"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["missing.jpg"], "missing.jpg does not exist"),
+        (["empty_dir"], "folder empty_dir has no images"),
+        (["nothing/*.jpg"], "matches no image files"),
+        (["IMAGES", "--format", "xml"], "'xml' is not one of"),
+        (["IMAGES", "--classes", "absent.txt"], "class list absent.txt does not exist"),
+    ],
+)
 def test_bad_inputs(args, message, prompts, test_images, tmp_path):
     (tmp_path / "empty_dir").mkdir()
     (tmp_path / "empty_dir" / "notes.txt").write_text("no images here")
@@ -301,11 +374,16 @@ def test_missing_project_prompt_file(test_images):
 def test_mismatched_models(prompts, test_images, tiny_vit, tiny_rn, tmp_path):
     other_dim = _tiny_model_with(tmp_path / "wide", embed_dim=48)
     other_weights = "local-dir:" + str(build_tiny_model("rn", tmp_path / "reseeded", seed=1))
-    cases = [(tiny_vit, "local features 16"), (other_dim, "embedding size 48"),
-             (other_weights, "different weights"), ("ViT-B-16", "was trained with local-dir:")]
+    cases = [
+        (tiny_vit, "local features 16"),
+        (other_dim, "embedding size 48"),
+        (other_weights, "different weights"),
+        ("ViT-B-16", "was trained with local-dir:"),
+    ]
     for model, message in cases:
-        result = runner.invoke(app, ["predict", str(test_images), "--prompts", prompts, "--model", model,
-                                     "--device", "cpu"])
+        result = runner.invoke(
+            app, ["predict", str(test_images), "--prompts", prompts, "--model", model, "--device", "cpu"]
+        )
         assert result.exit_code == 2, (model, result.output)
         assert message in result.stderr, (model, result.stderr)
     # the same weights from another place are fine
@@ -313,17 +391,22 @@ def test_mismatched_models(prompts, test_images, tiny_vit, tiny_rn, tmp_path):
     moved.mkdir()
     for f in Path(tiny_rn.removeprefix("local-dir:")).iterdir():
         (moved / f.name).write_bytes(f.read_bytes())
-    result = runner.invoke(app, ["predict", str(test_images), "--prompts", prompts, "--model", str(moved),
-                                 "--device", "cpu", "-f", "jsonl"])
+    result = runner.invoke(
+        app,
+        ["predict", str(test_images), "--prompts", prompts, "--model", str(moved), "--device", "cpu", "-f", "jsonl"],
+    )
     assert result.exit_code == 0, result.output
     assert len(result.stdout.splitlines()) == 6
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--top-k", "0"], "--top-k must be >= 1, got 0"),
-    (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
-    (["--workers", "-1"], "--workers must be >= 0, got -1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--top-k", "0"], "--top-k must be >= 1, got 0"),
+        (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+        (["--workers", "-1"], "--workers must be >= 0, got -1"),
+    ],
+)
 def test_predict_options_are_checked_by_its_config(prompts, test_images, args, message):
     """One validation point: PredictConfig.__post_init__ (the CLI does not repeat the ranges)."""
     result = runner.invoke(app, ["predict", str(test_images), "--prompt-file", str(prompts), *args])
@@ -331,7 +414,7 @@ def test_predict_options_are_checked_by_its_config(prompts, test_images, args, m
 
 
 def test_eval_options_are_checked_by_its_config(tmp_path):
-    from dualpt_cli.evaluate import EvalConfig
+    from dualpt_cli.predict.evaluate import EvalConfig
 
     with pytest.raises(DataError, match="--batch-size must be >= 1, got 0"):
         EvalConfig(images=str(tmp_path), batch_size=0)

@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from dualpt_cli.classes import ClassEntry, parse_class_list, readable_name
+from dualpt_cli.core.project import atomic_write_json, read_json, resolve_project
+from dualpt_cli.data.classes import ClassEntry, parse_class_list, readable_name
 from dualpt_cli.errors import DataError, ProjectError
-from dualpt_cli.project import atomic_write_json, read_json, resolve_project
 
 
 def write(tmp_path, text: str | bytes, name: str = "classes.txt"):

@@ -10,16 +10,18 @@ import torch
 from torch.testing import assert_close
 from typer.testing import CliRunner
 
-from dualpt_cli import classifier as classifier_mod
-from dualpt_cli import evaluate as evaluate_mod
-from dualpt_cli.classes import ClassEntry
-from dualpt_cli.classifier import Classifier, StoredContext
-from dualpt_cli.cli import app
+from dualpt_cli.cli.app import app
+from dualpt_cli.data.classes import ClassEntry
 from dualpt_cli.errors import PromptFileError
-from dualpt_cli.evaluate import EvalConfig, evaluate_folder
-from dualpt_cli.promptfile import PROMPT_FORMAT, read_prompt_file, read_safetensors, write_safetensors
-from dualpt_cli.promptmeta import META_VERSION, PromptMeta, version_for
-from dualpt_cli.prompts import NAME_TEMPLATE, PLACEHOLDER, PromptLearner
+from dualpt_cli.model.prompts import NAME_TEMPLATE, PLACEHOLDER, PromptLearner
+from dualpt_cli.predict import classifier as classifier_mod
+from dualpt_cli.predict import evaluate as evaluate_mod
+from dualpt_cli.predict import stored as stored_mod
+from dualpt_cli.predict.classifier import Classifier
+from dualpt_cli.predict.evaluate import EvalConfig, evaluate_folder
+from dualpt_cli.predict.stored import StoredContext
+from dualpt_cli.promptfile.io import PROMPT_FORMAT, read_prompt_file, read_safetensors, write_safetensors
+from dualpt_cli.promptfile.meta import META_VERSION, PromptMeta, version_for
 
 runner = CliRunner()
 NEW_FIELDS = ("format_version", "placeholder", "name_template")
@@ -48,8 +50,17 @@ def test_to_dict_and_from_dict_round_trip(prompts):
 
 def test_a_file_from_before_the_version_loads_with_the_old_defaults(prompts, tmp_path):
     def old(meta):
-        for key in (*NEW_FIELDS, "method", "class_folders", "text_width", "num_local", "dual_weight", "prior_weight",
-                    "zero_shot_template", "image_fingerprint"):
+        for key in (
+            *NEW_FIELDS,
+            "method",
+            "class_folders",
+            "text_width",
+            "num_local",
+            "dual_weight",
+            "prior_weight",
+            "zero_shot_template",
+            "image_fingerprint",
+        ):
             meta.pop(key, None)
 
     path = _rewrite(prompts, tmp_path / "old.safetensors", old)
@@ -63,13 +74,16 @@ def test_a_file_from_before_the_version_loads_with_the_old_defaults(prompts, tmp
     assert_close(then.W, now.W)  # the new class is encoded as before
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda m: m.update(format_version=META_VERSION + 1), "was made by a newer dualpt"),
-    (lambda m: m.pop("n_ctx"), "lacks metadata field 'n_ctx': it was made by an older dualpt"),
-    (lambda m: m.update(name_template="{}."), "metadata field 'name_template' must be a template with {name}"),
-    (lambda m: m.update(format_version="2"), "metadata field 'format_version' must be an integer"),
-    (lambda m: m.update(method="cocoop"), "metadata field 'method' must be one of dualpt, codualpt"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m.update(format_version=META_VERSION + 1), "was made by a newer dualpt"),
+        (lambda m: m.pop("n_ctx"), "lacks metadata field 'n_ctx': it was made by an older dualpt"),
+        (lambda m: m.update(name_template="{}."), "metadata field 'name_template' must be a template with {name}"),
+        (lambda m: m.update(format_version="2"), "metadata field 'format_version' must be an integer"),
+        (lambda m: m.update(method="cocoop"), "metadata field 'method' must be one of dualpt, codualpt"),
+    ],
+)
 def test_newer_or_incomplete_metadata_is_one_clear_line(edit, message, prompts, test_images, tmp_path):
     path = _rewrite(prompts, tmp_path / "bad.safetensors", edit)
     with pytest.raises(PromptFileError, match="re-create it with dualpt train"):
@@ -101,7 +115,7 @@ def test_one_prompt_learner_per_load(prompts, monkeypatch):
             built.append(args[1])
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(classifier_mod, "PromptLearner", Counting)
+    monkeypatch.setattr(stored_mod, "PromptLearner", Counting)
     entries = [ClassEntry("yellow", "yellow"), ClassEntry("red", "red")]
     clf = Classifier.from_prompt_file(prompts, device="cpu", precision="fp32", classes=entries)
     assert clf.trained == [False, True] and len(built) == 1

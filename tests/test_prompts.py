@@ -5,10 +5,10 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
+from dualpt_cli.clip.load import ModelSpec, load_backbone
 from dualpt_cli.errors import DataError
-from dualpt_cli.matching import dual_scores
-from dualpt_cli.models import ModelSpec, load_backbone
-from dualpt_cli.prompts import PromptLearner, description_features
+from dualpt_cli.model.matching import dual_scores
+from dualpt_cli.model.prompts import PromptLearner, description_features
 
 NAMES = ["red circle", "golden retriever", "a very long class name with many words in it", "x"]
 
@@ -30,8 +30,10 @@ def _run(learner, Z, prefix: bool, truncate: bool, chunk: int = 0):
     return W.detach(), logits.detach(), learner.ctx.grad.clone()
 
 
-@pytest.mark.parametrize(("prefix", "truncate", "chunk"), [(True, True, 0), (True, False, 0), (False, True, 0),
-                                                           (True, True, 2), (False, False, 3)])
+@pytest.mark.parametrize(
+    ("prefix", "truncate", "chunk"),
+    [(True, True, 0), (True, False, 0), (False, True, 0), (True, True, 2), (False, False, 3)],
+)
 def test_shortcuts_equal_plain_path(tiny_model, prefix, truncate, chunk):
     learner = _learner(tiny_model)
     gen = torch.Generator().manual_seed(1)
@@ -43,10 +45,12 @@ def test_shortcuts_equal_plain_path(tiny_model, prefix, truncate, chunk):
     assert_close(grad1, grad0, rtol=1e-4, atol=1e-6)
 
 
-TEXTS = [["red circle, which has a round shape.", "red circle, which has red colour.", "red circle."],
-         ["golden retriever, which has long golden fur.", "golden retriever.", "golden retriever, which has a tail."],
-         ["a very long class name with many words in it.", "a very long class name, which has x.", "a."],
-         ["x, which has y.", "x, which has z and more words than the others.", "x."]]
+TEXTS = [
+    ["red circle, which has a round shape.", "red circle, which has red colour.", "red circle."],
+    ["golden retriever, which has long golden fur.", "golden retriever.", "golden retriever, which has a tail."],
+    ["a very long class name with many words in it.", "a very long class name, which has x.", "a."],
+    ["x, which has y.", "x, which has z and more words than the others.", "x."],
+]
 
 
 @pytest.mark.parametrize(("prefix", "truncate", "chunk"), [(True, True, 0), (False, True, 0), (True, True, 3)])

@@ -7,14 +7,16 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
+from dualpt_cli.clip.load import ModelSpec, load_backbone
 from dualpt_cli.errors import DataError
-from dualpt_cli.models import ModelSpec, load_backbone
-from dualpt_cli.prompts import ConditionalPromptLearner, MetaNet
+from dualpt_cli.model.prompts import ConditionalPromptLearner, MetaNet
 
 NAMES = ["red circle", "golden retriever", "x"]
-TEXTS = [["red circle, which has a round shape.", "red circle."],
-         ["golden retriever, which has long golden fur.", "golden retriever."],
-         ["x, which has y and more words.", "x."]]
+TEXTS = [
+    ["red circle, which has a round shape.", "red circle."],
+    ["golden retriever, which has long golden fur.", "golden retriever."],
+    ["x, which has y and more words.", "x."],
+]
 
 
 def _learner(spec, **kw):
@@ -103,7 +105,7 @@ def test_class_specific_is_refused(tiny_rn):
 
 def test_scores_per_image(tiny_rn):
     """Batch-1 training (CoCoOp's recipe) scores an image against its own prompts with the plain matcher."""
-    from dualpt_cli.matching import dual_scores
+    from dualpt_cli.model.matching import dual_scores
 
     learner = _learner(tiny_rn)
     z = _z(learner, B=2)
@@ -121,8 +123,12 @@ def test_bench_codualpt_runs_on_the_tiny_model(tiny_rn, capsys):
     spec = importlib.util.spec_from_file_location("bench_codualpt", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    result = bench.main(["--model", tiny_rn, "--classes", "3", "--batches", "2", "--repeats", "1",
-                         "--precision", "fp32"])
-    assert [r["path"] for r in result["rows"]] == ["shared (DUAL-PT)", "conditional, prefix cache",
-                                                   "conditional, plain"]
+    result = bench.main(
+        ["--model", tiny_rn, "--classes", "3", "--batches", "2", "--repeats", "1", "--precision", "fp32"]
+    )
+    assert [r["path"] for r in result["rows"]] == [
+        "shared (DUAL-PT)",
+        "conditional, prefix cache",
+        "conditional, plain",
+    ]
     assert all(r["seconds"] > 0 for r in result["rows"]) and "x shared" in capsys.readouterr().out

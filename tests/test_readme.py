@@ -111,8 +111,9 @@ def test_first_session_runs_as_written(tmp_path):
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")])),
     )
     for command, shown in first_session((ROOT / "README.md").read_text(encoding="utf-8")):
-        proc = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True,
-                              timeout=600)
+        proc = subprocess.run(
+            ["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+        )
         output = proc.stdout + proc.stderr
         assert proc.returncode == 0, f"{command} exited with {proc.returncode}:\n{output}"
         assert str(tmp_path) not in output, f"{command} printed an absolute path:\n{output}"

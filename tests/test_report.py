@@ -16,11 +16,18 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from dualpt_cli.cli import app
-from dualpt_cli.figures import read_train_log
-from dualpt_cli.plots import accuracy_order, confusion_png, curve_panels, curve_series, curves_png, sparse_ticks
-from dualpt_cli.project import Project
-from dualpt_cli.report import pick_examples
+from dualpt_cli.cli.app import app
+from dualpt_cli.core.project import Project
+from dualpt_cli.pictures.figures import read_train_log
+from dualpt_cli.pictures.plots import (
+    accuracy_order,
+    confusion_png,
+    curve_panels,
+    curve_series,
+    curves_png,
+    sparse_ticks,
+)
+from dualpt_cli.pictures.report import pick_examples
 from imagegen import make_image_folder
 from test_explain import png_size
 from trained import TRAINED_CLASSES
@@ -37,8 +44,19 @@ def test_curves_tolerate_missing_and_unknown_keys(tmp_path):
     lines = [
         {"epoch": 1, "loss": 2.0, "loss_img": 2.1, "loss_llm": 0.5, "acc": 0.3, "lr": 1e-5},
         {"epoch": 2, "loss": 1.5, "loss_img": 1.6, "acc": 0.5, "lr": 2e-3, "val_acc": 0.4, "plan_entropy": 3.1},
-        {"epoch": 3, "loss": 1.0, "acc": 0.7, "lr": 1e-3, "val_acc": None, "zero_shot_acc": 0.45,
-         "plan_entropy": 2.9, "note": "text", "flag": True, "seconds": 1.5, "match_outer_iters": 3},
+        {
+            "epoch": 3,
+            "loss": 1.0,
+            "acc": 0.7,
+            "lr": 1e-3,
+            "val_acc": None,
+            "zero_shot_acc": 0.45,
+            "plan_entropy": 2.9,
+            "note": "text",
+            "flag": True,
+            "seconds": 1.5,
+            "match_outer_iters": 3,
+        },
     ]
     log.write_text("".join(json.dumps(x) + "\n" for x in lines) + '{"epoch": 4, "loss": 0.9, "ac')  # cut off
     records = read_train_log(log)
@@ -46,8 +64,12 @@ def test_curves_tolerate_missing_and_unknown_keys(tmp_path):
     series = curve_series(records)
     assert series["val_acc"] == [(2.0, 0.4)] and "note" not in series and "flag" not in series
     panels = {title: keys for title, _, keys in curve_panels(series)}
-    assert panels == {"loss": ["loss", "loss_img", "loss_llm"], "accuracy": ["acc", "val_acc", "zero_shot_acc"],
-                      "learning rate": ["lr"], "plan entropy": ["plan_entropy"]}
+    assert panels == {
+        "loss": ["loss", "loss_img", "loss_llm"],
+        "accuracy": ["acc", "val_acc", "zero_shot_acc"],
+        "learning rate": ["lr"],
+        "plan entropy": ["plan_entropy"],
+    }
     assert png_size(curves_png(records)) == (1040, 680)  # 2 x 2 panels of 5.2 x 3.4 in at 100 dpi
     assert png_size(curves_png([{"epoch": 1, "loss": 1.0}, {"epoch": 2, "loss": 0.5}])) == (520, 340)
     with pytest.raises(ValueError, match="no loss"):
@@ -56,8 +78,24 @@ def test_curves_tolerate_missing_and_unknown_keys(tmp_path):
 
 def test_train_writes_curves_and_report_redraws_them(tiny_rn, tmp_path):
     make_image_folder("images", per_class=3)
-    result = runner.invoke(app, ["train", "images", "--shots", "2", "--model", tiny_rn, "--epochs", "2",
-                                 "--precision", "fp32", "--project", "proj", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "images",
+            "--shots",
+            "2",
+            "--model",
+            tiny_rn,
+            "--epochs",
+            "2",
+            "--precision",
+            "fp32",
+            "--project",
+            "proj",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     curves = Path("proj/curves.png")
     assert json.loads(result.stdout)["curves"] == str(curves)
@@ -82,8 +120,10 @@ def _read_confusion(path: Path) -> tuple[list[str], torch.Tensor]:
 def test_eval_plot_counts_equal_evals_numbers(prompts, tmp_path):
     images = make_image_folder(tmp_path / "test", classes=TRAINED_CLASSES, per_class=4, seed=11)
     out = tmp_path / "plots"
-    result = runner.invoke(app, ["eval", str(images), "--prompt-file", prompts, "--zero-shot", "--plot", str(out),
-                                 "--json", "--device", "cpu"])
+    result = runner.invoke(
+        app,
+        ["eval", str(images), "--prompt-file", prompts, "--zero-shot", "--plot", str(out), "--json", "--device", "cpu"],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     for method in ("dualpt", "zero_shot"):
@@ -112,8 +152,9 @@ def test_confusion_matrix_for_many_classes_is_sorted_and_sparsely_labelled():
     K = 120
     gen = torch.Generator().manual_seed(0)
     labels = torch.arange(K).repeat_interleave(5)
-    pred = torch.where(torch.rand(len(labels), generator=gen) < 0.7, labels, torch.randint(K, labels.shape,
-                                                                                          generator=gen))
+    pred = torch.where(
+        torch.rand(len(labels), generator=gen) < 0.7, labels, torch.randint(K, labels.shape, generator=gen)
+    )
     cm = torch.bincount(labels * K + pred, minlength=K * K).reshape(K, K)
     order = accuracy_order(cm)
     acc = (cm.diagonal() / cm.sum(1)).tolist()
@@ -134,8 +175,20 @@ def report_project(trained, tmp_path) -> Path:
     project = tmp_path / "proj"
     shutil.copytree(trained[0] / "proj", project, ignore=shutil.ignore_patterns("cache", "checkpoint"))
     images = make_image_folder(tmp_path / "test", classes=TRAINED_CLASSES, per_class=2, seed=5)
-    result = runner.invoke(app, ["eval", str(images), "--project", str(project), "--zero-shot", "--plot",
-                                 str(project / "eval"), "--device", "cpu"])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            str(images),
+            "--project",
+            str(project),
+            "--zero-shot",
+            "--plot",
+            str(project / "eval"),
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
     return project
 
@@ -148,8 +201,16 @@ def _report(project: Path) -> str:
 
 def test_report_is_one_self_contained_page(report_project):
     page = _report(report_project)
-    for title in ("Run configuration", "Descriptions per class", "Training curves", "Evaluation",
-                  "What each prompt looks at", "zero-shot CLIP", "Most confused", "Last epoch"):
+    for title in (
+        "Run configuration",
+        "Descriptions per class",
+        "Training curves",
+        "Evaluation",
+        "What each prompt looks at",
+        "zero-shot CLIP",
+        "Most confused",
+        "Last epoch",
+    ):
         assert title in page, title
     assert all(name in page for name in TRAINED_CLASSES)
     sources = re.findall(r'<img src="([^"]+)"', page)
@@ -187,8 +248,10 @@ def test_report_errors(tmp_path):
 # ---------------------------------------------------------------------------------------------------------
 # the page in a real browser
 
-PROBE = ("<script>window.addEventListener('load', () => document.body.setAttribute('data-probe', JSON.stringify("
-         "Array.from(document.images, i => i.complete ? i.naturalWidth : -1))));</script>")
+PROBE = (
+    "<script>window.addEventListener('load', () => document.body.setAttribute('data-probe', JSON.stringify("
+    "Array.from(document.images, i => i.complete ? i.naturalWidth : -1))));</script>"
+)
 
 
 def _chromium() -> str:
@@ -206,10 +269,20 @@ def test_report_opens_in_headless_chromium(report_project, tmp_path):
     page = _report(report_project)
     probe = tmp_path / "probe.html"  # the report plus a script that records each image's decoded width
     probe.write_text(page.replace("</body>", PROBE + "</body>"))
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
-             f"--user-data-dir={tmp_path / 'chromium-profile'}"]
-    dom = subprocess.run([browser, *flags, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
-                         capture_output=True, text=True, timeout=120).stdout
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-extensions",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ]
+    dom = subprocess.run(
+        [browser, *flags, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     widths = json.loads(html.unescape(re.search(r'data-probe="([^"]*)"', dom).group(1)))
     assert len(widths) == 6 and all(w > 0 for w in widths), widths  # every image decoded
     assert widths[0] == 1040  # the curves at their own width
@@ -218,8 +291,19 @@ def test_report_opens_in_headless_chromium(report_project, tmp_path):
         assert words in text, words
 
     shot = tmp_path / "report.png"
-    subprocess.run([browser, *flags, "--hide-scrollbars", "--window-size=1280,2600", f"--screenshot={shot}",
-                    (report_project / "report.html").as_uri()], capture_output=True, timeout=120, check=True)
+    subprocess.run(
+        [
+            browser,
+            *flags,
+            "--hide-scrollbars",
+            "--window-size=1280,2600",
+            f"--screenshot={shot}",
+            (report_project / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     assert png_size(shot) == (1280, 2600)
     from PIL import Image
 

@@ -6,7 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
-from dualpt_cli.cli import app
+from dualpt_cli.cli.app import app
 from imagegen import make_image_folder
 from trained import TRAINED_CLASSES
 
@@ -14,8 +14,24 @@ runner = CliRunner()
 
 
 def train(*extra: str, tiny_rn: str):
-    args = ["train", "images", "--shots", "2", "--model", tiny_rn, "--epochs", "2", "--aug-views", "1",
-            "--precision", "fp32", "--device", "cpu", "--json", *extra]
+    args = [
+        "train",
+        "images",
+        "--shots",
+        "2",
+        "--model",
+        tiny_rn,
+        "--epochs",
+        "2",
+        "--aug-views",
+        "1",
+        "--precision",
+        "fp32",
+        "--device",
+        "cpu",
+        "--json",
+        *extra,
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
@@ -29,9 +45,14 @@ def test_two_trains_leave_two_runs_listed_with_accuracies(tiny_rn, tmp_path):
     assert first["run"] == "first" and second["run"] != "first"
     runs = tmp_path / "dualpt-project" / "runs"
     for name in (first["run"], second["run"]):
-        assert {p.name for p in (runs / name).iterdir()} >= {"prompts.safetensors", "run_config.json",
-                                                              "train_log.jsonl", "split.json", "result.json",
-                                                              "curves.png"}
+        assert {p.name for p in (runs / name).iterdir()} >= {
+            "prompts.safetensors",
+            "run_config.json",
+            "train_log.jsonl",
+            "split.json",
+            "result.json",
+            "curves.png",
+        }
     assert first["curves"] and first["curves"].endswith("curves.png")
     assert (runs / "current").read_text().strip() == second["run"]
     config = json.loads((runs / "first" / "run_config.json").read_text())

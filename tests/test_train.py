@@ -8,9 +8,9 @@ import torch
 from torch.testing import assert_close
 from typer.testing import CliRunner
 
-from dualpt_cli.cli import app
-from dualpt_cli.promptfile import load_prompt_file
-from dualpt_cli.train import Callbacks, TrainConfig, epochs_for_shots, lr_at, run_training
+from dualpt_cli.cli.app import app
+from dualpt_cli.promptfile.io import load_prompt_file
+from dualpt_cli.train.loop import Callbacks, TrainConfig, epochs_for_shots, lr_at, run_training
 from imagegen import make_image_folder
 
 runner = CliRunner()
@@ -22,15 +22,43 @@ def images(tmp_path):
 
 
 def _cfg(images, model, project, **kw) -> TrainConfig:
-    base = dict(images=str(images), project=str(project), shots=2, epochs=3, model=model, pretrained="",
-                precision="fp32", device="cpu", aug_views=2, batch_size=4)
+    base = dict(
+        images=str(images),
+        project=str(project),
+        shots=2,
+        epochs=3,
+        model=model,
+        pretrained="",
+        precision="fp32",
+        device="cpu",
+        aug_views=2,
+        batch_size=4,
+    )
     return TrainConfig(**{**base, **kw})
 
 
 def test_train_cli_end_to_end(images, tiny_rn, tmp_path):
     assert images == tmp_path / "images"  # the test runs in tmp_path: pass the folder relative, as users do
-    result = runner.invoke(app, ["train", "images", "--shots", "2", "--model", tiny_rn, "--epochs", "6",
-                                 "--lr", "0.05", "--precision", "fp32", "--project", "proj", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "images",
+            "--shots",
+            "2",
+            "--model",
+            tiny_rn,
+            "--epochs",
+            "6",
+            "--lr",
+            "0.05",
+            "--precision",
+            "fp32",
+            "--project",
+            "proj",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["epochs"] == 6
@@ -87,8 +115,24 @@ def test_resume_equals_uninterrupted(images, tiny_rn, tmp_path):
 
 def test_resume_with_changed_options_is_refused(images, tiny_rn, tmp_path):
     run_training(_cfg(images, tiny_rn, tmp_path / "p", epochs=1))
-    result = runner.invoke(app, ["train", str(images), "--shots", "2", "--model", tiny_rn, "--epochs", "1",
-                                 "--alpha", "0.5", "--project", str(tmp_path / "p"), "--resume"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(images),
+            "--shots",
+            "2",
+            "--model",
+            tiny_rn,
+            "--epochs",
+            "1",
+            "--alpha",
+            "0.5",
+            "--project",
+            str(tmp_path / "p"),
+            "--resume",
+        ],
+    )
     assert result.exit_code == 2 and "alpha was 0.2" in result.output
 
 
@@ -100,8 +144,23 @@ def test_resume_without_checkpoint(images, tiny_rn):
 def test_corrupt_image_is_skipped(images, tiny_rn, tmp_path):
     (images / "red" / "red_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     (images / "green" / "empty.jpg").write_bytes(b"")
-    result = runner.invoke(app, ["train", str(images), "--shots", "all", "--model", tiny_rn, "--epochs", "1",
-                                 "--precision", "fp32", "--project", "p"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(images),
+            "--shots",
+            "all",
+            "--model",
+            tiny_rn,
+            "--epochs",
+            "1",
+            "--precision",
+            "fp32",
+            "--project",
+            "p",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "red_broken.png" in result.output and "empty.jpg" in result.output
 
@@ -131,9 +190,13 @@ def test_one_shot_five_classes_keeps_partial_batch(tmp_path, tiny_rn):
 def test_descriptions_are_used(images, tiny_rn, tmp_path):
     project = tmp_path / "p"
     project.mkdir()
-    doc = {"format": "dualpt-descriptions/1", "classes": [
-        {"folder": f, "name": f"{f} thing", "phrases": [f"{f} colour", "round shape"], "status": "ok"}
-        for f in ("blue", "green", "red")]}
+    doc = {
+        "format": "dualpt-descriptions/1",
+        "classes": [
+            {"folder": f, "name": f"{f} thing", "phrases": [f"{f} colour", "round shape"], "status": "ok"}
+            for f in ("blue", "green", "red")
+        ],
+    }
     (project / "descriptions.json").write_text(json.dumps(doc))
     result = run_training(_cfg(images, tiny_rn, project, epochs=2))
     _, meta = load_prompt_file(result.prompt_file)
@@ -145,9 +208,13 @@ def test_descriptions_are_used(images, tiny_rn, tmp_path):
 
 def test_llm_loss_choice_changes_the_loss(images, tiny_rn, tmp_path):
     """cosine, wd and ce give different L_LLM values and updates; the image loss of the first step is the same."""
-    doc = {"format": "dualpt-descriptions/1", "classes": [
-        {"folder": f, "name": f, "phrases": [f"{f} colour", "round shape"], "status": "ok"}
-        for f in ("blue", "green", "red")]}
+    doc = {
+        "format": "dualpt-descriptions/1",
+        "classes": [
+            {"folder": f, "name": f, "phrases": [f"{f} colour", "round shape"], "status": "ok"}
+            for f in ("blue", "green", "red")
+        ],
+    }
     records, ctx = {}, {}
     for llm_loss in ("cosine", "wd", "ce"):
         project = tmp_path / llm_loss
@@ -167,15 +234,25 @@ def test_llm_loss_choice_changes_the_loss(images, tiny_rn, tmp_path):
 
 
 def test_class_specific_and_ctx_init(images, tiny_rn, tmp_path):
-    result = run_training(_cfg(images, tiny_rn, tmp_path / "p", epochs=1, class_specific=True,
-                               ctx_init="a photo of a", n_prompts=2, n_ctx=6))
+    result = run_training(
+        _cfg(
+            images,
+            tiny_rn,
+            tmp_path / "p",
+            epochs=1,
+            class_specific=True,
+            ctx_init="a photo of a",
+            n_prompts=2,
+            n_ctx=6,
+        )
+    )
     tensors, meta = load_prompt_file(result.prompt_file)
     assert tensors["ctx"].shape == (3, 2, 6, 32) and meta["class_specific"]
 
 
 def test_feature_cache_is_reused(images, tiny_rn, tmp_path, monkeypatch):
     run_training(_cfg(images, tiny_rn, tmp_path / "p", epochs=1))
-    from dualpt_cli.backbone import Backbone
+    from dualpt_cli.clip.backbone import Backbone
 
     def boom(self, x):
         raise AssertionError("encoded again despite the cache")
@@ -248,7 +325,7 @@ def test_profile_reports_phases(images, tiny_rn, tmp_path):
 
 
 def test_ctrl_c_keeps_checkpoint_and_resume_finishes(images, tiny_rn, monkeypatch):
-    from dualpt_cli import train_ui
+    from dualpt_cli.ui import train as train_ui
 
     def interrupt(self, record):
         raise KeyboardInterrupt
@@ -279,10 +356,10 @@ def _l_llm_written_out(W: torch.Tensor, H: list[torch.Tensor]) -> float:
 @pytest.mark.parametrize("described", [(True, True, True), (True, False, True)])
 def test_l_llm_value(tiny_rn, described):
     """The cosine L_LLM of a step equals Eq. 5 written out, with h_ke = g("{name}, which has {phrase}.")."""
-    from dualpt_cli.matching import Matcher
-    from dualpt_cli.models import ModelSpec, load_backbone
-    from dualpt_cli.prompts import description_features
-    from dualpt_cli.train import Objective
+    from dualpt_cli.clip.load import ModelSpec, load_backbone
+    from dualpt_cli.model.matching import Matcher
+    from dualpt_cli.model.prompts import description_features
+    from dualpt_cli.train.loop import Objective
 
     bb = load_backbone(ModelSpec(tiny_rn), device="cpu", precision="fp32")
     names = ["red circle", "green square", "blue"]
@@ -292,11 +369,14 @@ def test_l_llm_value(tiny_rn, described):
     # h_ke by hand: open_clip's own text encoder on the descriptor texts, normalised
     texts = [[f"{n}, which has {p}." for p in ps] for n, ps in zip(names, phrases)]
     with torch.no_grad():
-        H = [torch.nn.functional.normalize(bb.model.encode_text(bb.tokenize(t)), dim=-1) if t else torch.zeros(0, 32)
-             for t in texts]
+        H = [
+            torch.nn.functional.normalize(bb.model.encode_text(bb.tokenize(t)), dim=-1) if t else torch.zeros(0, 32)
+            for t in texts
+        ]
     W = torch.nn.functional.normalize(torch.randn(3, 4, 32, generator=torch.Generator().manual_seed(0)), dim=-1)
-    objective = Objective(matcher=Matcher(bb.logit_scale), beta=0.2, llm_loss="cosine", desc_mean=mean,
-                          desc_has=has, desc_sets=sets)
+    objective = Objective(
+        matcher=Matcher(bb.logit_scale), beta=0.2, llm_loss="cosine", desc_mean=mean, desc_has=has, desc_sets=sets
+    )
     got = objective.llm_loss_value(W, logits=torch.zeros(1, 3), z_global=torch.zeros(1, 32))
     assert has.tolist() == list(described)
     assert float(got) == pytest.approx(_l_llm_written_out(W, H), rel=1e-5)

@@ -22,11 +22,17 @@ PREPROCESS_CFG = {
 
 CONFIGS = {
     # ModifiedResNet: image 96 -> a 3x3 grid of local features (RN50 at 224 gives 7x7)
-    "rn": {"embed_dim": 32, "vision_cfg": {"image_size": 96, "layers": [1, 1, 1, 1], "width": 8, "head_width": 64},
-           "text_cfg": TEXT_CFG},
+    "rn": {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 96, "layers": [1, 1, 1, 1], "width": 8, "head_width": 64},
+        "text_cfg": TEXT_CFG,
+    },
     # VisionTransformer: image 64, patch 16 -> a 4x4 grid
-    "vit": {"embed_dim": 32, "vision_cfg": {"image_size": 64, "layers": 2, "width": 32, "head_width": 16,
-                                           "patch_size": 16}, "text_cfg": TEXT_CFG},
+    "vit": {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 64, "layers": 2, "width": 32, "head_width": 16, "patch_size": 16},
+        "text_cfg": TEXT_CFG,
+    },
 }
 
 

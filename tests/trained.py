@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dualpt_cli.train import TrainConfig, run_training
+from dualpt_cli.train.loop import TrainConfig, run_training
 from imagegen import make_image_folder
 
 TRAINED_CLASSES = ["red", "green", "blue"]
@@ -16,9 +16,20 @@ def trained_project(tmp_path_factory, model: str) -> tuple[Path, TrainConfig]:
     if model not in _TRAINED:
         root = tmp_path_factory.mktemp("trained")
         images = make_image_folder(root / "images", classes=TRAINED_CLASSES, per_class=3)
-        cfg = TrainConfig(images=str(images), project=str(root / "proj"), shots=2, epochs=2, model=model,
-                          pretrained="", precision="fp32", device="cpu", n_ctx=4, aug_views=2, batch_size=4,
-                          guard=False)  # random tiny models collapse; the guard would keep zero-shot alone
+        cfg = TrainConfig(
+            images=str(images),
+            project=str(root / "proj"),
+            shots=2,
+            epochs=2,
+            model=model,
+            pretrained="",
+            precision="fp32",
+            device="cpu",
+            n_ctx=4,
+            aug_views=2,
+            batch_size=4,
+            guard=False,
+        )  # random tiny models collapse; the guard would keep zero-shot alone
         run_training(cfg)
         _TRAINED[model] = (root, cfg)
     return _TRAINED[model]

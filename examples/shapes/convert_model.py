@@ -23,9 +23,9 @@ from make_dataset import HERE, load_generator
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from dualpt_cli.models import ModelSpec, load_backbone
-from dualpt_cli.evaluate import ZeroShotClassifier
-from dualpt_cli.classes import parse_class_list
+from dualpt_cli.clip.load import ModelSpec, load_backbone
+from dualpt_cli.predict.evaluate import ZeroShotClassifier
+from dualpt_cli.data.classes import parse_class_list
 
 WEIGHTS = "open_clip_model.safetensors"
 CONFIG = "open_clip_config.json"

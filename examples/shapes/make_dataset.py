@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from dualpt_cli.errors import DualptError
-from dualpt_cli.classes import parse_class_list
+from dualpt_cli.data.classes import parse_class_list
 
 HERE = Path(__file__).resolve().parent
 

@@ -10,7 +10,13 @@ except PackageNotFoundError:  # running from a source tree without installing
 from .errors import DualptError
 
 __all__ = ["Classifier", "DualptError", "Prediction", "TrainConfig", "TrainResult", "__version__", "fit"]
-_API = {"Classifier": "api", "Prediction": "api", "fit": "api", "TrainConfig": "train", "TrainResult": "train"}
+_API = {
+    "Classifier": "api",
+    "Prediction": "api",
+    "fit": "api",
+    "TrainConfig": "train.config",
+    "TrainResult": "train.hooks",
+}
 
 
 def __getattr__(name: str):

@@ -20,12 +20,12 @@ from pathlib import Path
 
 from PIL import Image
 
-from .classes import ClassEntry, parse_class_list
-from .classifier import Classifier as _Scorer
-from .data import ImageFiles, collate_with_errors
-from .output import make_row
-from .project import resolve_project
-from .train import Callbacks, TrainConfig, TrainResult, run_training
+from .core.project import resolve_project
+from .data.classes import ClassEntry, parse_class_list
+from .data.stream import ImageFiles, collate_with_errors
+from .predict.classifier import Classifier as _Scorer
+from .predict.output import make_row
+from .train.loop import Callbacks, TrainConfig, TrainResult, run_training
 
 ImageInput = str | os.PathLike | Image.Image
 
@@ -45,9 +45,15 @@ class Classifier(_Scorer):
     """Trained prompts and their CLIP, ready to classify paths and PIL images."""
 
     @classmethod
-    def load(cls, project_or_prompt_file: str | os.PathLike | None = None, *, classes: str | os.PathLike |
-             Sequence[str] | None = None, device: str = "auto", precision: str = "auto",
-             batch_size: int = 64) -> Classifier:
+    def load(
+        cls,
+        project_or_prompt_file: str | os.PathLike | None = None,
+        *,
+        classes: str | os.PathLike | Sequence[str] | None = None,
+        device: str = "auto",
+        precision: str = "auto",
+        batch_size: int = 64,
+    ) -> Classifier:
         """Load a project folder's prompts.safetensors, or a prompt file; ``None``: the default project.
 
         ``classes``: a class-list file or a list of names to predict over instead of the trained classes
@@ -55,11 +61,13 @@ class Classifier(_Scorer):
         """
         target = Path(project_or_prompt_file) if project_or_prompt_file is not None else None
         path = target if target is not None and target.is_file() else resolve_project(target).prompts
-        return cls.from_prompt_file(path, device=device, precision=precision, classes=_entries(classes),
-                                    batch_size=batch_size)
+        return cls.from_prompt_file(
+            path, device=device, precision=precision, classes=_entries(classes), batch_size=batch_size
+        )
 
-    def predict(self, images: ImageInput | Iterable[ImageInput], top_k: int = 5,
-                batch_size: int = 64) -> list[Prediction]:
+    def predict(
+        self, images: ImageInput | Iterable[ImageInput], top_k: int = 5, batch_size: int = 64
+    ) -> list[Prediction]:
         """Classify one image or many (paths, PIL images, or a mix), in input order.
 
         An image that cannot be read gives a :class:`Prediction` with ``error`` set, not an exception.
@@ -73,10 +81,18 @@ class Classifier(_Scorer):
             slot = {i: n for n, i in enumerate(batch.ok)}
             for i in batch.indices:
                 name = f"<image {i}>" if isinstance(items[i], Image.Image) else str(items[i])
-                row = make_row(name, probs[slot[i]] if i in slot else None, self.class_names, top_k,
-                               batch.errors.get(i))
-                out.append(Prediction(image=name, label=row["class"], prob=row["prob"],
-                                      top_k=[(t["class"], t["prob"]) for t in row["top_k"]], error=row["error"]))
+                row = make_row(
+                    name, probs[slot[i]] if i in slot else None, self.class_names, top_k, batch.errors.get(i)
+                )
+                out.append(
+                    Prediction(
+                        image=name,
+                        label=row["class"],
+                        prob=row["prob"],
+                        top_k=[(t["class"], t["prob"]) for t in row["top_k"]],
+                        error=row["error"],
+                    )
+                )
         return out
 
 

@@ -1,0 +1,243 @@
+"""The grid engine of ``dualpt compare``: every (method, shots, seed) cell, resumable, one file of results.
+
+The caller supplies ``run_cell(cell) -> accuracy`` (or a dict with ``"accuracy"`` and any other numbers), so
+methods plug in without this module knowing them. After each cell the whole result file is rewritten
+atomically (``compare.json``), so Ctrl-C loses at most the cell that was running, and a second run skips
+every finished cell. The run's ``settings`` (model, data, epochs, ...: whatever changes the numbers) are stored
+beside the results; a run with other settings starts over instead of mixing incomparable numbers. A cell that
+raises is recorded with its error and the grid goes on; failed cells are tried again on the next run.
+
+compare.json::
+
+    {"format": 1, "settings": {...},
+     "cells": {"coop/4/1": {"method": "coop", "shots": 4, "seed": 1, "status": "ok", "accuracy": 0.71,
+                            "metrics": {...}, "seconds": 12.3},
+               "plot/4/1": {..., "status": "failed", "error": "DataError: ..."}},
+     "summary": [{"method": "coop", "shots": 4, "mean": 0.71, "std": 0.01, "runs": 3, "failed": 0,
+                  "best": true}, ...]}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..core.project import atomic_write_json
+from ..errors import DataError, DualptError, ProjectError
+
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the grid."""
+
+    method: str
+    shots: int
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.method}/{self.shots}/{self.seed}"
+
+
+@dataclass
+class CellResult:
+    """What one cell gave: an accuracy, or the error that stopped it."""
+
+    method: str
+    shots: int
+    seed: int
+    status: str  # "ok" or "failed"
+    accuracy: float | None = None  # test accuracy in [0, 1]
+    metrics: dict[str, Any] = field(default_factory=dict)  # anything else run_cell returned
+    error: str | None = None  # one line, for a failed cell
+    seconds: float = 0.0
+
+    @property
+    def cell(self) -> Cell:
+        return Cell(self.method, self.shots, self.seed)
+
+
+@dataclass
+class Row:
+    """Mean and spread of one method at one shot count, over the seeds that finished."""
+
+    method: str
+    shots: int
+    mean: float | None  # None when no seed finished
+    std: float | None  # sample standard deviation over seeds (0 for one seed)
+    runs: int  # seeds that finished
+    failed: int  # seeds that failed
+    best: bool = False  # the highest mean at this shot count (ties all marked)
+
+
+@dataclass
+class CompareResult:
+    path: Path
+    results: list[CellResult]  # in grid order
+    rows: list[Row]
+    ran: int  # cells run now
+    reused: int  # finished cells taken from an earlier run
+
+    @property
+    def failed(self) -> list[CellResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+
+class Callbacks:
+    """Hooks for progress and messages; the library never prints."""
+
+    def warn(self, message: str) -> None: ...
+
+    def cell_start(self, cell: Cell, index: int, total: int) -> None: ...
+
+    def cell_done(self, result: CellResult, reused: bool) -> None: ...
+
+
+def plan_grid(methods: Sequence[str], shots: Sequence[int], seeds: Sequence[int]) -> list[Cell]:
+    """Cells in the order they run: by shots, then seed, then method (a partial grid compares methods early)."""
+    for values, what in ((methods, "--methods"), (shots, "--shots"), (seeds, "--seeds")):
+        if not values:
+            raise DataError(f"{what} is empty; give at least one value")
+        dup = next((v for i, v in enumerate(values) if v in values[:i]), None)
+        if dup is not None:
+            raise DataError(f"{what} names {dup!r} twice")
+    bad = [s for s in shots if s < 1]
+    if bad:
+        raise DataError(f"--shots must be >= 1, got {bad[0]}")
+    return [Cell(m, k, s) for k in shots for s in seeds for m in methods]
+
+
+def parse_int_list(text: str, what: str) -> list[int]:
+    """``"1,2,4"`` -> [1, 2, 4]; a clear error naming the option otherwise."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise DataError(f"{what} {text!r} is not a comma-separated list of whole numbers (e.g. 1,2,4)") from None
+
+
+def load_previous(path: Path, settings: dict[str, Any], cb: Callbacks) -> dict[str, CellResult]:
+    """Finished cells of an earlier run with the same settings; nothing (and a warning) if the settings differ."""
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("format") != FORMAT:
+            raise ValueError(f"format {data.get('format')!r}")
+        stored = data["settings"]
+        cells = {key: CellResult(**value) for key, value in data["cells"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        cb.warn(f"{path} cannot be read ({str(exc)[:80]}); starting the grid afresh")
+        return {}
+    if stored != _jsonable(settings):
+        changed = sorted(k for k in set(stored) | set(settings) if stored.get(k) != _jsonable(settings).get(k))
+        cb.warn(
+            f"the settings changed since {path} was written ({', '.join(changed)}); its results are not "
+            "comparable and are replaced"
+        )
+        return {}
+    return {key: r for key, r in cells.items() if r.status == "ok"}
+
+
+def run_compare(
+    path: str | Path,
+    cells: Sequence[Cell],
+    settings: dict[str, Any],
+    run_cell: Callable[[Cell], float | dict[str, Any]],
+    cb: Callbacks | None = None,
+) -> CompareResult:
+    """Run every cell not already finished with the same ``settings``, saving ``path`` after each one.
+
+    ``run_cell`` returns the cell's test accuracy in [0, 1], or a dict with ``"accuracy"`` and more numbers.
+    Any exception it raises (other than KeyboardInterrupt and SystemExit) fails that cell only. Finished
+    cells of the file that are not in ``cells`` are kept, so a grid can grow run by run.
+    """
+    cb = cb or Callbacks()
+    path = Path(path)
+    if path.is_dir():
+        raise ProjectError(f"{path} is a folder; give the file compare.json should be written to")
+    done = load_previous(path, settings, cb)
+    results: dict[str, CellResult] = dict(done)
+    ran = reused = 0
+    for index, cell in enumerate(cells):
+        if cell.key in done:
+            reused += 1
+            cb.cell_done(done[cell.key], reused=True)
+            continue
+        cb.cell_start(cell, index, len(cells))
+        start = time.perf_counter()
+        try:
+            accuracy, metrics = _outcome(run_cell(cell))
+            result = CellResult(cell.method, cell.shots, cell.seed, "ok", accuracy, metrics)
+        except Exception as exc:  # noqa: BLE001 - one failed cell is recorded, the grid goes on
+            result = CellResult(cell.method, cell.shots, cell.seed, "failed", error=_one_line(exc))
+        result.seconds = round(time.perf_counter() - start, 3)
+        results[cell.key] = result
+        ran += 1
+        _save(path, settings, results)
+        cb.cell_done(result, reused=False)
+    ordered = [results[c.key] for c in cells]
+    if not ran:
+        _save(path, settings, results)  # the summary of a fully reused grid, in this run's order
+    return CompareResult(path, ordered, aggregate(ordered), ran, reused)
+
+
+def _outcome(value: float | dict[str, Any]) -> tuple[float, dict[str, Any]]:
+    metrics = dict(value) if isinstance(value, dict) else {"accuracy": value}
+    accuracy = metrics.pop("accuracy", None)
+    if isinstance(accuracy, bool) or not isinstance(accuracy, (int, float)) or not 0.0 <= accuracy <= 1.0:
+        raise ValueError(f"the method returned accuracy {accuracy!r}, not a number in [0, 1]")
+    return float(accuracy), _jsonable(metrics)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    kind = type(exc).__name__
+    return text if isinstance(exc, DualptError) and text else f"{kind}: {text}" if text else kind
+
+
+def _jsonable(obj: Any) -> Any:
+    """``obj`` as it reads back from JSON (tuples become lists, paths strings), so stored and new compare equal."""
+    return json.loads(json.dumps(obj, default=str))
+
+
+def _save(path: Path, settings: dict[str, Any], results: dict[str, CellResult]) -> None:
+    rows = aggregate(list(results.values()))
+    atomic_write_json(
+        path,
+        {
+            "format": FORMAT,
+            "settings": _jsonable(settings),
+            "cells": {key: asdict(r) for key, r in results.items()},
+            "summary": [asdict(r) for r in rows],
+        },
+    )
+
+
+def aggregate(results: Sequence[CellResult]) -> list[Row]:
+    """Mean ± sample std over seeds per (method, shots), in first-seen order; the best mean per shot marked."""
+    groups: dict[tuple[str, int], list[CellResult]] = {}
+    for r in results:
+        groups.setdefault((r.method, r.shots), []).append(r)
+    rows = []
+    for (method, shots), group in groups.items():
+        accs = [r.accuracy for r in group if r.status == "ok" and r.accuracy is not None]
+        mean = sum(accs) / len(accs) if accs else None
+        std = (
+            math.sqrt(sum((a - mean) ** 2 for a in accs) / (len(accs) - 1))
+            if len(accs) > 1
+            else (0.0 if accs else None)
+        )
+        rows.append(Row(method, shots, mean, std, len(accs), len(group) - len(accs)))
+    for shots in {row.shots for row in rows}:
+        means = [row.mean for row in rows if row.shots == shots and row.mean is not None]
+        for row in rows:
+            if row.shots == shots:
+                row.best = row.mean is not None and row.mean == max(means)
+    return rows

@@ -1,0 +1,28 @@
+"""Checks shared by the configs' option validation (each config checks itself in ``__post_init__``)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import MISSING, fields
+from typing import Any
+
+from ..errors import DataError
+
+
+def require_finite(values: dict[str, float | int | None]) -> None:
+    """A :class:`DataError` naming the first option that is NaN or infinite (``--lr inf`` diverges)."""
+    for option, value in values.items():
+        if value is not None and not math.isfinite(value):
+            raise DataError(f"{option} must be a finite number, got {value}")
+
+
+def check_all(checks: list[tuple[bool, str]]) -> None:
+    """A :class:`DataError` with the message of the first ``(ok, message)`` pair that is not ok."""
+    for ok, message in checks:
+        if not ok:
+            raise DataError(message)
+
+
+def defaults(config: type) -> dict[str, Any]:
+    """``{field: default}`` of a config dataclass (the CLI's option defaults); fields without one left out."""
+    return {f.name: f.default for f in fields(config) if f.default is not MISSING}

@@ -1,0 +1,319 @@
+"""The project folder where describe, train and predict meet, and safe file writing.
+
+Layout of a project folder (default ``./dualpt-project``, else ``$DUALPT_PROJECT`` or ``--project``)::
+
+    descriptions.json     class list + LLM phrases (describe)
+    prompts.safetensors   learned prompts + metadata (train); all that predict needs
+    run_config.json       the resolved training config
+    train_log.jsonl       one line per epoch
+    split.json            the exact few-shot files used for training (and validation)
+    checkpoint/           the last end-of-epoch state, for --resume
+    curves.png            training curves from train_log.jsonl (train, report)
+    runs/NAME/            a copy of every run's files, plus result.json and eval.json (see runs.py)
+    .lock                 the pid of the command writing to the project (describe, train) while it runs
+
+Frozen CLIP features of the training views live in one cache per user, shared by all projects
+(:func:`user_cache_dir`: ``$DUALPT_CACHE``, else ``$XDG_CACHE_HOME/dualpt``, else ``~/.cache/dualpt``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import socket
+import stat
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataError, DualptError, ProjectError
+
+PROJECT_ENV = "DUALPT_PROJECT"
+DEFAULT_PROJECT = "dualpt-project"
+CACHE_ENV = "DUALPT_CACHE"
+
+
+def user_cache_dir() -> Path:
+    """dualpt's per-user cache: ``$DUALPT_CACHE``, else ``$XDG_CACHE_HOME/dualpt``, else ``~/.cache/dualpt``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    return Path(base).expanduser() / "dualpt"
+
+
+@dataclass(frozen=True)
+class Project:
+    """Paths inside one project folder."""
+
+    root: Path
+
+    @property
+    def descriptions(self) -> Path:
+        return self.root / "descriptions.json"
+
+    @property
+    def prompts(self) -> Path:
+        return self.root / "prompts.safetensors"
+
+    @property
+    def run_config(self) -> Path:
+        return self.root / "run_config.json"
+
+    @property
+    def train_log(self) -> Path:
+        return self.root / "train_log.jsonl"
+
+    @property
+    def split(self) -> Path:
+        return self.root / "split.json"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.root / "checkpoint"
+
+    @property
+    def cache_dir(self) -> Path:
+        """The feature cache: per user, shared with every other project (content-addressed, so that is safe)."""
+        return user_cache_dir() / "features"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / ".lock"
+
+    def ensure(self) -> Project:
+        """Create the folder (and parents) if needed; a clear error if that is impossible."""
+        if self.root.exists() and not self.root.is_dir():
+            raise ProjectError(f"project path {self.root} exists but is not a folder; pass --project DIR")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ProjectError(f"cannot create project folder {self.root}: {exc.strerror}") from None
+        return self
+
+
+def resolve_project(path: str | os.PathLike | None = None) -> Project:
+    """``--project`` wins, then ``$DUALPT_PROJECT``, then ``./dualpt-project``."""
+    chosen = path or os.environ.get(PROJECT_ENV) or DEFAULT_PROJECT
+    return Project(Path(chosen).expanduser())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# atomic writes: a reader sees the old file or the new one, never half of one
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temp file beside ``path``, fsync it, then rename it over ``path``.
+
+    The new file gets the mode every other file gets (0666 less the umask). A read-only folder or a full
+    disk is a :class:`ProjectError` naming the path; ``path`` keeps its old content then.
+    """
+    path = Path(path)
+    fd, tmp = temp_beside(path, ProjectError)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise ProjectError(write_failure(path, exc)) from None
+        raise
+
+
+def temp_beside(path: Path, error: type[DualptError]) -> tuple[int, str]:
+    """:func:`mkstemp_beside` after creating ``path``'s folder; a failure is one ``error`` naming the path."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return mkstemp_beside(path)
+    except OSError as exc:
+        raise error(write_failure(path, exc)) from None
+
+
+def mkstemp_beside(path: Path) -> tuple[int, str]:
+    """``tempfile.mkstemp`` in ``path``'s folder, with the umask's mode instead of mkstemp's 0600."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())
+    except OSError:
+        pass  # a file system without modes (FAT, some network shares): keep what mkstemp gave
+    return fd, tmp
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+def write_failure(path: Path, exc: OSError) -> str:
+    """One line for an OSError while writing ``path`` (read-only folder, full disk, ...)."""
+    reason = exc.strerror or str(exc)
+    hint = {
+        errno.ENOSPC: "free some disk space",
+        errno.EDQUOT: "free some disk space",
+        errno.EROFS: "use a writable folder (--project DIR)",
+        errno.EACCES: "check the folder's permissions",
+        errno.EPERM: "check the folder's permissions",
+    }.get(exc.errno, "check the folder")
+    return f"cannot write {path}: {reason}; {hint} (files already there were left as they were)"
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line (a log record); a clear error instead of a traceback if the disk refuses."""
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+    except OSError as exc:
+        raise ProjectError(write_failure(path, exc)) from None
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def read_json(path: Path, what: str) -> Any:
+    """Read a JSON file the project wrote; a clear error names the file if it is damaged."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ProjectError(f"{path} does not exist ({what})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProjectError(f"{path} is not valid JSON ({what}): {exc}; delete it or re-create it") from None
+
+
+def read_user_text(path: Path, what: str) -> str:
+    """A UTF-8 text file the user named (a BOM is dropped); :class:`DataError` naming it otherwise."""
+    try:
+        return read_user_file(path, what, DataError).decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(f"{what} {path} is not UTF-8 text; save it as UTF-8") from None
+
+
+def read_user_file(path: Path, what: str, error: type[DualptError]) -> bytes:
+    """The bytes of a file the user named; ``error`` with one clear line (``what`` and the path) if unreadable."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise error(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise error(f"{what} {path} is a folder; pass the file itself") from None
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+STDOUT_NAMES = ("-", "/dev/stdout")
+
+
+def output_path(output: str | os.PathLike | None) -> Path | None:
+    """Where ``--output`` may write: None for stdout (no option, ``-`` or ``/dev/stdout``), else a path that
+    is a regular file or does not exist yet, in a folder that exists or can be made.
+
+    Symlinks, devices, pipes and folders are refused rather than replaced by a new regular file.
+    """
+    if output is None or str(output) in STDOUT_NAMES:
+        return None
+    path = Path(output).expanduser()
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise DataError(f"--output {path}: {parent} is a file, not a folder")
+            break
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise DataError(f"--output {path}: {exc.strerror}") from None
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            raise DataError(f"--output {path} is a folder; give a file name")
+        if stat.S_ISLNK(st.st_mode):
+            raise DataError(f"--output {path} is a symbolic link; give the path of a regular file (or - for stdout)")
+        if not stat.S_ISREG(st.st_mode):
+            raise DataError(
+                f"--output {path} is not a regular file (a device or pipe); give a file name, or - for stdout"
+            )
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------
+# one writer at a time
+
+
+@contextlib.contextmanager
+def project_lock(project: Project, command: str) -> Iterator[None]:
+    """Hold the project for a writing command (describe, train); a second writer gets a clear error.
+
+    ``<project>/.lock`` holds the holder's pid, host, command and start time. The lock itself is an OS lock
+    on that file (``flock``, or ``msvcrt.locking`` on Windows), which the OS drops when the holder dies: a
+    lock left by a killed process is stale and simply taken over.
+    """
+    project.ensure()
+    path = project.lock_file
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise ProjectError(write_failure(path, exc)) from None
+    try:
+        if not _try_lock(fd):
+            raise ProjectError(
+                f"project {project.root} is in use: {_holder(path)} is writing to it; wait for it "
+                f"to finish, or use another --project (if no such process runs, delete {path})"
+            )
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "command": command,
+            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, (json.dumps(info) + "\n").encode())
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)  # released: an empty lock file names no holder
+    finally:
+        os.close(fd)  # closing drops the OS lock
+
+
+def _try_lock(fd: int) -> bool:
+    if sys.platform == "win32":  # pragma: no cover - CI runs on Linux
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _holder(path: Path) -> str:
+    """``dualpt train (pid 123 on host, since ...)`` from a lock file, as far as it can be read."""
+    try:
+        info = json.loads(path.read_text(encoding="utf-8") or "{}")
+        return (
+            f"dualpt {info.get('command', '?')} (pid {info.get('pid', '?')} on {info.get('host', '?')}, "
+            f"since {info.get('since', '?')})"
+        )
+    except (OSError, ValueError, AttributeError):
+        return "another dualpt command"

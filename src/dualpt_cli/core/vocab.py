@@ -1,0 +1,28 @@
+"""The closed vocabularies of dualpt's options, each defined once as a ``Literal`` (for the CLI's parse-time
+choices and the type checker) with its tuple of values derived from it (for the configs' checks)."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+Method = Literal["dualpt", "codualpt", "coop", "plot", "linear-probe", "zero-shot", "descriptions"]
+Align = Literal["graph", "node", "edge", "attn", "uniform"]  # the plan: Algorithm 1 and its ablations
+LlmLoss = Literal["cosine", "wd", "ce"]  # L_LLM's form
+Context = Literal["auto", "llm", "none"]  # whether the LLM phrases enter training
+Recipe = Literal["default", "paper"]
+PromptText = Literal["name", "descriptions"]  # what follows a prompt's context
+ProbeConstraint = Literal["none", "clap", "balanced"]  # the linear probe's pull towards zero-shot
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+Provider = Literal["auto", "openai", "ollama", "none"]  # who answers describe
+OutputFormat = Literal["table", "json", "jsonl", "csv"]  # predict's rows
+
+METHODS: tuple[Method, ...] = get_args(Method)
+ALIGNS: tuple[Align, ...] = get_args(Align)
+LLM_LOSSES: tuple[LlmLoss, ...] = get_args(LlmLoss)
+CONTEXTS: tuple[Context, ...] = get_args(Context)
+RECIPE_NAMES: tuple[Recipe, ...] = get_args(Recipe)
+PROMPT_TEXTS: tuple[PromptText, ...] = get_args(PromptText)
+CONSTRAINTS: tuple[ProbeConstraint, ...] = get_args(ProbeConstraint)
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
+PROVIDERS: tuple[Provider, ...] = get_args(Provider)
+FORMATS: tuple[OutputFormat, ...] = get_args(OutputFormat)

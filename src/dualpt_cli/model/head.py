@@ -1,0 +1,167 @@
+"""The final classifier: DUAL-PT logits blended with a zero-shot prior, and the guard that chooses it.
+
+logits(x) = dual_weight * DUAL-PT(x) + prior_weight * logit_scale * cos(z(x), p_k)
+
+- DUAL-PT(x) is the paper's Eq. 8 score from the local features and the learned prompts;
+- z(x) is the global image feature and p_k the class's *prior* prototype: the mean of the class's
+  description features ("{name}, which has {phrase}.", Menon & Vondrick's ensemble) where it has
+  descriptions, else the hand-made prompt "a photo of a {name}." (zero-shot CLIP).
+
+The prior carries what the LLM said (and what CLIP knows from the name) into inference without an LLM:
+its features are computed at training time and stored in the prompt file. ``--recipe paper`` uses
+dual_weight 1, prior_weight 0: exactly the paper's classifier.
+
+The guard (:func:`choose`) compares, on held-out images, the blends for a few prior weights with the two
+training-free classifiers (zero-shot with names, the description ensemble) and keeps the best; a
+collapsed run (loss near ln K, train accuracy at chance) never wins.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ..clip.backbone import Backbone
+
+ZERO_SHOT_TEMPLATE = "a photo of a {}."
+PRIOR_WEIGHTS = (0.0, 1.0, 2.0, 4.0)  # the blends the guard compares with enough held-out images
+CHOOSE_WEIGHT_MIN_VAL = 8  # held-out images per class from which the guard also chooses the blend weight
+
+
+def name_features(bb: Backbone, class_names: list[str], template: str = ZERO_SHOT_TEMPLATE) -> torch.Tensor:
+    """(K, d) normalised text features of the hand-made prompt for each class (zero-shot CLIP)."""
+    return bb.encode_texts([template.format(name) for name in class_names])
+
+
+def prior_features(names: torch.Tensor, desc_mean: torch.Tensor, desc_has: torch.Tensor) -> torch.Tensor:
+    """(K, d) prior prototypes: the description ensemble where a class has descriptions, else its name prompt.
+
+    Args:
+        names: (K, d) name-prompt features; desc_mean: (K, d) mean description features; desc_has: (K,) bool.
+    """
+    return F.normalize(torch.where(desc_has[:, None], desc_mean.to(names), names), dim=-1)
+
+
+def blend_logits(
+    dual: torch.Tensor | None,
+    z: torch.Tensor,
+    prior: torch.Tensor | None,
+    logit_scale: float,
+    dual_weight: float,
+    prior_weight: float,
+) -> torch.Tensor:
+    """(B, K) final logits from DUAL-PT logits ``dual`` (B, K), global features ``z`` (B, d), ``prior`` (K, d).
+
+    Each part is computed only when its weight is non-zero (``dual`` / ``prior`` may then be None).
+    """
+    out = 0.0
+    if dual_weight:
+        out = out + dual_weight * dual.float()
+    if prior_weight:
+        out = out + prior_weight * logit_scale * F.normalize(z.float(), dim=-1) @ prior.float().T
+    return out
+
+
+def collapsed(loss_img: float, train_acc: float, num_classes: int) -> bool:
+    """Training made every class score alike: cross-entropy within 2% of ln K and accuracy at chance."""
+    chance = 1.0 / num_classes
+    return loss_img >= 0.98 * math.log(num_classes) and train_acc <= 1.5 * chance
+
+
+def auto_val_shots(shots: int | None, smallest_class: int) -> int:
+    """Validation images per class held out for the guard when ``--val-shots`` is not given.
+
+    One per 4 shots (4 -> 1, 8 -> 2, 16 -> 4), none below 4 shots or with ``--shots all``, and never more than
+    a quarter of the smallest class's images.
+    """
+    if shots is None or shots < 4:
+        return 0
+    return min(shots // 4, smallest_class // 4)
+
+
+@dataclass
+class Decision:
+    """What the guard kept, and the held-out accuracies it compared."""
+
+    classifier: str  # "trained" (DUAL-PT, possibly blended), "zero-shot" or "descriptions"
+    dual_weight: float
+    prior_weight: float
+    prior: str  # which prototypes the prior uses: "descriptions" or "names"
+    val_images: int = 0
+    val_acc: dict[str, float] = field(default_factory=dict)  # candidate -> held-out accuracy
+    collapsed: bool = False
+    reason: str = ""
+
+    @property
+    def kept_acc(self) -> float | None:
+        """Held-out accuracy of the kept classifier (None without held-out images)."""
+        key = f"trained+prior{self.prior_weight:g}" if self.classifier == "trained" else self.classifier
+        return self.val_acc.get(key)
+
+    @property
+    def gain(self) -> float | None:
+        """Held-out accuracy gained over zero-shot CLIP with class names (None without held-out images)."""
+        kept, zs = self.kept_acc, self.val_acc.get("zero-shot")
+        return None if kept is None or zs is None else kept - zs
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "kept_acc": self.kept_acc, "gain_over_zero_shot": self.gain}
+
+
+def _acc(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(-1).cpu() == labels.cpu()).float().mean()) if len(labels) else float("nan")
+
+
+def choose(
+    dual: torch.Tensor | None,
+    z: torch.Tensor | None,
+    labels: torch.Tensor | None,
+    names: torch.Tensor,
+    prior: torch.Tensor,
+    has_descriptions: bool,
+    logit_scale: float,
+    default_weight: float,
+    is_collapsed: bool,
+    choose_weight: bool = False,
+) -> Decision:
+    """The classifier to save, from held-out DUAL-PT logits ``dual`` (V, K) and global features ``z`` (V, d).
+
+    The trained prompts blended with the prior at ``default_weight`` are compared with the two training-free
+    classifiers (zero-shot with names, the description ensemble); a training-free one is kept only when it is
+    strictly better on the held-out images (or training collapsed). With ``choose_weight`` the blend weight
+    is also chosen among :data:`PRIOR_WEIGHTS` (ties to the one closest to ``default_weight``): worth it only
+    with many held-out images, since picking among several candidates on a dozen images mostly picks noise.
+    Without held-out images (``labels`` None) the blend uses ``default_weight``; a collapsed run then falls
+    back to the prior.
+    """
+    kind = "descriptions" if has_descriptions else "names"
+    fallback = "descriptions" if has_descriptions else "zero-shot"
+    if labels is None or len(labels) == 0:
+        if is_collapsed:
+            return Decision(
+                fallback,
+                0.0,
+                1.0,
+                kind,
+                collapsed=True,
+                reason="training collapsed (loss near ln K, chance accuracy); kept the prior",
+            )
+        return Decision("trained", 1.0, default_weight, kind, reason="no held-out images; default blend")
+    weights = sorted(PRIOR_WEIGHTS if choose_weight else (default_weight,), key=lambda w: abs(w - default_weight))
+    scores = {f"trained+prior{w:g}": _acc(blend_logits(dual, z, prior, logit_scale, 1.0, w), labels) for w in weights}
+    scores["zero-shot"] = _acc(blend_logits(None, z, names, logit_scale, 0.0, 1.0), labels)
+    if has_descriptions:
+        scores["descriptions"] = _acc(blend_logits(None, z, prior, logit_scale, 0.0, 1.0), labels)
+    best_w = max(weights, key=lambda w: scores[f"trained+prior{w:g}"])  # max keeps the first of equals
+    best_trained = scores[f"trained+prior{best_w:g}"]
+    free = max(("zero-shot", "descriptions"), key=lambda k: scores.get(k, -1.0))
+    common = {"val_images": len(labels), "val_acc": scores, "collapsed": is_collapsed}
+    if is_collapsed or scores[free] > best_trained:
+        why = "training collapsed" if is_collapsed else "training did not beat it on held-out images"
+        if free == "zero-shot":
+            return Decision("zero-shot", 0.0, 1.0, "names", reason=f"{why}; kept zero-shot CLIP", **common)
+        return Decision("descriptions", 0.0, 1.0, kind, reason=f"{why}; kept the description ensemble", **common)
+    return Decision("trained", 1.0, best_w, kind, reason="not beaten on held-out images", **common)

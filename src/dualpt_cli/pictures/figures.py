@@ -1,0 +1,144 @@
+"""Pictures written to disk: explained images, curves.png, and the eval plots (``dualpt eval --plot``).
+
+Every file is written atomically; :mod:`dualpt_cli.pictures.report` puts them on one HTML page.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..core.project import Project, atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..data.images import expand_inputs
+from ..errors import DataError, ProjectError
+from ..predict.evaluate import TITLES
+from ..predict.explain import ExplainConfig, ImageExplanation, explain_images, picture_names
+from . import plots
+
+CURVES = "curves.png"
+EVAL_JSON = "eval.json"
+PER_CLASS = "per_class.png"
+MISTAKES = "mistakes.csv"
+MISTAKES_KEPT = 100  # most confident mistakes listed in eval.json (mistakes.csv has all)
+
+
+def writable_folder(folder: str | Path, flag: str) -> Path:
+    """``folder``, created if needed; a clear error naming ``flag`` if it is a file or cannot be made."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"{flag} {folder} is a file; give a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create {flag} folder {folder}: {exc.strerror}") from None
+    return folder
+
+
+def write_explanations(
+    cfg: ExplainConfig,
+    out_dir: str | Path | None,
+    on_image: Callable[[ImageExplanation, Path | None], None] | None = None,
+) -> list[ImageExplanation]:
+    """Explain every input; with ``out_dir``, write one PNG per readable image there (named by
+    :func:`picture_names`). ``on_image(explanation, png or None)`` after each image."""
+    paths = expand_inputs(cfg.inputs)  # bad paths fail before the model loads
+    names = picture_names(paths)
+    folder = writable_folder(out_dir, "--output") if out_dir is not None else None
+    items = []
+    for i, expl in enumerate(explain_images(cfg, paths)):
+        png = None
+        if folder is not None and expl.error is None:
+            png = folder / names[i]
+            atomic_write_bytes(png, plots.explanation_png(expl))
+        items.append(expl)
+        if on_image:
+            on_image(expl, png)
+    return items
+
+
+def read_train_log(path: Path) -> list[dict[str, Any]]:
+    """The log's lines as dicts; a line cut off by an interrupt (or otherwise unreadable) is skipped."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ProjectError(f"{path} does not exist; run dualpt train first") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProjectError(f"cannot read {path}: {exc}") from None
+    records = []
+    for line in text.splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict):
+            records.append(rec)
+    return records
+
+
+def write_curves(project: Project, records: list[dict[str, Any]] | None = None) -> Path:
+    """Draw ``curves.png`` in the project from its ``train_log.jsonl`` (or from ``records`` read from it)."""
+    records = read_train_log(project.train_log) if records is None else records
+    try:
+        png = plots.curves_png(records)
+    except ValueError as exc:
+        raise ProjectError(f"{project.train_log}: {exc}") from None
+    path = project.root / CURVES
+    atomic_write_bytes(path, png)
+    return path
+
+
+def write_eval_plots(result, folder: str | Path) -> list[Path]:
+    """``dualpt eval --plot DIR``: per method a confusion-matrix PNG and CSV (the counts), the per-class
+    accuracy bars (zero-shot beside DUAL-PT), and eval.json (what ``--json`` prints) for the report."""
+    folder = writable_folder(folder, "--plot")
+    names = [c.name for c in result.classes]
+    written = []
+    for method in result.logits:
+        cm = result.confusion(method)
+        png = folder / f"confusion_{method}.png"
+        atomic_write_bytes(png, plots.confusion_png(cm, names, TITLES[method]))
+        buf = io.StringIO()
+        table = csv.writer(buf, lineterminator="\n")
+        table.writerow(["true \\ predicted", *names])
+        for name, row in zip(names, cm.tolist()):
+            table.writerow([name, *row])
+        atomic_write_text(folder / f"confusion_{method}.csv", buf.getvalue())
+        written += [png, folder / f"confusion_{method}.csv"]
+    per_class = {m: r["per_class"] for m, r in result.results.items()}
+    atomic_write_bytes(folder / PER_CLASS, plots.per_class_png(per_class, TITLES))
+    method = "dualpt" if "dualpt" in result.logits else "zero_shot"
+    wrong = mistakes(result, method)
+    buf = io.StringIO()
+    table = csv.DictWriter(buf, ["image", "true", "predicted", "prob"], lineterminator="\n")
+    table.writeheader()
+    table.writerows(wrong)
+    atomic_write_text(folder / MISTAKES, buf.getvalue())
+    data = {
+        **result.to_json(),
+        "images": str(Path(result.images).resolve()),
+        "mistakes": {"method": method, "count": len(wrong), "most_confident": wrong[:MISTAKES_KEPT]},
+    }
+    atomic_write_json(folder / EVAL_JSON, data)
+    return [*written, folder / PER_CLASS, folder / MISTAKES, folder / EVAL_JSON]
+
+
+def mistakes(result, method: str) -> list[dict[str, Any]]:
+    """The images ``method`` got wrong, most confident first: image (absolute), true and predicted class
+    folders, probability of the prediction."""
+    probs = result.logits[method].float().softmax(dim=1)  # (I, K)
+    p, pred = probs.max(dim=1)
+    out = [
+        {
+            "image": str(Path(path).resolve()),
+            "true": result.classes[t].folder,
+            "predicted": result.classes[k].folder,
+            "prob": round(float(q), 6),
+        }
+        for path, t, k, q in zip(result.paths, result.labels.tolist(), pred.tolist(), p.tolist())
+        if t != k
+    ]
+    return sorted(out, key=lambda r: -r["prob"])

@@ -1,0 +1,43 @@
+"""What a training run reports and returns: :class:`Callbacks` (the CLI fills them in for progress and
+messages; the library never prints) and :class:`TrainResult`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..model.head import Decision
+
+
+@dataclass
+class TrainResult:
+    prompt_file: Path
+    epochs: int
+    train_acc: float
+    loss: float
+    seconds: float
+    best_epoch: int | None
+    val_acc: float | None
+    skipped: list[tuple[str, str]]
+    profile: dict[str, float] | None
+    guard: Decision | None = None  # what the prompt file keeps, and the held-out comparison with zero-shot
+    plan_entropy: float | None = None  # last epoch's mean normalised plan entropy (1 = uniform: no alignment)
+    method: str = "dualpt"  # TrainConfig.method
+
+
+class Callbacks:
+    """Hooks the CLI fills in for progress and messages; the library never prints."""
+
+    def warn(self, message: str) -> None: ...
+
+    def info(self, message: str) -> None: ...
+
+    def stage(self, name: str, total: int) -> Callable[[int], None]:
+        return lambda n: None
+
+    def epoch(self, epoch: int, total: int, steps: int) -> Callable[[dict[str, float]], None]:
+        return lambda stats: None
+
+    def epoch_done(self, record: dict[str, Any]) -> None: ...

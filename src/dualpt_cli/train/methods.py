@@ -1,0 +1,165 @@
+"""What ``dualpt train --method NAME`` builds besides DUAL-PT's own loop (docs/method.md, "Methods").
+
+- The prompt-tuning methods (dualpt, plot, coop, codualpt) share train.py's loop: :func:`build_learner` gives
+  the learner of the method, :func:`trainable` its parameters, :func:`batched_logits` its scores on cached
+  features (validation, the guard).
+- linear-probe, zero-shot and descriptions fit nothing by gradient descent (:func:`run_fixed`): the linear
+  probe is fitted in closed form on the cached global features (:mod:`linear_probe`), the other two are
+  training-free. They still write a prompt file, so predict, eval and explain read every method alike.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+
+from ..clip.backbone import Backbone
+from ..core.distributed import SINGLE, Dist
+from ..core.project import Project
+from ..errors import ProjectError
+from ..model.conditional import TEXT_BUDGET
+from ..model.head import Decision, blend_logits, name_features, prior_features
+from ..model.linear_probe import LinearProbeConfig, fit_linear_probe
+from ..model.prompts import ConditionalPromptLearner, PromptLearner
+from .config import TrainConfig
+from .export import save_prompts
+from .hooks import Callbacks, TrainResult
+from .objective import Objective
+from .trainset import TrainData
+
+FIXED_CONTEXT = "a photo of a"  # the context of a training-free prompt file: its one prompt is zero-shot CLIP's
+
+
+def build_learner(
+    cfg: TrainConfig, bb: Backbone, data: TrainData, class_texts: list[list[str]] | None
+) -> PromptLearner:
+    """The prompt learner of ``cfg.method`` (codualpt: with CoCoOp's meta-net)."""
+    names = [c.name for c in data.classes]
+    if cfg.method == "codualpt":
+        learner = ConditionalPromptLearner(
+            bb,
+            names,
+            cfg.n_prompts,
+            cfg.n_ctx,
+            cfg.ctx_init,
+            cfg.seed,
+            class_texts=class_texts,
+            class_specific=cfg.class_specific,
+        )
+    else:
+        learner = PromptLearner(
+            bb, names, cfg.n_prompts, cfg.n_ctx, cfg.ctx_init, cfg.class_specific, cfg.seed, class_texts=class_texts
+        )
+    learner.text_chunk = cfg.text_chunk
+    return learner
+
+
+def trainable(learner: PromptLearner) -> list[torch.nn.Parameter]:
+    """What the optimiser updates: the context (and the meta-net for codualpt); CLIP stays frozen."""
+    return [p for p in learner.parameters() if p.requires_grad]
+
+
+def snapshot(learner: PromptLearner) -> dict[str, torch.Tensor]:
+    """A copy of the trainable tensors by name (``ctx``, ``meta_net.linear1.weight`` ...): the best epoch's."""
+    return {name: p.detach().clone() for name, p in learner.named_parameters()}
+
+
+@torch.no_grad()
+def restore(learner: PromptLearner, state: dict[str, torch.Tensor]) -> None:
+    for name, p in learner.named_parameters():
+        p.copy_(state[name].to(p.device))
+
+
+@torch.no_grad()
+def batched_logits(
+    objective: Objective,
+    learner: PromptLearner,
+    local: torch.Tensor,
+    global_: torch.Tensor,
+    batch_size: int = 256,
+    dist: Dist = SINGLE,
+) -> torch.Tensor:
+    """(V, K) logits of cached features ``local`` (V, N, d) and ``global_`` (V, d), as training scores them.
+
+    Under torchrun every rank calls it (its share of the images may be empty): the shared prompts are encoded
+    once, with the classes split over the ranks."""
+    bb = learner.bb
+    conditional = isinstance(learner, ConditionalPromptLearner)
+    if conditional:  # every image encodes its own K x M prompts
+        batch_size = max(1, min(batch_size, TEXT_BUDGET // (learner.num_classes * learner.n_prompts)))
+    W = None if conditional else objective.prompts(learner, None, dist)  # (K, M, d), once
+    out = [torch.zeros(0, learner.num_classes, device=bb.device)]
+    for start in range(0, len(local), batch_size):
+        Z = local[start : start + batch_size].to(bb.device).float()
+        z = global_[start : start + batch_size].to(bb.device).float()
+        if conditional:
+            W = objective.prompts(learner, z)  # (b, K, M, d)
+        with bb.autocast():
+            out.append(objective.logits(Z, W, z).float())
+    return torch.cat(out)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# linear-probe, zero-shot, descriptions
+
+
+def fixed_learner(bb: Backbone, names: list[str]) -> PromptLearner:
+    """One prompt whose context is the words "a photo of a": its class features are zero-shot CLIP's, and a
+    training-free prompt file stores it as its context so new classes encode the same way as for any method."""
+    n_words = int(bb.eot_positions(bb.tokenize([FIXED_CONTEXT]))[0]) - 1
+    learner = PromptLearner(bb, names, n_prompts=1, n_ctx=n_words, ctx_init=FIXED_CONTEXT)
+    learner.eval()
+    return learner
+
+
+def run_fixed(
+    cfg: TrainConfig, cb: Callbacks, project: Project, bb: Backbone, data: TrainData, objective: Objective
+) -> TrainResult:
+    """linear-probe, zero-shot or descriptions: fit (or just build) the classifier and write the prompt file."""
+    t0 = time.perf_counter()
+    names = [c.name for c in data.classes]
+    learner = fixed_learner(bb, names)
+    n_images, n_views = data.train.global_.shape[:2]
+    z = data.train.global_.flatten(0, 1).to(bb.device).float()  # (images x views, d): every cached view
+    labels = data.train_labels.repeat_interleave(n_views).to(bb.device)
+    text = name_features(bb, names)  # (K, d) "a photo of a {name}."
+    extra, meta, prior = {}, {}, None
+    if cfg.method == "linear-probe":
+        probe = fit_linear_probe(
+            z, labels, text, bb.logit_scale, LinearProbeConfig(constraint=cfg.probe_constraint, seed=cfg.seed)
+        )
+        cb.info(f"linear probe: {len(labels)} views of {n_images} images, constraint {cfg.probe_constraint}")
+        decision = Decision("trained", 1.0, 0.0, "names", reason="linear probe")
+        extra, meta = {"probe_weights": probe.weights}, {"probe_normalize": probe.normalize_weights}
+        logits = probe.logits(z)
+    else:
+        prior = text
+        if cfg.method == "descriptions":
+            if not bool(objective.desc_has.any()):
+                raise ProjectError(
+                    f"--method descriptions: no descriptions in {project.descriptions}; run dualpt describe first"
+                )
+            prior = prior_features(text, objective.desc_mean, objective.desc_has)
+        kind = "descriptions" if cfg.method == "descriptions" else "names"
+        decision = Decision(cfg.method, 0.0, 1.0, kind, reason="training-free method")
+        logits = blend_logits(None, z, prior, bb.logit_scale, 0.0, 1.0)
+    loss = float(F.cross_entropy(logits.float(), labels))
+    acc = float((logits.argmax(-1) == labels).float().mean())
+    path = save_prompts(
+        project, learner, bb, cfg, objective, data, 0, {"epoch": None}, decision, prior, extra=extra, meta_fields=meta
+    )
+    return TrainResult(
+        prompt_file=path,
+        epochs=0,
+        train_acc=acc,
+        loss=loss,
+        seconds=time.perf_counter() - t0,
+        best_epoch=None,
+        val_acc=None,
+        skipped=[(str(p), r) for p, r in data.train.bad],
+        profile=None,
+        guard=None,
+        method=cfg.method,
+    )

@@ -1,0 +1,127 @@
+"""The loss of DUAL-PT (method card: "Logits and losses"): Eq. 8 logits from graph matching and the LLM
+alignment term L_LLM, mixed as ``beta L_LLM + (1 - beta) L_img``.
+
+The prompt-tuning methods differ only in where the prompts come from and how they score an image
+(:meth:`Objective.prompts`, :meth:`Objective.logits`): dualpt and plot match the local features with the
+shared prompts (Eq. 8); codualpt does so with each image's own prompts (:mod:`conditional`); coop scores the
+global feature against its single prompt, ``logit_scale * cos(z, w_k)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..clip.backbone import Backbone
+from ..core.distributed import SINGLE, Dist
+from ..core.project import Project
+from ..errors import DataError, ProjectError
+from ..model.conditional import per_image_logits
+from ..model.matching import Matcher, MatchingStats, SolverSettings, sinkhorn_ot_distance
+from ..model.prompts import ConditionalPromptLearner, PromptLearner, description_features
+from .config import TrainConfig
+from .hooks import Callbacks
+from .parallel import prompt_features
+from .trainset import TrainData, class_phrases
+
+
+@dataclass
+class Objective:
+    """The loss: Eq. 8 logits (``matcher``) and the frozen description prototypes for L_LLM."""
+
+    matcher: Matcher
+    beta: float
+    llm_loss: str
+    desc_mean: torch.Tensor  # (K, d) mean of normalised description features
+    desc_has: torch.Tensor  # (K,) bool
+    desc_sets: list[torch.Tensor]  # K x (e_k, d)
+    method: str = "dualpt"  # dualpt, plot, coop or codualpt (TrainConfig.method)
+
+    def prompts(self, learner: PromptLearner, z: torch.Tensor | None = None, dist: Dist = SINGLE) -> torch.Tensor:
+        """Class prompt features: (K, M, d), or for codualpt each image's own, (B, K, M, d) from global
+        features ``z`` (B, d). Under torchrun the shared prompts' classes are split over the ranks
+        (:func:`parallel.prompt_features`; a collective: every rank calls it); codualpt's per-image prompts
+        are already split with the images."""
+        if isinstance(learner, ConditionalPromptLearner):
+            return learner.forward_conditional(z)
+        return prompt_features(learner, dist)
+
+    def logits(self, Z: torch.Tensor, W: torch.Tensor, z: torch.Tensor | None = None, return_stats: bool = False):
+        """(B, K) logits of images with local features Z (B, N, d) and global features z (B, d).
+
+        W is :meth:`prompts`' output: Eq. 8 with the shared prompts (K, M, d) or per-image ones (B, K, M, d);
+        coop (M = 1) scores the global feature, ``logit_scale * cos(z, w_k)``.
+        """
+        if self.method == "coop":
+            out = self.matcher.logit_scale * F.normalize(z.float(), dim=-1) @ W[:, 0].float().T  # (B, K)
+            return (out, MatchingStats(0, 0, True)) if return_stats else out
+        if W.dim() == 4:
+            return per_image_logits(self.matcher, Z, W, return_stats)
+        return self.matcher.logits(Z, W, return_stats=return_stats)
+
+    def llm_loss_value(self, W: torch.Tensor, logits: torch.Tensor, z_global: torch.Tensor) -> torch.Tensor:
+        """L_LLM between prompts and descriptions; 0 when no class has descriptions.
+
+        With per-image prompts W (B, K, M, d) (codualpt), the mean over the images of each image's L_LLM.
+        """
+        if self.beta == 0 or not bool(self.desc_has.any()):
+            return W.new_zeros(())
+        if W.dim() == 4:
+            return torch.stack(
+                [self.llm_loss_value(w, logits[b : b + 1], z_global[b : b + 1]) for b, w in enumerate(W)]
+            ).mean()
+        has = self.desc_has
+        if self.llm_loss == "cosine":  # Eq. 5: 1 - cos(mean_j w_kj, mean_e h_ke), averaged over classes
+            return (1.0 - F.cosine_similarity(W[has].mean(dim=1), self.desc_mean[has], dim=-1)).mean()
+        if self.llm_loss == "wd":  # entropic OT between {w_kj} and {h_ke}, cost 1 - cos
+            ks = has.nonzero().flatten().tolist()
+            lam = self.matcher.solver.lam
+            return torch.stack([sinkhorn_ot_distance(W[k], self.desc_sets[k], lam) for k in ks]).mean()
+        # "ce": match the zero-shot prediction made from the description prototypes
+        target = self.matcher.logit_scale * F.normalize(z_global, dim=-1) @ F.normalize(self.desc_mean, dim=-1).T
+        return -(target.softmax(-1) * logits.log_softmax(-1)).sum(-1).mean()
+
+
+def build_objective(cfg: TrainConfig, project: Project, bb: Backbone, data: TrainData, cb: Callbacks) -> Objective:
+    phrases = class_phrases(data)
+    mean, has, sets = description_features(bb, [c.name for c in data.classes], phrases, cfg.description_template)
+    beta = cfg.beta
+    if not bool(has.any()):
+        if cfg.context == "llm":
+            raise ProjectError(f"--context llm: no descriptions in {project.descriptions}; run dualpt describe")
+        if beta:
+            cb.info("no LLM descriptions for these classes: training without LLM context (beta = 0)")
+        beta = 0.0
+    else:
+        missing = [c.folder for c, h in zip(data.classes, has.tolist()) if not h]
+        if missing:
+            cb.warn(
+                f"{len(missing)} class(es) have no descriptions and get no LLM alignment: "
+                f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
+            )
+        if cfg.llm_loss == "ce" and missing:
+            raise DataError("--llm-loss ce needs descriptions for every class; run dualpt describe or use cosine")
+    return Objective(
+        matcher=matcher_for(cfg, bb),
+        beta=beta,
+        llm_loss=cfg.llm_loss,
+        desc_mean=mean,
+        desc_has=has,
+        desc_sets=sets,
+        method=cfg.method,
+    )
+
+
+def matcher_for(cfg: TrainConfig, bb: Backbone) -> Matcher:
+    """Eq. 8 with this run's matching settings and the model's logit scale."""
+    solver = SolverSettings(
+        alpha=cfg.alpha,
+        lam=cfg.lam,
+        outer_iters=cfg.outer_iters,
+        inner_iters=cfg.inner_iters,
+        tol=cfg.tol,
+        align=cfg.align,
+    )
+    return Matcher(logit_scale=bb.logit_scale, solver=solver, chunk=cfg.match_chunk or None)

@@ -1,0 +1,136 @@
+"""Run history: every ``dualpt train`` keeps its outputs under ``runs/NAME/`` in the project.
+
+The project's top-level files (prompts.safetensors, run_config.json, train_log.jsonl, split.json,
+curves.png) are the current run, as before; after each training they are also copied into ``runs/NAME/``
+with ``result.json`` (the training summary), and ``runs/current`` names that run. ``dualpt eval`` of a run's
+prompts adds ``eval.json`` (the ``--json`` report; ``eval --plot DIR`` writes its own, fuller one in DIR).
+:func:`list_runs` reads them back for ``dualpt runs``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..core.project import Project, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from ..errors import DataError, ProjectError
+from .config import METHOD_TITLES
+
+RUN_FILES = ("prompts.safetensors", "run_config.json", "train_log.jsonl", "split.json", "curves.png")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def runs_dir(project: Project) -> Path:
+    return project.root / "runs"
+
+
+def default_name(config: dict[str, Any]) -> str:
+    """``20250101-120000-4shot-seed1``: sortable by time, readable at a glance."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    shots = "all" if config.get("shots") is None else config["shots"]
+    return f"{stamp}-{shots}shot-seed{config.get('seed')}"
+
+
+def record_run(project: Project, result: dict[str, Any], name: str | None = None) -> Path:
+    """Copy the project's current run files into ``runs/NAME/`` and make it current; returns the folder."""
+    config = read_json(project.run_config, "run config")
+    name = name or default_name(config)
+    if not NAME.fullmatch(name):
+        raise DataError(f"run name {name!r} must be letters, digits, '.', '_' or '-' (at most 100)")
+    folder = runs_dir(project) / name
+    if folder.exists():
+        suffix = 2
+        while (runs_dir(project) / f"{name}-{suffix}").exists():
+            suffix += 1
+        folder = runs_dir(project) / f"{name}-{suffix}"
+    folder.mkdir(parents=True)
+    for file in RUN_FILES:
+        source = project.root / file
+        if source.is_file():
+            atomic_write_bytes(folder / file, source.read_bytes())
+    atomic_write_json(folder / "result.json", result)
+    atomic_write_text(runs_dir(project) / "current", folder.name + "\n")
+    return folder
+
+
+def current_run(project: Project) -> str | None:
+    path = runs_dir(project) / "current"
+    return path.read_text(encoding="utf-8").strip() or None if path.is_file() else None
+
+
+def run_folder(project: Project, name: str) -> Path:
+    """The folder of run ``name``; one clear error listing the runs if there is none."""
+    folder = runs_dir(project) / name
+    if not NAME.fullmatch(name) or not (folder / "prompts.safetensors").is_file():
+        names = [r["name"] for r in list_runs(project)]
+        listed = ", ".join(names[-5:]) if names else "none yet (dualpt train makes one)"
+        raise ProjectError(f"no run {name!r} in {runs_dir(project)}; runs: {listed}")
+    return folder
+
+
+def record_eval(project: Project, prompt_file: Path, report: dict[str, Any]) -> None:
+    """Keep an eval report in the run whose prompts were evaluated (``runs/NAME/eval.json``), if any.
+
+    That is the run folder the prompt file is in, or the current run when the project's own prompt file
+    was used and is that run's.
+    """
+    folder = prompt_file.parent
+    if not (folder.parent.name == "runs" and (folder / "result.json").is_file()):
+        current = current_run(project)
+        if current is None or prompt_file.resolve() != project.prompts.resolve():
+            return
+        folder = runs_dir(project) / current
+        copy = folder / "prompts.safetensors"
+        if not copy.is_file() or copy.read_bytes() != prompt_file.read_bytes():
+            return
+    atomic_write_json(folder / "eval.json", report)
+
+
+def list_runs(project: Project) -> list[dict[str, Any]]:
+    """One summary per run, oldest first: method, shots, seed, epochs, accuracies."""
+    root = runs_dir(project)
+    current = current_run(project)
+    rows = []
+    folders = [p for p in root.iterdir() if (p / "result.json").is_file()] if root.is_dir() else []
+    for folder in sorted(folders, key=lambda p: ((p / "result.json").stat().st_mtime, p.name)):
+        config = _read(folder / "run_config.json")
+        result = _read(folder / "result.json")
+        report = _read(folder / "eval.json")
+        if not config:
+            continue
+        dualpt = report.get("dualpt") or {}
+        name = config.get("method", "dualpt")  # run configs from before --method: dualpt
+        method = METHOD_TITLES.get(name, name) + (" CSC" if config.get("class_specific") else "")
+        if name in ("dualpt", "codualpt"):
+            method += "" if config.get("beta") else ", no LLM"
+        rows.append({
+            "name": folder.name, "current": folder.name == current, "method": method,
+            "model": config.get("model"), "shots": config.get("shots"), "seed": config.get("seed"),
+            "epochs": config.get("epochs"), "train_accuracy": result.get("train_accuracy"),
+            "val_accuracy": result.get("val_accuracy"), "eval_top1": dualpt.get("top1"),
+            "eval_folder": report.get("images"), "eval_images": dualpt.get("images"),
+        })  # fmt: skip
+    return rows
+
+
+def config_from_file(path: str | Path) -> dict[str, Any]:
+    """The :class:`train.TrainConfig` fields of a saved ``run_config.json`` (resolved extras dropped)."""
+    from .config import TrainConfig
+
+    data = read_json(Path(path), "run config")
+    if not isinstance(data, dict) or "images" not in data:
+        raise DataError(f"{path} is not a dualpt run_config.json (no 'images'); pass runs/NAME/run_config.json")
+    known = {f.name for f in fields(TrainConfig)}
+    return {k: v for k, v in data.items() if k in known and k not in ("project", "resume", "profile")}
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

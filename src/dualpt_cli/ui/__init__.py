@@ -1,0 +1,1 @@
+"""All terminal output: consoles, progress bars and each command's tables, through the library's callbacks."""
