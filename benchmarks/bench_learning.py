@@ -63,7 +63,9 @@ from dualpt_cli.predict.evaluate import EvalConfig, evaluate_folder, harmonic_me
 from dualpt_cli.train import config as trainconfig
 from dualpt_cli.train.loop import TrainConfig, run_training
 
-TASKS = ("named", "shift", "opaque")
+# "partial", "muted" and "shapes" (issue 20): partial is made-up names whose descriptions give only the shape, so
+# the images must add the colour (a task where few-shot training can show learning); muted and shapes must hold.
+TASKS = ("named", "shift", "opaque", "muted", "shapes", "partial")
 METHODS = tuple(getattr(trainconfig, "METHODS", ("dualpt",)))  # the methods `dualpt train --method` knows
 OPAQUE_NAMES = ["wug", "dax", "blicket", "toma", "fep", "zib", "kiki", "bouba", "lorp", "snib", "quav", "mipo"]
 
@@ -95,6 +97,20 @@ def task_classes(gen, kind: str) -> list[dict]:
         return colour_shape(("red", "blue", "green", "yellow"), ("circle", "triangle", "heart"))
     if kind == "opaque":
         return colour_shape(("orange", "cyan", "purple", "pink"), ("square", "star", "hexagon"), OPAQUE_NAMES)
+    if kind == "partial":  # made-up names whose descriptions say only the shape: the images must add the colour
+        opaque = colour_shape(("orange", "cyan", "purple", "pink"), ("square", "star", "hexagon"), OPAQUE_NAMES)
+        return [{**c, "phrases": c["phrases"][2:]} for c in opaque]
+    if kind == "muted":  # the muted colours (rare in pretraining, their names rarely in captions), any shape
+        return [
+            {"folder": c, "name": c, "domain": "pretrain", "fixed": {"colour": c},
+             "phrases": [*gen.colour_phrases(c)[:2], f"{c} colour", f"a {c} object"]}
+            for c in gen.MUTED
+        ]  # fmt: skip
+    if kind == "shapes":  # the 10 shapes in the pretraining domain (shape is the model's weakest attribute)
+        return [
+            {"folder": s, "name": s, "domain": "pretrain", "fixed": {"shape": s}, "phrases": list(gen.SHAPE_PHRASES[s])}
+            for s in gen.SHAPES
+        ]
     return [
         {"folder": s, "name": s, "domain": "shift", "fixed": {"shape": s}, "phrases": list(gen.SHAPE_PHRASES[s])}
         for s in gen.SHAPES

@@ -246,3 +246,17 @@ def test_bench_learning_methods_and_base_to_new(tiny_rn, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "| shots | zero-shot | descriptions | linear probe | dualpt --recipe default |" in text
     assert "named, base-to-new: base / new / H %" in text and "| zero-shot --base-classes half | 1 |" in text
+
+
+def test_bench_learning_builds_every_task_from_the_shipped_generator():
+    """Each task (partial, muted and shapes too) has distinct classes with phrases, from examples/shapes."""
+    bench = load_script("bench_learning")
+    gen = bench.load_generator(BENCHMARKS.parent / "examples" / "shapes")
+    assert {"partial", "muted", "shapes"} <= set(bench.TASKS)
+    for task in bench.TASKS:
+        classes = bench.task_classes(gen, task)
+        assert len({c["folder"] for c in classes}) == len(classes) >= 8, task
+        assert all(c["phrases"] for c in classes), task
+    partial = {c["folder"]: c["phrases"] for c in bench.task_classes(gen, "partial")}
+    opaque = {c["folder"]: c["phrases"] for c in bench.task_classes(gen, "opaque")}
+    assert all(set(partial[k]) < set(opaque[k]) for k in opaque)  # the colour phrases are gone
