@@ -22,6 +22,7 @@ from ..errors import ProjectError
 from ..model.prompts import PromptLearner
 from ..promptfile.io import CHECKPOINT_FORMAT, read_safetensors, write_safetensors
 from .config import TrainConfig
+from .hooks import BestEpoch
 
 
 def run_identity(cfg: TrainConfig) -> dict[str, Any]:
@@ -63,7 +64,7 @@ def run_identity(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def save_checkpoint(
-    project: Project, cfg: TrainConfig, learner: PromptLearner, optimizer, epoch: int, best: dict[str, Any]
+    project: Project, cfg: TrainConfig, learner: PromptLearner, optimizer, epoch: int, best: BestEpoch
 ) -> None:
     tensors = {}
     for name, p in learner.named_parameters():
@@ -71,9 +72,9 @@ def save_checkpoint(
         buf = optimizer.state.get(p, {}).get("momentum_buffer")
         if buf is not None:
             tensors[_key("momentum", name)] = buf
-        if best["ctx"] is not None:  # methods.snapshot: {name: tensor}
-            tensors[_key("best", name)] = best["ctx"][name]
-    meta = {"epoch": epoch, "config": run_identity(cfg), "best_epoch": best["epoch"], "best_acc": best["acc"]}
+        if isinstance(best.state, dict):  # methods.snapshot: {name: tensor}
+            tensors[_key("best", name)] = best.state[name]
+    meta = {"epoch": epoch, "config": run_identity(cfg), "best_epoch": best.epoch, "best_acc": best.acc}
     write_safetensors(project.checkpoint_dir / "state.safetensors", tensors, CHECKPOINT_FORMAT, meta)
 
 
@@ -124,11 +125,9 @@ def restore_checkpoint(checkpoint: tuple[dict[str, torch.Tensor], dict[str, Any]
                 optimizer.state[p]["momentum_buffer"] = tensors[_key("momentum", name)].to(p.device).clone()
             if _key("best", name) in tensors:
                 best_state[name] = tensors[_key("best", name)].to(p.device)
-    best = {
-        "epoch": meta.get("best_epoch"),
-        "acc": meta.get("best_acc", -1.0),
-        "ctx": best_state if len(best_state) == len(params) else None,
-    }
+    best = BestEpoch(
+        meta.get("best_epoch"), meta.get("best_acc", -1.0), best_state if len(best_state) == len(params) else None
+    )
     return int(meta["epoch"]), best
 
 

@@ -18,6 +18,7 @@ from ..model.prompts import ConditionalPromptLearner, PromptLearner
 from ..promptfile.io import save_prompt_file
 from ..promptfile.meta import PromptMeta, version_for
 from .config import TrainConfig
+from .hooks import BestEpoch
 from .objective import Objective
 from .trainset import TrainData
 
@@ -30,7 +31,7 @@ def save_prompts(
     objective: Objective,
     data: TrainData,
     epochs: int,
-    best: dict[str, Any],
+    best: BestEpoch,
     decision: Decision | None = None,
     prior: torch.Tensor | None = None,
     extra: dict[str, torch.Tensor] | None = None,
@@ -56,7 +57,7 @@ def save_prompts(
         prompt_texts=learner.class_texts if learner.per_prompt else None,  # per class and prompt, after ctx
         dualpt_version=__version__, image_size=bb.image_size,
         preprocess={k: list(v) if isinstance(v, tuple) else v for k, v in bb.preprocess_cfg.items()},
-        beta=objective.beta, shots=cfg.shots, seed=cfg.seed, epochs=epochs, best_epoch=best["epoch"],
+        beta=objective.beta, shots=cfg.shots, seed=cfg.seed, epochs=epochs, best_epoch=best.epoch,
         precision=bb.precision, llm_context=bool(objective.desc_has.any()), recipe=cfg.recipe,
         prior=decision.prior, guard=decision.to_json(), method=cfg.method,
         align=s.align, base_classes=cfg.base_classes, new_class_names=[c.name for c in data.new_classes] or None,

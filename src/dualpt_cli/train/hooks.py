@@ -8,7 +8,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..model.head import Decision
+
+
+@dataclass
+class BestEpoch:
+    """The best held-out epoch so far: its number (None: none yet), its held-out accuracy and a copy of the
+    trainable tensors by name (``methods.snapshot``; under torchrun it may arrive as one tensor)."""
+
+    epoch: int | None = None
+    acc: float = -1.0
+    state: dict[str, torch.Tensor] | torch.Tensor | None = None
 
 
 @dataclass

@@ -35,7 +35,7 @@ from ..model.prompts import ConditionalPromptLearner, PromptLearner
 from .checkpoint import read_checkpoint, restore_checkpoint, save_checkpoint, trim_log
 from .config import FIXED_METHODS, TrainConfig, epochs_for_shots, lr_at, resolve_recipe
 from .export import save_prompts
-from .hooks import Callbacks, TrainResult
+from .hooks import BestEpoch, Callbacks, TrainResult
 from .methods import batched_logits, build_learner, restore, run_fixed, snapshot, trainable
 from .objective import Objective, build_objective
 from .parallel import (
@@ -97,7 +97,7 @@ def _run_training(cfg: TrainConfig, cb: Callbacks, project: Project, dist: Dist)
         f"trainable parameters: {sum(p.numel() for p in params):,} (CLIP frozen: "
         f"{sum(p.numel() for p in bb.model.parameters()):,})"
     )
-    start, best = 0, {"epoch": None, "acc": -1.0, "ctx": None}
+    start, best = 0, BestEpoch()
     if checkpoint is not None:
         start, best = restore_checkpoint(checkpoint, learner, optimizer)
         trim_log(project.train_log, start)
@@ -114,8 +114,8 @@ def _run_training(cfg: TrainConfig, cb: Callbacks, project: Project, dist: Dist)
         record = train_epoch(epoch, total, cfg, learner, optimizer, objective, data, cb, prof, dist)
         if data.val is not None:
             record["val_acc"] = evaluate(learner, objective, data.val, data.val_labels, dist=dist)
-            if record["val_acc"] > best["acc"]:
-                best = {"epoch": epoch + 1, "acc": record["val_acc"], "ctx": snapshot(learner)}
+            if record["val_acc"] > best.acc:
+                best = BestEpoch(epoch + 1, record["val_acc"], snapshot(learner))
         if not math.isfinite(record["loss"]) or not bool(torch.isfinite(learner.ctx).all()):
             kept = f"the checkpoint of epoch {epoch} is kept" if epoch else "no epoch finished"
             error = TrainingDiverged if dist.is_main else PeerFailed  # every rank sees it; rank 0 says it
@@ -129,8 +129,8 @@ def _run_training(cfg: TrainConfig, cb: Callbacks, project: Project, dist: Dist)
         cb.epoch_done(record)
     seconds = time.perf_counter() - t0
 
-    if best["ctx"] is not None:
-        restore(learner, best["ctx"])
+    if best.state is not None:
+        restore(learner, best.state)
     decision = on_main(
         dist, lambda: finish(cfg, cb, project, learner, objective, data, total, best, record), "writing the prompt file"
     )
@@ -140,8 +140,8 @@ def _run_training(cfg: TrainConfig, cb: Callbacks, project: Project, dist: Dist)
         train_acc=float(record.get("acc", float("nan"))),
         loss=float(record.get("loss", float("nan"))),
         seconds=seconds,
-        best_epoch=best["epoch"],
-        val_acc=best["acc"] if best["epoch"] else None,
+        best_epoch=best.epoch,
+        val_acc=best.acc if best.epoch else None,
         skipped=[(str(p), r) for p, r in data.train.bad + (data.val.bad if data.val else [])],
         profile=prof.summary() if prof else None,
         guard=decision,
@@ -158,7 +158,7 @@ def finish(
     objective: Objective,
     data: TrainData,
     epochs: int,
-    best: dict[str, Any],
+    best: BestEpoch,
     last: dict[str, Any],
 ) -> Decision:
     """Choose the classifier to keep (the guard) and write the prompt file; on rank 0 only under torchrun."""

@@ -25,7 +25,7 @@ from ..model.linear_probe import LinearProbeConfig, fit_linear_probe
 from ..model.prompts import ConditionalPromptLearner, PromptLearner
 from .config import TrainConfig
 from .export import save_prompts
-from .hooks import Callbacks, TrainResult
+from .hooks import BestEpoch, Callbacks, TrainResult
 from .objective import Objective
 from .trainset import TrainData
 
@@ -148,7 +148,7 @@ def run_fixed(
     loss = float(F.cross_entropy(logits.float(), labels))
     acc = float((logits.argmax(-1) == labels).float().mean())
     path = save_prompts(
-        project, learner, bb, cfg, objective, data, 0, {"epoch": None}, decision, prior, extra=extra, meta_fields=meta
+        project, learner, bb, cfg, objective, data, 0, BestEpoch(), decision, prior, extra=extra, meta_fields=meta
     )
     return TrainResult(
         prompt_file=path,

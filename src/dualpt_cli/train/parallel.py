@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import torch
 
@@ -33,6 +33,7 @@ from ..core.distributed import Dist, PeerFailed
 from ..core.project import Project, project_lock
 from ..errors import DualptError
 from ..model.prompts import PromptLearner
+from .hooks import BestEpoch
 
 T = TypeVar("T")
 
@@ -146,8 +147,8 @@ def main_holds_project(project: Project, command: str, dist: Dist) -> Iterator[N
 
 
 def same_start(
-    dist: Dist, params: Sequence[torch.Tensor], optimizer: torch.optim.Optimizer, start: int, best: dict[str, Any]
-) -> tuple[int, dict[str, Any]]:
+    dist: Dist, params: Sequence[torch.Tensor], optimizer: torch.optim.Optimizer, start: int, best: BestEpoch
+) -> tuple[int, BestEpoch]:
     """Rank 0's starting point on every rank: after ``--resume`` only rank 0 has read the checkpoint.
 
     The epoch and best-validation record go as JSON; the parameters, SGD momentum and the best epoch's
@@ -157,13 +158,13 @@ def same_start(
     if not dist.distributed:
         return start, best
     momentum = [optimizer.state.get(p, {}).get("momentum_buffer") for p in params]
-    kept = best["ctx"]
+    kept = best.state
     named = (kept if isinstance(kept, dict) else {"": kept}) if kept is not None else {}
     state = dist.broadcast_json(
         {
             "start": start,
-            "best_epoch": best["epoch"],
-            "best_acc": best["acc"],
+            "best_epoch": best.epoch,
+            "best_acc": best.acc,
             "momentum": [m is not None for m in momentum],
             "best": {k: list(v.shape) for k, v in named.items()} if kept is not None else None,
         },
@@ -182,7 +183,7 @@ def same_start(
                 for k, shape in state["best"].items()
             }
             got = got[""] if list(got) == [""] else got
-    return state["start"], {"epoch": state["best_epoch"], "acc": state["best_acc"], "ctx": got}
+    return state["start"], BestEpoch(state["best_epoch"], state["best_acc"], got)
 
 
 def _from_main(dist: Dist, tensor: torch.Tensor) -> torch.Tensor:
