@@ -2,7 +2,7 @@
 
 Times ``matching.dual_scores`` (the similarity tensor, the plan, the plan-weighted scores; no backward) for
 every align, side by side on the same features, and the entropy pass (``alignment.plan_entropy`` over the
-plans, what ``return_stats`` adds) against the graph-matching pass it follows. Features are random unit
+plans, what ``dual_scores_with_stats`` adds) against the graph-matching pass it follows. Features are random unit
 vectors around a shared direction (CLIP-like cosines); the solver's early stop makes the graph time depend
 on the data somewhat, so compare ratios, not absolute times, across machines.
 

@@ -14,7 +14,7 @@ from dualpt_cli.cli.app import app
 from dualpt_cli.data.basenew import recorded_new_classes, split_base_new
 from dualpt_cli.data.classes import ClassEntry
 from dualpt_cli.model.alignment import ALIGNS
-from dualpt_cli.model.matching import Matcher
+from dualpt_cli.model.matcher import Matcher
 from dualpt_cli.predict.classifier import Classifier
 from dualpt_cli.predict.evaluate import harmonic_mean
 from dualpt_cli.promptfile.io import load_prompt_file, read_prompt_file

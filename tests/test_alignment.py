@@ -7,7 +7,14 @@ import torch
 from torch.testing import assert_close
 
 from dualpt_cli.model.alignment import ALIGNS, attention_plan, plan_entropy, uniform_plan
-from dualpt_cli.model.matching import Matcher, SolverSettings, alignment_plan, dual_scores, graph_matching_plan
+from dualpt_cli.model.matcher import Matcher
+from dualpt_cli.model.matching import (
+    SolverSettings,
+    alignment_plan,
+    dual_scores,
+    dual_scores_with_stats,
+    graph_matching_plan,
+)
 
 
 def unit(*shape: int, d: int = 16, seed: int = 0) -> torch.Tensor:
@@ -83,13 +90,13 @@ def test_plan_entropy_normalisation():
 
 @pytest.mark.parametrize("chunk", [None, 2])
 def test_stats_carry_the_mean_entropy(chunk):
-    s, stats = dual_scores(Z, W, SolverSettings(align="uniform"), chunk=chunk, return_stats=True)
+    s, stats = dual_scores_with_stats(Z, W, SolverSettings(align="uniform"), chunk=chunk)
     assert stats.entropy == pytest.approx(1.0, abs=1e-12) and stats.plans == 15
-    _, graph = dual_scores(Z, W, SolverSettings(), chunk=chunk, return_stats=True)
+    _, graph = dual_scores_with_stats(Z, W, SolverSettings(), chunk=chunk)
     T = graph_matching_plan(Z[:, None], W[None], SolverSettings())  # (3, 5, 9, 4)
     assert graph.entropy == pytest.approx(float(plan_entropy(T).mean()), abs=1e-5)  # up to the batched early stop
     assert graph.entropy < 0.97  # the plan concentrates where the features say so
-    _, sharp = dual_scores(Z, W, SolverSettings(lam=0.02), chunk=chunk, return_stats=True)
+    _, sharp = dual_scores_with_stats(Z, W, SolverSettings(lam=0.02), chunk=chunk)
     assert sharp.entropy < graph.entropy
 
 
@@ -123,7 +130,7 @@ def test_bench_alignment_runs(capsys):
 def test_every_align_is_finite_under_bf16_autocast(align):
     Zf, Wf = Z.float(), W.float()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        s, stats = dual_scores(Zf, Wf, SolverSettings(align=align, lam=0.01), return_stats=True)
+        s, stats = dual_scores_with_stats(Zf, Wf, SolverSettings(align=align, lam=0.01))
     assert bool(torch.isfinite(s).all()) and 0.0 < stats.entropy <= 1.0 + 1e-6
     assert_close(s.float(), dual_scores(Zf, Wf, SolverSettings(align=align, lam=0.01)), atol=0.05, rtol=0)
 

@@ -16,7 +16,7 @@ from dualpt_cli.clip.load import ModelSpec, load_backbone
 from dualpt_cli.data.classes import ClassEntry
 from dualpt_cli.data.descriptions import FORMAT as DESCRIPTIONS_FORMAT
 from dualpt_cli.errors import DataError
-from dualpt_cli.model.matching import Matcher
+from dualpt_cli.model.matcher import Matcher
 from dualpt_cli.model.prompts import description_features
 from dualpt_cli.pictures.plots import explanation_png
 from dualpt_cli.predict import explain as explain_mod

@@ -6,13 +6,15 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from dualpt_cli.model.matcher import Matcher
 from dualpt_cli.model.matching import (
-    Matcher,
     MatchingStats,
     SolverSettings,
     dual_scores,
+    dual_scores_with_stats,
     fgw_plan,
     graph_matching_plan,
+    graph_matching_plan_with_stats,
     plan_logits_similarity,
     sinkhorn_ot_distance,
     sinkhorn_plan,
@@ -71,7 +73,7 @@ def algorithm1_reference(Z, W, alpha, lam, outer_iters, inner_iters):
 def test_matches_pot_entropic_fgw(seed, N, M, alpha):
     lam = 0.1
     Z, W = features(N, seed=seed), features(M, seed=seed + 100)
-    T, stats = graph_matching_plan(Z, W, SolverSettings(alpha, lam, **TIGHT), return_stats=True)
+    T, stats = graph_matching_plan_with_stats(Z, W, SolverSettings(alpha, lam, **TIGHT))
     assert stats.converged
     C_wd, C_z, C_w = (x.numpy() for x in costs(Z, W))
     T_pot = ot.gromov.entropic_fused_gromov_wasserstein(
@@ -123,7 +125,7 @@ def test_batched_equals_per_instance():
 
 def test_dual_scores_match_plan_and_chunking():
     Z, W = features(3, 10, seed=11), features(5, 4, seed=12)
-    s, stats = dual_scores(Z, W, SolverSettings(**TIGHT), return_stats=True)
+    s, stats = dual_scores_with_stats(Z, W, SolverSettings(**TIGHT))
     assert s.shape == (3, 5) and isinstance(stats, MatchingStats) and stats.converged
     T = graph_matching_plan(Z[:, None], W[None], SolverSettings(**TIGHT))
     assert_close(s, plan_logits_similarity(T, Z[:, None], W[None]))

@@ -357,7 +357,7 @@ def _l_llm_written_out(W: torch.Tensor, H: list[torch.Tensor]) -> float:
 def test_l_llm_value(tiny_rn, described):
     """The cosine L_LLM of a step equals Eq. 5 written out, with h_ke = g("{name}, which has {phrase}.")."""
     from dualpt_cli.clip.load import ModelSpec, load_backbone
-    from dualpt_cli.model.matching import Matcher
+    from dualpt_cli.model.matcher import Matcher
     from dualpt_cli.model.prompts import description_features
     from dualpt_cli.train.loop import Objective
 

@@ -13,18 +13,25 @@ from __future__ import annotations
 
 import torch
 
-from .matching import Matcher, MatchingStats
+from .matcher import Matcher
+from .matching import MatchingStats
 from .prompts import ConditionalPromptLearner
 
 META_NET = "meta_net."  # prefix of the meta-net's tensors in the prompt file
 TEXT_BUDGET = 4096  # prompts (images x classes x M) encoded at once at predict time
 
 
-def per_image_logits(matcher: Matcher, Z: torch.Tensor, W: torch.Tensor, return_stats: bool = False):
+def per_image_logits(matcher: Matcher, Z: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     """Eq. 8 where image b has its own prompts: (B, K) logits from Z (B, N, d) and W (B, K, M, d)."""
-    outs = [matcher.logits(Z[b : b + 1], W[b], return_stats=True) for b in range(len(Z))]
-    logits = torch.cat([o[0] for o in outs])  # (B, K)
-    return (logits, MatchingStats.merge([o[1] for o in outs])) if return_stats else logits
+    return torch.cat([matcher.logits(Z[b : b + 1], W[b]) for b in range(len(Z))])  # (B, K)
+
+
+def per_image_logits_with_stats(
+    matcher: Matcher, Z: torch.Tensor, W: torch.Tensor
+) -> tuple[torch.Tensor, MatchingStats]:
+    """:func:`per_image_logits` and the solver's statistics over the images."""
+    outs = [matcher.logits_with_stats(Z[b : b + 1], W[b]) for b in range(len(Z))]
+    return torch.cat([o[0] for o in outs]), MatchingStats.merge([o[1] for o in outs])  # (B, K)
 
 
 def meta_net_tensors(learner: ConditionalPromptLearner) -> dict[str, torch.Tensor]:

@@ -34,13 +34,14 @@ from .sinkhorn import compute_dtype, cosine, log_sinkhorn, sinkhorn_ot_distance,
 
 __all__ = [
     "ALIGNS",
-    "Matcher",
     "MatchingStats",
     "SolverSettings",
     "alignment_plan",
     "dual_scores",
+    "dual_scores_with_stats",
     "fgw_plan",
     "graph_matching_plan",
+    "graph_matching_plan_with_stats",
     "plan_logits_similarity",
     "sinkhorn_ot_distance",  # re-exported from sinkhorn.py, where they live
     "sinkhorn_plan",
@@ -166,9 +167,7 @@ def graph_matching_plan(
     Z: Tensor,
     W: Tensor,
     solver: SolverSettings = SolverSettings(),
-    *,
-    return_stats: bool = False,
-) -> Tensor | tuple[Tensor, MatchingStats]:
+) -> Tensor:
     """Graph-matching plan between local image features and prompt features (Algorithm 1), or the plan of
     another ``solver.align`` (:func:`alignment_plan`).
 
@@ -177,17 +176,23 @@ def graph_matching_plan(
         W: L2-normalised prompt features of a class, shape (..., M, d); leading dims broadcast with
             Z's, e.g. Z (B, 1, N, d) and W (1, K, M, d).
         solver: alpha, lam, iteration caps and stopping rules (:class:`SolverSettings`).
-        return_stats: also return the iteration counts.
 
     Returns:
-        T of shape (..., N, M), float32 (float64 for float64 inputs), without gradient; with
-        ``return_stats``, the tuple (T, MatchingStats).
+        T of shape (..., N, M), float32 (float64 for float64 inputs), without gradient
+        (:func:`graph_matching_plan_with_stats` also gives the iteration counts).
     """
+    return graph_matching_plan_with_stats(Z, W, solver)[0]
+
+
+def graph_matching_plan_with_stats(
+    Z: Tensor, W: Tensor, solver: SolverSettings = SolverSettings()
+) -> tuple[Tensor, MatchingStats]:
+    """:func:`graph_matching_plan` and the solver's iteration counts."""
     with torch.no_grad(), torch.autocast(device_type=Z.device.type, enabled=False):
         dtype = compute_dtype(Z, W)
         Z, W = Z.detach().to(dtype), W.detach().to(dtype)
         T, stats = alignment_plan(cosine(Z, W), cosine(Z, Z), cosine(W, W), solver)  # (N, M), (N, N), (M, M)
-    return (T, stats) if return_stats else T
+    return T, stats
 
 
 @torch.no_grad()
@@ -243,8 +248,7 @@ def dual_scores(
     solver: SolverSettings = SolverSettings(),
     *,
     chunk: int | None = None,
-    return_stats: bool = False,
-) -> Tensor | tuple[Tensor, MatchingStats]:
+) -> Tensor:
     """Class scores s_bk = sum_ij T_ij cos(z_bi, w_kj) for every image and class (paper Eq. 8), with the plan
     of ``solver.align`` (:func:`alignment_plan`; graph matching by default).
 
@@ -261,13 +265,26 @@ def dual_scores(
         W: L2-normalised prompt features, shape (K, M, d).
         solver: alpha, lam, iteration caps and stopping rules (:class:`SolverSettings`).
         chunk: number of classes per solve (None: all at once).
-        return_stats: also return the iteration counts (worst case over chunks) and the plans' mean
-            normalised entropy (:func:`alignment.plan_entropy`, 1 = uniform).
 
     Returns:
-        s of shape (B, K), differentiable in Z and W; float32 unless inputs are float64. With
-        ``return_stats``, the tuple (s, MatchingStats).
+        s of shape (B, K), differentiable in Z and W; float32 unless inputs are float64
+        (:func:`dual_scores_with_stats` also gives the solver's statistics).
     """
+    return _dual_scores(Z, W, solver, chunk, with_stats=False)[0]
+
+
+def dual_scores_with_stats(
+    Z: Tensor, W: Tensor, solver: SolverSettings = SolverSettings(), *, chunk: int | None = None
+) -> tuple[Tensor, MatchingStats]:
+    """:func:`dual_scores` and the iteration counts (worst case over chunks) and the plans' mean normalised
+    entropy (:func:`alignment.plan_entropy`, 1 = uniform)."""
+    return _dual_scores(Z, W, solver, chunk, with_stats=True)
+
+
+def _dual_scores(
+    Z: Tensor, W: Tensor, solver: SolverSettings, chunk: int | None, with_stats: bool
+) -> tuple[Tensor, MatchingStats]:
+    """:func:`dual_scores`; the plans' entropy is measured only ``with_stats``."""
     K = W.shape[0]
     chunk = K if chunk is None else max(1, chunk)
     edges = solver.align not in ("attn", "uniform")  # the plan needs the graphs' edge weights
@@ -286,65 +303,9 @@ def dual_scores(
                 Wf = Wc.detach().to(dtype)
                 C_w = cosine(Wf, Wf).unsqueeze(0)  # (1, k, M, M)
             T, st = alignment_plan(sim, C_z, C_w, solver)
-            if return_stats:  # from the plan already there: one pass over it
+            if with_stats:  # from the plan already there: one pass over it
                 st = replace(st, entropy=float(plan_entropy(T).mean()), plans=T[..., 0, 0].numel())
         scores.append((T * sim).sum((-2, -1)))  # (B, k)
         stats.append(st)
     s = torch.cat(scores, dim=1)  # (B, K)
-    return (s, MatchingStats.merge(stats)) if return_stats else s
-
-
-@dataclass(frozen=True)
-class Matcher:
-    """The paper's Eq. 8 logits with fixed settings: ``logit_scale * sum_ij T_ij cos(z_i, w_kj)``.
-
-    Training and prediction both score through this one object, so their logits are the same computation.
-    """
-
-    logit_scale: float  # exp(CLIP's logit scale)
-    solver: SolverSettings = SolverSettings()  # alpha, lam, iteration caps
-    chunk: int | None = None  # classes per solve (None: all at once)
-
-    @classmethod
-    def from_meta(cls, meta: dict, chunk: int | None = None) -> Matcher:
-        """The settings stored in a prompt file's metadata."""
-        solver = SolverSettings(
-            alpha=float(meta["alpha"]),
-            lam=float(meta["lambda"]),
-            outer_iters=int(meta["outer_iters"]),
-            inner_iters=int(meta["inner_iters"]),
-            tol=float(meta["tol"]),
-            align=str(meta.get("align", "graph")),
-        )
-        return cls(logit_scale=float(meta["logit_scale"]), solver=solver, chunk=chunk)
-
-    def meta(self) -> dict:
-        """The inverse of :meth:`from_meta` (``chunk`` is a memory setting, not part of the model; ``outer_tol``
-        and ``check_every`` are not stored: prompt files are read with their defaults)."""
-        s = self.solver
-        return {
-            "logit_scale": self.logit_scale,
-            "alpha": s.alpha,
-            "lambda": s.lam,
-            "outer_iters": s.outer_iters,
-            "inner_iters": s.inner_iters,
-            "tol": s.tol,
-            "align": s.align,
-        }
-
-    def logits(self, Z: Tensor, W: Tensor, return_stats: bool = False) -> Tensor | tuple[Tensor, MatchingStats]:
-        """(B, K) logits from local image features Z (B, N, d) (any norm) and normalised prompts W (K, M, d)."""
-        out = dual_scores(
-            torch.nn.functional.normalize(Z, dim=-1), W, self.solver, chunk=self.chunk, return_stats=return_stats
-        )
-        if return_stats:
-            return self.logit_scale * out[0], out[1]
-        return self.logit_scale * out
-
-    def plan(self, Z: Tensor, W: Tensor) -> Tensor:
-        """(B, K, N, M) plans behind :meth:`logits`, for looking at them (no gradient, float32).
-
-        Z: (B, N, d) local image features (any norm); W: (K, M, d) normalised prompts.
-        """
-        Z = torch.nn.functional.normalize(Z.float(), dim=-1).unsqueeze(1)  # (B, 1, N, d)
-        return graph_matching_plan(Z, W.float().unsqueeze(0), self.solver)  # (B, K, N, M)
+    return s, MatchingStats.merge(stats)

@@ -2,7 +2,7 @@
 
 The class prompt features w_k (K, M, d) are stored in the prompt file, and the DUAL-PT scores are the
 training ones, ``exp(logit_scale) * sum_ij T_ij cos(z_i, w_kj)`` (Eq. 8) with the graph-matching plan T,
-computed by the same :class:`~dualpt_cli.model.matching.Matcher` as in training, then blended with the stored
+computed by the same :class:`~dualpt_cli.model.matcher.Matcher` as in training, then blended with the stored
 zero-shot prior as the prompt file's ``dual_weight`` / ``prior_weight`` say (:mod:`dualpt_cli.model.head`).
 New classes (base-to-new) are encoded from the learned context and their names; no LLM is involved.
 

@@ -9,7 +9,7 @@ from ..clip.backbone import Backbone
 from ..data.classes import ClassEntry, find_trained
 from ..errors import PromptFileError
 from ..model.conditional import META_NET, TEXT_BUDGET, per_image_logits
-from ..model.matching import Matcher
+from ..model.matcher import Matcher
 from ..model.prompts import ConditionalPromptLearner
 from ..promptfile.meta import PromptMeta
 

@@ -2,7 +2,7 @@
 
 For an image with local features Z (N, d) and a class with prompt features W (M, d), the plan T (N, M)
 that scores the class (paper Eq. 8, ``s = sum_ij T_ij cos(z_i, w_j)``) comes from the same
-:class:`~dualpt_cli.model.matching.Matcher` as predict's logits. Column j of T, divided by its mass 1/M, is a
+:class:`~dualpt_cli.model.matcher.Matcher` as predict's logits. Column j of T, divided by its mass 1/M, is a
 distribution over the N local features: where prompt j looks. The local features are the cells of the
 image tower's grid in row-major order (RN: the attention-pool tokens of the 7x7 feature map; ViT: the patch
 tokens), so column j reshaped to (rows, cols) is a heat map over the image CLIP saw (after its resize and

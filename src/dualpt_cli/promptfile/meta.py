@@ -20,7 +20,8 @@ from ..core.vocab import METHODS
 from ..data.classes import ClassEntry
 from ..errors import PromptFileError
 from ..model.head import ZERO_SHOT_TEMPLATE
-from ..model.matching import ALIGNS, Matcher, SolverSettings
+from ..model.matcher import Matcher
+from ..model.matching import ALIGNS, SolverSettings
 from ..model.prompts import NAME_TEMPLATE, PLACEHOLDER
 
 META_VERSION = 3  # 1: before PromptMeta; 2: adds format_version, placeholder, name_template; 3: adds method

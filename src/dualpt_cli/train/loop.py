@@ -279,7 +279,7 @@ def train_epoch(
         with phase(prof, "text"):
             W = objective.prompts(learner, z, dist)  # (K, M, d); codualpt: each image's own, (b, K, M, d)
         with phase(prof, "matching"), bb.autocast():
-            logits, stats = objective.logits(Z, W, z, return_stats=True)  # (b, K)
+            logits, stats = objective.logits_with_stats(Z, W, z)  # (b, K)
         with phase(prof, "loss"):
             loss_img = F.cross_entropy(logits.float(), y)
             loss_llm = objective.llm_loss_value(W, logits.float(), z)

@@ -18,8 +18,9 @@ from ..clip.backbone import Backbone
 from ..core.distributed import SINGLE, Dist
 from ..core.project import Project
 from ..errors import DataError, ProjectError
-from ..model.conditional import per_image_logits
-from ..model.matching import Matcher, MatchingStats, SolverSettings, sinkhorn_ot_distance
+from ..model.conditional import per_image_logits, per_image_logits_with_stats
+from ..model.matcher import Matcher
+from ..model.matching import MatchingStats, SolverSettings, sinkhorn_ot_distance
 from ..model.prompts import ConditionalPromptLearner, PromptLearner, description_features
 from .config import TrainConfig
 from .hooks import Callbacks
@@ -48,18 +49,29 @@ class Objective:
             return learner.forward_conditional(z)
         return prompt_features(learner, dist)
 
-    def logits(self, Z: torch.Tensor, W: torch.Tensor, z: torch.Tensor | None = None, return_stats: bool = False):
+    def logits(self, Z: torch.Tensor, W: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         """(B, K) logits of images with local features Z (B, N, d) and global features z (B, d).
 
         W is :meth:`prompts`' output: Eq. 8 with the shared prompts (K, M, d) or per-image ones (B, K, M, d);
         coop (M = 1) scores the global feature, ``logit_scale * cos(z, w_k)``.
         """
+        return self.logits_with_stats(Z, W, z, with_stats=False)[0]
+
+    def logits_with_stats(
+        self, Z: torch.Tensor, W: torch.Tensor, z: torch.Tensor | None = None, with_stats: bool = True
+    ) -> tuple[torch.Tensor, MatchingStats]:
+        """:meth:`logits` and the solver's statistics (measured only ``with_stats``; coop solves nothing)."""
         if self.method == "coop":
+            assert z is not None, "coop scores the global feature"
             out = self.matcher.logit_scale * F.normalize(z.float(), dim=-1) @ W[:, 0].float().T  # (B, K)
-            return (out, MatchingStats(0, 0, True)) if return_stats else out
+            return out, MatchingStats(0, 0, True)
         if W.dim() == 4:
-            return per_image_logits(self.matcher, Z, W, return_stats)
-        return self.matcher.logits(Z, W, return_stats=return_stats)
+            if with_stats:
+                return per_image_logits_with_stats(self.matcher, Z, W)
+            return per_image_logits(self.matcher, Z, W), MatchingStats(0, 0, True)
+        if with_stats:
+            return self.matcher.logits_with_stats(Z, W)
+        return self.matcher.logits(Z, W), MatchingStats(0, 0, True)
 
     def llm_loss_value(self, W: torch.Tensor, logits: torch.Tensor, z_global: torch.Tensor) -> torch.Tensor:
         """L_LLM between prompts and descriptions; 0 when no class has descriptions.
