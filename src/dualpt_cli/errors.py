@@ -6,6 +6,8 @@ The CLI turns any :class:`DualptError` into a one-line message and a non-zero ex
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class DualptError(Exception):
     """A problem the user can fix: the message says what is wrong and what to do."""
@@ -47,3 +49,9 @@ class PartialFailure(DualptError):
     """The command finished, but some items failed; the output already says which."""
 
     exit_code = 1
+
+
+def first_names(names: Iterable[str], limit: int = 5) -> str:
+    """The first ``limit`` names, comma-separated, with " ..." when there are more: how messages list names."""
+    shown = list(names)
+    return ", ".join(shown[:limit]) + (" ..." if len(shown) > limit else "")

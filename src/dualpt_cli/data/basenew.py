@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..errors import DataError
+from ..errors import DataError, first_names
 from .classes import ClassEntry, class_entries, find_trained, parse_class_list
 
 HALF = "half"
@@ -34,7 +34,7 @@ def split_base_new(classes: list[ClassEntry], spec: str) -> tuple[list[ClassEntr
     listed = parse_class_list(Path(spec).expanduser())
     unknown = [c.folder for c in listed if find_trained(c, classes) is None]
     if unknown:
-        shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        shown = first_names(unknown)
         raise DataError(f"--base-classes {spec}: no image folder for {shown}; list folders of the training images")
     base = [c for c in classes if find_trained(c, listed) is not None]
     new = [c for c in classes if find_trained(c, listed) is None]

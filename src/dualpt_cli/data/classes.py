@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..core.project import read_user_text
-from ..errors import DataError
+from ..errors import DataError, first_names
 from .images import hidden
 
 
@@ -136,7 +136,7 @@ def class_set(
     index = [find_trained(entry, classes) for entry in class_entries(folders, None)]
     unknown = [f for f, i in zip(folders, index) if i is None]
     if unknown:
-        shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        shown = first_names(unknown)
         raise DataError(
             f"folder(s) {shown} are not among the classes of {source}; list them in a class file "
             "and pass it with --classes (new classes are encoded from the learned context)"

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ..clip.backbone import Backbone
 from ..data.classes import ClassEntry, find_trained
-from ..errors import DataError, ModelLoadError, PromptFileError
+from ..errors import DataError, ModelLoadError, PromptFileError, first_names
 from ..model.head import name_features
 from ..model.prompts import PromptLearner
 from ..promptfile.meta import PromptMeta
@@ -128,7 +128,7 @@ def probe_weights(
 def encode_new_classes(context: StoredContext, names: list[str]) -> torch.Tensor:
     """(K_new, M, d) features of new class names with the learned shared context (base-to-new)."""
     if context.meta.class_specific:
-        shown = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+        shown = first_names(names)
         raise DataError(
             f"class(es) not in the prompt file: {shown}; these prompts were trained with "
             "--class-specific context, which cannot describe new classes (retrain without "

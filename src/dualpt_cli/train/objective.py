@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from ..clip.backbone import Backbone
 from ..core.distributed import SINGLE, Dist
 from ..core.project import Project
-from ..errors import DataError, ProjectError
+from ..errors import DataError, ProjectError, first_names
 from ..model.conditional import per_image_logits, per_image_logits_with_stats
 from ..model.matcher import Matcher
 from ..model.matching import MatchingStats, SolverSettings, sinkhorn_ot_distance
@@ -109,10 +109,7 @@ def build_objective(cfg: TrainConfig, project: Project, bb: Backbone, data: Trai
     else:
         missing = [c.folder for c, h in zip(data.classes, has.tolist()) if not h]
         if missing:
-            cb.warn(
-                f"{len(missing)} class(es) have no descriptions and get no LLM alignment: "
-                f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
-            )
+            cb.warn(f"{len(missing)} class(es) have no descriptions and get no LLM alignment: {first_names(missing)}")
         if cfg.llm_loss == "ce" and missing:
             raise DataError("--llm-loss ce needs descriptions for every class; run dualpt describe or use cosine")
     return Objective(

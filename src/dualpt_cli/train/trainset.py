@@ -19,7 +19,7 @@ from ..data.classes import ClassEntry, class_entries, unmatched
 from ..data.descriptions import load_descriptions, phrases_by_folder
 from ..data.images import inside, looks_decodable
 from ..data.source import train_source
-from ..errors import ProjectError
+from ..errors import ProjectError, first_names
 from ..model.head import auto_val_shots
 from .config import TrainConfig, epochs_for_shots
 from .hooks import Callbacks
@@ -56,7 +56,7 @@ def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks
     if missing:
         cb.warn(
             f"{len(missing)} described class(es) have no image folder in {root} and are not trained: "
-            f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
+            f"{first_names(missing)}"
         )
     new: list[ClassEntry] = []
     if cfg.base_classes is not None:  # base-to-new: the other folders are neither sampled nor encoded
@@ -64,7 +64,7 @@ def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks
         folders = {c.folder: folders[c.folder] for c in classes}
         cb.info(
             f"base-to-new: training on {len(classes)} base classes; {len(new)} new classes held out "
-            f"({', '.join(c.folder for c in new[:5])}{' ...' if len(new) > 5 else ''})"
+            f"({first_names(c.folder for c in new)})"
         )
     rejected: dict[Path, str] = {}  # images found unusable; the sample is drawn again without them
 
