@@ -55,23 +55,25 @@ class Objective:
         W is :meth:`prompts`' output: Eq. 8 with the shared prompts (K, M, d) or per-image ones (B, K, M, d);
         coop (M = 1) scores the global feature, ``logit_scale * cos(z, w_k)``.
         """
-        return self.logits_with_stats(Z, W, z, with_stats=False)[0]
+        if self.method == "coop":
+            return self._coop_logits(W, z)
+        if W.dim() == 4:
+            return per_image_logits(self.matcher, Z, W)
+        return self.matcher.logits(Z, W)
 
     def logits_with_stats(
-        self, Z: torch.Tensor, W: torch.Tensor, z: torch.Tensor | None = None, with_stats: bool = True
+        self, Z: torch.Tensor, W: torch.Tensor, z: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, MatchingStats]:
-        """:meth:`logits` and the solver's statistics (measured only ``with_stats``; coop solves nothing)."""
+        """:meth:`logits` and the solver's statistics (coop solves nothing)."""
         if self.method == "coop":
-            assert z is not None, "coop scores the global feature"
-            out = self.matcher.logit_scale * F.normalize(z.float(), dim=-1) @ W[:, 0].float().T  # (B, K)
-            return out, MatchingStats(0, 0, True)
+            return self._coop_logits(W, z), MatchingStats(0, 0, True)
         if W.dim() == 4:
-            if with_stats:
-                return per_image_logits_with_stats(self.matcher, Z, W)
-            return per_image_logits(self.matcher, Z, W), MatchingStats(0, 0, True)
-        if with_stats:
-            return self.matcher.logits_with_stats(Z, W)
-        return self.matcher.logits(Z, W), MatchingStats(0, 0, True)
+            return per_image_logits_with_stats(self.matcher, Z, W)
+        return self.matcher.logits_with_stats(Z, W)
+
+    def _coop_logits(self, W: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        assert z is not None, "coop scores the global feature"
+        return self.matcher.logit_scale * F.normalize(z.float(), dim=-1) @ W[:, 0].float().T  # (B, K)
 
     def llm_loss_value(self, W: torch.Tensor, logits: torch.Tensor, z_global: torch.Tensor) -> torch.Tensor:
         """L_LLM between prompts and descriptions; 0 when no class has descriptions.
