@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from dualpt_cli.cli.app import app
 from dualpt_cli.clip.load import ModelSpec, load_backbone
 from dualpt_cli.data.classes import ClassEntry
+from dualpt_cli.model.calibration import expected_calibration_error
 from dualpt_cli.predict.evaluate import ZeroShotClassifier, harmonic_mean, metrics, split_accuracy, topk_accuracy
 from imagegen import make_image_folder, write_corrupt_image
 
@@ -38,6 +39,15 @@ def test_metrics_by_hand():
     assert {(c["true"], c["predicted"], c["count"]) for c in m["confused"]} == {("a", "b", 1), ("c", "a", 1)}
     assert all(c["share_of_true"] == 0.5 for c in m["confused"])
     assert "H" not in m
+    assert m["ece"] == pytest.approx(expected_calibration_error(logits.softmax(dim=1), labels))
+
+
+def test_metrics_ece_of_a_calibrated_and_an_overconfident_classifier():
+    # two classes; logits log(p): probabilities (0.75, 0.25) on 4 images of which 3 are class 0
+    logits = torch.tensor([[0.75, 0.25]] * 4).log()
+    assert metrics(logits, torch.tensor([0, 0, 0, 1]), _classes("a", "b"))["ece"] == pytest.approx(0.0, abs=1e-6)
+    # half right at confidence 0.75: over-confident by 0.25
+    assert metrics(logits, torch.tensor([0, 0, 1, 1]), _classes("a", "b"))["ece"] == pytest.approx(0.25)
 
 
 def test_base_new_split_chooses_within_each_split():
@@ -79,6 +89,7 @@ def test_eval_json_agrees_with_predict(prompts, test_images):
     assert m["images"] == 6 and m["classes"] == 3 and report["failed"] == []
     assert [r["folder"] for r in m["per_class"]] == ["blue", "green", "red"]
     assert "zero_shot" not in report and "H" not in m
+    assert 0.0 <= m["ece"] <= 1.0
 
     rows = runner.invoke(app, ["predict", str(test_images), "--prompts", prompts, "-f", "jsonl", "--device", "cpu"])
     preds = [json.loads(line) for line in rows.stdout.splitlines()]
@@ -89,7 +100,7 @@ def test_eval_json_agrees_with_predict(prompts, test_images):
 def test_eval_with_zero_shot_shows_the_gain(prompts, test_images):
     result = runner.invoke(app, ["eval", str(test_images), "--prompts", prompts, "--zero-shot", "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    for text in ("DUAL-PT", "zero-shot CLIP", "gain from training", "per class", "top-1"):
+    for text in ("DUAL-PT", "zero-shot CLIP", "gain from training", "per class", "top-1", "ECE"):
         assert text in result.stdout
     report = json.loads(
         runner.invoke(
@@ -97,6 +108,9 @@ def test_eval_with_zero_shot_shows_the_gain(prompts, test_images):
         ).stdout
     )
     assert report["gain_top1"] == pytest.approx(report["dualpt"]["top1"] - report["zero_shot"]["top1"])
+    for method in ("dualpt", "zero_shot"):
+        assert 0.0 <= report[method]["ece"] <= 1.0
+        assert f"{report[method]['ece']:.1%}" in result.stdout  # the table's ECE column
 
 
 def test_zero_shot_without_prompt_file(tiny_rn, tmp_path):

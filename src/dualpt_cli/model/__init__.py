@@ -1,2 +1,2 @@
 """The maths train and predict share, on tensors: Sinkhorn, the graph-matching plan and its ablations, the prompt
-learners, the final head and the linear probe. No file formats, no I/O."""
+learners, the final head, the linear probe and the calibration measures. No file formats, no I/O."""

@@ -1,7 +1,8 @@
 """Accuracy of trained prompts (and of zero-shot CLIP) on a labelled ImageFolder.
 
 Metrics are pure functions of a logits matrix and labels: top-1/top-5, per-class accuracy, the most
-confused (true, predicted) pairs, and for base-to-new splits the accuracy on base classes among base
+confused (true, predicted) pairs, the expected calibration error of the softmax probabilities (ECE,
+:mod:`dualpt_cli.model.calibration`), and for base-to-new splits the accuracy on base classes among base
 classes (B), on new classes among new classes (N) and their harmonic mean H = 2BN / (B + N) (CoCoOp's
 protocol). Images are encoded once; DUAL-PT uses the local features, zero-shot the global ones.
 """
@@ -26,6 +27,7 @@ from ..data.classes import ClassEntry, class_set, parse_class_list
 from ..data.source import test_source
 from ..data.stream import StreamProgress, image_batches, shard_inputs
 from ..errors import DataError, PromptFileError
+from ..model.calibration import expected_calibration_error
 from ..model.head import ZERO_SHOT_TEMPLATE, name_features
 from ..promptfile.io import read_prompt_file
 from .classifier import Classifier, prompt_path
@@ -123,6 +125,7 @@ def metrics(
         "top1": topk_accuracy(logits, labels, 1),
         "top5": topk_accuracy(logits, labels, 5),
         "top5_k": min(5, K),
+        "ece": expected_calibration_error(logits.softmax(dim=1), labels),  # 15 bins of the top probability
         "per_class": per_class,
         "confused": confused,
     }

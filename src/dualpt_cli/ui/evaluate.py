@@ -45,11 +45,12 @@ def _print_tables(result: EvalResult) -> None:
     if split:
         for col in ("base", "new", "H"):
             summary.add_column(col, justify="right")
+    summary.add_column("ECE", justify="right")  # expected calibration error of the probabilities, lower is better
     for name, m in result.results.items():
         cells = [TITLES[name], _pct(m["top1"]), _pct(m["top5"])]
         if split:
             cells += [_pct(m["base"]["accuracy"]), _pct(m["new"]["accuracy"]), _pct(m["H"])]
-        summary.add_row(*cells)
+        summary.add_row(*cells, _pct(m["ece"]))
     console.print(summary)
     if len(result.results) == 2:
         gain = result.results["dualpt"]["top1"] - result.results["zero_shot"]["top1"]
