@@ -139,6 +139,14 @@ def test_eval_plot_counts_equal_evals_numbers(prompts, tmp_path):
     assert png_size(out / "per_class.png") == (600, 420)
     saved = json.loads((out / "eval.json").read_text())
     assert saved["dualpt"] == report["dualpt"] and saved["zero_shot"] == report["zero_shot"]
+    for method in ("dualpt", "zero_shot"):
+        assert png_size(out / f"reliability_{method}.png") == (500, 600)
+        bins = saved["reliability"][method]
+        assert len(bins) == 15 and sum(b["count"] for b in bins) == 12
+        full = [b for b in bins if b["count"]]
+        assert all(b["lower"] < b["confidence"] <= b["upper"] for b in full)
+        gap = sum(b["count"] * abs(b["accuracy"] - b["confidence"]) for b in full) / 12
+        assert gap == pytest.approx(report[method]["ece"]) and 0.0 <= report[method]["ece"] <= 1.0
     wrong = list(csv.DictReader((out / "mistakes.csv").open()))
     m = report["dualpt"]
     assert len(wrong) == saved["mistakes"]["count"] == m["images"] - sum(r["correct"] for r in m["per_class"])
@@ -210,11 +218,15 @@ def test_report_is_one_self_contained_page(report_project):
         "zero-shot CLIP",
         "Most confused",
         "Last epoch",
+        "<th>ECE</th>",
+        "reliability diagram, DUAL-PT",
     ):
         assert title in page, title
     assert all(name in page for name in TRAINED_CLASSES)
     sources = re.findall(r'<img src="([^"]+)"', page)
-    assert len(sources) == 1 + 3 + 2  # curves; 2 confusion matrices + per-class bars; 2 explained images
+    assert (
+        len(sources) == 1 + 5 + 2
+    )  # curves; 2 confusion matrices, per-class bars, 2 reliability diagrams; 2 explained
     for src in sources:
         assert src.startswith("data:image/png;base64,")
         png_size(base64.b64decode(src.split(",", 1)[1]))
@@ -284,7 +296,7 @@ def test_report_opens_in_headless_chromium(report_project, tmp_path):
         timeout=120,
     ).stdout
     widths = json.loads(html.unescape(re.search(r'data-probe="([^"]*)"', dom).group(1)))
-    assert len(widths) == 6 and all(w > 0 for w in widths), widths  # every image decoded
+    assert len(widths) == 8 and all(w > 0 for w in widths), widths  # every image decoded
     assert widths[0] == 1040  # the curves at their own width
     text = re.sub(r"<[^>]+>", " ", dom)
     for words in ("Training curves", "DUAL-PT", "zero-shot CLIP", "Per class", "Run configuration"):

@@ -148,7 +148,8 @@ def eval_(
         typer.Option(
             "--plot",
             metavar="DIR",
-            help="Also write confusion-matrix and per-class accuracy PNGs (and eval.json, for dualpt report) here.",
+            help="Also write confusion-matrix, per-class accuracy and reliability-diagram PNGs "
+            "(and eval.json, for dualpt report) here.",
         ),
     ] = None,
     json_out: JsonOpt = False,
@@ -156,7 +157,7 @@ def eval_(
     run: RunOpt = None,
     prompts_deprecated: OldPromptsOpt = None,
 ) -> None:
-    """Accuracy of the trained prompts on labelled images: top-1/top-5, per class, confused pairs.
+    """Accuracy of the trained prompts on labelled images: top-1/top-5, per class, confused pairs, calibration (ECE).
 
     Example: dualpt eval ./test_images --zero-shot
 

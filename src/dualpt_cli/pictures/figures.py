@@ -15,6 +15,7 @@ from typing import Any
 from ..core.project import Project, atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..data.images import expand_inputs
 from ..errors import DataError, ProjectError
+from ..model.calibration import reliability_bins
 from ..predict.evaluate import TITLES
 from ..predict.explain import ExplainConfig, ImageExplanation, explain_images, picture_names
 from . import plots
@@ -92,11 +93,13 @@ def write_curves(project: Project, records: list[dict[str, Any]] | None = None) 
 
 
 def write_eval_plots(result, folder: str | Path) -> list[Path]:
-    """``dualpt eval --plot DIR``: per method a confusion-matrix PNG and CSV (the counts), the per-class
-    accuracy bars (zero-shot beside DUAL-PT), and eval.json (what ``--json`` prints) for the report."""
+    """``dualpt eval --plot DIR``: per method a confusion-matrix PNG and CSV (the counts) and a reliability
+    diagram, the per-class accuracy bars (zero-shot beside DUAL-PT), and eval.json (what ``--json`` prints, with
+    the reliability bins) for the report."""
     folder = writable_folder(folder, "--plot")
     names = [c.name for c in result.classes]
     written = []
+    reliability = {}
     for method in result.logits:
         cm = result.confusion(method)
         png = folder / f"confusion_{method}.png"
@@ -108,6 +111,11 @@ def write_eval_plots(result, folder: str | Path) -> list[Path]:
             table.writerow([name, *row])
         atomic_write_text(folder / f"confusion_{method}.csv", buf.getvalue())
         written += [png, folder / f"confusion_{method}.csv"]
+        bins = reliability_bins(result.logits[method].float().softmax(dim=1), result.labels)  # as metrics' ECE
+        reliability[method] = [b.to_json() for b in bins]
+        png = folder / f"reliability_{method}.png"
+        atomic_write_bytes(png, plots.reliability_png(bins, result.results[method]["ece"], TITLES[method]))
+        written.append(png)
     per_class = {m: r["per_class"] for m, r in result.results.items()}
     atomic_write_bytes(folder / PER_CLASS, plots.per_class_png(per_class, TITLES))
     method = "dualpt" if "dualpt" in result.logits else "zero_shot"
@@ -121,6 +129,7 @@ def write_eval_plots(result, folder: str | Path) -> list[Path]:
         **result.to_json(),
         "images": str(Path(result.images).resolve()),
         "mistakes": {"method": method, "count": len(wrong), "most_confident": wrong[:MISTAKES_KEPT]},
+        "reliability": reliability,
     }
     atomic_write_json(folder / EVAL_JSON, data)
     return [*written, folder / PER_CLASS, folder / MISTAKES, folder / EVAL_JSON]

@@ -1,4 +1,5 @@
-"""The pictures: explained images, training curves, confusion matrices, per-class accuracy (PNG bytes).
+"""The pictures: explained images, training curves, confusion matrices, per-class accuracy, reliability
+diagrams (PNG bytes).
 
 matplotlib draws on its Agg canvas through ``matplotlib.figure.Figure`` (no pyplot, no display, no global
 state), so every function works on a headless machine and returns the PNG as bytes; callers write them
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..model.calibration import ReliabilityBin
 from ..predict.explain import ImageExplanation, upsample
 
 DPI = 100
@@ -235,6 +237,41 @@ def per_class_png(per_class: dict[str, list[dict[str, Any]]], titles: dict[str, 
     )
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def reliability_png(bins: Sequence[ReliabilityBin], ece: float, title: str) -> bytes:
+    """Reliability diagram: per confidence bin the accuracy (bars) against the diagonal of perfect calibration,
+    the gap to the bin's mean confidence hatched; below, the share of the images in each bin (its count written on
+    it); ECE in the title."""
+    lower = np.array([b.lower for b in bins])
+    width = np.array([b.upper - b.lower for b in bins])
+    count = np.array([b.count for b in bins], dtype=float)
+    seen = count > 0
+    acc = np.array([b.accuracy if b.count else 0.0 for b in bins])
+    conf = np.array([b.confidence if b.count else 0.0 for b in bins])
+    fig = _figure(5.0, 6.0)
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    top.bar(lower[seen], acc[seen], width[seen], align="edge", edgecolor="black", linewidth=0.6, label="accuracy")
+    top.bar(
+        lower[seen], conf[seen] - acc[seen], width[seen], bottom=acc[seen], align="edge", color="tab:red",
+        alpha=0.25, hatch="//", edgecolor="tab:red", linewidth=0.6, label="gap to mean confidence",
+    )  # fmt: skip
+    top.plot([0, 1], [0, 1], "--", color="grey", linewidth=1, label="perfect calibration")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy")
+    top.set_title(f"{title}: ECE {ece:.1%} over {int(count.sum())} images, {len(bins)} bins", fontsize=10)
+    top.grid(alpha=0.3)
+    top.legend(fontsize=8, loc="upper left")
+    share = count / max(count.sum(), 1)
+    bottom.bar(lower, share, width, align="edge", color="tab:grey", edgecolor="black", linewidth=0.6)
+    for x, w, n, h in zip(lower[seen], width[seen], count[seen], share[seen]):
+        bottom.text(x + w / 2, h, str(int(n)), ha="center", va="bottom", fontsize=7)  # the bin's images
+    bottom.set_ylim(0, 1.25 * max(float(share.max(initial=0.0)), 0.01))
+    bottom.set_xlabel("confidence (largest class probability)")
+    bottom.set_ylabel("share of images")
+    bottom.grid(axis="y", alpha=0.3)
     return _png(fig)
 
 

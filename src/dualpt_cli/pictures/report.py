@@ -115,8 +115,8 @@ def _eval_section(folder: Path | None) -> str:
     ]
     parts.append(
         _table(
-            ["method", "top-1", f"top-{first.get('top5_k', 5)}"],
-            [[TITLES[m], _pct(data[m]["top1"]), _pct(data[m]["top5"])] for m in methods],
+            ["method", "top-1", f"top-{first.get('top5_k', 5)}", "ECE"],
+            [[TITLES[m], _pct(data[m]["top1"]), _pct(data[m]["top5"]), _pct(data[m].get("ece"))] for m in methods],
             "summary",
         )
     )
@@ -137,9 +137,11 @@ def _eval_section(folder: Path | None) -> str:
                 [[c["true"], c["predicted"], c["count"], _pct(c["share_of_true"])] for c in confused],
             )
         )
-    for name, alt in [(f"confusion_{m}.png", f"confusion matrix, {TITLES[m]}") for m in methods] + [
-        (PER_CLASS, "per-class accuracy")
-    ]:
+    for name, alt in (
+        [(f"confusion_{m}.png", f"confusion matrix, {TITLES[m]}") for m in methods]
+        + [(PER_CLASS, "per-class accuracy")]
+        + [(f"reliability_{m}.png", f"reliability diagram, {TITLES[m]}") for m in methods]
+    ):
         if (folder / name).is_file():
             parts.append(_img((folder / name).read_bytes(), alt))
     return "\n".join(parts)
