@@ -57,6 +57,7 @@ from dualpt_cli.clip.features import EVAL_VIEW, encode_views
 from dualpt_cli.clip.load import ModelSpec, load_backbone
 from dualpt_cli.core.project import atomic_write_json, resolve_project
 from dualpt_cli.describe.ask import DescribeConfig, plan_describe, run_describe
+from dualpt_cli.model.calibration import expected_calibration_error
 from dualpt_cli.model.head import name_features, prior_features
 from dualpt_cli.model.prompts import description_features
 from dualpt_cli.predict.evaluate import EvalConfig, evaluate_folder, harmonic_mean, split_accuracy
@@ -225,16 +226,15 @@ def run_cell(args, gen, kind: str, seed: int, shots: int, work: Path) -> list[di
         z_train, y_train = features(bb, k_shot_folder(root, shots), classes, cache)
         mean, has, _ = description_features(bb, [c["name"] for c in classes], [c["phrases"] for c in classes])
         W, b = linear_probe(z_train, y_train, len(classes))
+        scale = bb.logit_scale
+        free = {
+            "zero-shot": scale * zs_logits,
+            "descriptions": scale * F.normalize(z_test, dim=-1) @ prior_features(names, mean, has).T,
+            "linear probe": scale * F.normalize(z_test, dim=-1) @ W.T + b,
+        }
         rows = [
-            {"method": "zero-shot", "top1": accuracy(zs_logits, y_test)},
-            {
-                "method": "descriptions",
-                "top1": accuracy(F.normalize(z_test, dim=-1) @ prior_features(names, mean, has).T, y_test),
-            },
-            {
-                "method": "linear probe",
-                "top1": accuracy(bb.logit_scale * F.normalize(z_test, dim=-1) @ W.T + b, y_test),
-            },
+            {"method": m, "top1": accuracy(lg, y_test), "ece": expected_calibration_error(lg.softmax(-1), y_test)}
+            for m, lg in free.items()
         ]
     for recipe in args.recipes:
         for method in args.methods:
@@ -293,10 +293,12 @@ def train_row(args, root: Path, kind: str, seed: int, shots: int, method: str, r
     row = {
         "method": method_label(method, recipe, b2n),
         "top1": res["top1"],
+        "ece": res.get("ece"),
         "train_seconds": round(seconds, 1),
         "kept": guard.get("classifier"),
         "prior_weight": guard.get("prior_weight"),
         "collapsed": guard.get("collapsed"),
+        "head": result.head.to_json() if getattr(result, "head", None) else None,
     }
     if b2n:
         row.update(protocol="base-to-new", base=res["base"]["accuracy"], new=res["new"]["accuracy"], H=res["H"])
@@ -311,6 +313,9 @@ def summarise(rows: list[dict]) -> dict:
     out = {}
     for (t, k, m), group in sorted(groups.items()):
         entry = spread([r["top1"] for r in group])
+        eces = [r["ece"] for r in group if r.get("ece") is not None]
+        if eces:
+            entry["ece"] = spread(eces)
         for key in ("base", "new", "H"):
             values = [r[key] for r in group if r.get(key) is not None]
             if values:
@@ -330,6 +335,7 @@ def spread(values: list[float]) -> dict:
 def print_table(rows: list[dict]) -> None:
     summary = summarise(rows)
     pm = lambda s: f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}" if s else "-"  # noqa: E731
+    pe = lambda s: f"{s['mean']:.3f} ± {s['std']:.3f}" if s else "-"  # noqa: E731
     for protocol in ("few-shot", "base-to-new"):
         chosen = [r for r in rows if r.get("protocol", "few-shot") == protocol]
         methods = list(dict.fromkeys(r["method"] for r in chosen))
@@ -341,6 +347,12 @@ def print_table(rows: list[dict]) -> None:
                 print("|---:|" + "---:|" * len(methods))
                 for k in shots:
                     print(f"| {k} | " + " | ".join(pm(summary.get(f"{task}|{k}|{m}")) for m in methods) + " |")
+                print(f"\n{task}: expected calibration error (15 bins), mean ± std over seeds")
+                print("| shots | " + " | ".join(methods) + " |")
+                print("|---:|" + "---:|" * len(methods))
+                for k in shots:
+                    cells = [(summary.get(f"{task}|{k}|{m}") or {}).get("ece") for m in methods]
+                    print(f"| {k} | " + " | ".join(pe(c) for c in cells) + " |")
                 continue
             print(f"\n{task}, base-to-new: base / new / H %, mean ± std over seeds")
             print("| method | shots | base | new | H |")
@@ -361,7 +373,7 @@ def main(argv: list[str] | None = None) -> dict:
         help="folder with the synthclip generator.py",
     )
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
-    parser.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--recipes", nargs="+", default=["default", "paper"], choices=["default", "paper"])
     parser.add_argument(

@@ -102,7 +102,8 @@ def test_recipes_resolve():
     assert (paper.n_ctx, paper.ctx_init, paper.crop_scale, paper.prompt_text) == (16, "", 0.08, "name")
     assert (paper.prior_weight, paper.guard, paper.val_shots) == (0.0, False, 0)
     default = resolve_recipe(TrainConfig(images="."))
-    assert default.val_shots is None and default.guard and default.ctx_init == "a photo of a"
+    assert (default.val_shots, default.guard, default.head, default.prior_weight) == (0, False, "residual", 1.0)
+    assert paper.head == "none" and default.ctx_init == "a photo of a"
     explicit = resolve_recipe(TrainConfig(images=".", recipe="paper", n_ctx=8, guard=True))
     assert explicit.n_ctx == 8 and explicit.guard  # an option given explicitly wins over the recipe
     assert set(RECIPES["paper"]) >= set(RECIPES["default"])

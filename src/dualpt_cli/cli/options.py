@@ -13,6 +13,7 @@ from ..core.checks import defaults
 from ..core.vocab import (  # noqa: F401  (the CLI's choice types)
     Align,
     Context,
+    Head,
     LlmLoss,
     Method,
     OutputFormat,
@@ -71,6 +72,8 @@ PANELS: dict[str | tuple[str, str], str] = {
             "context",
             "prior_weight",
             "guard",
+            "head",
+            "head_lambda",
             "zero_shot",
         ],
         METHOD,

@@ -18,6 +18,7 @@ from .options import (
     Context,
     DatasetOpt,
     DeviceOpt,
+    Head,
     JsonOpt,
     LlmLoss,
     Method,
@@ -122,15 +123,30 @@ def train(
             help="Weight of the zero-shot prior "
             "(description ensemble) added to the DUAL-PT logits when "
             "not chosen on held-out images.",
-            show_default="2; paper 0",
+            show_default="1; paper 0",
         ),
     ] = TRAIN["prior_weight"],
+    head: Annotated[
+        Head | None,
+        typer.Option(
+            "--head",
+            help="residual: fit a zero-shot-anchored linear probe on top of the blend, cross-validated over the "
+            "shots and calibrated; none: the blend alone.",
+            show_default="residual; paper none",
+        ),
+    ] = TRAIN["head"],
+    head_lambda: Annotated[
+        float,
+        typer.Option(
+            "--head-lambda", help="Penalty on the residual head's weights (larger: closer to the prior).", min=0.0
+        ),
+    ] = TRAIN["head_lambda"],
     guard: Annotated[
         bool | None,
         typer.Option(
             "--guard/--no-guard",
             help="Choose the blend on held-out images and keep zero-shot CLIP if training did not beat it.",
-            show_default="on; paper off",
+            show_default="off",
         ),
     ] = TRAIN["guard"],
     class_specific: Annotated[bool, typer.Option("--class-specific", help="Per-class context (CoOp CSC).")] = TRAIN[
@@ -238,7 +254,7 @@ def train(
         images=images or "", project=project, shots=_parse_shots(shots), val_shots=val_shots, model=model,
         pretrained=pretrained, seed=seed, method=method, probe_constraint=probe_constraint, recipe=recipe,
         n_prompts=prompts, n_ctx=ctx_len, ctx_init=ctx_init, prompt_text=prompt_text, crop_scale=crop_scale,
-        prior_weight=prior_weight, guard=guard,
+        prior_weight=prior_weight, guard=guard, head=head, head_lambda=head_lambda,
         class_specific=class_specific, alpha=alpha, beta=beta, lam=lam, llm_loss=llm_loss, context=context,
         epochs=epochs, batch_size=batch_size, lr=lr, aug_views=aug_views, fresh_views=fresh_views, device=device,
         precision=precision, text_chunk=text_chunk, resume=resume, profile=profile, dataset=dataset,

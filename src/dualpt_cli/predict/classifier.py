@@ -3,7 +3,8 @@
 The class prompt features w_k (K, M, d) are stored in the prompt file, and the DUAL-PT scores are the
 training ones, ``exp(logit_scale) * sum_ij T_ij cos(z_i, w_kj)`` (Eq. 8) with the graph-matching plan T,
 computed by the same :class:`~dualpt_cli.model.matcher.Matcher` as in training, then blended with the stored
-zero-shot prior as the prompt file's ``dual_weight`` / ``prior_weight`` say (:mod:`dualpt_cli.model.head`).
+zero-shot prior as the prompt file's ``dual_weight`` / ``prior_weight`` say (:mod:`dualpt_cli.model.head`), plus
+the residual head where the file has one, all divided by the file's temperature (:mod:`dualpt_cli.model.residual`).
 New classes (base-to-new) are encoded from the learned context and their names; no LLM is involved.
 
 The prompt file's ``method`` says how its first term scores an image (:meth:`Classifier.dual_logits`): Eq. 8
@@ -27,10 +28,11 @@ from ..data.classes import ClassEntry
 from ..errors import DataError, ModelLoadError
 from ..model.head import blend_logits
 from ..model.linear_probe import probe_logits
+from ..model.residual import head_logits
 from ..promptfile.io import read_prompt_file
 from ..promptfile.meta import PromptMeta
 from .conditional import ConditionalScorer
-from .stored import StoredContext, check_same_weights, class_features, class_priors, probe_weights
+from .stored import StoredContext, check_same_weights, class_features, class_priors, probe_weights, residual_weights
 
 MATCH_BUDGET = 1 << 26  # elements of one (B, K, N, M) similarity tensor before the classes are chunked
 
@@ -61,6 +63,8 @@ class Classifier:
         self.prior = prior.to(bb.device) if prior is not None else None  # (K, d) zero-shot prior (head.py)
         self.dual_weight = meta.dual_weight  # files from before the prior: 1, DUAL-PT alone
         self.prior_weight = meta.prior_weight if prior is not None else 0.0
+        self.residual: torch.Tensor | None = None  # (K, d) the residual head's weights (model/residual.py)
+        self.temperature = meta.temperature
         self.classes = classes
         self.trained = trained  # per class: True when its features come from the prompt file
         self.source = source
@@ -123,6 +127,7 @@ class Classifier:
         W, trained = class_features(context, tensors, known, classes)
         prior = class_priors(bb, tensors, meta, known, classes)
         clf = cls(bb, meta, W, classes, trained, source=path, batch_size=batch_size, prior=prior)
+        clf.residual = residual_weights(bb, tensors, known, classes)
         if meta.method == "linear-probe":
             clf.probe = probe_weights(bb, tensors, meta, known, classes, path)
         if meta.method == "codualpt":
@@ -155,11 +160,12 @@ class Classifier:
 
     def logits_from_features(self, z: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
         """(B, K) final logits from global (B, d) and local (B, N, d) features: DUAL-PT blended with the prior
-        as the prompt file says (:func:`head.blend_logits`)."""
+        as the prompt file says (:func:`head.blend_logits`), plus the residual head, over the temperature
+        (:func:`residual.head_logits`)."""
         dual = self.dual_logits(z, Z) if self.dual_weight else None
-        return blend_logits(
-            dual, z.to(self.bb.device), self.prior, self.matcher.logit_scale, self.dual_weight, self.prior_weight
-        )
+        z = z.to(self.bb.device)
+        blend = blend_logits(dual, z, self.prior, self.matcher.logit_scale, self.dual_weight, self.prior_weight)
+        return head_logits(blend, z, self.residual, self.matcher.logit_scale, self.temperature)
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """(B, K) logits for preprocessed images (B, 3, H, W)."""

@@ -103,6 +103,19 @@ def class_priors(
     return torch.stack([stored[i].to(bb.device) if i is not None else next(fresh) for i in index])  # (K, d)
 
 
+def residual_weights(
+    bb: Backbone, tensors: dict[str, torch.Tensor], known: list[ClassEntry], classes: list[ClassEntry]
+) -> torch.Tensor | None:
+    """(K, d) residual head weights for ``classes`` (None without a head): fitted for trained classes, zero for
+    new ones (no shots moved them: they score by the blend alone)."""
+    stored = tensors.get("residual_weights")
+    if stored is None:
+        return None
+    index = [find_trained(c, known) for c in classes]
+    zero = torch.zeros(stored.shape[1], device=bb.device)
+    return torch.stack([stored[i].to(bb.device) if i is not None else zero for i in index])  # (K, d)
+
+
 def probe_weights(
     bb: Backbone,
     tensors: dict[str, torch.Tensor],

@@ -10,6 +10,8 @@ damaged or edited file is refused. Tensors:
 - ``prior_features`` (optional): the zero-shot prior prototypes p_k, (K, d) float32 (description ensemble or
   name prompt, see :mod:`dualpt_cli.model.head`), blended with the DUAL-PT logits by ``prior_weight``;
 - ``probe_weights`` (linear-probe files): the fitted class weights, (K, d) float32;
+- ``residual_weights`` (optional): the residual head r_k added to the blend, (K, d) float32
+  (:mod:`dualpt_cli.model.residual`); the blend plus it is divided by the metadata's ``temperature``;
 - ``meta_net.*`` (codualpt files): the meta-net's Linear weights and biases (:mod:`dualpt_cli.model.conditional`).
 """
 
@@ -131,6 +133,9 @@ def read_prompt_file(path: Path) -> tuple[dict[str, torch.Tensor], PromptMeta]:
     prior = tensors.get("prior_features")
     if prior is not None and tuple(prior.shape) != (K, feats.shape[2]):
         raise PromptFileError(f"{path}: prior_features shape {tuple(prior.shape)} does not match its metadata")
+    residual = tensors.get("residual_weights")
+    if residual is not None and tuple(residual.shape) != (K, feats.shape[2]):
+        raise PromptFileError(f"{path}: residual_weights shape {tuple(residual.shape)} does not match its metadata")
     if not meta.dual_weight and not meta.prior_weight:
         raise PromptFileError(
             f"{path}: its metadata gives both the prompts and the prior a weight of 0; re-create it with dualpt train"

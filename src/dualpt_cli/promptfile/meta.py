@@ -24,15 +24,19 @@ from ..model.matcher import Matcher
 from ..model.matching import ALIGNS, SolverSettings
 from ..model.prompts import NAME_TEMPLATE, PLACEHOLDER
 
-META_VERSION = 3  # 1: before PromptMeta; 2: adds format_version, placeholder, name_template; 3: adds method
-#   and align (an older dualpt would score a coop or an "attn" file as DUAL-PT with graph matching: it must refuse it)
+META_VERSION = 4  # 1: before PromptMeta; 2: adds format_version, placeholder, name_template; 3: adds method
+#   and align (an older dualpt would score a coop or an "attn" file as DUAL-PT with graph matching: it must refuse it);
+#   4: adds the residual head and temperature (an older dualpt would drop them and predict something else)
 DUALPT_VERSION = 2  # what plain dualpt files (graph matching) keep writing: an older dualpt reads them alike
 
 
-def version_for(method: str, align: str = "graph") -> int:
-    """The format version a file is written with: 2 for dualpt with graph matching (unchanged since), 3 for the
-    other methods and plans, so that an older dualpt refuses them instead of scoring them as DUAL-PT."""
-    return DUALPT_VERSION if method == "dualpt" and align == "graph" else META_VERSION
+def version_for(method: str, align: str = "graph", head: bool = False) -> int:
+    """The format version a file is written with: 2 for dualpt with graph matching and no head (unchanged since),
+    3 for the other methods and plans, 4 with the residual head, so that an older dualpt refuses a file it would
+    score differently."""
+    if head:
+        return META_VERSION
+    return DUALPT_VERSION if method == "dualpt" and align == "graph" else 3
 
 
 @dataclass
@@ -82,6 +86,8 @@ class PromptMeta:
     new_class_folders: list[str] | None = None  # ... and folders; dualpt eval adds them when the folder has them
     method: str = "dualpt"  # how the file scores an image (TrainConfig.method); files before version 3: dualpt
     probe_normalize: bool | None = None  # linear-probe: cosine classifier (normalised weights) or plain
+    temperature: float = 1.0  # the final logits are divided by it (model/residual.py; files before version 4: 1)
+    head: dict[str, Any] | None = None  # the residual head: penalty, folds, cross-validated accuracies
     extra: dict[str, Any] = field(default_factory=dict)  # keys this dualpt does not know, kept as they were
 
     @property
@@ -217,6 +223,8 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "new_class_folders": (_is_names, "a non-empty list of names"),
     "method": (lambda v: v in METHODS, f"one of {', '.join(METHODS)} (a newer dualpt's method?)"),
     "probe_normalize": (lambda v: isinstance(v, bool), "true or false"),
+    "temperature": _POSITIVE,
+    "head": (lambda v: isinstance(v, dict), "a JSON object"),
 }
 REQUIRED = (
     "model",

@@ -58,6 +58,8 @@ def run_identity(cfg: TrainConfig) -> dict[str, Any]:
         "inner_iters",
         "tol",
         "description_template",
+        "head",
+        "head_lambda",
     )
     d = asdict(cfg)
     return {"model": list(ModelSpec(cfg.model, cfg.pretrained).resolved()), **{k: d[k] for k in keep}}

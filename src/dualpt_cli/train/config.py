@@ -9,11 +9,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..core.checks import check_all, require_finite
-from ..core.vocab import CONTEXTS, LLM_LOSSES, METHODS, PROMPT_TEXTS  # noqa: F401  (re-exported)
+from ..core.vocab import CONTEXTS, HEADS, LLM_LOSSES, METHODS, PROMPT_TEXTS  # noqa: F401  (re-exported)
 from ..errors import DataError
 from ..model.alignment import ALIGNS
 from ..model.linear_probe import CONSTRAINTS
 from ..model.prompts import DESCRIPTION_TEMPLATE
+from ..model.residual import DEFAULT_LAMBDA
 
 # What ``--recipe`` sets for the options left unset (None). "paper" is the paper and method card exactly;
 # "default" is the recipe measured on benchmarks/bench_learning.py (docs/method.md, "The default recipe").
@@ -23,10 +24,12 @@ RECIPES: dict[str, dict[str, Any]] = {
         "ctx_init": "a photo of a",
         "prompt_text": "descriptions",
         "crop_scale": 0.9,
-        "prior_weight": 2.0,
-        "guard": True,
+        "prior_weight": 1.0,
+        "guard": False,
+        "val_shots": 0,
+        "head": "residual",
         "batch_size": 32,
-    },  # val_shots None: head.auto_val_shots
+    },
     "paper": {
         "n_ctx": 16,
         "ctx_init": "",
@@ -35,6 +38,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "prior_weight": 0.0,
         "guard": False,
         "val_shots": 0,
+        "head": "none",
         "batch_size": 32,
     },
 }
@@ -98,6 +102,9 @@ class TrainConfig:
     crop_scale: float | None = None  # smallest crop area of the random resized crop (None: by recipe)
     prior_weight: float | None = None  # weight of the zero-shot prior in the final logits (None: by recipe)
     guard: bool | None = None  # choose the blend on held-out images, keep zero-shot if it is better (by recipe)
+    head: str | None = None  # residual: a zero-shot-anchored probe on the blend, calibrated (model/residual.py);
+    #   none: the blend alone; None: by recipe
+    head_lambda: float = DEFAULT_LAMBDA  # the residual's penalty on sum_k ||r_k||^2
     outer_iters: int = 10  # graph-matching fixed-point iterations (cap)
     inner_iters: int = 100  # Sinkhorn iterations per outer iteration (cap)
     tol: float = 1e-2  # Sinkhorn stopping rule (PLOT's)
@@ -120,6 +127,7 @@ class TrainConfig:
                 "--lambda": self.lam,
                 "--lr": self.lr,
                 "--prior-weight": self.prior_weight,
+                "--head-lambda": self.head_lambda,
                 "--crop-scale": self.crop_scale,
                 "tol": self.tol,
             }
@@ -174,6 +182,8 @@ class TrainConfig:
                     self.prior_weight is None or self.prior_weight >= 0,
                     f"--prior-weight must be >= 0, got {self.prior_weight}",
                 ),
+                (self.head is None or self.head in HEADS, f"--head must be one of {', '.join(HEADS)}, got {self.head}"),
+                (self.head_lambda > 0, f"--head-lambda must be > 0, got {self.head_lambda}"),
             ]
         )
 
@@ -224,7 +234,7 @@ def method_settings(cfg: TrainConfig) -> dict[str, Any]:
         raise DataError(f"--method {m} trains no epochs, so there is nothing to resume; drop --resume")
     if m in FIXED_METHODS:  # training-free ones encode one view per image, for the training accuracy
         views = {} if m == "linear-probe" else {"aug_views": 1}
-        return {"guard": False, "val_shots": 0, "prior_weight": 0.0, **views}
+        return {"guard": False, "val_shots": 0, "prior_weight": 0.0, "head": "none", **views}
     return {}
 
 

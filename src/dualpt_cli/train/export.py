@@ -62,7 +62,7 @@ def save_prompts(
         prior=decision.prior, guard=decision.to_json(), method=cfg.method,
         align=s.align, base_classes=cfg.base_classes, new_class_names=[c.name for c in data.new_classes] or None,
         new_class_folders=[c.folder for c in data.new_classes] or None,
-        format_version=version_for(cfg.method, s.align), **(meta_fields or {}),
+        format_version=version_for(cfg.method, s.align, "residual_weights" in (extra or {})), **(meta_fields or {}),
     )  # fmt: skip
     if isinstance(learner, ConditionalPromptLearner):
         extra = {**(extra or {}), **meta_net_tensors(learner)}

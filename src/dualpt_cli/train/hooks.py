@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ..model.head import Decision
+from ..model.residual import ResidualHead
 
 
 @dataclass
@@ -37,6 +38,7 @@ class TrainResult:
     guard: Decision | None = None  # what the prompt file keeps, and the held-out comparison with zero-shot
     plan_entropy: float | None = None  # last epoch's mean normalised plan entropy (1 = uniform: no alignment)
     method: str = "dualpt"  # TrainConfig.method
+    head: ResidualHead | None = None  # the default recipe's head: residual, temperature, cross-validated accuracies
 
 
 class Callbacks:

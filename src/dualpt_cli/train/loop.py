@@ -23,19 +23,12 @@ from ..clip.spec import ModelSpec
 from ..core.distributed import SINGLE, Dist, PeerFailed
 from ..core.project import Project, append_line, atomic_write_json, resolve_project
 from ..errors import TrainingDiverged
-from ..model.head import (
-    CHOOSE_WEIGHT_MIN_VAL,
-    Decision,
-    choose,
-    collapsed,
-    name_features,
-    prior_features,
-)
 from ..model.prompts import ConditionalPromptLearner, PromptLearner
 from .checkpoint import read_checkpoint, restore_checkpoint, save_checkpoint, trim_log
 from .config import FIXED_METHODS, TrainConfig, epochs_for_shots, lr_at, resolve_recipe
-from .export import save_prompts
+from .headfit import FixedLogits, fit_run_head
 from .hooks import BestEpoch, Callbacks, TrainResult
+from .keep import describe_head, finish
 from .methods import batched_logits, build_learner, restore, run_fixed, snapshot, trainable
 from .objective import Objective, build_objective
 from .parallel import (
@@ -91,6 +84,10 @@ def _run_training(cfg: TrainConfig, cb: Callbacks, project: Project, dist: Dist)
     if fixed:  # fitted in seconds: rank 0 alone fits and writes it (the other ranks get None)
         return on_main(dist, lambda: run_fixed(cfg, cb, project, bb, data, objective), "writing the prompt file")
 
+    head, fixed = None, None
+    if cfg.head == "residual":
+        head, fixed = fit_run_head(cfg, learner, objective, data, dist)
+        cb.info(describe_head(head))
     params = trainable(learner)
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     cb.info(
@@ -111,9 +108,9 @@ def _run_training(cfg: TrainConfig, cb: Callbacks, project: Project, dist: Dist)
     prof = Profiler(bb.device) if cfg.profile else None
     record: dict[str, Any] = {}
     for epoch in range(start, total):
-        record = train_epoch(epoch, total, cfg, learner, optimizer, objective, data, cb, prof, dist)
+        record = train_epoch(epoch, total, cfg, learner, optimizer, objective, data, cb, prof, dist, fixed)
         if data.val is not None:
-            record["val_acc"] = evaluate(learner, objective, data.val, data.val_labels, dist=dist)
+            record["val_acc"] = evaluate(learner, objective, data.val, data.val_labels, dist=dist, fixed=fixed)
             if record["val_acc"] > best.acc:
                 best = BestEpoch(epoch + 1, record["val_acc"], snapshot(learner))
         if not math.isfinite(record["loss"]) or not bool(torch.isfinite(learner.ctx).all()):
@@ -132,7 +129,9 @@ def _run_training(cfg: TrainConfig, cb: Callbacks, project: Project, dist: Dist)
     if best.state is not None:
         restore(learner, best.state)
     decision = on_main(
-        dist, lambda: finish(cfg, cb, project, learner, objective, data, total, best, record), "writing the prompt file"
+        dist,
+        lambda: finish(cfg, cb, project, learner, objective, data, total, best, record, head),
+        "writing the prompt file",
     )
     return TrainResult(
         prompt_file=project.prompts,
@@ -147,67 +146,8 @@ def _run_training(cfg: TrainConfig, cb: Callbacks, project: Project, dist: Dist)
         guard=decision,
         plan_entropy=record.get("plan_entropy"),
         method=cfg.method,
+        head=head,
     )
-
-
-def finish(
-    cfg: TrainConfig,
-    cb: Callbacks,
-    project: Project,
-    learner: PromptLearner,
-    objective: Objective,
-    data: TrainData,
-    epochs: int,
-    best: BestEpoch,
-    last: dict[str, Any],
-) -> Decision:
-    """Choose the classifier to keep (the guard) and write the prompt file; on rank 0 only under torchrun."""
-    decision, prior = decide(cfg, learner, objective, data, last)
-    if decision.collapsed:
-        cb.warn(
-            "training collapsed: the loss is near ln K and training accuracy at chance (every class scores "
-            "alike)" + ("" if cfg.guard else "; the default recipe's guard would keep zero-shot CLIP")
-        )
-    if decision.classifier != "trained":
-        cb.warn(
-            f"training did not beat {decision.classifier} on the held-out images; the prompt file keeps "
-            f"{decision.classifier} ({decision.reason})"
-        )
-    save_prompts(project, learner, learner.bb, cfg, objective, data, epochs, best, decision, prior)
-    return decision
-
-
-@torch.no_grad()
-def decide(
-    cfg: TrainConfig, learner: PromptLearner, objective: Objective, data: TrainData, last: dict[str, Any]
-) -> tuple[Decision, torch.Tensor]:
-    """The classifier to save (:func:`head.choose`) and the prior prototypes it blends, (K, d)."""
-    bb = learner.bb
-    names = name_features(bb, learner.class_names)  # (K, d)
-    prior = prior_features(names, objective.desc_mean, objective.desc_has)  # (K, d)
-    has_desc = bool(objective.desc_has.any())
-    is_collapsed = bool(last) and collapsed(last["loss_img"], last["acc"], learner.num_classes)
-    if not cfg.guard:
-        kind = "descriptions" if has_desc else "names"
-        return Decision("trained", 1.0, cfg.prior_weight, kind, collapsed=is_collapsed, reason="no guard"), prior
-    dual = z = labels = None
-    if data.val is not None:
-        dual = batched_logits(objective, learner, data.val.local[:, 0], data.val.global_[:, 0])  # (V, K)
-        z, labels = data.val.global_[:, 0].to(bb.device).float(), data.val_labels
-    per_class = len(labels) / learner.num_classes if labels is not None else 0
-    decision = choose(
-        dual,
-        z,
-        labels,
-        names,
-        prior,
-        has_desc,
-        bb.logit_scale,
-        cfg.prior_weight,
-        is_collapsed,
-        choose_weight=per_class >= CHOOSE_WEIGHT_MIN_VAL,
-    )
-    return decision, names if decision.prior == "names" else prior
 
 
 def prompt_texts(cfg: TrainConfig, data: TrainData) -> list[list[str]] | None:
@@ -238,8 +178,12 @@ def train_epoch(
     cb: Callbacks,
     prof: Profiler | None,
     dist: Dist = SINGLE,
+    fixed: FixedLogits | None = None,
 ) -> dict[str, Any]:
     """One pass over the training images, each at a view drawn for this epoch; the last partial batch is kept.
+
+    With ``fixed`` (the default recipe's head) the loss is the cross-entropy of the whole classifier, the
+    method's logits plus the fixed prior and residual: the prompts train inside the blend they are used in.
 
     Under torchrun each rank computes its share of every global batch (:mod:`parallel`)."""
     lr = lr_at(epoch, cfg, total)
@@ -281,8 +225,10 @@ def train_epoch(
         with phase(prof, "matching"), bb.autocast():
             logits, stats = objective.logits_with_stats(Z, W, z)  # (b, K)
         with phase(prof, "loss"):
-            loss_img = F.cross_entropy(logits.float(), y)
             loss_llm = objective.llm_loss_value(W, logits.float(), z)
+            if fixed is not None:
+                logits = logits.float() + fixed(z)
+            loss_img = F.cross_entropy(logits.float(), y)
             loss = objective.beta * loss_llm + (1.0 - objective.beta) * loss_img
         with phase(prof, "backward"):
             share = share_of(b, len(batch), dist)
@@ -334,12 +280,16 @@ def evaluate(
     labels: torch.Tensor,
     batch_size: int = 256,
     dist: Dist = SINGLE,
+    fixed: FixedLogits | None = None,
 ) -> float:
-    """Top-1 accuracy on the first view of each image (the eval view for validation sets).
+    """Top-1 accuracy on the first view of each image (the eval view for validation sets), of the method's
+    logits plus ``fixed`` (the head) when given.
 
     Under torchrun each rank scores a contiguous share of the images and the counts are summed."""
     lo, hi = dist.shard_bounds(len(labels))
     logits = batched_logits(objective, learner, fs.local[lo:hi, 0], fs.global_[lo:hi, 0], batch_size, dist)
+    if fixed is not None:
+        logits = logits + fixed(fs.global_[lo:hi, 0].to(logits.device).float())
     correct = int((logits.argmax(-1).cpu() == labels[lo:hi]).sum())
     if dist.distributed:
         correct = int(dist.sum(correct, "validation: summing the correct answers"))

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from ..core.distributed import Dist
 from ..errors import DualptError
+from ..model.residual import ResidualHead
 from ..train.loop import Callbacks, TrainResult
 from .console import console, err_console, print_json, progress, warn
 
@@ -98,6 +99,7 @@ def summary(result: TrainResult) -> dict[str, Any]:
         "val_accuracy": result.val_acc,
         "skipped_images": [{"path": p, "reason": r} for p, r in result.skipped],
         "guard": result.guard.to_json() if result.guard else None,
+        "head": result.head.to_json() if result.head else None,
         "plan_entropy": result.plan_entropy,
     }
     if result.profile is not None:
@@ -124,6 +126,8 @@ def report(result: TrainResult, json_out: bool = False, run: str | None = None, 
     g = result.guard
     if g is not None:
         blend = f"DUAL-PT + {g.prior_weight:g} x {g.prior} prior" if g.prior_weight else "DUAL-PT alone"
+        if result.head is not None:
+            blend += " + residual head"
         table.add_row("classifier kept", blend if g.classifier == "trained" else f"{g.classifier} (training lost)")
         if g.val_images:
             acc = g.val_acc
@@ -134,6 +138,8 @@ def report(result: TrainResult, json_out: bool = False, run: str | None = None, 
             table.add_row("gain over zero-shot (held-out)", f"{g.gain * 100:+.1f} points")
         if g.collapsed:
             table.add_row("collapse", "[red]yes[/]: loss near ln K, chance accuracy")
+    if result.head is not None:
+        head_rows(table, result.head)
     table.add_row("time", f"{result.seconds:.1f} s")
     if curves:
         table.add_row("curves", escape(str(curves)))
@@ -151,3 +157,18 @@ def report(result: TrainResult, json_out: bool = False, run: str | None = None, 
         for phase, seconds in sorted(result.profile.items(), key=lambda kv: -kv[1]):
             prof.add_row(phase, f"{seconds:.3f}", f"{seconds / total:.1%}")
         console.print(prof)
+
+
+def head_rows(table: Table, head: ResidualHead) -> None:
+    """What the residual head added, cross-validated over the shots (model/residual.py)."""
+    cv = head.cv_acc
+    if head.folds:
+        parts = [f"zero-shot {cv['zero-shot']:.1%}"]
+        if "descriptions" in cv:
+            parts.append(f"descriptions {cv['descriptions']:.1%}")
+        parts += [f"blend {cv['blend']:.1%}", f"residual alone {cv['residual']:.1%}", f"kept {cv['head']:.1%}"]
+        table.add_row(f"cross-validated accuracy ({head.folds} folds)", ", ".join(parts))
+        table.add_row("gain over zero-shot (cross-validated)", f"{(cv['head'] - cv['zero-shot']) * 100:+.1f} points")
+    else:
+        table.add_row("cross-validated accuracy", "none at 1 shot per class (nothing to hold out)")
+    table.add_row("temperature", f"{head.temperature:.2f} (head penalty {head.lam:g})")

@@ -1,0 +1,158 @@
+"""The default recipe's head: a zero-shot-anchored linear probe fitted on top of the blend, and its temperature.
+
+logits(x) = [base(x) + logit_scale * <normalize(z(x)), r_k>] / T
+
+- base(x) is the blend of :mod:`dualpt_cli.model.head` (the prompts' logits plus the prior's);
+- r (K, d) is the *residual*: fitted from r = 0, full batch, on every cached view of the support images, by
+  minimising mean cross-entropy + ``lam * sum_k ||r_k||^2``. The problem is convex; L-BFGS solves it in
+  seconds. With few shots or uninformative images the penalty keeps r near 0, so the head falls back on the
+  blend (zero-shot CLIP or the description ensemble); with informative shots r moves the class boundaries
+  as a linear probe would (CLAP, Silva-Rodriguez et al., CVPR 2024; LP++, Huang et al., CVPR 2024);
+- T is one temperature, fitted by negative log-likelihood on *out-of-fold* logits: the shots are split into
+  F = min(k, 4) folds by their index within the class (every fold has every class), r is refitted without
+  each fold and scores it. The same folds give the cross-validated accuracies train reports. At one shot
+  there is nothing to hold out: T is fitted on the blend's logits of the support images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+DEFAULT_LAMBDA = 10.0  # penalty on sum_k ||r_k||^2 (measured: benchmarks/bench_learning.py, docs/performance.md)
+MAX_FOLDS = 4
+TEMPERATURE_RANGE = (0.05, 20.0)
+
+
+@dataclass
+class ResidualHead:
+    """The fitted head: residual weights (K, d), temperature, penalty, folds and cross-validated accuracies."""
+
+    weights: torch.Tensor  # (K, d)
+    temperature: float
+    lam: float
+    folds: int  # 0: one shot, nothing held out
+    cv_acc: dict[str, float | None] = field(default_factory=dict)  # classifier -> out-of-fold accuracy
+
+    def to_json(self) -> dict:
+        return {"lambda": self.lam, "temperature": self.temperature, "folds": self.folds, "cv_acc": self.cv_acc}
+
+
+def residual_logits(z: torch.Tensor, weights: torch.Tensor, logit_scale: float) -> torch.Tensor:
+    """(B, K) ``logit_scale * <normalize(z), r_k>`` for global features ``z`` (B, d) and ``weights`` (K, d)."""
+    return logit_scale * F.normalize(z.float(), dim=-1) @ weights.float().T
+
+
+def head_logits(
+    base: torch.Tensor, z: torch.Tensor, weights: torch.Tensor | None, logit_scale: float, temperature: float = 1.0
+) -> torch.Tensor:
+    """(B, K) the head's logits: ``(base + residual) / T`` (``weights`` None: no residual)."""
+    out = base.float()
+    if weights is not None:
+        out = out + residual_logits(z.to(out.device), weights.to(out.device), logit_scale)
+    return out / temperature if temperature != 1.0 else out
+
+
+def fit_residual(
+    z: torch.Tensor, labels: torch.Tensor, base: torch.Tensor, logit_scale: float, lam: float, max_iter: int = 100
+) -> torch.Tensor:
+    """(K, d) residual weights for views ``z`` (n, d) with ``labels`` (n,) and fixed ``base`` logits (n, K)."""
+    zn = F.normalize(z.detach().float(), dim=-1)
+    base = base.detach().float()
+    weights = torch.zeros(base.shape[1], zn.shape[1], device=zn.device, requires_grad=True)
+    opt = torch.optim.LBFGS(
+        [weights],
+        lr=1.0,
+        max_iter=max_iter,
+        history_size=20,
+        tolerance_grad=1e-9,
+        tolerance_change=1e-12,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        logits = base + logit_scale * zn @ weights.T
+        loss = F.cross_entropy(logits, labels) + lam * (weights * weights).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return weights.detach()
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The temperature T > 0 minimising the NLL of ``logits / T`` (clipped to :data:`TEMPERATURE_RANGE`)."""
+    logits = logits.detach().float()
+    log_t = torch.zeros((), device=logits.device, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(logits / log_t.exp(), labels)
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    t = float(log_t.detach().exp())
+    if t != t:  # NaN: a degenerate problem (e.g. every logit equal); leave the logits as they are
+        return 1.0
+    return min(max(t, TEMPERATURE_RANGE[0]), TEMPERATURE_RANGE[1])
+
+
+def shot_index(labels: torch.Tensor) -> torch.Tensor:
+    """(n,) each image's index within its class, in order of appearance."""
+    index = torch.zeros_like(labels)
+    for k in labels.unique():
+        where = labels == k
+        index[where] = torch.arange(int(where.sum()), device=labels.device)
+    return index
+
+
+def _acc(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(-1) == labels).float().mean())
+
+
+def fit_head(
+    z: torch.Tensor,
+    labels: torch.Tensor,
+    base: torch.Tensor,
+    logit_scale: float,
+    lam: float = DEFAULT_LAMBDA,
+    references: dict[str, torch.Tensor] | None = None,
+) -> ResidualHead:
+    """Fit the residual and its temperature on the support set.
+
+    Args:
+        z: (n, V, d) global features of n images, V cached views each.
+        labels: (n,) class indices.
+        base: (n, V, K) the blend's logits of every view (fixed during the fit).
+        references: training-free logits (n, V, K) by name (e.g. "zero-shot"), whose accuracy on the support
+            views is reported beside the cross-validated ones (they fit nothing, so every view is out of fold).
+    """
+    n, V, _ = z.shape
+    flat_z, flat_base = z.flatten(0, 1), base.flatten(0, 1)
+    flat_y = labels.repeat_interleave(V)
+    weights = fit_residual(flat_z, flat_y, flat_base, logit_scale, lam)
+    cv: dict[str, float | None] = {name: _acc(r.flatten(0, 1), flat_y) for name, r in (references or {}).items()}
+    cv["blend"] = _acc(flat_base, flat_y)
+    shots = int(torch.bincount(labels).min()) if n else 0
+    folds = min(shots, MAX_FOLDS) if shots >= 2 else 0
+    if folds == 0:  # one shot: nothing to hold out
+        temperature = fit_temperature(flat_base, flat_y)
+        cv.update(residual=None, head=None)
+        return ResidualHead(weights, temperature, lam, 0, cv)
+    fold = (shot_index(labels) % folds).repeat_interleave(V)
+    oof = torch.zeros_like(flat_base)
+    oof_residual = torch.zeros_like(flat_base)
+    for f in range(folds):
+        held = fold == f
+        w = fit_residual(flat_z[~held], flat_y[~held], flat_base[~held], logit_scale, lam)
+        oof_residual[held] = residual_logits(flat_z[held], w, logit_scale)
+        oof[held] = flat_base[held] + oof_residual[held]
+    cv.update(residual=_acc(oof_residual, flat_y), head=_acc(oof, flat_y))
+    return ResidualHead(weights, fit_temperature(oof, flat_y), lam, folds, cv)
