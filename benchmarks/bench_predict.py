@@ -45,7 +45,8 @@ from dualpt_cli.model.prompts import PromptLearner
 from dualpt_cli.predict.classifier import Classifier
 from dualpt_cli.predict.rows import predict_rows
 from dualpt_cli.train.hooks import BestEpoch
-from dualpt_cli.train.loop import TrainConfig, save_prompts
+from dualpt_cli.train.export import save_prompts
+from dualpt_cli.train.loop import TrainConfig
 from dualpt_cli.train.objective import matcher_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

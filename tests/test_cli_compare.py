@@ -182,6 +182,8 @@ def test_dataset_for_train_eval_and_compare(tiny_rn, tmp_path):
             "1",
             "--aug-views",
             "1",
+            "--val-shots",
+            "2",
             *model,
             *FAST,
             "-p",

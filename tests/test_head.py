@@ -144,11 +144,11 @@ def _train(images, model, *extra):
 
 def test_train_made_to_fail_keeps_zero_shot(tiny_rn, tmp_path, monkeypatch):
     """A run the guard sees as collapsed saves zero-shot CLIP; predict then gives zero-shot's logits exactly."""
-    import dualpt_cli.train.loop as train_mod
+    import dualpt_cli.train.keep as keep_mod
 
-    monkeypatch.setattr(train_mod, "collapsed", lambda *a: True)
+    monkeypatch.setattr(keep_mod, "collapsed", lambda *a: True)
     images = make_image_folder(tmp_path / "images", per_class=5)
-    result = _train(images, tiny_rn, "--shots", "4")
+    result = _train(images, tiny_rn, "--shots", "4", "--guard", "--head", "none", "--val-shots", "1")
     assert result.exit_code == 0, result.output
     guard = json.loads(result.stdout[result.stdout.index("{") :])["guard"]
     assert guard["collapsed"] and guard["classifier"] == "zero-shot" and guard["val_images"] == 3
@@ -183,7 +183,7 @@ def test_description_prior_is_stored_and_reproduced(tiny_vit, tmp_path):
     result = _train(images, tiny_vit, "--shots", "2", "--no-guard")
     assert result.exit_code == 0, result.output
     tensors, meta = load_prompt_file(project / "prompts.safetensors")
-    assert meta["prior"] == "descriptions" and meta["prior_weight"] == 2.0 and meta["dual_weight"] == 1.0
+    assert meta["prior"] == "descriptions" and meta["prior_weight"] == 1.0 and meta["dual_weight"] == 1.0
     assert meta["prompt_texts"][meta["class_names"].index("green")][1] == "green, which has the colour of grass."
 
     bb = load_backbone(ModelSpec(tiny_vit), device="cpu", precision="fp32")
@@ -195,7 +195,7 @@ def test_description_prior_is_stored_and_reproduced(tiny_vit, tmp_path):
     assert_close(tensors["prior_features"], torch.stack(expected), rtol=1e-4, atol=1e-5)
     clf = Classifier.from_prompt_file(project / "prompts.safetensors", device="cpu", precision="fp32")
     assert_close(clf.prior, torch.stack(expected), rtol=1e-4, atol=1e-5)
-    assert (clf.dual_weight, clf.prior_weight) == (1.0, 2.0)
+    assert (clf.dual_weight, clf.prior_weight) == (1.0, 1.0)
 
 
 @pytest.mark.parametrize("recipe", ["paper", "default"])

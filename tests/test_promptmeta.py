@@ -40,9 +40,11 @@ def test_to_dict_and_from_dict_round_trip(prompts):
     meta = PromptMeta.from_dict(raw, prompts)
     assert meta.to_dict() == raw  # what train wrote is what is read, field for field
     assert PromptMeta.from_dict(meta.to_dict(), prompts) == meta
-    # dualpt files keep format 2 (an older dualpt reads them); other methods' files are 3 (META_VERSION)
-    assert raw["method"] == "dualpt" and raw["format_version"] == version_for("dualpt") == 2
-    assert version_for("coop") == META_VERSION == 3 and raw["placeholder"] == PLACEHOLDER
+    # dualpt files without a head keep format 2 (an older dualpt reads them); other methods' files are 3; a file
+    # with the residual head is 4 (META_VERSION): an older dualpt would score it without the head, so it refuses it
+    assert raw["method"] == "dualpt" and raw["format_version"] == version_for("dualpt", head=True) == 4
+    assert version_for("dualpt") == 2 and version_for("coop") == 3 == META_VERSION - 1
+    assert raw["placeholder"] == PLACEHOLDER
     assert raw["name_template"] == NAME_TEMPLATE and raw["lambda"] == meta.lam
     later = PromptMeta.from_dict({**raw, "added_by_a_later_dualpt": [1, 2]}, prompts)  # unknown keys are kept
     assert later.to_dict()["added_by_a_later_dualpt"] == [1, 2]

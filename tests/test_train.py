@@ -295,8 +295,8 @@ def test_bad_input_clean_errors(tmp_path, tiny_rn, setup, args, message):
 def test_shots_larger_than_classes_warns(images, tiny_rn):
     result = runner.invoke(app, ["train", str(images), "--shots", "50", "--model", tiny_rn, "--epochs", "1"])
     assert result.exit_code == 0, result.output
-    assert "has only 3 training image(s) for --shots 50" in result.output  # 1 of 4 held out for the guard
-    assert "holding out 1 image(s) per class" in result.output
+    assert "has only 4 training image(s) for --shots 50" in result.output  # every image trains (no guard)
+    assert "holding out" not in result.output
 
 
 def dassl_lr(epoch: int, base: float, max_epoch: int, warmup: int, warmup_lr: float) -> float:

@@ -184,6 +184,11 @@ class TrainConfig:
                 ),
                 (self.head is None or self.head in HEADS, f"--head must be one of {', '.join(HEADS)}, got {self.head}"),
                 (self.head_lambda > 0, f"--head-lambda must be > 0, got {self.head_lambda}"),
+                (
+                    not (self.guard and self.head == "residual"),
+                    "--guard chooses on held-out images and the residual head by cross-validation over the shots; "
+                    "use --guard with --head none",
+                ),
             ]
         )
 
