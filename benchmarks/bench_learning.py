@@ -203,7 +203,7 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
 def run_cell(args, gen, kind: str, seed: int, shots: int, work: Path) -> list[dict]:
     """All rows of one (task, seed, shots) cell."""
     root = work / f"{kind}-seed{seed}"
-    classes = build_task(gen, kind, root, seed, pool=max(args.shots), test=args.test_per_class)
+    classes = build_task(gen, kind, root, seed, pool=args.pool or max(args.shots), test=args.test_per_class)
     bb = load_backbone(ModelSpec(args.model, ""), args.device, args.precision)
     cache = work / "cache"
     z_test, y_test = features(bb, root / "test", classes, cache)
@@ -388,6 +388,13 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--epochs", type=int, default=None, help="epochs of every run (default: by shots)")
     parser.add_argument("--test-per-class", type=int, default=40)
+    parser.add_argument(
+        "--pool",
+        type=int,
+        default=0,
+        help="training images generated per class (default: the largest --shots); "
+        "the same pool gives the same images, so runs with other --shots can be merged",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")

@@ -44,8 +44,8 @@ from dualpt_cli.data.stream import default_workers, image_batches
 from dualpt_cli.model.prompts import PromptLearner
 from dualpt_cli.predict.classifier import Classifier
 from dualpt_cli.predict.rows import predict_rows
-from dualpt_cli.train.hooks import BestEpoch
 from dualpt_cli.train.export import save_prompts
+from dualpt_cli.train.hooks import BestEpoch
 from dualpt_cli.train.loop import TrainConfig
 from dualpt_cli.train.objective import matcher_for
 

@@ -10,15 +10,16 @@ work=${2:?usage: pictures.sh SYNTHCLIP_DIR WORKDIR}
 here=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$work" && cd "$work"
 
-# train/ (4 per class), test/ (20 per class), classes.txt ("red_circle: red circle"), answers.json (phrases)
-python - "$here/benchmarks" "$synthclip" <<'EOF'
-import sys
-from pathlib import Path
-sys.path.insert(0, sys.argv[1])
-from bench_learning import CLASSES, build_task, describe_from_file, load_generator
-build_task(load_generator(Path(sys.argv[2])), Path("."), [f"{c} {s}" for c, s in CLASSES], 4, 20, seed=1)
-describe_from_file(Path("."), Path("dualpt-project"))  # stands in for an LLM: the world's attribute phrases
+# train/ (4 per class) and test/ (20 per class) of the shipped demo classes (examples/shapes/classes.txt), then
+# the world's own attribute phrases ("red colour", "star shape") standing in for an LLM's descriptions
+python "$here/examples/shapes/make_dataset.py" . --train 4 --test 20
+python - "$here/examples/shapes/classes.txt" <<'EOF'
+import json, sys
+folders = [line.split(":")[0].strip() for line in open(sys.argv[1]) if line.strip() and not line.startswith("#")]
+phrases = {f: [f"{f.split('_')[0]} colour", f"{f.split('_')[1]} shape"] for f in folders}
+json.dump(phrases, open("phrases.json", "w"), indent=1)
 EOF
+dualpt describe "$here/examples/shapes/classes.txt" --phrases phrases.json
 
 model="local-dir:$synthclip/model"
 dualpt train train --shots 4 --model "$model" --pretrained "" --seed 1

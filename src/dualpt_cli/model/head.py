@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..clip.backbone import Backbone
+from .scores import global_logits
 
 ZERO_SHOT_TEMPLATE = "a photo of a {}."
 PRIOR_WEIGHTS = (0.0, 1.0, 2.0, 4.0)  # the blends the guard compares with enough held-out images
@@ -61,7 +62,7 @@ def blend_logits(
     if dual_weight:
         out = out + dual_weight * dual.float()
     if prior_weight:
-        out = out + prior_weight * logit_scale * F.normalize(z.float(), dim=-1) @ prior.float().T
+        out = out + prior_weight * global_logits(z, prior, logit_scale)
     return out
 
 

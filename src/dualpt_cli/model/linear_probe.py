@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DataError
+from .scores import global_logits
 
 OPTIMIZERS = ("lbfgs", "adam")
 from ..core.vocab import CONSTRAINTS  # noqa: E402,F401
@@ -94,7 +95,7 @@ def probe_logits(
         (B, K) logits.
     """
     w = F.normalize(weights, dim=-1) if normalize_weights else weights
-    return logit_scale * F.normalize(z.float(), dim=-1) @ w.float().T
+    return global_logits(z, w, logit_scale)
 
 
 def clap_multipliers(zs_logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from .scores import global_logits
+
 DEFAULT_LAMBDA = 10.0  # penalty on sum_k ||r_k||^2 (measured: benchmarks/bench_learning.py, docs/performance.md)
 MAX_FOLDS = 4
 TEMPERATURE_RANGE = (0.05, 20.0)
@@ -44,7 +46,7 @@ class ResidualHead:
 
 def residual_logits(z: torch.Tensor, weights: torch.Tensor, logit_scale: float) -> torch.Tensor:
     """(B, K) ``logit_scale * <normalize(z), r_k>`` for global features ``z`` (B, d) and ``weights`` (K, d)."""
-    return logit_scale * F.normalize(z.float(), dim=-1) @ weights.float().T
+    return global_logits(z, weights, logit_scale)
 
 
 def head_logits(
@@ -103,7 +105,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, steps: int = 241
     losses = torch.stack(
         [F.binary_cross_entropy((logits / t).softmax(-1).max(-1).values.clamp(1e-6, 1 - 1e-6), correct) for t in grid]
     )
-    return float(grid[int(losses.argmin())])
+    return min(max(float(grid[int(losses.argmin())]), TEMPERATURE_RANGE[0]), TEMPERATURE_RANGE[1])  # float32 ends
 
 
 def shot_index(labels: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ..clip.backbone import Backbone
 from ..clip.fingerprint import check_image_fingerprint
@@ -29,6 +28,7 @@ from ..errors import DataError, ModelLoadError
 from ..model.head import blend_logits
 from ..model.linear_probe import probe_logits
 from ..model.residual import head_logits
+from ..model.scores import global_logits
 from ..promptfile.io import read_prompt_file
 from ..promptfile.meta import PromptMeta
 from .conditional import ConditionalScorer
@@ -138,7 +138,7 @@ class Classifier:
         """(B, K) logits of the prompt file's method from global (B, d) and local (B, N, d) features."""
         z = z.to(self.bb.device)
         if self.method == "coop":  # one prompt, global feature: logit_scale * cos(z, w_k)
-            return self.matcher.logit_scale * F.normalize(z.float(), dim=-1) @ self.W[:, 0].float().T
+            return global_logits(z, self.W[:, 0], self.matcher.logit_scale)
         if self.method == "linear-probe":
             return probe_logits(z, self.probe, self.matcher.logit_scale, bool(self.meta.probe_normalize))
         if self.method == "codualpt":

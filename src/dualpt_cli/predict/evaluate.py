@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from ..clip.backbone import Backbone
 from ..clip.load import load_backbone
@@ -29,6 +28,7 @@ from ..data.stream import StreamProgress, image_batches, shard_inputs
 from ..errors import DataError, PromptFileError
 from ..model.calibration import expected_calibration_error
 from ..model.head import ZERO_SHOT_TEMPLATE, name_features
+from ..model.scores import global_logits
 from ..promptfile.io import read_prompt_file
 from .classifier import Classifier, prompt_path
 
@@ -151,7 +151,7 @@ class ZeroShotClassifier:
 
     def logits_from_global(self, z: torch.Tensor) -> torch.Tensor:
         """(B, K) logits from global image features z (B, d)."""
-        return self.bb.logit_scale * F.normalize(z.float(), dim=-1) @ self.text.float().T
+        return global_logits(z, self.text, self.bb.logit_scale)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from ..model.conditional import per_image_logits, per_image_logits_with_stats
 from ..model.matcher import Matcher
 from ..model.matching import MatchingStats, SolverSettings, sinkhorn_ot_distance
 from ..model.prompts import ConditionalPromptLearner, PromptLearner, description_features
+from ..model.scores import global_logits
 from .config import TrainConfig
 from .hooks import Callbacks
 from .parallel import prompt_features
@@ -73,7 +74,7 @@ class Objective:
 
     def _coop_logits(self, W: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
         assert z is not None, "coop scores the global feature"
-        return self.matcher.logit_scale * F.normalize(z.float(), dim=-1) @ W[:, 0].float().T  # (B, K)
+        return global_logits(z, W[:, 0], self.matcher.logit_scale)  # (B, K)
 
     def llm_loss_value(self, W: torch.Tensor, logits: torch.Tensor, z_global: torch.Tensor) -> torch.Tensor:
         """L_LLM between prompts and descriptions; 0 when no class has descriptions.
