@@ -13,13 +13,12 @@ from ..model.head import (
     Decision,
     choose,
     collapsed,
-    name_features,
-    prior_features,
 )
 from ..model.prompts import PromptLearner
 from ..model.residual import ResidualHead
 from .config import TrainConfig
 from .export import save_prompts
+from .headfit import prior_of
 from .hooks import BestEpoch, Callbacks
 from .methods import batched_logits
 from .objective import Objective
@@ -78,12 +77,10 @@ def decide(
 ) -> tuple[Decision, torch.Tensor]:
     """The classifier to save (:func:`head.choose`) and the prior prototypes it blends, (K, d)."""
     bb = learner.bb
-    names = name_features(bb, learner.class_names)  # (K, d)
-    prior = prior_features(names, objective.desc_mean, objective.desc_has)  # (K, d)
-    has_desc = bool(objective.desc_has.any())
+    names, prior, kind = prior_of(learner, objective)  # (K, d), (K, d)
+    has_desc = kind == "descriptions"
     is_collapsed = bool(last) and collapsed(last["loss_img"], last["acc"], learner.num_classes)
     if not cfg.guard:
-        kind = "descriptions" if has_desc else "names"
         why = "residual head on the blend" if cfg.head == "residual" else "no guard"
         return Decision("trained", 1.0, cfg.prior_weight, kind, collapsed=is_collapsed, reason=why), prior
     dual = z = labels = None
