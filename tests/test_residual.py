@@ -15,7 +15,17 @@ from dualpt_cli.cli.app import app
 from dualpt_cli.data.classes import ClassEntry
 from dualpt_cli.errors import PromptFileError
 from dualpt_cli.model.head import blend_logits
-from dualpt_cli.model.residual import fit_head, fit_residual, fit_temperature, head_logits, shot_index
+from dualpt_cli.model.residual import (
+    DEFAULT_LAMBDA,
+    LAMBDA_GRID,
+    choose_lambda,
+    fit_head,
+    fit_residual,
+    fit_temperature,
+    head_logits,
+    out_of_fold,
+    shot_index,
+)
 from dualpt_cli.predict.classifier import Classifier
 from dualpt_cli.promptfile.io import load_prompt_file, read_prompt_file, write_safetensors
 from dualpt_cli.promptfile.meta import META_VERSION
@@ -56,6 +66,27 @@ def test_one_shot_has_no_folds():
     head = fit_head(z, labels, base + torch.eye(3)[labels][:, None], SCALE)
     assert head.folds == 0 and head.cv_acc["head"] is None and head.cv_acc["residual"] is None
     assert 0.05 <= head.temperature <= 20.0
+
+
+def test_penalty_is_chosen_by_cross_validation_with_the_default_winning_near_ties():
+    assert choose_lambda({3.0: 0.80, 10.0: 0.79, 30.0: 0.70}) == DEFAULT_LAMBDA  # +1 point: not enough
+    assert choose_lambda({3.0: 0.85, 10.0: 0.79, 30.0: 0.70}) == 3.0
+    assert choose_lambda({3.0: 0.70, 10.0: 0.70, 30.0: 0.75}) == 30.0
+    assert choose_lambda({1.0: 0.5}) == 1.0  # a penalty the user fixed is kept
+
+
+def test_head_reports_the_searched_penalties_and_keeps_the_one_chosen():
+    z, labels, base = _task(noise=0.8)
+    head = fit_head(z, labels, base, SCALE)
+    assert set(head.lambda_cv) == {f"{g:g}" for g in LAMBDA_GRID}
+    assert head.lam == choose_lambda({float(k): v for k, v in head.lambda_cv.items()})
+    fold = (shot_index(labels) % head.folds).repeat_interleave(2)
+    flat = (z.flatten(0, 1), labels.repeat_interleave(2), base.flatten(0, 1))
+    oof = base.flatten(0, 1) + out_of_fold(*flat, SCALE, head.lam, fold)  # the plain computation, refitted
+    assert head.cv_acc["head"] == pytest.approx(float((oof.argmax(-1) == flat[1]).float().mean()))
+    assert_close(head.weights, fit_residual(*flat, SCALE, head.lam))
+    fixed = fit_head(z, labels, base, SCALE, lam=1.0)
+    assert fixed.lam == 1.0 and fixed.lambda_cv == {}
 
 
 def test_folds_are_shot_indices_within_each_class():

@@ -136,9 +136,12 @@ def train(
         ),
     ] = TRAIN["head"],
     head_lambda: Annotated[
-        float,
+        float | None,
         typer.Option(
-            "--head-lambda", help="Penalty on the residual head's weights (larger: closer to the prior).", min=0.0
+            "--head-lambda",
+            help="Penalty on the residual head's weights (larger: closer to the prior).",
+            min=0.0,
+            show_default="3, 10 or 30 by cross-validation",
         ),
     ] = TRAIN["head_lambda"],
     guard: Annotated[

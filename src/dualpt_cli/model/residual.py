@@ -12,7 +12,10 @@ logits(x) = [base(x) + logit_scale * <normalize(z(x)), r_k>] / T
   the shots are split into F = min(k, 4) folds by their index within the class (every fold has every
   class), r is refitted without each fold and scores it. The same folds give the cross-validated accuracies
   train reports. At one shot there is nothing to hold out: T is fitted on the head's own logits of the
-  support images' views.
+  support images' views;
+- the penalty lam is chosen by the same folds among :data:`LAMBDA_GRID` unless the user fixes it: a value
+  other than :data:`DEFAULT_LAMBDA` must beat it by :data:`LAMBDA_MARGIN` out-of-fold accuracy (a few
+  held-out images decide, so the default wins near-ties). One shot keeps the default.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import torch.nn.functional as F
 from .scores import global_logits
 
 DEFAULT_LAMBDA = 10.0  # penalty on sum_k ||r_k||^2 (measured: benchmarks/bench_learning.py, docs/performance.md)
+LAMBDA_GRID = (3.0, 10.0, 30.0)  # the penalties cross-validation chooses from when --head-lambda is not given
+LAMBDA_MARGIN = 0.02  # out-of-fold accuracy another penalty must gain over DEFAULT_LAMBDA to be chosen
 MAX_FOLDS = 4
 TEMPERATURE_RANGE = (0.05, 20.0)
 
@@ -39,9 +44,16 @@ class ResidualHead:
     lam: float
     folds: int  # 0: one shot, nothing held out
     cv_acc: dict[str, float | None] = field(default_factory=dict)  # classifier -> out-of-fold accuracy
+    lambda_cv: dict[str, float] = field(default_factory=dict)  # penalty searched -> the head's out-of-fold accuracy
 
     def to_json(self) -> dict:
-        return {"lambda": self.lam, "temperature": self.temperature, "folds": self.folds, "cv_acc": self.cv_acc}
+        return {
+            "lambda": self.lam,
+            "temperature": self.temperature,
+            "folds": self.folds,
+            "cv_acc": self.cv_acc,
+            "lambda_cv": self.lambda_cv,
+        }
 
 
 def residual_logits(z: torch.Tensor, weights: torch.Tensor, logit_scale: float) -> torch.Tensor:
@@ -121,12 +133,33 @@ def _acc(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((logits.argmax(-1) == labels).float().mean())
 
 
+def out_of_fold(
+    z: torch.Tensor, labels: torch.Tensor, base: torch.Tensor, logit_scale: float, lam: float, fold: torch.Tensor
+) -> torch.Tensor:
+    """(n, K) the residual's logits of every view, each fitted without the view's fold (``fold`` (n,) ids)."""
+    out = torch.zeros_like(base)
+    for f in fold.unique().tolist():
+        held = fold == f
+        w = fit_residual(z[~held], labels[~held], base[~held], logit_scale, lam)
+        out[held] = residual_logits(z[held], w, logit_scale)
+    return out
+
+
+def choose_lambda(accuracy: dict[float, float]) -> float:
+    """The penalty to keep from out-of-fold accuracies: the best, unless it gains less than
+    :data:`LAMBDA_MARGIN` over :data:`DEFAULT_LAMBDA` (ties between others: the larger, closer to the prior)."""
+    best = max(accuracy, key=lambda lam: (round(accuracy[lam], 9), lam))
+    if DEFAULT_LAMBDA in accuracy and accuracy[best] < accuracy[DEFAULT_LAMBDA] + LAMBDA_MARGIN:
+        return DEFAULT_LAMBDA
+    return best
+
+
 def fit_head(
     z: torch.Tensor,
     labels: torch.Tensor,
     base: torch.Tensor,
     logit_scale: float,
-    lam: float = DEFAULT_LAMBDA,
+    lam: float | None = None,
     references: dict[str, torch.Tensor] | None = None,
 ) -> ResidualHead:
     """Fit the residual and its temperature on the support set.
@@ -135,28 +168,30 @@ def fit_head(
         z: (n, V, d) global features of n images, V cached views each.
         labels: (n,) class indices.
         base: (n, V, K) the blend's logits of every view (fixed during the fit).
+        lam: the penalty; None: chosen among :data:`LAMBDA_GRID` by cross-validation (:func:`choose_lambda`).
         references: training-free logits (n, V, K) by name (e.g. "zero-shot"), whose accuracy on the support
             views is reported beside the cross-validated ones (they fit nothing, so every view is out of fold).
     """
     n, V, _ = z.shape
     flat_z, flat_base = z.flatten(0, 1), base.flatten(0, 1)
     flat_y = labels.repeat_interleave(V)
-    weights = fit_residual(flat_z, flat_y, flat_base, logit_scale, lam)
     cv: dict[str, float | None] = {name: _acc(r.flatten(0, 1), flat_y) for name, r in (references or {}).items()}
     cv["blend"] = _acc(flat_base, flat_y)
     shots = int(torch.bincount(labels).min()) if n else 0
     folds = min(shots, MAX_FOLDS) if shots >= 2 else 0
     if folds == 0:  # one shot: nothing to hold out; the support's own views
+        lam = DEFAULT_LAMBDA if lam is None else lam
+        weights = fit_residual(flat_z, flat_y, flat_base, logit_scale, lam)
         temperature = fit_temperature(flat_base + residual_logits(flat_z, weights, logit_scale), flat_y)
         cv.update(residual=None, head=None)
         return ResidualHead(weights, temperature, lam, 0, cv)
     fold = (shot_index(labels) % folds).repeat_interleave(V)
-    oof = torch.zeros_like(flat_base)
-    oof_residual = torch.zeros_like(flat_base)
-    for f in range(folds):
-        held = fold == f
-        w = fit_residual(flat_z[~held], flat_y[~held], flat_base[~held], logit_scale, lam)
-        oof_residual[held] = residual_logits(flat_z[held], w, logit_scale)
-        oof[held] = flat_base[held] + oof_residual[held]
-    cv.update(residual=_acc(oof_residual, flat_y), head=_acc(oof, flat_y))
-    return ResidualHead(weights, fit_temperature(oof, flat_y), lam, folds, cv)
+    grid = LAMBDA_GRID if lam is None else (lam,)
+    oof_residual = {g: out_of_fold(flat_z, flat_y, flat_base, logit_scale, g, fold) for g in grid}
+    searched = {g: _acc(flat_base + r, flat_y) for g, r in oof_residual.items()}
+    lam = choose_lambda(searched)
+    weights = fit_residual(flat_z, flat_y, flat_base, logit_scale, lam)
+    oof = flat_base + oof_residual[lam]
+    cv.update(residual=_acc(oof_residual[lam], flat_y), head=_acc(oof, flat_y))
+    lambda_cv = {f"{g:g}": a for g, a in searched.items()} if len(grid) > 1 else {}
+    return ResidualHead(weights, fit_temperature(oof, flat_y), lam, folds, cv, lambda_cv)

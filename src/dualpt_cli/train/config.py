@@ -14,7 +14,6 @@ from ..errors import DataError
 from ..model.alignment import ALIGNS
 from ..model.linear_probe import CONSTRAINTS
 from ..model.prompts import DESCRIPTION_TEMPLATE
-from ..model.residual import DEFAULT_LAMBDA
 
 # What ``--recipe`` sets for the options left unset (None). "paper" is the paper and method card exactly;
 # "default" is the recipe measured on benchmarks/bench_learning.py (docs/method.md, "The default recipe").
@@ -104,7 +103,7 @@ class TrainConfig:
     guard: bool | None = None  # choose the blend on held-out images, keep zero-shot if it is better (by recipe)
     head: str | None = None  # residual: a zero-shot-anchored probe on the blend, calibrated (model/residual.py);
     #   none: the blend alone; None: by recipe
-    head_lambda: float = DEFAULT_LAMBDA  # the residual's penalty on sum_k ||r_k||^2
+    head_lambda: float | None = None  # the residual's penalty on sum_k ||r_k||^2; None: cross-validated
     outer_iters: int = 10  # graph-matching fixed-point iterations (cap)
     inner_iters: int = 100  # Sinkhorn iterations per outer iteration (cap)
     tol: float = 1e-2  # Sinkhorn stopping rule (PLOT's)
@@ -183,7 +182,7 @@ class TrainConfig:
                     f"--prior-weight must be >= 0, got {self.prior_weight}",
                 ),
                 (self.head is None or self.head in HEADS, f"--head must be one of {', '.join(HEADS)}, got {self.head}"),
-                (self.head_lambda > 0, f"--head-lambda must be > 0, got {self.head_lambda}"),
+                (self.head_lambda is None or self.head_lambda > 0, f"--head-lambda must be > 0, got {self.head_lambda}"),
                 (
                     not (self.guard and self.head == "residual"),
                     "--guard chooses on held-out images and the residual head by cross-validation over the shots; "

@@ -171,4 +171,7 @@ def head_rows(table: Table, head: ResidualHead) -> None:
         table.add_row("gain over zero-shot (cross-validated)", f"{(cv['head'] - cv['zero-shot']) * 100:+.1f} points")
     else:
         table.add_row("cross-validated accuracy", "none at 1 shot per class (nothing to hold out)")
-    table.add_row("temperature", f"{head.temperature:.2f} (head penalty {head.lam:g})")
+    penalty = f"head penalty {head.lam:g}"
+    if head.lambda_cv:
+        penalty += " chosen by cross-validation among " + ", ".join(head.lambda_cv)
+    table.add_row("temperature", f"{head.temperature:.2f} ({penalty})")
