@@ -182,7 +182,10 @@ class TrainConfig:
                     f"--prior-weight must be >= 0, got {self.prior_weight}",
                 ),
                 (self.head is None or self.head in HEADS, f"--head must be one of {', '.join(HEADS)}, got {self.head}"),
-                (self.head_lambda is None or self.head_lambda > 0, f"--head-lambda must be > 0, got {self.head_lambda}"),
+                (
+                    self.head_lambda is None or self.head_lambda > 0,
+                    f"--head-lambda must be > 0, got {self.head_lambda}",
+                ),
                 (
                     not (self.guard and self.head == "residual"),
                     "--guard chooses on held-out images and the residual head by cross-validation over the shots; "
