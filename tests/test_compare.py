@@ -17,7 +17,7 @@ from dualpt_cli.compare.grid import (
     settings_id,
 )
 from dualpt_cli.errors import DataError
-from dualpt_cli.pictures.plots import compare_png
+from dualpt_cli.pictures.plots import compare_png, percent_range
 from dualpt_cli.ui.compare import compare_table
 
 SETTINGS = {"model": "RN50", "test": "test/", "epochs": None}
@@ -209,7 +209,17 @@ def test_table_marks_the_best(tmp_path):
     console = Console(record=True, width=120)
     console.print(compare_table(rows))
     text = console.export_text()
-    assert "80.0 ± 0.0 ★" in text and "60.0 ± 0.0 ★" in text and "failed" in text
+    assert "80.0 ★" in text and "60.0 ★" in text and "failed" in text and "±" not in text  # one seed: no spread
+    two = aggregate([_r("coop", 1, 1, 0.5), _r("coop", 1, 2, 0.7)])
+    console.print(compare_table(two))
+    assert "60.0 ± 14.1 ★" in console.export_text()
+
+
+def test_accuracy_axis_spans_at_least_ten_points():
+    """0.4 points once filled the whole axis (93.75-94.17) and looked like a gap."""
+    assert percent_range([93.75, 94.17]) == pytest.approx((88.96, 98.96))
+    assert percent_range([99.0, 100.0]) == (90.0, 100.0) and percent_range([0.0, 1.0]) == (0.0, 10.0)
+    assert percent_range([20.0, 90.0]) == (18.0, 92.0)
 
 
 def test_plot_is_written(tmp_path):

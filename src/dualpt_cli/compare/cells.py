@@ -227,11 +227,18 @@ def write_pngs(spec: CompareSpec, rows: list[Row], name: str) -> tuple[Path | No
 
     if not any(r.mean is not None for r in rows):
         return None, None
+    metric = "H (base-to-new)" if spec.base_classes else "top-1 accuracy"
+    task = spec.dataset or f"trained on {_tail(spec.images)}, tested on {_tail(spec.test)}"
     one = spec.folder / "compare.png"
-    atomic_write_bytes(one, compare_png({name: rows}))
+    atomic_write_bytes(one, compare_png({f"{name}: {task}": rows}, f"{metric} vs shots per class", metric))
     everything = panels(spec.folder.parent)
     if len(everything) < 2:
         return one, None
     grid = spec.folder.parent / "compare.png"
-    atomic_write_bytes(grid, compare_png(everything, title="accuracy vs shots per class"))
+    atomic_write_bytes(grid, compare_png(everything, title=f"{metric} vs shots per class", metric=metric))
     return one, grid
+
+
+def _tail(path: str | None) -> str:
+    """The last two parts of a folder's path (``shapes/train``), to name the images in a title."""
+    return "/".join(Path(path or "").expanduser().resolve().parts[-2:])
