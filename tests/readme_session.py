@@ -31,6 +31,7 @@ SECTION = "## A first session"
 BLOCK = re.compile(r"^```\n(.*?)^```", flags=re.S | re.M)
 ELISION = "..."
 EPOCH = re.compile(r"^epoch +\d+ ")
+PROGRESS = re.compile(r"━+ +\d+/\d+ ")  # a progress bar's last frame: "describing ━━━━ 6/6 0:00:00"
 # what changes from run to run (and machine to machine) without changing what the tool says
 VOLATILE = (
     (re.compile(r"\b\d{8}-\d{6}-"), "<run>-"),  # run names start with their time stamp
@@ -83,9 +84,11 @@ def elide(lines: list[str]) -> list[str]:
     return out
 
 
-def shown(output: str) -> list[str]:
-    """The lines the README shows of a command's output: no blank lines, no trailing spaces, epochs elided."""
-    return elide([line.rstrip() for line in output.splitlines() if line.strip()])
+def shown(output: str | list[str]) -> list[str]:
+    """The lines the README shows of a command's output: no blank lines, no trailing spaces, no progress bars
+    (a terminal clears them; a pipe gets their last frame), epochs elided."""
+    lines = output.splitlines() if isinstance(output, str) else output
+    return elide([line.rstrip() for line in lines if line.strip() and not PROGRESS.search(line)])
 
 
 def mask(lines: list[str]) -> list[str]:
@@ -178,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     readme = README.read_text(encoding="utf-8")
     if args.saved:
-        fresh = [[(cmd, lines) for cmd, lines in block] for block in json.loads(args.saved.read_text("utf-8"))]
+        fresh = [[(cmd, shown(lines)) for cmd, lines in block] for block in json.loads(args.saved.read_text("utf-8"))]
         if [[c for c, _ in b] for b in fresh] != [[c for c, _ in b] for b in first_session(readme)]:
             sys.exit(f"{args.saved} holds other commands than README.md's first session (or not all of them)")
     else:
