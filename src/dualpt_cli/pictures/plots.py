@@ -148,7 +148,7 @@ def curves_png(records: Sequence[dict[str, Any]]) -> bytes:
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="lower right" if title == "plan entropy" else "best")  # entropy sits near 1
     for ax in axes[len(panels) :]:
         ax.axis("off")
     return _png(fig)
