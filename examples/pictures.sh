@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# The pictures in README.md and docs/pictures.md, from the small synthclip CLIP (shared/synthclip in the
-# steering repository): a 6-class colour x shape task of that world, 4 shots, descriptions from the world's
-# own attribute phrases, train, eval --plot, explain, report.
+# The pictures in README.md and docs/pictures.md, from the demo CLIP that ships in examples/shapes/model (or
+# another open_clip local-dir model): a 6-class colour x shape task of its world, 4 shots, descriptions from
+# the world's own attribute phrases, train, eval --plot, explain, report.
 #
-#   bash examples/pictures.sh /path/to/synthclip WORKDIR
+#   bash examples/pictures.sh WORKDIR [MODEL_DIR]
 set -euo pipefail
-synthclip=$(cd "${1:?usage: pictures.sh SYNTHCLIP_DIR WORKDIR}" && pwd)
-work=${2:?usage: pictures.sh SYNTHCLIP_DIR WORKDIR}
+work=${1:?usage: pictures.sh WORKDIR [MODEL_DIR]}
 here=$(cd "$(dirname "$0")/.." && pwd)
+model_dir=$(cd "${2:-$here/examples/shapes/model}" && pwd)
 mkdir -p "$work" && cd "$work"
 
 # train/ (4 per class) and test/ (20 per class) of the shipped demo classes (examples/shapes/classes.txt), then
@@ -21,7 +21,7 @@ json.dump(phrases, open("phrases.json", "w"), indent=1)
 EOF
 dualpt describe "$here/examples/shapes/classes.txt" --phrases phrases.json
 
-model="local-dir:$synthclip/model"
+model="local-dir:$model_dir"
 dualpt train train --shots 4 --model "$model" --pretrained "" --seed 1
 dualpt eval test --zero-shot --plot dualpt-project/eval
 dualpt explain test/red_star/000.png test/blue_square/000.png -o explain --classes top

@@ -78,9 +78,10 @@ def test_compare_table_json_png_and_a_second_run_reuses_everything(tiny_rn, tmp_
     assert out["compare_json"] == str(folder / "compare.json") and out["plot"] == str(folder / "compare.png")
     assert (folder / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((folder / "compare.json").read_text())
-    cell = saved["cells"]["dualpt/2/1"]
+    setup = saved["settings_id"]
+    cell = saved["cells"][f"dualpt/2/1@{setup}"]
     assert cell["status"] == "ok" and 0 <= cell["accuracy"] <= 1 and cell["metrics"]["test_images"] == 6
-    assert (folder / "cells" / "dualpt-2shot-seed1" / "prompts.safetensors").is_file()
+    assert (folder / "cells" / f"dualpt-2shot-seed1-{setup}" / "prompts.safetensors").is_file()
     # views are cached by file content and seed: the 2-shot cell re-used the 1-shot cell's image
     entries = cache_entries()
     assert entries == len(COLOURS) * 2
@@ -112,6 +113,7 @@ def test_failed_cell_is_reported_and_exit_1_and_ctrl_c_keeps_finished_cells(tmp_
         return run_cell
 
     monkeypatch.setattr(compare_cells, "cell_runner", fake_runner)
+    monkeypatch.setattr(compare_cells.CompareSpec, "check_model", lambda self: None)  # RN50: not offline
     args = [
         str(train),
         "--test",
@@ -130,15 +132,17 @@ def test_failed_cell_is_reported_and_exit_1_and_ctrl_c_keeps_finished_cells(tmp_
     stopped = compare(*args)
     assert stopped.exit_code == 130 and "interrupted" in stopped.stderr
     saved = json.loads((tmp_path / "proj" / "compare" / "train" / "compare.json").read_text())
-    assert saved["cells"]["dualpt/1/1"]["status"] == "ok" and saved["cells"]["coop/1/1"]["status"] == "failed"
-    assert "plot/1/1" not in saved["cells"]
+    cells = {key.split("@")[0]: cell for key, cell in saved["cells"].items()}
+    assert cells["dualpt/1/1"]["status"] == "ok" and cells["coop/1/1"]["status"] == "failed"
+    assert "plot/1/1" not in cells
 
     resumed = compare(*args)
     assert resumed.exit_code == 1, resumed.output
     assert calls == ["dualpt/1/1", "coop/1/1", "plot/1/1", "coop/1/1", "plot/1/1"]  # dualpt kept, coop retried
     assert "failed: coop, 1 shot(s), seed 1: coop cannot train on this" in resumed.stderr
     assert "error: 1 of 3 cell(s) failed" in resumed.stderr
-    assert "(2 cell(s) run, 1 reused)" in resumed.stdout and "60.0 ± 0.0 ★" in resumed.stdout
+    assert "(2 cell(s) run, 1 reused)" in resumed.stdout and "60.0 ★" in resumed.stdout
+    assert "± 0.0" not in resumed.stdout  # one seed: no spread to show
     assert not (tmp_path / "proj" / "compare" / "compare.png").exists()  # one comparison: its own plot only
 
     second = compare(*args[:4], "dualpt", *args[5:], "--name", "second")  # another comparison of the project
@@ -146,6 +150,22 @@ def test_failed_cell_is_reported_and_exit_1_and_ctrl_c_keeps_finished_cells(tmp_
     assert (tmp_path / "proj" / "compare" / "second" / "compare.png").is_file()
     assert (tmp_path / "proj" / "compare" / "compare.png").read_bytes()[:4] == b"\x89PNG"  # a panel per comparison
     assert "all comparisons of the project" in second.stderr
+
+
+def test_a_model_that_cannot_load_fails_before_anything_is_written(tiny_rn, tmp_path, monkeypatch):
+    """Dropping --model once (RN50 offline) used to replace a finished grid with one failed cell."""
+    train, test = write_folder(tmp_path / "train", 1, 1), write_folder(tmp_path / "test", 1, 2)
+    monkeypatch.setattr(compare_cells, "cell_runner", lambda spec, *hooks: lambda cell: 0.5 + 0.1 * cell.shots)
+    args = [str(train), "--test", str(test), "--methods", "dualpt,coop", "--shots", "1", "-p", "proj"]
+    assert compare(*args, "--model", tiny_rn).exit_code == 0
+    path = tmp_path / "proj" / "compare" / "train" / "compare.json"
+    finished = path.read_bytes()
+    for extra in (["--model", f"local-dir:{tmp_path / 'nowhere'}"], ["--model", "local-dir:nowhere", "--name", "x"]):
+        failed = compare(*args, *extra)
+        assert failed.exit_code != 0 and "Traceback" not in failed.output
+        assert "nowhere does not exist" in " ".join(failed.stderr.split())
+    assert path.read_bytes() == finished  # nothing written: no failed cells over the finished ones
+    assert not (tmp_path / "proj" / "compare" / "x").exists()
 
 
 @pytest.mark.parametrize(
@@ -307,6 +327,7 @@ def test_base_to_new_cells_compare_h(tmp_path, monkeypatch):
 
     monkeypatch.setattr(compare_cells, "run_training", fake_train)
     monkeypatch.setattr(compare_cells, "evaluate_folder", fake_eval)
+    monkeypatch.setattr(compare_cells.CompareSpec, "check_model", lambda self: None)  # RN50: not offline
     train, test = write_folder(tmp_path / "train", 1, 1), write_folder(tmp_path / "test", 1, 2)
     spec = compare_cells.CompareSpec(
         folder=tmp_path / "c", project=Project(tmp_path / "p"), images=str(train), test=str(test), base_classes="half"

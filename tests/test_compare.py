@@ -6,12 +6,22 @@ import math
 import pytest
 from rich.console import Console
 
-from dualpt_cli.compare.grid import Callbacks, Cell, CellResult, aggregate, parse_int_list, plan_grid, run_compare
+from dualpt_cli.compare.grid import (
+    Callbacks,
+    Cell,
+    CellResult,
+    aggregate,
+    parse_int_list,
+    plan_grid,
+    run_compare,
+    settings_id,
+)
 from dualpt_cli.errors import DataError
-from dualpt_cli.pictures.plots import compare_png
+from dualpt_cli.pictures.plots import compare_png, percent_range
 from dualpt_cli.ui.compare import compare_table
 
 SETTINGS = {"model": "RN50", "test": "test/", "epochs": None}
+AT = "@" + settings_id(SETTINGS)  # the end of every cell key of SETTINGS in compare.json
 
 
 def fake_accuracy(cell: Cell) -> float:
@@ -64,8 +74,8 @@ def test_runs_the_grid_and_writes_json_after_each_cell(tmp_path):
     assert seen_on_disk == list(range(1, 12))
     data = json.loads(path.read_text())
     assert data["settings"] == SETTINGS and len(data["cells"]) == 12
-    assert data["cells"]["dualpt/4/2"]["accuracy"] == fake_accuracy(Cell("dualpt", 4, 2))
-    assert data["cells"]["dualpt/4/2"]["metrics"] == {"epochs": 3}
+    assert data["cells"]["dualpt/4/2" + AT]["accuracy"] == fake_accuracy(Cell("dualpt", 4, 2))
+    assert data["cells"]["dualpt/4/2" + AT]["metrics"] == {"epochs": 3}
     assert len(data["summary"]) == 4
 
 
@@ -96,21 +106,36 @@ def test_interrupted_grid_resumes_where_it_stopped(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         run_compare(path, cells, SETTINGS, interrupted)
-    assert set(json.loads(path.read_text())["cells"]) == {"coop/1/1", "dualpt/1/1"}
+    assert set(json.loads(path.read_text())["cells"]) == {"coop/1/1" + AT, "dualpt/1/1" + AT}
     calls = []
     result = run_compare(path, cells, SETTINGS, lambda c: calls.append(c.key) or fake_accuracy(c))
     assert calls == ["coop/1/2", "dualpt/1/2"] and result.reused == 2
 
 
-def test_changed_settings_invalidate_earlier_results(tmp_path):
+def test_changed_settings_add_cells_beside_the_finished_ones(tmp_path):
+    """A changed setting never discards finished cells: they stay, and the original settings reuse them."""
     path = tmp_path / "compare.json"
-    cells = plan_grid(["coop"], [1], [1])
+    cells = plan_grid(["coop", "dualpt"], [1], [1])
     run_compare(path, cells, SETTINGS, fake_accuracy)
     cb = Recorder()
-    result = run_compare(path, cells, {**SETTINGS, "epochs": 5}, lambda c: 0.25, cb)
-    assert result.ran == 1 and result.results[0].accuracy == 0.25
-    assert any("settings changed" in w and "epochs" in w for w in cb.warnings)
-    assert json.loads(path.read_text())["settings"]["epochs"] == 5
+    changed = run_compare(path, cells, {**SETTINGS, "epochs": 5}, lambda c: 0.25, cb)
+    assert changed.ran == 2 and [r.accuracy for r in changed.results] == [0.25, 0.25]
+    assert any("keeps 2 finished cell(s) of other settings (epochs differ)" in w for w in cb.warnings), cb.warnings
+    saved = json.loads(path.read_text())
+    assert len(saved["cells"]) == 4 and len(saved["setups"]) == 2 and saved["settings"]["epochs"] == 5
+    assert [row["mean"] for row in saved["summary"]] == [0.25, 0.25]  # this run's settings only, never mixed
+    again = run_compare(path, cells, dict(reversed(SETTINGS.items())), lambda c: pytest.fail("ran again"))
+    assert (again.ran, again.reused) == (0, 2) and again.results[0].accuracy == fake_accuracy(cells[0])
+    assert len(json.loads(path.read_text())["cells"]) == 4
+
+
+def test_format_1_file_is_read_as_the_cells_of_its_settings(tmp_path):
+    path = tmp_path / "compare.json"
+    cell = {"method": "coop", "shots": 1, "seed": 1, "status": "ok", "accuracy": 0.6, "metrics": {}, "seconds": 1.0}
+    path.write_text(json.dumps({"format": 1, "settings": SETTINGS, "cells": {"coop/1/1": cell}, "summary": []}))
+    result = run_compare(path, plan_grid(["coop", "plot"], [1], [1]), SETTINGS, lambda c: 0.5)
+    assert (result.ran, result.reused) == (1, 1) and result.results[0].accuracy == 0.6
+    assert json.loads(path.read_text())["format"] == 2
 
 
 def test_one_failed_cell_is_recorded_not_fatal_and_retried(tmp_path):
@@ -125,7 +150,7 @@ def test_one_failed_cell_is_recorded_not_fatal_and_retried(tmp_path):
     result = run_compare(path, cells, SETTINGS, run_cell)
     assert [r.cell.key for r in result.failed] == ["plot/2/1"]
     assert result.failed[0].error == "class 'cat' has no usable image"
-    assert json.loads(path.read_text())["cells"]["plot/2/1"]["status"] == "failed"
+    assert json.loads(path.read_text())["cells"]["plot/2/1" + AT]["status"] == "failed"
     row = next(r for r in result.rows if (r.method, r.shots) == ("plot", 2))
     assert row.mean is None and row.failed == 1
     calls = []
@@ -184,7 +209,17 @@ def test_table_marks_the_best(tmp_path):
     console = Console(record=True, width=120)
     console.print(compare_table(rows))
     text = console.export_text()
-    assert "80.0 ± 0.0 ★" in text and "60.0 ± 0.0 ★" in text and "failed" in text
+    assert "80.0 ★" in text and "60.0 ★" in text and "failed" in text and "±" not in text  # one seed: no spread
+    two = aggregate([_r("coop", 1, 1, 0.5), _r("coop", 1, 2, 0.7)])
+    console.print(compare_table(two))
+    assert "60.0 ± 14.1 ★" in console.export_text()
+
+
+def test_accuracy_axis_spans_at_least_ten_points():
+    """0.4 points once filled the whole axis (93.75-94.17) and looked like a gap."""
+    assert percent_range([93.75, 94.17]) == pytest.approx((88.96, 98.96))
+    assert percent_range([99.0, 100.0]) == (90.0, 100.0) and percent_range([0.0, 1.0]) == (0.0, 10.0)
+    assert percent_range([20.0, 90.0]) == (18.0, 92.0)
 
 
 def test_plot_is_written(tmp_path):

@@ -272,6 +272,39 @@ def test_server_errors_forever_fail_the_class(fake, classes, monkeypatch, tmp_pa
     assert "gave up after 4 tries" in stored(tmp_path)["zebra"]["error"]
 
 
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on once the socket is closed
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("failure", ["unreachable", "bad key", "every class fails"])
+def test_a_run_that_describes_no_class_leaves_no_file(fake, classes, monkeypatch, tmp_path, failure):
+    """A new project keeps no descriptions.json that train would take for (empty) descriptions."""
+    args = openai_args(fake, monkeypatch)
+    if failure == "unreachable":
+        args = ["--provider", "openai", "--base-url", f"http://127.0.0.1:{_closed_port()}/v1"]
+    elif failure == "bad key":
+        fake.default = lambda cls: Reply(401)
+    else:
+        fake.default = lambda cls: Reply(503)
+    result = invoke(classes, *args)
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert not (tmp_path / "dualpt-project" / "descriptions.json").exists()
+    if failure == "every class fails":
+        assert "3 failed -> no file written (no class was described)" in " ".join(result.output.split())
+
+
+def test_a_failed_rerun_keeps_the_file_it_had(fake, classes, monkeypatch, tmp_path):
+    args = openai_args(fake, monkeypatch)
+    assert invoke(classes, *args).exit_code == 0
+    fake.default = lambda cls: Reply(503)
+    assert invoke(classes, *args, "--force").exit_code == 1
+    assert {e["status"] for e in stored(tmp_path).values()} == {"ok"}  # earlier phrases kept
+
+
 def test_rerun_skips_described_force_redoes_and_new_classes_are_picked_up(fake, classes, monkeypatch):
     args = openai_args(fake, monkeypatch)
     assert invoke(classes, *args).exit_code == 0

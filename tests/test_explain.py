@@ -31,9 +31,10 @@ from dualpt_cli.predict.explain import (
     prompt_maps,
     upsample,
 )
+from dualpt_cli.promptfile.io import PROMPT_FORMAT, load_prompt_file, write_safetensors
 from dualpt_cli.promptfile.meta import PromptMeta
 from imagegen import make_image, write_corrupt_image
-from trained import TRAINED_CLASSES
+from trained import TRAINED_CLASSES, trained_project
 
 runner = CliRunner()
 
@@ -101,7 +102,8 @@ def test_heat_map_peaks_at_the_dominant_local_feature(kind, tiny_rn, tiny_vit):
     rows, cols = clf.bb.grid
     k, j = 1, 2
     for cell in [(0, cols - 1), (rows - 1, 0), (1, 0)]:  # off the diagonal: a transposed map moves the peak
-        view = explain_local(clf, _dominant(clf, k, j, cell), [[k]])[0][0]
+        z = torch.zeros(1, clf.bb.embed_dim)  # the classifier scores by Eq. 8 alone: z plays no part
+        view = explain_local(clf, z, _dominant(clf, k, j, cell), [[k]])[0][0]
         heat = view.prompts[j].heat  # (rows, cols)
         assert heat.shape == (rows, cols)
         peak = divmod(int(heat.argmax()), cols)
@@ -116,14 +118,59 @@ def test_heat_map_peaks_at_the_dominant_local_feature(kind, tiny_rn, tiny_vit):
 
 def test_explain_scores_are_predicts_logits(tiny_rn):
     clf = _classifier(tiny_rn)
-    Z = torch.randn(2, clf.bb.num_local, clf.bb.embed_dim, generator=torch.Generator().manual_seed(3))
-    views = explain_local(clf, Z, [[0, 1, 2], [2]])
-    logits = clf.logits_from_local(Z)  # (2, K): predict's scoring
+    gen = torch.Generator().manual_seed(3)
+    Z = torch.randn(2, clf.bb.num_local, clf.bb.embed_dim, generator=gen)
+    z = torch.randn(2, clf.bb.embed_dim, generator=gen)
+    views = explain_local(clf, z, Z, [[0, 1, 2], [2]])
+    logits = clf.logits_from_local(Z)  # (2, K): Eq. 8, and predict's scoring for a file of DUAL-PT alone
     assert_close(torch.tensor([v.score for v in views[0]]) * clf.matcher.logit_scale, logits[0], rtol=1e-4, atol=1e-4)
     assert_close(torch.tensor(views[1][0].score * clf.matcher.logit_scale), logits[1, 2], rtol=1e-4, atol=1e-4)
     for v in views[0]:
         assert sum(p.part for p in v.prompts) == pytest.approx(v.score, abs=1e-5)
         assert v.prob == pytest.approx(float(logits[0].softmax(-1)[v.index]), abs=1e-5)
+
+
+# what a prompt file can keep (train/keep.py): DUAL-PT alone, DUAL-PT + w x prior, the prior alone (the guard's
+# zero-shot or descriptions), and the default recipe's residual head over the blend (as trained)
+KEPT = {
+    "DUAL-PT alone": {"dual_weight": 1.0, "prior_weight": 0.0},
+    "DUAL-PT + 2 x prior": {"dual_weight": 1.0, "prior_weight": 2.0},
+    "prior alone": {"dual_weight": 0.0, "prior_weight": 1.0},
+    "residual head": None,
+}
+
+
+def _kept(src: Path, dst: Path, weights: dict[str, float] | None) -> Path:
+    """A copy of the prompt file ``src`` keeping another classifier: ``weights`` without the residual head, or
+    the file as trained (None)."""
+    tensors, meta = load_prompt_file(src)
+    if weights is not None:
+        tensors.pop("residual_weights")
+        meta.update(weights, temperature=1.0, head=None)
+    write_safetensors(dst, tensors, PROMPT_FORMAT, meta)
+    return dst
+
+
+@pytest.mark.parametrize("method", ["dualpt", "plot"])  # the methods explain draws; the others refuse (test_methods)
+@pytest.mark.parametrize("kept", list(KEPT))
+def test_explain_agrees_with_predict_on_every_image(method, kept, tiny_rn, tmp_path_factory, test_images, tmp_path):
+    """explain's (and so the report's) prediction and probability are predict's, whatever the file keeps."""
+    root, _ = trained_project(tmp_path_factory, tiny_rn, method)
+    trained = root / "proj" / "prompts.safetensors"
+    assert "residual_weights" in load_prompt_file(trained)[0]  # the default recipe: the head over the blend
+    prompts = str(_kept(trained, tmp_path / "prompts.safetensors", KEPT[kept]))
+    args = [str(test_images), "--prompt-file", prompts, "--json", "--device", "cpu", "--precision", "fp32"]
+    predicted = runner.invoke(app, ["predict", *args])
+    explained = runner.invoke(app, ["explain", *args])
+    assert predicted.exit_code == 0 and explained.exit_code == 0, predicted.output + explained.output
+    rows = {r["image"]: r for r in json.loads(predicted.stdout)}
+    items = json.loads(explained.stdout)
+    assert len(items) == len(rows) == 6
+    for item in items:
+        row = rows[item["image"]]
+        assert (item["prediction"], item["classes"][0]["class"]) == (row["class"], row["class"])
+        assert item["prob"] == pytest.approx(row["prob"], abs=1e-5)
+        assert item["classes"][0]["prob"] == pytest.approx(row["prob"], abs=1e-5)
 
 
 def test_nearest_phrase_is_the_most_similar_description(tiny_rn):

@@ -146,7 +146,8 @@ def test_eval_plot_counts_equal_evals_numbers(prompts, tmp_path):
         full = [b for b in bins if b["count"]]
         assert all(b["lower"] < b["confidence"] <= b["upper"] for b in full)
         gap = sum(b["count"] * abs(b["accuracy"] - b["confidence"]) for b in full) / 12
-        assert gap == pytest.approx(report[method]["ece"]) and 0.0 <= report[method]["ece"] <= 1.0
+        assert gap == pytest.approx(report[method]["ece"], abs=1e-6)  # the JSON rounds to 6 decimals
+        assert 0.0 <= report[method]["ece"] <= 1.0
     wrong = list(csv.DictReader((out / "mistakes.csv").open()))
     m = report["dualpt"]
     assert len(wrong) == saved["mistakes"]["count"] == m["images"] - sum(r["correct"] for r in m["per_class"])
@@ -223,6 +224,8 @@ def test_report_is_one_self_contained_page(report_project):
     ):
         assert title in page, title
     assert all(name in page for name in TRAINED_CLASSES)
+    order = [page.index(f"<h2>{t}</h2>") for t in ("Evaluation", "What each prompt looks at", "Run configuration")]
+    assert order == sorted(order)  # results before the configuration that produced them
     sources = re.findall(r'<img src="([^"]+)"', page)
     assert (
         len(sources) == 1 + 5 + 2
@@ -297,7 +300,7 @@ def test_report_opens_in_headless_chromium(report_project, tmp_path):
     ).stdout
     widths = json.loads(html.unescape(re.search(r'data-probe="([^"]*)"', dom).group(1)))
     assert len(widths) == 8 and all(w > 0 for w in widths), widths  # every image decoded
-    assert widths[0] == 1040  # the curves at their own width
+    assert widths[7] == 1040  # the curves at their own width, after the 5 evaluation and 2 explained pictures
     text = re.sub(r"<[^>]+>", " ", dom)
     for words in ("Training curves", "DUAL-PT", "zero-shot CLIP", "Per class", "Run configuration"):
         assert words in text, words

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from dualpt_cli.cli.app import app
+from dualpt_cli.ui.train import print_runs
 from imagegen import make_image_folder
 from trained import TRAINED_CLASSES
 
@@ -98,3 +101,24 @@ def test_run_errors(tmp_path):
     result = runner.invoke(app, ["train", "--config", "bad.json"])
     assert result.exit_code == 2 and "is not a dualpt run_config.json" in result.output
     assert "no runs yet" in runner.invoke(app, ["runs"]).stdout
+
+
+RUNS = [
+    {"current": False, "name": "20261205-131245-4shot-seed1", "method": "DUAL-PT, no LLM", "shots": 4, "seed": 1,
+     "epochs": 100, "train_accuracy": 0.958, "val_accuracy": None, "eval_top1": 0.95},
+    {"current": True, "name": "20261205-131420-16shot-seed12", "method": "linear probe, descriptions",
+     "shots": None, "seed": 12, "epochs": 200, "train_accuracy": 1.0, "val_accuracy": 0.9, "eval_top1": 0.875},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("width", [80, 100, 160])
+def test_runs_table_shows_every_accuracy_at_80_columns(width):
+    """At 80 columns the table once cut every accuracy to 'v…' and '…'."""
+    out = Console(width=width, record=True)
+    print_runs(RUNS, out)
+    text = out.export_text()
+    assert "…" not in text and max(map(len, text.splitlines())) <= width, text
+    for value in ("95.8%", "95.0%", "100.0%", "90.0%", "87.5%", RUNS[0]["name"], RUNS[1]["name"], "descriptions"):
+        assert value in text, text
+    header = next(line for line in text.splitlines() if " run " in line)
+    assert ("epochs" in header) == (width >= 160)  # the optional columns give way first, on a narrow terminal

@@ -394,6 +394,29 @@ def test_context_none_keeps_the_class_lists_names(images, tiny_rn, tmp_path):
         assert meta["class_names"] == ["blicket", "dax", "wug"], context
 
 
+class _Warnings(Callbacks):
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+
+@pytest.mark.parametrize("stored", ["empty", "failed"])
+def test_train_warns_when_the_descriptions_are_empty_or_failed(images, tiny_rn, tmp_path, stored):
+    """A descriptions.json without phrases (an old failed describe run) trains without LLM context: say so."""
+    from dualpt_cli.data.descriptions import FORMAT
+
+    failed = {"phrases": [], "status": "failed", "error": "server error 503", "provenance": {}}
+    entries = [] if stored == "empty" else [{"folder": c, "name": c, **failed} for c in ("red", "green")]
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "descriptions.json").write_text(json.dumps({"format": FORMAT, "classes": entries}))
+    cb = _Warnings()
+    run_training(_cfg(images, tiny_rn, tmp_path / "proj", epochs=1), cb)
+    expected = "describes no class" if stored == "empty" else "2 of 2 class(es) in"
+    assert any(expected in w and "dualpt describe again" in w for w in cb.warnings), cb.warnings
+
+
 def test_solver_settings_that_no_prompt_file_could_keep_are_refused(tmp_path):
     """tol 0 (or no iterations) once trained and then wrote a prompt file that PromptMeta refuses to read."""
     from dualpt_cli.errors import DataError

@@ -6,6 +6,7 @@ stderr and a non-zero exit code here, in one place (:class:`_Group`).
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 import click
@@ -37,12 +38,42 @@ from .options import (
     PretrainedOpt,
 )
 
+LONG_CHOICES = 9  # characters of "a|b|c" from which an option's choices move from the type column to its help
+
+
+def _readable_help(params: list[click.Parameter]) -> None:
+    """Help that reads at 80 columns: a flag shows no ``<bool>`` type, and a long list of choices is named by the
+    option (``METHOD``, or ``CHOICE`` for a long name) in the narrow type column and listed in the help text."""
+    for param in params:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+            continue
+        desc = getattr(param, "type_descriptor", None)
+        if desc is not None and desc.is_ranged and param.metavar is None:  # "<float range>": the range follows it
+            param.metavar = f"<{desc.ranged_type_name}>"
+            continue
+        choices = [str(c) for c in (desc.choices or ())] if desc is not None and desc.is_choice else []
+        if param.metavar is not None or len("|".join(choices)) < LONG_CHOICES:
+            continue
+        long = next((o for o in param.opts if o.startswith("--")), param.name or "")
+        name = long.lstrip("-").upper()
+        param.metavar = name if len(name) <= len("PRECISION") else "CHOICE"
+        if not all(re.search(rf"(?<![\w-]){re.escape(c)}(?![\w-])", param.help or "") for c in choices):
+            param.help = f"{param.help or ''} One of: {', '.join(choices)}.".strip()
+
 
 class _Group(TyperGroup):
     """Turns domain errors and Ctrl-C into clean exits for every command; sorts options into help panels."""
 
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        params = super().get_params(ctx)
+        _readable_help(params)
+        return params
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
+        if command:  # its -h/--help too, which click makes (once) apart from its params
+            _readable_help([*command.params, *filter(None, [command.get_help_option(ctx)])])
         for param in command.params if command else []:
             panel = PANELS.get((cmd_name, param.name)) or PANELS.get(param.name)
             if panel and param.param_type_name == "option":
@@ -63,6 +94,9 @@ class _Group(TyperGroup):
         rank = launch_rank()
         try:
             return super().invoke(ctx)
+        except typer.BadParameter as exc:  # typer checks Literal choices with pydantic, which prefixes its message
+            exc.message = exc.message.removeprefix("Value error, ")
+            raise
         except DualptError as exc:  # before joining, every rank fails alike (same options): rank 0 says it
             if rank == 0 or (rank in JOINED and not isinstance(exc, PeerFailed)):
                 where = f" (rank {rank})" if rank else ""

@@ -138,9 +138,9 @@ DeviceOpt = Annotated[
     typer.Option(
         "--device",
         parser=_device,
-        metavar="|".join(DEVICES),
+        metavar="DEVICE",
         autocompletion=_complete_device,
-        help="Where to run (auto: cuda, then mps, then cpu).",
+        help="Where to run: auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.",
     ),
 ]
 PrecisionOpt = Annotated[Precision, typer.Option("--precision", help="auto: bf16 where it is fast, else fp32.")]

@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from ..ui.console import err_console
 from .options import (
@@ -312,35 +311,13 @@ def runs_(project: ProjectOpt = None, json_out: JsonOpt = False) -> None:
 
     Example: dualpt runs -p my-project
     """
-    from rich.table import Table
-
     from ..core.project import resolve_project
     from ..train.runs import list_runs
-    from ..ui.console import console, print_json
+    from ..ui.console import print_json
+    from ..ui.train import print_runs
 
     rows = list_runs(resolve_project(project))
     if json_out:
         print_json(rows)
         return
-    if not rows:
-        console.print("no runs yet: dualpt train IMAGES makes one")
-        return
-    table = Table(title="dualpt runs (* current)")
-    for column in ("", "run", "method", "shots", "seed", "epochs", "train", "val", "eval"):
-        table.add_column(
-            column, justify="left" if column in ("", "run", "method") else "right", no_wrap=column in ("run", "method")
-        )
-    pct = lambda x: "-" if x is None else f"{x:.1%}"  # noqa: E731
-    for r in rows:
-        table.add_row(
-            "*" if r["current"] else "",
-            escape(r["name"]),
-            r["method"],
-            "all" if r["shots"] is None else str(r["shots"]),
-            str(r["seed"]),
-            str(r["epochs"]),
-            pct(r["train_accuracy"]),
-            pct(r["val_accuracy"]),
-            pct(r["eval_top1"]),
-        )
-    console.print(table)
+    print_runs(rows)

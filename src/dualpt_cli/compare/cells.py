@@ -1,7 +1,9 @@
 """One cell of ``dualpt compare``: train a method into its own project folder, evaluate it on the test images.
 
 Every cell is a real ``dualpt train`` run (``TrainConfig.method`` = the cell's method) into
-``<compare folder>/cells/<method>-<shots>shot-seed<seed>/`` (with a copy of the project's descriptions.json),
+``<compare folder>/cells/<method>-<shots>shot-seed<seed>-<settings id>/`` (with a copy of the project's
+descriptions.json; the settings id of :func:`grid.settings_id`, so a run with other settings never
+overwrites a finished cell's prompts),
 then ``dualpt eval`` of its prompt file on the test images. The feature cache is the user's, keyed by the
 model, the crop scale, the seed and each file's content (``features.model_key``), so cells of the same seed
 share the encoded views: a second method at the same shots and seed encodes nothing, and a larger shot count
@@ -21,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..clip.load import load_backbone
+from ..clip.spec import ModelSpec
 from ..core.project import Project, atomic_write_bytes, atomic_write_text
 from ..data.classes import ClassEntry, class_entries
 from ..data.coop import find_layout, load_coop_dataset, parse_dataset_spec
@@ -31,7 +35,7 @@ from ..errors import DataError
 from ..predict.evaluate import EvalConfig, evaluate_folder
 from ..train.loop import Callbacks as TrainCallbacks
 from ..train.loop import TrainConfig, run_training
-from .grid import FORMAT, Cell, Row
+from .grid import READABLE_FORMATS, Cell, Row, settings_id
 
 
 @dataclass
@@ -67,6 +71,7 @@ class CompareSpec:
         else:
             scan_image_folder(self.images)
             scan_image_folder(self.test)
+        self.check_model()
         for method in methods:
             TrainConfig(
                 images=self.images or "",
@@ -78,8 +83,13 @@ class CompareSpec:
                 base_classes=self.base_classes,
             )
 
+    def check_model(self) -> None:
+        """Load the CLIP once: a model that cannot load (weights offline, a wrong name) fails before any cell
+        runs or anything is written, instead of failing every cell."""
+        load_backbone(ModelSpec(self.model, self.pretrained), device="cpu", precision="fp32")
+
     def settings(self) -> dict[str, Any]:
-        """Everything that changes a cell's numbers: a change starts the grid over (compare.load_previous)."""
+        """Everything that changes a cell's numbers: cells of other settings are other cells (grid.settings_id)."""
         desc = self.project.descriptions
         return {
             "images": _resolved(self.images),
@@ -95,7 +105,7 @@ class CompareSpec:
         }
 
     def cell_folder(self, cell: Cell) -> Path:
-        return self.folder / "cells" / f"{cell.method}-{cell.shots}shot-seed{cell.seed}"
+        return self.folder / "cells" / f"{cell.method}-{cell.shots}shot-seed{cell.seed}-{settings_id(self.settings())}"
 
 
 def _resolved(path: str | None) -> str | None:
@@ -201,7 +211,7 @@ def panels(compare_root: Path) -> dict[str, list[Row]]:
     for path in sorted(compare_root.glob("*/compare.json")):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            if data.get("format") != FORMAT:
+            if data.get("format") not in READABLE_FORMATS:
                 continue
             rows = [Row(**row) for row in data["summary"]]
         except (OSError, ValueError, KeyError, TypeError):
@@ -217,11 +227,18 @@ def write_pngs(spec: CompareSpec, rows: list[Row], name: str) -> tuple[Path | No
 
     if not any(r.mean is not None for r in rows):
         return None, None
+    metric = "H (base-to-new)" if spec.base_classes else "top-1 accuracy"
+    task = spec.dataset or f"trained on {_tail(spec.images)}, tested on {_tail(spec.test)}"
     one = spec.folder / "compare.png"
-    atomic_write_bytes(one, compare_png({name: rows}))
+    atomic_write_bytes(one, compare_png({f"{name}: {task}": rows}, f"{metric} vs shots per class", metric))
     everything = panels(spec.folder.parent)
     if len(everything) < 2:
         return one, None
     grid = spec.folder.parent / "compare.png"
-    atomic_write_bytes(grid, compare_png(everything, title="accuracy vs shots per class"))
+    atomic_write_bytes(grid, compare_png(everything, title=f"{metric} vs shots per class", metric=metric))
     return one, grid
+
+
+def _tail(path: str | None) -> str:
+    """The last two parts of a folder's path (``shapes/train``), to name the images in a title."""
+    return "/".join(Path(path or "").expanduser().resolve().parts[-2:])

@@ -3,22 +3,28 @@
 The caller supplies ``run_cell(cell) -> accuracy`` (or a dict with ``"accuracy"`` and any other numbers), so
 methods plug in without this module knowing them. After each cell the whole result file is rewritten
 atomically (``compare.json``), so Ctrl-C loses at most the cell that was running, and a second run skips
-every finished cell. The run's ``settings`` (model, data, epochs, ...: whatever changes the numbers) are stored
-beside the results; a run with other settings starts over instead of mixing incomparable numbers. A cell that
-raises is recorded with its error and the grid goes on; failed cells are tried again on the next run.
+every finished cell. The run's ``settings`` (model, data, epochs, ...: whatever changes the numbers) name its
+cells: each cell is keyed by method, shots, seed and the id of its settings (:func:`settings_id`), so a run
+with other settings adds cells beside the finished ones and never replaces them, and the summary only ever
+mixes cells of one set of settings. A cell that raises is recorded with its error and the grid goes on;
+failed cells are tried again on the next run.
 
 compare.json::
 
-    {"format": 1, "settings": {...},
-     "cells": {"coop/4/1": {"method": "coop", "shots": 4, "seed": 1, "status": "ok", "accuracy": 0.71,
-                            "metrics": {...}, "seconds": 12.3},
-               "plot/4/1": {..., "status": "failed", "error": "DataError: ..."}},
+    {"format": 2, "settings": {...this run's...}, "settings_id": "3fa2c1d0",
+     "setups": {"3fa2c1d0": {...}, "77b0e912": {...an earlier run's...}},
+     "cells": {"coop/4/1@3fa2c1d0": {"method": "coop", "shots": 4, "seed": 1, "status": "ok",
+                                      "accuracy": 0.71, "metrics": {...}, "seconds": 12.3, "setup": "3fa2c1d0"},
+               "plot/4/1@3fa2c1d0": {..., "status": "failed", "error": "DataError: ..."}},
      "summary": [{"method": "coop", "shots": 4, "mean": 0.71, "std": 0.01, "runs": 3, "failed": 0,
-                  "best": true}, ...]}
+                  "best": true}, ...]}   (this run's settings only)
+
+A format 1 file (one ``settings`` for every cell, keys without ``@``) is read as the cells of its settings.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -30,7 +36,8 @@ from typing import Any
 from ..core.project import atomic_write_json
 from ..errors import DataError, DualptError, ProjectError
 
-FORMAT = 1
+FORMAT = 2
+READABLE_FORMATS = (1, 2)  # format 1: the cells of one set of settings, keyed method/shots/seed
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,11 @@ class CellResult:
     metrics: dict[str, Any] = field(default_factory=dict)  # anything else run_cell returned
     error: str | None = None  # one line, for a failed cell
     seconds: float = 0.0
+    setup: str = ""  # settings_id of the settings the cell ran with
+
+    @property
+    def key(self) -> str:
+        return stored_key(self.cell, self.setup)
 
     @property
     def cell(self) -> Cell:
@@ -122,27 +134,59 @@ def parse_int_list(text: str, what: str) -> list[int]:
         raise DataError(f"{what} {text!r} is not a comma-separated list of whole numbers (e.g. 1,2,4)") from None
 
 
-def load_previous(path: Path, settings: dict[str, Any], cb: Callbacks) -> dict[str, CellResult]:
-    """Finished cells of an earlier run with the same settings; nothing (and a warning) if the settings differ."""
+def settings_id(settings: dict[str, Any]) -> str:
+    """A short id of ``settings``: cells that ran with equal settings share it (key order does not matter)."""
+    text = json.dumps(_jsonable(settings), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
+
+
+def stored_key(cell: Cell, setup: str) -> str:
+    """A cell's key in compare.json: ``method/shots/seed@settings id``."""
+    return f"{cell.key}@{setup}"
+
+
+@dataclass
+class Previous:
+    """What an earlier compare.json holds: every recorded cell by key, and the settings of each settings id."""
+
+    cells: dict[str, CellResult] = field(default_factory=dict)
+    setups: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def load_previous(path: Path, cb: Callbacks) -> Previous:
+    """Every cell and set of settings of ``path`` (format 1 or 2); empty, with a warning, if it is unreadable."""
     if not path.exists():
-        return {}
+        return Previous()
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        if data.get("format") != FORMAT:
+        if data.get("format") not in READABLE_FORMATS:
             raise ValueError(f"format {data.get('format')!r}")
-        stored = data["settings"]
-        cells = {key: CellResult(**value) for key, value in data["cells"].items()}
+        if data["format"] == 1:  # one set of settings for all its cells
+            setup = settings_id(data["settings"])
+            setups = {setup: data["settings"]}
+            cells = [CellResult(**value, setup=setup) for value in data["cells"].values()]
+        else:
+            setups = dict(data["setups"])
+            cells = [CellResult(**value) for value in data["cells"].values()]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         cb.warn(f"{path} cannot be read ({str(exc)[:80]}); starting the grid afresh")
-        return {}
-    if stored != _jsonable(settings):
-        changed = sorted(k for k in set(stored) | set(settings) if stored.get(k) != _jsonable(settings).get(k))
-        cb.warn(
-            f"the settings changed since {path} was written ({', '.join(changed)}); its results are not "
-            "comparable and are replaced"
-        )
-        return {}
-    return {key: r for key, r in cells.items() if r.status == "ok"}
+        return Previous()
+    return Previous({r.key: r for r in cells}, setups)
+
+
+def _warn_other_settings(path: Path, previous: Previous, settings: dict[str, Any], cb: Callbacks) -> None:
+    """Say that cells of other settings stay in the file, and which settings differ from the latest of them."""
+    setup = settings_id(settings)
+    others = [r for r in previous.cells.values() if r.setup != setup and r.status == "ok"]
+    if not others:
+        return
+    new = _jsonable(settings)
+    old = previous.setups.get(others[-1].setup, {})
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    cb.warn(
+        f"{path} keeps {len(others)} finished cell(s) of other settings ({', '.join(changed) or 'unknown'} "
+        "differ); they stay beside this run's cells and are not mixed into its summary"
+    )
 
 
 def run_compare(
@@ -154,6 +198,8 @@ def run_compare(
 ) -> CompareResult:
     """Run every cell not already finished with the same ``settings``, saving ``path`` after each one.
 
+    Cells of other settings in ``path`` are kept as they are (and not reused): a changed setting adds cells.
+
     ``run_cell`` returns the cell's test accuracy in [0, 1], or a dict with ``"accuracy"`` and more numbers.
     Any exception it raises (other than KeyboardInterrupt and SystemExit) fails that cell only. Finished
     cells of the file that are not in ``cells`` are kept, so a grid can grow run by run.
@@ -162,29 +208,34 @@ def run_compare(
     path = Path(path)
     if path.is_dir():
         raise ProjectError(f"{path} is a folder; give the file compare.json should be written to")
-    done = load_previous(path, settings, cb)
-    results: dict[str, CellResult] = dict(done)
+    previous = load_previous(path, cb)
+    _warn_other_settings(path, previous, settings, cb)
+    setup = settings_id(settings)
+    results: dict[str, CellResult] = dict(previous.cells)  # every cell of every settings stays in the file
+    setups = {**previous.setups, setup: _jsonable(settings)}
     ran = reused = 0
     for index, cell in enumerate(cells):
-        if cell.key in done:
+        key = stored_key(cell, setup)
+        done = results.get(key)
+        if done is not None and done.status == "ok":
             reused += 1
-            cb.cell_done(done[cell.key], reused=True)
+            cb.cell_done(done, reused=True)
             continue
         cb.cell_start(cell, index, len(cells))
         start = time.perf_counter()
         try:
             accuracy, metrics = _outcome(run_cell(cell))
-            result = CellResult(cell.method, cell.shots, cell.seed, "ok", accuracy, metrics)
+            result = CellResult(cell.method, cell.shots, cell.seed, "ok", accuracy, metrics, setup=setup)
         except Exception as exc:  # noqa: BLE001 - one failed cell is recorded, the grid goes on
-            result = CellResult(cell.method, cell.shots, cell.seed, "failed", error=_one_line(exc))
+            result = CellResult(cell.method, cell.shots, cell.seed, "failed", error=_one_line(exc), setup=setup)
         result.seconds = round(time.perf_counter() - start, 3)
-        results[cell.key] = result
+        results[key] = result
         ran += 1
-        _save(path, settings, results)
+        _save(path, settings, setups, results)
         cb.cell_done(result, reused=False)
-    ordered = [results[c.key] for c in cells]
+    ordered = [results[stored_key(c, setup)] for c in cells]
     if not ran:
-        _save(path, settings, results)  # the summary of a fully reused grid, in this run's order
+        _save(path, settings, setups, results)  # the summary of a fully reused grid, in this run's order
     return CompareResult(path, ordered, aggregate(ordered), ran, reused)
 
 
@@ -207,13 +258,18 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
-def _save(path: Path, settings: dict[str, Any], results: dict[str, CellResult]) -> None:
-    rows = aggregate(list(results.values()))
+def _save(
+    path: Path, settings: dict[str, Any], setups: dict[str, dict[str, Any]], results: dict[str, CellResult]
+) -> None:
+    setup = settings_id(settings)
+    rows = aggregate([r for r in results.values() if r.setup == setup])
     atomic_write_json(
         path,
         {
             "format": FORMAT,
             "settings": _jsonable(settings),
+            "settings_id": setup,
+            "setups": {k: v for k, v in setups.items() if any(r.setup == k for r in results.values())},
             "cells": {key: asdict(r) for key, r in results.items()},
             "summary": [asdict(r) for r in rows],
         },

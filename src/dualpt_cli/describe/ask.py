@@ -217,15 +217,23 @@ def run_describe(plan: DescribePlan, on_done: Callable[[dict], None] | None = No
     # server, a wrong key, Ctrl-C or a crash never loses phrases described earlier
     on_disk = {**plan.previous, **done}
     failed_kept: list[dict] = []
+    wrote = project.descriptions.exists()
+
+    def save() -> None:  # no file until a class is described: a run that only failed leaves none behind
+        nonlocal wrote
+        if wrote or any(e["status"] != "failed" for e in on_disk.values()):
+            save_descriptions(project, plan.classes, on_disk)
+            wrote = True
+
     if provider is None or provider.name == "none":
         for cls in plan.todo:
             done[cls.folder] = on_disk[cls.folder] = _entry(cls, provider, cfg, [], "none", None)
-        save_descriptions(project, plan.classes, on_disk)
+        save()
         for cls in plan.todo:
             if on_done:
                 on_done(done[cls.folder])
     else:
-        save_descriptions(project, plan.classes, on_disk)  # drops classes no longer listed, keeps the classes.txt order
+        save()  # drops classes no longer listed, keeps the classes.txt order
         with contextlib.closing(_run_pool(plan.todo, provider, cfg)) as finished:
             for entry in finished:
                 folder, old = entry["folder"], plan.previous.get(entry["folder"])
@@ -234,7 +242,7 @@ def run_describe(plan: DescribePlan, on_done: Callable[[dict], None] | None = No
                     failed_kept.append(entry)  # a failed retry does not replace good phrases
                 else:
                     on_disk[folder] = entry
-                    save_descriptions(project, plan.classes, on_disk)
+                    save()
                 if on_done:
                     on_done(entry)
     entries = [on_disk[c.folder] for c in plan.classes]

@@ -130,18 +130,25 @@ def curves_png(records: Sequence[dict[str, Any]]) -> bytes:
     axes = fig.subplots(rows, cols, squeeze=False).flatten()
     for ax, (title, ylabel, keys) in zip(axes, panels):
         for key in keys:
+            same = [k for k in keys if k != key and series[k] == series[key]]  # loss = loss_img without an LLM term
+            if same and keys.index(same[0]) < keys.index(key):
+                continue  # drawn once, under both names
             xs, ys = zip(*series[key])
-            ax.plot(xs, ys, label=key, marker="o" if len(xs) < 12 else None, markersize=3)
-        if title == "accuracy":
-            ax.set_ylim(-0.02, 1.02)
-        if title == "learning rate" and all(y > 0 for k in keys for _, y in series[k]):
+            label = " = ".join([key, *same])
+            ax.plot(xs, ys, label=label, marker="o" if len(xs) < 12 else None, markersize=3)
+        values = [y for k in keys for _, y in series[k]]
+        if title in ("accuracy", "plan entropy") and 0 <= min(values) and max(values) <= 1:
+            ax.set_ylim(-0.02, 1.02)  # a share: its whole range, so that 0.9999 does not look like a change
+        elif title == "learning rate" and min(values) > 0:
             ax.set_yscale("log")
+        else:
+            ax.ticklabel_format(axis="y", style="plain", useOffset=False)  # never "1e-6+9.999e-1"
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="lower right" if title == "plan entropy" else "best")  # entropy sits near 1
     for ax in axes[len(panels) :]:
         ax.axis("off")
     return _png(fig)
@@ -279,14 +286,23 @@ def reliability_png(bins: Sequence[ReliabilityBin], ece: float, title: str) -> b
 # compare
 
 
-def compare_png(panels: dict[str, Sequence[Any]], title: str = "") -> bytes:
+def percent_range(values: Sequence[float], least: float = 10.0) -> tuple[float, float]:
+    """A y-range in [0, 100] around ``values`` (percent) at least ``least`` points tall, with 2 points of margin."""
+    pad = max(2.0, (least - (max(values) - min(values))) / 2)
+    high = min(100.0, max(max(values) + pad, least))
+    return max(0.0, min(min(values) - pad, high - least)), high
+
+
+def compare_png(panels: dict[str, Sequence[Any]], title: str = "", metric: str = "top-1 accuracy") -> bytes:
     """Accuracy vs shots as in the DUAL-PT paper's Fig. 3: one panel per dataset (``panels``: title -> the
-    ``compare.Row`` list of that dataset), one line per method, error bars = std over seeds, best marked."""
+    ``compare.Row`` list of that dataset), one line per method, error bars = std over seeds, best marked.
+    The y-axis spans at least 10 points, so that a fraction of a point does not look like a gap."""
     if not panels or not any(r.mean is not None for rows in panels.values() for r in rows):
         raise ValueError("no finished cells to plot")
     cols = min(len(panels), 4)
     rows_n = math.ceil(len(panels) / cols)
-    fig = _figure(4.2 * cols, 3.4 * rows_n)
+    one = len(panels) == 1
+    fig = _figure(6.4 if one else 4.6 * cols, 4.6 if one else 3.6 * rows_n)
     axes = fig.subplots(rows_n, cols, squeeze=False).flatten()
     for ax, (name, rows) in zip(axes, panels.items()):
         methods = list(dict.fromkeys(r.method for r in rows))
@@ -304,13 +320,17 @@ def compare_png(panels: dict[str, Sequence[Any]], title: str = "") -> bytes:
             bx = [x for x, b in zip(xs, best) if b]
             by = [y for y, b in zip(ys, best) if b]
             ax.scatter(bx, by, s=90, facecolors="none", edgecolors=line.lines[0].get_color(), linewidths=1.5)
+        ax.scatter([], [], s=90, facecolors="none", edgecolors="0.3", linewidths=1.5, label="best at its shots")
+        ax.set_ylim(*percent_range([100 * r.mean for r in rows if r.mean is not None]))
         ax.set_xscale("log", base=2)
         ax.set_xticks(all_shots, [str(s) for s in all_shots])
+        ax.set_xlim(all_shots[0] / 1.4, all_shots[-1] * 1.4)  # room for the markers at both ends
         ax.set_title(name, fontsize=10)
-        ax.set_xlabel("shots per class")
-        ax.set_ylabel("accuracy (%)")
+        ax.set_xlabel("shots per class (log scale)")
+        ax.set_ylabel(f"{metric} (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, title="error bars: std over seeds" if any(r.runs > 1 for r in rows) else None,
+                  title_fontsize=7)  # fmt: skip
     for ax in axes[len(panels) :]:
         ax.axis("off")
     if title:

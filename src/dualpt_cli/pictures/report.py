@@ -253,12 +253,12 @@ def build_report(cfg: ReportConfig) -> ReportResult:
         raise DataError(f"--output {output} is a folder; give a file name such as report.html")
     notes: list[str] = []
     curves_html, curves = _curves_section(project, notes)
-    sections = [
-        ("config", "Run configuration", _config_section(project)),
-        ("descriptions", "Descriptions per class", _descriptions_section(project)),
-        ("curves", "Training curves", curves_html),
+    sections = [  # results first; what produced them after
         ("eval", "Evaluation", _eval_section(eval_dir if eval_dir.is_dir() else None)),
         ("explain", "What each prompt looks at", _explain_section(cfg, project, eval_dir, notes)),
+        ("curves", "Training curves", curves_html),
+        ("descriptions", "Descriptions per class", _descriptions_section(project)),
+        ("config", "Run configuration", _config_section(project)),
     ]
     nav = "".join(f'<a href="#{key}">{html.escape(title)}</a>' for key, title, _ in sections)
     body = "\n".join(

@@ -31,6 +31,7 @@ from ..model.head import ZERO_SHOT_TEMPLATE, name_features
 from ..model.scores import global_logits
 from ..promptfile.io import read_prompt_file
 from .classifier import Classifier, prompt_path
+from .output import rounded
 
 # ---------------------------------------------------------------------------------------------------------
 # metrics
@@ -90,19 +91,12 @@ def metrics(
     K = len(classes)
     pred = logits.argmax(dim=1)
     cm = confusion_matrix(pred, labels, K)  # (K, K)
-    per_class = []
-    for k, c in enumerate(classes):
-        n = int(cm[k].sum())
-        if n:
-            per_class.append(
-                {
-                    "class": c.name,
-                    "folder": c.folder,
-                    "images": n,
-                    "correct": int(cm[k, k]),
-                    "accuracy": int(cm[k, k]) / n,
-                }
-            )
+    n = cm.sum(1).tolist()  # (K,) images per true class
+    per_class = [
+        {"class": c.name, "folder": c.folder, "images": n[k], "correct": int(cm[k, k]),
+         "accuracy": int(cm[k, k]) / n[k]}
+        for k, c in enumerate(classes) if n[k]
+    ]  # fmt: skip
     off = cm.clone()
     off.fill_diagonal_(0)
     counts, flat = off.flatten().sort(descending=True)
@@ -157,6 +151,7 @@ class ZeroShotClassifier:
 # ---------------------------------------------------------------------------------------------------------
 # the command
 
+NO_PROMPTS = "train first (dualpt train IMAGES), or evaluate zero-shot CLIP alone: --zero-shot --model RN50"
 TITLES = {"dualpt": "DUAL-PT", "zero_shot": "zero-shot CLIP"}  # how each method is named in tables and plots
 METHODS = tuple(TITLES)
 
@@ -216,7 +211,7 @@ class EvalResult:
         }
         if len(self.results) == 2:
             out["gain_top1"] = self.results["dualpt"]["top1"] - self.results["zero_shot"]["top1"]
-        return out
+        return rounded(out)
 
 
 def evaluate_folder(cfg: EvalConfig, progress: StreamProgress | None = None, dist: Dist | None = None) -> EvalResult:
@@ -238,6 +233,8 @@ def evaluate_folder(cfg: EvalConfig, progress: StreamProgress | None = None, dis
             f"--zero-shot without a prompt file needs --model (no {path}); name the CLIP to evaluate, e.g. --model RN50"
         )
     clf = None
+    if use_prompts and not path.exists():
+        raise PromptFileError(f"prompt file {path} does not exist: {NO_PROMPTS}")
     if use_prompts:
         tensors, meta = read_prompt_file(path)
         if not cfg.classes and not listed:  # a base-to-new run's held-out classes, when this folder has them

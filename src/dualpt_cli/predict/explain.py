@@ -135,11 +135,17 @@ class PhraseIndex:
 
 
 def explain_local(
-    clf: Classifier, Z: torch.Tensor, chosen: list[list[int]], phrases: PhraseIndex | None = None
+    clf: Classifier,
+    z: torch.Tensor,
+    Z: torch.Tensor,
+    chosen: list[list[int]],
+    phrases: PhraseIndex | None = None,
 ) -> list[list[ClassView]]:
-    """Per image, a :class:`ClassView` for each chosen class index, from local features Z (B, N, d)."""
+    """Per image, a :class:`ClassView` for each chosen class index, from global (B, d) and local (B, N, d)
+    features. Each class's ``prob`` is predict's (the classifier the prompt file keeps:
+    :meth:`Classifier.logits_from_features`); its ``score`` and prompt parts are the Eq. 8 plan's."""
     grid = clf.bb.grid
-    probs = clf.logits_from_local(Z).softmax(-1).cpu()  # (B, K)
+    probs = clf.logits_from_features(z, Z).softmax(-1).cpu()  # (B, K)
     out = []
     for b, ks in enumerate(chosen):
         idx = torch.tensor(ks, device=clf.W.device)
@@ -255,9 +261,9 @@ class Explainer:
         except BadImage as exc:
             return ImageExplanation(image=path, error=str(exc))
         clf = self.clf
-        _, Z = clf.bb.encode_images(self.to_pixels(img)[None])  # (1, N, d)
-        probs = clf.logits_from_local(Z).softmax(-1)[0].cpu()  # (K,)
-        views = explain_local(clf, Z, [choose_classes(selectors, probs, clf.classes)], self.phrases)[0]
+        z, Z = clf.bb.encode_images(self.to_pixels(img)[None])  # (1, d), (1, N, d)
+        probs = clf.logits_from_features(z, Z).softmax(-1)[0].cpu()  # (K,): predict's probabilities
+        views = explain_local(clf, z, Z, [choose_classes(selectors, probs, clf.classes)], self.phrases)[0]
         top = int(probs.argmax())
         return ImageExplanation(
             image=path,

@@ -21,6 +21,19 @@ from ..core.project import output_path, temp_beside, write_failure
 from ..core.vocab import FORMATS  # noqa: E402,F401
 from ..errors import DataError
 
+DIGITS = 6  # decimals of every probability and metric in machine output (JSON, CSV)
+
+
+def rounded(obj: Any, digits: int = DIGITS) -> Any:
+    """``obj`` with every float rounded to ``digits`` decimals (float32 sums print as 0.9416666626930237)."""
+    if isinstance(obj, float):
+        return round(obj, digits)
+    if isinstance(obj, dict):
+        return {k: rounded(v, digits) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [rounded(v, digits) for v in obj]
+    return obj
+
 
 def make_row(
     image: Path, probs: torch.Tensor | None, names: list[str], top_k: int, error: str | None = None
@@ -31,7 +44,7 @@ def make_row(
     if probs is None:
         return {"image": str(image), "class": None, "prob": None, "top_k": [], "error": error}
     p, idx = probs.topk(min(top_k, len(names)))
-    top = [{"class": names[i], "prob": round(float(v), 6)} for v, i in zip(p.tolist(), idx.tolist())]
+    top = [{"class": names[i], "prob": round(float(v), DIGITS)} for v, i in zip(p.tolist(), idx.tolist())]
     return {"image": str(image), "class": top[0]["class"], "prob": top[0]["prob"], "top_k": top, "error": None}
 
 

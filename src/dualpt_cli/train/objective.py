@@ -99,10 +99,31 @@ class Objective:
         return -(target.softmax(-1) * logits.log_softmax(-1)).sum(-1).mean()
 
 
+def warn_unusable_descriptions(project: Project, entries: list[dict] | None, cb: Callbacks) -> None:
+    """A warning when the project's descriptions.json holds no classes or classes whose describe failed: they
+    train without LLM context, which the user did not ask for (``--provider none`` entries are on purpose)."""
+    if entries is None:
+        return
+    path = project.descriptions
+    if not entries:
+        cb.warn(
+            f"{path} describes no class (a describe run that failed before any answer?); training without LLM "
+            "context: run dualpt describe again, or delete the file to train on the class names"
+        )
+        return
+    failed = [e["folder"] for e in entries if e["status"] == "failed"]
+    if failed:
+        cb.warn(
+            f"{len(failed)} of {len(entries)} class(es) in {path} failed in dualpt describe and have no phrases "
+            f"({first_names(failed)}); run dualpt describe again to retry them"
+        )
+
+
 def build_objective(cfg: TrainConfig, project: Project, bb: Backbone, data: TrainData, cb: Callbacks) -> Objective:
     phrases = class_phrases(data)
     mean, has, sets = description_features(bb, [c.name for c in data.classes], phrases, cfg.description_template)
     beta = cfg.beta
+    warn_unusable_descriptions(project, data.descriptions, cb)
     if not bool(has.any()):
         if cfg.context == "llm":
             raise ProjectError(f"--context llm: no descriptions in {project.descriptions}; run dualpt describe")

@@ -78,11 +78,12 @@ class CellProgress(TrainCallbacks):
 
 
 def cell_text(row: Row) -> str:
-    """``71.2 ± 1.3`` in percent, bold with a star for the best at its shot count; failures noted."""
+    """``71.2 ± 1.3`` in percent (``71.2`` from one seed: no spread to show), bold with a star for the best at its
+    shot count; failures noted."""
     if row.mean is None:
         text = "[red]failed[/]" if row.failed else "—"
     else:
-        text = f"{100 * row.mean:.1f} ± {100 * (row.std or 0.0):.1f}"
+        text = f"{100 * row.mean:.1f}" + (f" ± {100 * (row.std or 0.0):.1f}" if row.runs > 1 else "")
         if row.best:
             text = f"[bold green]{text} ★[/]"
         if row.failed:

@@ -70,10 +70,9 @@ def print_report(report: DescribeReport | PhrasesReport, json_out: bool) -> None
         )
     kept = len(report.entries) - len(report.asked)
     verb = "written without phrases" if report.provider == "none" else "described"
-    ui.console.print(
-        f"{len(report.asked)} {verb}, {kept} kept from earlier runs, {len(report.failed)} failed -> "
-        f"{escape(str(report.path))}"
-    )
+    dest = escape(str(report.path)) if report.path.exists() else "no file written (no class was described)"
+    counts = f"{len(report.asked)} {verb}, {kept} kept from earlier runs, {len(report.failed)} failed"
+    ui.console.print(f"{counts} -> {dest}")
 
 
 def show(project: Project, name: str | None = None, json_out: bool = False) -> None:
