@@ -24,7 +24,7 @@ from ..core.project import resolve_project
 from ..data.basenew import recorded_new_classes
 from ..data.classes import ClassEntry, class_set, parse_class_list
 from ..data.source import test_source
-from ..data.stream import StreamProgress, image_batches, shard_inputs
+from ..data.stream import StreamProgress, file_digest, image_batches, shard_inputs
 from ..errors import DataError, PromptFileError
 from ..model.calibration import expected_calibration_error
 from ..model.head import ZERO_SHOT_TEMPLATE, name_features
@@ -262,7 +262,9 @@ def evaluate_folder(cfg: EvalConfig, progress: StreamProgress | None = None, dis
 
     paths = [p for files in folders.values() for p in files]
     labels = torch.tensor([index[k] for k, files in enumerate(folders.values()) for _ in files])
-    lo, hi = shard_inputs(paths, dist, cfg.batch_size, "eval")
+    settings = {"--batch-size": cfg.batch_size, "--classes": file_digest(cfg.classes), "--zero-shot": cfg.zero_shot}
+    settings |= {"--prompt-file": file_digest(path) if clf else None, "--model": [cfg.model, cfg.pretrained]}
+    lo, hi = shard_inputs(paths, dist, cfg.batch_size, "eval", settings | {"--precision": cfg.precision})
     scores = run_images(bb, clf, zs, paths[lo:hi], cfg, progress or StreamProgress())
     scores = gather_scores(scores, lo, len(paths), len(classes), dist)
     kept = torch.tensor(scores["kept"], dtype=torch.long)

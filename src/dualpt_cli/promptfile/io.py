@@ -27,6 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save
 
 from ..core.project import atomic_write_bytes, read_user_file
+from ..core.userfiles import BINARY_CAP
 from ..errors import PromptFileError
 from .meta import PromptMeta
 
@@ -57,7 +58,7 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], fmt: str, me
 def read_safetensors(path: Path, fmt: str, what: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read and verify a file written by :func:`write_safetensors`; one clear error for any damage."""
     path = Path(path)
-    raw = read_user_file(path, what, PromptFileError)
+    raw = read_user_file(path, what, PromptFileError, BINARY_CAP)
     try:
         tensors = load(raw)
         header = _header(raw)
