@@ -132,7 +132,7 @@ def load_previous(path: Path, settings: dict[str, Any], cb: Callbacks) -> dict[s
             raise ValueError(f"format {data.get('format')!r}")
         stored = data["settings"]
         cells = {key: CellResult(**value) for key, value in data["cells"].items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         cb.warn(f"{path} cannot be read ({str(exc)[:80]}); starting the grid afresh")
         return {}
     if stored != _jsonable(settings):

@@ -215,12 +215,14 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 def read_json(path: Path, what: str) -> Any:
     """Read a JSON file the project wrote; a clear error names the file if it is damaged."""
+    if not os.path.lexists(path):
+        raise ProjectError(f"{path} does not exist ({what})")
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ProjectError(f"{path} does not exist ({what})") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return json.loads(read_regular(path, what, ProjectError).decode("utf-8"))  # a device is refused, not read
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProjectError(f"{path} is not valid JSON ({what}): {exc}; delete it or re-create it") from None
+    except RecursionError:
+        raise ProjectError(f"{path} is nested too deeply to be a {what}; delete it or re-create it") from None
 
 
 def read_user_text(path: Path, what: str) -> str:
@@ -231,10 +233,10 @@ def read_user_text(path: Path, what: str) -> str:
         raise DataError(f"{what} {path} is not UTF-8 text; save it as UTF-8") from None
 
 
-def read_user_file(path: Path, what: str, error: type[DualptError], cap: int = TEXT_CAP) -> bytes:
+def read_user_file(path: Path, what: str, error: type[DualptError], cap: int | None = None) -> bytes:
     """The bytes of a regular file the user named, at most ``cap``; ``error`` with one clear line (``what`` and the
-    path) if it is missing, unreadable, a device or pipe, or too large."""
-    return read_regular(path, what, error, cap)
+    path) if it is missing, unreadable, a device or pipe, or over ``cap`` (default :data:`TEXT_CAP`)."""
+    return read_regular(path, what, error, cap or TEXT_CAP)
 
 
 STDOUT_NAMES = ("-", "/dev/stdout")

@@ -209,7 +209,7 @@ def load_coop_dataset(path: str | Path) -> CoopDataset:
 def _read_split_json(path: Path, images: Path) -> tuple[list[ClassEntry], tuple[list[Item], ...]]:
     try:
         data = json.loads(read_user_text(path, "split file"))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise DataError(f"split file {path} is not valid JSON ({exc}); download it again") from None
     if not isinstance(data, dict) or any(not isinstance(data.get(s), list) for s in SPLITS):
         raise DataError(f"split file {path} needs lists 'train', 'val' and 'test'; download it again")

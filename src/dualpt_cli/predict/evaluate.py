@@ -18,7 +18,7 @@ import torch
 from ..clip.backbone import Backbone
 from ..clip.load import load_backbone
 from ..clip.spec import ModelSpec
-from ..core.checks import check_all
+from ..core.checks import bounded
 from ..core.distributed import Dist
 from ..core.project import resolve_project
 from ..data.basenew import recorded_new_classes
@@ -181,12 +181,8 @@ class EvalConfig:
     dataset: str | None = None  # coop:ROOT/NAME: its test split instead of images (and its zero-shot template)
 
     def __post_init__(self) -> None:
-        check_all(
-            [
-                (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
-                (self.workers is None or self.workers >= 0, f"--workers must be >= 0, got {self.workers}"),
-            ]
-        )
+        bounded({"--batch-size": self.batch_size})
+        bounded({"--workers": self.workers}, low=0)
 
 
 @dataclass

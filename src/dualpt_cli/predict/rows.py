@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from ..core.checks import check_all
+from ..core.checks import bounded, check_all
 from ..core.distributed import Dist
 from ..core.project import output_path, protected_reads
 from ..data.classes import parse_class_list
@@ -45,6 +45,8 @@ class PredictConfig:
     precision: str = "auto"
 
     def __post_init__(self) -> None:
+        bounded({"--top-k": self.top_k, "--batch-size": self.batch_size})
+        bounded({"--workers": self.workers}, low=0)
         check_all(
             [
                 (self.top_k >= 1, f"--top-k must be >= 1, got {self.top_k}"),

@@ -62,7 +62,7 @@ def read_safetensors(path: Path, fmt: str, what: str) -> tuple[dict[str, torch.T
     try:
         tensors = load(raw)
         header = _header(raw)
-    except (SafetensorError, ValueError, json.JSONDecodeError, UnicodeDecodeError, OverflowError):
+    except (SafetensorError, ValueError, json.JSONDecodeError, UnicodeDecodeError, OverflowError, RecursionError):
         raise PromptFileError(f"{path} is not a valid {what} (not safetensors, or truncated); re-create it") from None
     found = header.get("format")
     if found != fmt:
@@ -74,7 +74,7 @@ def read_safetensors(path: Path, fmt: str, what: str) -> tuple[dict[str, torch.T
         raise PromptFileError(f"{path} fails its checksum: it was modified or damaged; re-create it")
     try:
         meta = json.loads(header["meta"])
-    except (KeyError, json.JSONDecodeError):
+    except (KeyError, json.JSONDecodeError, RecursionError):
         raise PromptFileError(f"{path} has no readable metadata; re-create it") from None
     return tensors, meta
 

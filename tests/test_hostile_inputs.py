@@ -1,0 +1,206 @@
+"""Issue 23, medium items: hostile inputs (devices and pipes as text files, huge numbers, YAML alias bombs,
+deep nesting, duplicate keys, bad run metadata, a bad run name found only after training).
+
+Every case checks the exit code, one error line (no traceback) and the files on disk afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from dualpt_cli.core.project import resolve_project
+from dualpt_cli.data.descriptions import load_descriptions
+from imagegen import make_image_folder
+from test_hostile_outputs import CPU, invoke, one_line_error, snapshot
+from trained import TRAINED_CLASSES
+
+DEEP = "[" * 100_000
+
+
+@pytest.fixture
+def project(trained, tmp_path) -> Path:
+    return Path(shutil.copytree(trained[0] / "proj", tmp_path / "proj"))
+
+
+@pytest.fixture
+def images(tmp_path) -> Path:
+    return make_image_folder(tmp_path / "images", classes=TRAINED_CLASSES, per_class=2, seed=5)
+
+
+def train(tiny_rn, *args):
+    small = ["--shots", "1", "--epochs", "1", "--aug-views", "1", "--batch-size", "4", "--ctx-len", "4"]
+    return invoke("train", "images", "--model", tiny_rn, "--pretrained", "", *small, *CPU, *args)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 7. --run-name is checked before training touches the project; so is a `runs` that is a file
+
+
+def test_bad_run_name_is_refused_before_training(project, images, tiny_rn):
+    before = snapshot(project)
+    result = train(tiny_rn, "--project", project, "--run-name", "a/b")
+    one_line_error(result, "--run-name", "a/b")
+    assert snapshot(project) == before  # prompts, run_config and split untouched
+
+
+def test_runs_that_is_a_file_is_refused_before_training(project, images, tiny_rn):
+    (project / "runs").write_text("not a folder")
+    before = snapshot(project)
+    one_line_error(train(tiny_rn, "--project", project), "runs", "is a file")
+    assert snapshot(project) == before
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 14. special files as text inputs: refused before they are read
+
+
+@pytest.fixture
+def fifo(tmp_path) -> Path:
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+    return path
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo"])
+def test_special_files_as_class_lists_are_refused(project, images, special, fifo):
+    path = "/dev/zero" if special == "/dev/zero" else fifo
+    image = next((images / "red").iterdir())
+    result = invoke("predict", image, "--project", project, "--classes", path, *CPU)
+    one_line_error(result, "class list", str(path), "not a regular file")
+    result = invoke("describe", path, "--provider", "none")
+    one_line_error(result, str(path), "not a regular file")
+    result = invoke("describe", "--phrases", path, "--project", project)
+    one_line_error(result, "phrases file", "not a regular file")
+
+
+def test_special_files_as_prompt_file_or_config_are_refused(images, tiny_rn):
+    image = next((images / "red").iterdir())
+    one_line_error(invoke("predict", image, "--prompt-file", "/dev/zero", *CPU), "/dev/zero", "not a regular file")
+    one_line_error(train(tiny_rn, "--config", "/dev/zero"), "/dev/zero", "not a regular file")
+    assert not Path("dualpt-project/prompts.safetensors").exists()
+
+
+def test_a_class_list_over_the_cap_is_refused(project, images, monkeypatch):
+    from dualpt_cli.core import project as project_mod
+
+    monkeypatch.setattr(project_mod, "TEXT_CAP", 1000)
+    big = images.parent / "big.txt"
+    big.write_text("".join(f"class{i}\n" for i in range(1000)))
+    result = invoke("predict", next((images / "red").iterdir()), "--project", project, "--classes", big, *CPU)
+    one_line_error(result, "big.txt", "MiB allowed")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 15. huge counts are refused when the options are checked, before anything is allocated
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [("--aug-views", "1000000000"), ("--prompts", "1000000000"), ("--seed", "99999999999999999999")],
+)
+def test_huge_training_counts_are_refused(images, tiny_rn, option, value):
+    result = train(tiny_rn, option, value)
+    one_line_error(result, option, "must be at most")
+    assert not Path("dualpt-project").exists()
+
+
+def test_huge_predict_counts_are_refused(project, images):
+    image = next((images / "red").iterdir())
+    result = invoke("predict", image, "--project", project, "--workers", "1000000000", *CPU)
+    one_line_error(result, "--workers", "must be at most")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 11, 12, 18. phrase files: alias bombs, deep nesting, duplicate keys, YAML's yes/no
+
+
+@pytest.fixture
+def classes(tmp_path) -> Path:
+    path = tmp_path / "classes.txt"
+    path.write_text("tiger\nno\nyes\n")
+    return path
+
+
+def phrases(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _nothing_described() -> bool:
+    return not Path("dualpt-project/descriptions.json").exists()
+
+
+def test_yaml_alias_bomb_is_refused(classes, tmp_path):
+    text = "a: &x " + "s" * 200_000 + "\ntiger: [" + ", ".join(["*x"] * 100) + "]\n"
+    result = invoke("describe", classes, "--phrases", phrases(tmp_path, "bomb.yaml", text))
+    one_line_error(result, "bomb.yaml", "expands to more than")
+    assert _nothing_described()
+
+
+@pytest.mark.parametrize("name", ["deep.json", "deep.yaml"])
+def test_deeply_nested_phrase_file_is_refused(classes, tmp_path, name):
+    result = invoke("describe", classes, "--phrases", phrases(tmp_path, name, DEEP))
+    one_line_error(result, name)
+    assert _nothing_described()
+
+
+@pytest.mark.parametrize(
+    "name, text, words",
+    [
+        ("dup.json", '{"tiger": ["a"], "tiger": ["b"]}', ["'tiger' twice"]),
+        ("dup.yaml", "tiger: [a]\ntiger: [b]\n", ["'tiger' twice"]),
+        ("case.json", '{"tiger": ["a"], "TIGER": ["b"]}', ["'tiger' twice", "'TIGER'"]),
+    ],
+)
+def test_duplicate_classes_in_a_phrase_file_are_refused(classes, tmp_path, name, text, words):
+    result = invoke("describe", classes, "--phrases", phrases(tmp_path, name, text))
+    one_line_error(result, name, *words)
+    assert _nothing_described()
+
+
+def test_yaml_yes_and_no_keys_are_class_names(classes, tmp_path):
+    text = "no: [round ears]\nyes: [long tail]\ntiger: [stripes]\n"
+    result = invoke("describe", classes, "--phrases", phrases(tmp_path, "yn.yaml", text))
+    assert result.exit_code == 0, result.output
+    stored = {e["folder"]: e["phrases"] for e in load_descriptions(resolve_project("dualpt-project"))}
+    assert stored == {"tiger": ["stripes"], "no": ["round ears"], "yes": ["long tail"]}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 12, 13. run metadata and JSON files read back: a bad one is a blank or one line, never a traceback
+
+
+def _run(project: Path, name: str, config: str, result: str = "{}", evaluation: str | None = None) -> None:
+    folder = project / "runs" / name
+    folder.mkdir(parents=True)
+    (folder / "run_config.json").write_text(config)
+    (folder / "result.json").write_text(result)
+    if evaluation is not None:
+        (folder / "eval.json").write_text(evaluation)
+
+
+def test_runs_lists_runs_with_bad_metadata(project):
+    good = json.dumps({"method": "dualpt", "shots": 2, "seed": 1, "epochs": 2, "beta": 0.1, "model": "m"})
+    _run(project, "good", good, json.dumps({"train_accuracy": 0.5}), json.dumps({"dualpt": {"top1": 0.75}}))
+    _run(project, "bad-eval", good, "{}", json.dumps({"dualpt": [1]}))
+    _run(project, "bad-method", json.dumps({"method": ["x"], "shots": "lots", "beta": "x"}))
+    _run(project, "deep", good, DEEP, DEEP)
+    result = invoke("runs", "--project", project, "--json")
+    assert result.exit_code == 0, result.output
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    assert rows["good"]["eval_top1"] == 0.75 and rows["good"]["train_accuracy"] == 0.5
+    assert rows["bad-eval"]["eval_top1"] is None
+    assert rows["bad-method"]["shots"] is None and rows["bad-method"]["method"].startswith("DUAL")
+    assert invoke("runs", "--project", project).exit_code == 0  # the table too
+
+
+def test_deep_descriptions_json_is_one_error(project, images):
+    (project / "descriptions.json").write_text(DEEP)
+    result = invoke("report", "--project", project, "--examples", 0)
+    one_line_error(result, "descriptions.json", "nested too deeply")
