@@ -244,3 +244,29 @@ def test_ranks_with_other_settings_stop_naming_them(tmp_path):
         shard_inputs(paths, _Peer(lambda v: {"--format": "x", "--batch-size": "y"}), 2, "predict", settings)
     with pytest.raises(DistributedError, match="different images"):
         shard_inputs(paths, _Peer(lambda v: {"images": "z"}), 2, "predict", settings)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 6. a $ in a class or compare name is drawn as it is (matplotlib's mathtext would fail on it)
+
+MATH = r"a $\bad{$ b"
+
+
+def test_dollar_in_class_names_draws(tmp_path):
+    import torch
+
+    from dualpt_cli.pictures import plots
+
+    png = plots.confusion_png(torch.tensor([[2, 0], [1, 1]]), [MATH, "b$"], MATH)
+    assert png.startswith(b"\x89PNG")
+    per_class = {"dualpt": [{"class": MATH, "accuracy": 0.5}, {"class": "$x$", "accuracy": 1.0}]}
+    assert plots.per_class_png(per_class, {"dualpt": MATH}).startswith(b"\x89PNG")
+
+
+def test_dollar_in_compare_names_draws():
+    from types import SimpleNamespace
+
+    from dualpt_cli.pictures import plots
+
+    rows = [SimpleNamespace(method=MATH, shots=s, mean=0.5, std=0.1, best=s == 2) for s in (1, 2)]
+    assert plots.compare_png({MATH: rows}, title=MATH).startswith(b"\x89PNG")
