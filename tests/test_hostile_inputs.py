@@ -245,3 +245,37 @@ def test_unusable_cache_location_is_one_line(images, tiny_rn, monkeypatch, where
     monkeypatch.setenv("DUALPT_CACHE", where)
     one_line_error(train(tiny_rn), "feature cache", "DUALPT_CACHE")
     assert not Path("dualpt-project/prompts.safetensors").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 10. file names that are not UTF-8: written as \xNN escapes, the same way in every output
+
+
+@pytest.fixture
+def odd_names(images) -> Path:
+    """The test images with one file per class renamed to a name that is not UTF-8 (byte 0xFF)."""
+    for folder in sorted(p for p in images.iterdir() if p.is_dir()):
+        first = sorted(folder.iterdir())[0]
+        os.rename(os.fsencode(first), os.fsencode(folder) + b"/\xff" + os.fsencode(first.name))
+    return images
+
+
+def test_predict_writes_non_utf8_names_escaped(project, odd_names):
+    result = invoke("predict", odd_names, "--project", project, "--json", *CPU)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout_bytes.decode("utf-8"))  # strict UTF-8: no raw 0xFF byte
+    assert sum("\\xff" in row["image"] for row in rows) == len(TRAINED_CLASSES)
+    result = invoke("predict", odd_names, "--project", project, "-o", "rows.csv", *CPU)
+    assert result.exit_code == 0, result.output
+    assert Path("rows.csv").read_bytes().decode("utf-8").count("\\xff") == len(TRAINED_CLASSES)
+
+
+def test_eval_plot_and_train_all_shots_with_non_utf8_names(project, odd_names, tiny_rn):
+    result = invoke("eval", odd_names, "--project", project, "--plot", "ev", *CPU)
+    assert result.exit_code == 0, result.output
+    json.loads(Path("ev/eval.json").read_bytes().decode("utf-8"))
+    result = train(tiny_rn, "--shots", "all", "--project", "p2")
+    assert result.exit_code == 0, result.output
+    split = json.loads(Path("p2/split.json").read_bytes().decode("utf-8"))  # the names read back the same
+    odd = [name for files in split["train"].values() for name in files if "\udcff" in name]
+    assert len(odd) == len(TRAINED_CLASSES) and all((Path(split["images"]) / name).is_file() for name in odd)

@@ -210,7 +210,11 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    """``obj`` as JSON; a file name that is not UTF-8 is kept as ``\\udcNN`` escapes (it reads back the same)."""
+    try:
+        atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    except UnicodeEncodeError:
+        atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def read_json(path: Path, what: str) -> Any:

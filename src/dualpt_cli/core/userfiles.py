@@ -23,6 +23,12 @@ TEXT_CAP = 64 * MiB  # a class list, phrase file, split file or config: far belo
 BINARY_CAP = 4096 * MiB  # a prompt file
 
 
+def shown(path: str | os.PathLike) -> str:
+    """``path`` as text any UTF-8 output can hold, the same way in every output (rows, CSV, eval.json): bytes
+    of a file name that are not UTF-8 (which Python keeps as lone surrogates) become ``\\xNN`` escapes."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _kind(mode: int) -> str:
     if stat.S_ISDIR(mode):
         return "a folder"

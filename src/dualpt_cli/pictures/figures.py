@@ -21,7 +21,7 @@ from ..core.project import (
     protected_reads,
     read_json,
 )
-from ..core.userfiles import check_output
+from ..core.userfiles import check_output, shown
 from ..data.images import expand_inputs
 from ..errors import DataError, ProjectError
 from ..model.calibration import reliability_bins
@@ -184,7 +184,7 @@ def mistakes(result, method: str) -> list[dict[str, Any]]:
     p, pred = probs.max(dim=1)
     out = [
         {
-            "image": str(Path(path).resolve()),
+            "image": shown(Path(path).resolve()),
             "true": result.classes[t].folder,
             "predicted": result.classes[k].folder,
             "prob": round(float(q), 6),

@@ -21,6 +21,7 @@ from ..clip.spec import ModelSpec
 from ..core.checks import bounded
 from ..core.distributed import Dist
 from ..core.project import resolve_project
+from ..core.userfiles import shown
 from ..data.basenew import recorded_new_classes
 from ..data.classes import ClassEntry, class_set, parse_class_list
 from ..data.source import test_source
@@ -332,7 +333,7 @@ def run_images(
             pin_memory=bb.device.type == "cuda",
             device=bb.device,
         ):
-            out["failed"] += [(str(paths[i]), e) for i, e in batch.errors.items()]
+            out["failed"] += [(shown(paths[i]), e) for i, e in batch.errors.items()]
             if batch.pixels is not None:
                 z, Z = bb.encode_images(batch.pixels)  # (b, d), (b, N, d)
                 if clf is not None:
