@@ -328,3 +328,33 @@ def test_api_load_names_the_file_it_was_given(tmp_path):
     assert "nope.safetensors/prompts.safetensors" not in str(info.value)
     with pytest.raises(DualptError, match="project folder or a prompt file path, got int"):
         Classifier.load(5)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 16. CoOp split files: a class with no train rows, an empty class name, an empty test split
+
+
+def _caltech(tmp_path: Path, change) -> Path:
+    from test_coopdata import fake_caltech
+
+    folder = fake_caltech(tmp_path / "data")
+    split_file = folder / "split_zhou_Caltech101.json"
+    split = json.loads(split_file.read_text())
+    change(split)
+    split_file.write_text(json.dumps(split))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (lambda s: s.update(train=[r for r in s["train"] if r[1] != 2]), ["'accordion'", "no train images"]),
+        (lambda s: [r.__setitem__(2, "") for part in s.values() for r in part if r[1] == 0], ["empty class name"]),
+        (lambda s: s.update(test=[]), ["test split is empty"]),
+    ],
+)
+def test_broken_coop_splits_are_refused_before_training(tmp_path, tiny_rn, change, words):
+    folder = _caltech(tmp_path, change)
+    result = invoke("train", "--dataset", f"coop:{folder}", "--model", tiny_rn, "--pretrained", "", *CPU)
+    one_line_error(result, "split_zhou_Caltech101.json", *words)
+    assert not Path("dualpt-project/prompts.safetensors").exists()
