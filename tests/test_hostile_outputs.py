@@ -270,3 +270,24 @@ def test_dollar_in_compare_names_draws():
 
     rows = [SimpleNamespace(method=MATH, shots=s, mean=0.5, std=0.1, best=s == 2) for s in (1, 2)]
     assert plots.compare_png({MATH: rows}, title=MATH).startswith(b"\x89PNG")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("other, named", [("--batch-size 3", "--batch-size"), ("--format csv", "--format")])
+def test_torchrun_rank_with_other_options_stops_before_writing(project, victim, tmp_path, other, named):
+    import subprocess
+    import sys
+
+    from test_distributed import TESTS, free_port, worker_env
+
+    out = tmp_path / "rows" / "rows.jsonl"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1"]
+    cmd += ["--master-port", str(free_port()), str(TESTS / "dist_settings_worker.py")]
+    cmd += ["predict", str(victim.parent), "--project", str(project), "-o", str(out), "--batch-size", "2", *CPU]
+    env = worker_env(tmp_path / "cache", DUALPT_TEST_RANK1_ARGS=other)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    errors = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]
+    assert done.returncode != 0 and errors, done.stderr[-3000:]
+    assert all("different settings" in ln and named in ln for ln in errors), errors
+    assert "Traceback" not in done.stderr
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []  # no rows, no part files

@@ -310,11 +310,9 @@ def _write_cache(path: Path, views: dict[int, tuple[torch.Tensor, torch.Tensor]]
             tensors.update({f"g{v}": g.contiguous() for v, (g, _) in views.items()})
             tensors.update({f"l{v}": loc.contiguous() for v, (_, loc) in views.items()})
             atomic_write_bytes(path, save(tensors, metadata={k: _checksum(t) for k, t in tensors.items()}))
-    except (OSError, ProjectError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not writable"
-        raise ProjectError(
-            f"cannot write the feature cache in {path.parent} ({reason}); set $DUALPT_CACHE to a writable "
-            "folder, or run dualpt cache clear"
+    except OSError as exc:  # its folder cannot be made or locked (a file, /dev/null, read-only); a failed write
+        raise ProjectError(  # of the entry itself is atomic_write_bytes's ProjectError, naming the entry
+            f"cannot write the feature cache in {path.parent} ({exc.strerror}); set $DUALPT_CACHE to a writable folder"
         ) from None
 
 

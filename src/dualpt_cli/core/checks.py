@@ -29,7 +29,6 @@ LIMITS = {
     "--shots": 1_000_000,
     "--val-shots": 1_000_000,
     "--prompts": 64,
-    "--ctx-len": 64,
     "--aug-views": 1024,
     "--epochs": 100_000,
     "--batch-size": 65_536,

@@ -192,7 +192,7 @@ class TrainConfig:
             ]
         )
         bounded({"--seed": self.seed, "--text-chunk": self.text_chunk, "--val-shots": self.val_shots}, low=0)
-        bounded({"--shots": self.shots, "--prompts": self.n_prompts, "--ctx-len": self.n_ctx})
+        bounded({"--shots": self.shots, "--prompts": self.n_prompts})  # --ctx-len: against the model's 77 tokens
         bounded({"--aug-views": self.aug_views, "--epochs": self.epochs, "--batch-size": self.batch_size})
 
 
