@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 from pathlib import Path
@@ -289,5 +290,5 @@ def test_torchrun_rank_with_other_options_stops_before_writing(project, victim, 
     errors = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]
     assert done.returncode != 0 and errors, done.stderr[-3000:]
     assert all("different settings" in ln and named in ln for ln in errors), errors
-    assert "Traceback" not in done.stderr
+    assert not re.search(r'File "[^"]*dualpt_cli', done.stderr)  # the launcher's own traceback is not ours
     assert not out.parent.exists() or list(out.parent.iterdir()) == []  # no rows, no part files
