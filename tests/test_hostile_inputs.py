@@ -358,3 +358,11 @@ def test_broken_coop_splits_are_refused_before_training(tmp_path, tiny_rn, chang
     result = invoke("train", "--dataset", f"coop:{folder}", "--model", tiny_rn, "--pretrained", "", *CPU)
     one_line_error(result, "split_zhou_Caltech101.json", *words)
     assert not Path("dualpt-project/prompts.safetensors").exists()
+
+
+def test_phrase_file_counts_on_a_fresh_project(classes, tmp_path):
+    text = '{"tiger": ["stripes"], "no": ""}'  # "no": nothing left once parsed
+    result = invoke("describe", classes, "--phrases", phrases(tmp_path, "some.json", text))
+    assert result.exit_code == 0, result.output
+    assert "1 described, 0 kept from earlier runs, 2 without phrases" in " ".join(result.stdout.split())
+    assert "(kept)" not in result.stdout

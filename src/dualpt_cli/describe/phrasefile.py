@@ -35,6 +35,7 @@ class PhrasesReport:
     asked: list[str]  # folders that got phrases from the file
     dropped: list[str]  # always empty: a phrases file never drops stored classes
     failed_kept: list[dict] = field(default_factory=list)  # always empty: no class fails (as describe's report has)
+    unnamed: list[str] = field(default_factory=list)  # listed classes that got no phrases and had none stored
 
     @property
     def failed(self) -> list[dict]:
@@ -178,6 +179,7 @@ def _add_phrases(
     by_folder = match_classes(mapping, classes, path)
     now = utc_now()
     done: dict[str, dict] = {}
+    described: list[str] = []  # classes the file gave at least one phrase (after filtering)
     for cls in classes:
         old = stored.get(cls.folder)
         if old is not None and old["name"] != cls.name:
@@ -186,6 +188,8 @@ def _add_phrases(
             done[cls.folder] = old or _entry(cls, [], "none", None)
             continue
         new = parse_phrases("\n".join(by_folder[cls.folder]), cls.name)
+        if new:
+            described.append(cls.folder)
         source = {"file": str(path), "phrases": new, "time": now}
         again = (old or {}).get("provenance", {}).get("file") == str(path)  # the same file again: update
         if old is None or old["status"] != "ok" or replace or again:
@@ -196,7 +200,8 @@ def _add_phrases(
             done[cls.folder] = {**old, "phrases": merge_phrases(old["phrases"], new), "provenance": provenance}
     save_descriptions(project, classes, done)
     entries = [done[c.folder] for c in classes]
-    return PhrasesReport("file", None, project.descriptions, entries, list(by_folder), [])
+    unnamed = [c.folder for c in classes if c.folder not in described and not done[c.folder]["phrases"]]
+    return PhrasesReport("file", None, project.descriptions, entries, described, [], unnamed=unnamed)
 
 
 def _entry(cls: ClassEntry, phrases: list[str], status: str, source: dict | None) -> dict:
