@@ -27,7 +27,7 @@ from dualpt_cli.pictures.plots import (
     curves_png,
     sparse_ticks,
 )
-from dualpt_cli.pictures.report import pick_examples
+from dualpt_cli.pictures.report import CSP, pick_examples
 from imagegen import make_image_folder
 from test_explain import png_size
 from trained import TRAINED_CLASSES
@@ -282,8 +282,11 @@ def _chromium() -> str:
 def test_report_opens_in_headless_chromium(report_project, tmp_path):
     browser = _chromium()
     page = _report(report_project)
+    assert CSP in page  # scripts are blocked in the report itself: the probe runs in a copy without the policy
     probe = tmp_path / "probe.html"  # the report plus a script that records each image's decoded width
-    probe.write_text(page.replace("</body>", PROBE + "</body>"))
+    probe.write_text(page.replace(CSP, "").replace("</body>", PROBE + "</body>"))
+    blocked = tmp_path / "blocked.html"  # the same script in the report as written: the policy stops it
+    blocked.write_text(page.replace("</body>", PROBE + "</body>"))
     flags = [
         "--headless",
         "--no-sandbox",
@@ -299,6 +302,13 @@ def test_report_opens_in_headless_chromium(report_project, tmp_path):
         timeout=120,
     ).stdout
     widths = json.loads(html.unescape(re.search(r'data-probe="([^"]*)"', dom).group(1)))
+    inert = subprocess.run(
+        [browser, *flags, "--virtual-time-budget=5000", "--dump-dom", blocked.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    assert "<body" in inert and 'data-probe="' not in inert  # no script ran in the report
     assert len(widths) == 8 and all(w > 0 for w in widths), widths  # every image decoded
     assert widths[7] == 1040  # the curves at their own width, after the 5 evaluation and 2 explained pictures
     text = re.sub(r"<[^>]+>", " ", dom)

@@ -23,6 +23,7 @@ from PIL import Image
 from .core.project import resolve_project
 from .data.classes import ClassEntry, parse_class_list
 from .data.stream import ImageFiles, collate_with_errors
+from .errors import DataError
 from .predict.classifier import Classifier as _Scorer
 from .predict.output import make_row
 from .train.loop import Callbacks, TrainConfig, TrainResult, run_training
@@ -59,8 +60,15 @@ class Classifier(_Scorer):
         ``classes``: a class-list file or a list of names to predict over instead of the trained classes
         (new names are encoded from the learned context, as ``--classes`` does).
         """
+        if project_or_prompt_file is not None and not isinstance(project_or_prompt_file, (str, os.PathLike)):
+            raise DataError(
+                "Classifier.load takes a project folder or a prompt file path, "
+                f"got {type(project_or_prompt_file).__name__}"
+            )
+        _count("batch_size", batch_size)
         target = Path(project_or_prompt_file) if project_or_prompt_file is not None else None
-        path = target if target is not None and target.is_file() else resolve_project(target).prompts
+        named_file = target is not None and (target.is_file() or target.suffix == ".safetensors")
+        path = target if named_file else resolve_project(target).prompts
         return cls.from_prompt_file(
             path, device=device, precision=precision, classes=_entries(classes), batch_size=batch_size
         )
@@ -72,7 +80,9 @@ class Classifier(_Scorer):
 
         An image that cannot be read gives a :class:`Prediction` with ``error`` set, not an exception.
         """
-        items = [images] if isinstance(images, (str, os.PathLike, Image.Image)) else list(images)
+        _count("top_k", top_k)
+        _count("batch_size", batch_size)
+        items = [images] if isinstance(images, (str, os.PathLike, Image.Image)) else _image_list(images)
         decoded = ImageFiles(items, self.bb.eval_transform())  # (index, pixels or None, error or None)
         out: list[Prediction] = []
         for start in range(0, len(items), batch_size):
@@ -102,6 +112,25 @@ def fit(config: TrainConfig, callbacks: Callbacks | None = None) -> TrainResult:
     ``callbacks`` (a :class:`train.Callbacks`) receives warnings, progress and per-epoch records.
     """
     return run_training(config, callbacks)
+
+
+def _count(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise DataError(f"{name} must be a whole number >= 1, got {value!r}")
+
+
+def _image_list(images: object) -> list[ImageInput]:
+    """The images of an iterable of paths and PIL images; arrays, tensors and bytes are refused, not iterated."""
+    if not isinstance(images, Iterable) or isinstance(images, (bytes, bytearray)) or hasattr(images, "shape"):
+        raise DataError(
+            f"images must be a path, a PIL image or a list of them, got {type(images).__name__}; for an array "
+            "use PIL.Image.fromarray(array)"
+        )
+    items = list(images)
+    for i, item in enumerate(items):
+        if not isinstance(item, (str, os.PathLike, Image.Image)):
+            raise DataError(f"image {i} is a {type(item).__name__}; give paths or PIL images")
+    return items
 
 
 def _entries(classes: str | os.PathLike | Sequence[str] | None) -> list[ClassEntry] | None:

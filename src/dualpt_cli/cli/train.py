@@ -244,7 +244,7 @@ def train(
     from ..core.distributed import distributed, launch_rank
     from ..core.project import resolve_project
     from ..train.loop import TrainConfig, run_training
-    from ..train.runs import record_run
+    from ..train.runs import check_run_name, record_run
     from ..ui.train import draw_curves, rank_callbacks, report, summary
 
     quiet_mode(quiet)
@@ -264,6 +264,7 @@ def train(
     )  # fmt: skip
     if config is not None:
         cfg = _with_saved_config(ctx, cfg, config)
+    check_run_name(resolve_project(project), run_name)  # before training overwrites the project's files
     try:
         with distributed(cfg.device) as dist, rank_callbacks(dist, quiet=json_out or quiet) as callbacks:
             result = run_training(cfg, callbacks, dist)

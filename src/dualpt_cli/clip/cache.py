@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.project import user_cache_dir
+from ..errors import ProjectError
 
 
 def features_dir() -> Path:
@@ -48,6 +49,11 @@ def clear_cache() -> dict[str, Any]:
                     path.unlink()
                 except FileNotFoundError:  # replaced or removed by another process meanwhile
                     continue
+                except OSError as exc:  # a read-only cache: say so once, and what was removed before
+                    raise ProjectError(
+                        f"cannot delete {path} ({exc.strerror}); {removed} entries removed before it; check the "
+                        f"permissions of {root} (or set $DUALPT_CACHE to another folder)"
+                    ) from None
                 if name.endswith(".safetensors"):
                     removed, freed = removed + 1, freed + size
             try:

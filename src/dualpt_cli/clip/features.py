@@ -7,7 +7,8 @@ features in the user's cache (keyed by model + file content + view; shared by al
 
 View ``v`` of an image is a deterministic function of (file content, v, augmentation seed), so the cache
 is exact: a cached view equals a fresh encoding of the same view (tested), and raising ``--aug-views``
-only encodes the new views.
+only encodes the new views. Each entry stores a checksum of every tensor: an entry whose data was changed
+(NaN, zeros) or that has no checksums is encoded again, like one whose header is damaged.
 
 Under torchrun (``encode_views(..., dist=...)``) the ranks share the work: each looks up and encodes a
 contiguous shard, writing its own entries (whole files, renamed into place) to the cache, which must be on
@@ -28,12 +29,12 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 
 from ..core.distributed import SINGLE, Dist
 from ..core.project import atomic_write_bytes
 from ..data.images import BadImage, file_digest, load_image
-from ..errors import DistributedError
+from ..errors import DistributedError, ProjectError
 from .backbone import Backbone
 
 EVAL_VIEW = -1  # the un-augmented test-time view (resize + center crop)
@@ -249,12 +250,7 @@ def _look_up(folder: Path, path: Path, views: list[int]) -> tuple[str | None, bo
         digest = file_digest(path)[:40]
     except OSError as exc:
         return None, False, f"cannot read ({exc.strerror})"
-    entry = _entry(folder, digest)
-    try:
-        with safe_open(str(entry), "pt") as fh:
-            names = set(fh.keys())
-    except (SafetensorError, OSError, ValueError):  # missing or damaged: encoded again
-        names = set()
+    names = set(_read_cache(_entry(folder, digest)))  # missing, damaged or changed: encoded again
     return digest, all(f"g{v}" in names and f"l{v}" in names for v in views), ""
 
 
@@ -284,12 +280,21 @@ def _feature_set(
 
 
 def _read_cache(path: Path | None) -> dict[str, torch.Tensor]:
+    """The entry's tensors whose checksum holds; a damaged or changed one is left out (and encoded again)."""
     if path is None or not path.is_file():
         return {}
     try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError):  # a damaged cache entry is recomputed, never trusted
+        with safe_open(str(path), "pt") as fh:
+            sums = fh.metadata() or {}
+            tensors = {key: fh.get_tensor(key) for key in fh.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError):  # a damaged cache entry is recomputed
         return {}
+    return {key: t for key, t in tensors.items() if sums.get(key) == _checksum(t) and bool(torch.isfinite(t).all())}
+
+
+def _checksum(t: torch.Tensor) -> str:
+    """sha256 (32 hex digits) of a tensor's bytes."""
+    return hashlib.sha256(t.contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()[:32]
 
 
 def _write_cache(path: Path, views: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -299,11 +304,16 @@ def _write_cache(path: Path, views: dict[int, tuple[torch.Tensor, torch.Tensor]]
     once: the read-merge-write holds a lock on the entry (where the OS has ``flock``), and the write itself
     is atomic, so a reader never sees half a file.
     """
-    with _entry_lock(path):
-        tensors = _read_cache(path)
-        tensors.update({f"g{v}": g.contiguous() for v, (g, _) in views.items()})
-        tensors.update({f"l{v}": loc.contiguous() for v, (_, loc) in views.items()})
-        atomic_write_bytes(path, save(tensors))
+    try:
+        with _entry_lock(path):
+            tensors = _read_cache(path)
+            tensors.update({f"g{v}": g.contiguous() for v, (g, _) in views.items()})
+            tensors.update({f"l{v}": loc.contiguous() for v, (_, loc) in views.items()})
+            atomic_write_bytes(path, save(tensors, metadata={k: _checksum(t) for k, t in tensors.items()}))
+    except OSError as exc:  # its folder cannot be made or locked (a file, /dev/null, read-only); a failed write
+        raise ProjectError(  # of the entry itself is atomic_write_bytes's ProjectError, naming the entry
+            f"cannot write the feature cache in {path.parent} ({exc.strerror}); set $DUALPT_CACHE to a writable folder"
+        ) from None
 
 
 @contextlib.contextmanager

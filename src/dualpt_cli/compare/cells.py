@@ -214,7 +214,7 @@ def panels(compare_root: Path) -> dict[str, list[Row]]:
             if data.get("format") not in READABLE_FORMATS:
                 continue
             rows = [Row(**row) for row in data["summary"]]
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             continue
         if any(r.mean is not None for r in rows):
             out[path.parent.name] = rows

@@ -168,7 +168,7 @@ def load_previous(path: Path, cb: Callbacks) -> Previous:
         else:
             setups = dict(data["setups"])
             cells = [CellResult(**value) for value in data["cells"].values()]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         cb.warn(f"{path} cannot be read ({str(exc)[:80]}); starting the grid afresh")
         return Previous()
     return Previous({r.key: r for r in cells}, setups)

@@ -27,12 +27,13 @@ import stat
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import DataError, DualptError, ProjectError
+from .userfiles import TEXT_CAP, Protected, check_output, read_regular
 
 PROJECT_ENV = "DUALPT_PROJECT"
 DEFAULT_PROJECT = "dualpt-project"
@@ -86,6 +87,15 @@ class Project:
     def lock_file(self) -> Path:
         return self.root / ".lock"
 
+    def owned(self) -> Protected:
+        """The files and folders of this project that no ``--output`` may replace."""
+        what = f"a file of project {self.root}"
+        files = (self.descriptions, self.prompts, self.run_config, self.train_log, self.split, self.lock_file)
+        return Protected(
+            files=tuple((p, what) for p in (*files, self.root / "curves.png")),
+            folders=((self.checkpoint_dir, what), (self.root / "runs", what)),
+        )
+
     def ensure(self) -> Project:
         """Create the folder (and parents) if needed; a clear error if that is impossible."""
         if self.root.exists() and not self.root.is_dir():
@@ -103,6 +113,20 @@ def resolve_project(path: str | os.PathLike | None = None) -> Project:
     return Project(Path(chosen).expanduser())
 
 
+def protected_reads(
+    project: str | os.PathLike | None,
+    prompt_file: str | os.PathLike | None,
+    images: Iterable[Path],
+    *others: str | None,
+) -> Protected:
+    """What a command that reads these must not overwrite: the images, other input files, the prompt file and
+    the files of its project (the ``--project``'s and the one holding the prompt file)."""
+    kept = resolve_project(project).owned() + Protected.inputs(images, "an input image") + Protected.inputs(others)
+    if prompt_file is not None:
+        kept += Protected.inputs([prompt_file], "the prompt file") + Project(Path(prompt_file).parent).owned()
+    return kept
+
+
 # ---------------------------------------------------------------------------------------------------------
 # atomic writes: a reader sees the old file or the new one, never half of one
 
@@ -114,6 +138,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     disk is a :class:`ProjectError` naming the path; ``path`` keeps its old content then.
     """
     path = Path(path)
+    try:
+        mode = path.lstat().st_mode
+    except OSError:
+        mode = None
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):  # never rename over a device
+        raise ProjectError(f"cannot write {path}: it is not a regular file (a device, pipe or folder); nothing written")
     fd, tmp = temp_beside(path, ProjectError)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -180,17 +210,23 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    """``obj`` as JSON; a file name that is not UTF-8 is kept as ``\\udcNN`` escapes (it reads back the same)."""
+    try:
+        atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    except UnicodeEncodeError:
+        atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def read_json(path: Path, what: str) -> Any:
     """Read a JSON file the project wrote; a clear error names the file if it is damaged."""
+    if not os.path.lexists(path):
+        raise ProjectError(f"{path} does not exist ({what})")
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ProjectError(f"{path} does not exist ({what})") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return json.loads(read_regular(path, what, ProjectError).decode("utf-8"))  # a device is refused, not read
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProjectError(f"{path} is not valid JSON ({what}): {exc}; delete it or re-create it") from None
+    except RecursionError:
+        raise ProjectError(f"{path} is nested too deeply to be a {what}; delete it or re-create it") from None
 
 
 def read_user_text(path: Path, what: str) -> str:
@@ -201,26 +237,23 @@ def read_user_text(path: Path, what: str) -> str:
         raise DataError(f"{what} {path} is not UTF-8 text; save it as UTF-8") from None
 
 
-def read_user_file(path: Path, what: str, error: type[DualptError]) -> bytes:
-    """The bytes of a file the user named; ``error`` with one clear line (``what`` and the path) if unreadable."""
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise error(f"{what} {path} does not exist") from None
-    except IsADirectoryError:
-        raise error(f"{what} {path} is a folder; pass the file itself") from None
-    except OSError as exc:
-        raise error(f"cannot read {what} {path}: {exc.strerror}") from None
+def read_user_file(path: Path, what: str, error: type[DualptError], cap: int | None = None) -> bytes:
+    """The bytes of a regular file the user named, at most ``cap``; ``error`` with one clear line (``what`` and the
+    path) if it is missing, unreadable, a device or pipe, or over ``cap`` (default :data:`TEXT_CAP`)."""
+    return read_regular(path, what, error, cap or TEXT_CAP)
 
 
 STDOUT_NAMES = ("-", "/dev/stdout")
 
 
-def output_path(output: str | os.PathLike | None) -> Path | None:
+def output_path(
+    output: str | os.PathLike | None, flag: str = "--output", protected: Protected | None = None
+) -> Path | None:
     """Where ``--output`` may write: None for stdout (no option, ``-`` or ``/dev/stdout``), else a path that
     is a regular file or does not exist yet, in a folder that exists or can be made.
 
-    Symlinks, devices, pipes and folders are refused rather than replaced by a new regular file.
+    Symlinks, devices, pipes and folders are refused rather than replaced by a new regular file, and so is
+    any of ``protected`` (the command's inputs, the project's files: :func:`userfiles.check_output`).
     """
     if output is None or str(output) in STDOUT_NAMES:
         return None
@@ -228,23 +261,9 @@ def output_path(output: str | os.PathLike | None) -> Path | None:
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():
-                raise DataError(f"--output {path}: {parent} is a file, not a folder")
+                raise DataError(f"{flag} {path}: {parent} is a file, not a folder")
             break
-    try:
-        st = path.lstat()
-    except FileNotFoundError:
-        st = None
-    except OSError as exc:
-        raise DataError(f"--output {path}: {exc.strerror}") from None
-    if st is not None:
-        if stat.S_ISDIR(st.st_mode):
-            raise DataError(f"--output {path} is a folder; give a file name")
-        if stat.S_ISLNK(st.st_mode):
-            raise DataError(f"--output {path} is a symbolic link; give the path of a regular file (or - for stdout)")
-        if not stat.S_ISREG(st.st_mode):
-            raise DataError(
-                f"--output {path} is not a regular file (a device or pipe); give a file name, or - for stdout"
-            )
+    check_output(path, flag, protected)
     return path
 
 

@@ -203,13 +203,19 @@ def load_coop_dataset(path: str | Path) -> CoopDataset:
         classes, splits = _read_aircraft(list_file, folder, images)
     else:
         classes, splits = _read_split_json(list_file, images)
+    untrained = sorted({*range(len(classes))} - {item.label for item in splits[0]})
+    if untrained:  # else it would train as "k shots" with no image of that class
+        missing = ", ".join(repr(classes[k].folder) for k in untrained[:5])
+        raise DataError(f"{list_file}: class {missing} has no train images; download the lists again")
+    if not splits[2]:
+        raise DataError(f"{list_file}: the test split is empty; download the lists again")
     return CoopDataset(layout, folder, classes, *splits)
 
 
 def _read_split_json(path: Path, images: Path) -> tuple[list[ClassEntry], tuple[list[Item], ...]]:
     try:
         data = json.loads(read_user_text(path, "split file"))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise DataError(f"split file {path} is not valid JSON ({exc}); download it again") from None
     if not isinstance(data, dict) or any(not isinstance(data.get(s), list) for s in SPLITS):
         raise DataError(f"split file {path} needs lists 'train', 'val' and 'test'; download it again")
@@ -244,6 +250,8 @@ def _entries(names: dict[int, str], path: Path) -> list[ClassEntry]:
         raise DataError(f"{path}: labels are not 0..{len(names) - 1}; download it again")
     seen: dict[str, int] = {}
     for label, name in names.items():
+        if not name.strip():
+            raise DataError(f"{path}: label {label} has an empty class name; download it again")
         if seen.setdefault(name, label) != label:
             raise DataError(f"{path}: class name {name!r} has labels {seen[name]} and {label}")
     return [ClassEntry(folder=names[k], name=readable_name(names[k])) for k in range(len(names))]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import itertools
+import os
 import random
 import warnings
 from collections.abc import Callable
@@ -136,14 +137,15 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     """Image paths from files, folders (recursive) and globs, in the order given, without duplicates.
 
     A missing path, an empty folder or a glob that matches no image is an error before anything runs;
-    a file given by name is tried whatever its extension.
+    a file given by name is tried whatever its extension. A name that exists is taken as given even if it
+    holds glob characters (``a[1].png`` is that file, not ``a1.png``); only a name that does not exist is a glob.
     """
     if not inputs:
         raise DataError("no images given; pass image files, folders or globs")
     out: dict[Path, None] = {}
     for item in inputs:
         path = Path(item).expanduser()
-        if glob.has_magic(item):
+        if glob.has_magic(item) and not os.path.lexists(path):  # a name that exists is taken as given
             found: list[Path] = []
             for match in sorted(glob.glob(str(path), recursive=True)):
                 found += folder_images(Path(match)) if Path(match).is_dir() else [Path(match)]

@@ -4,10 +4,12 @@ and each torchrun rank's share of the inputs."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -99,19 +101,46 @@ def image_batches(
     yield from loader
 
 
-def shard_inputs(paths: list[Path], dist: Dist, align: int, what: str) -> tuple[int, int]:
+def shard_inputs(
+    paths: list[Path], dist: Dist, align: int, what: str, settings: dict[str, Any] | None = None
+) -> tuple[int, int]:
     """``[lo, hi)`` of this torchrun rank's contiguous share of ``paths``, cut at multiples of ``align`` (the
     batch size, so every rank runs exactly the batches one process would); all of them in one process.
 
-    Every rank must have found the same images: a rank that sees another list (a folder not on a shared
-    filesystem, a file added meanwhile) is a :class:`DistributedError`, not a silently wrong merge.
+    Every rank must have found the same images and resolved the same ``settings`` (everything that shapes the
+    output: format, top-k, batch size, the prompt file's bytes, ...): a rank that sees another list (a folder
+    not on a shared filesystem, a file added meanwhile) or was started with other options is a
+    :class:`DistributedError` naming what differs, not a silently wrong merge.
     """
     if dist.distributed:
-        listing = hashlib.sha256("\n".join(map(str, paths)).encode()).hexdigest()
-        seen = dist.all_gather_json(listing, f"{what}: waiting for every rank to list the images")
-        if len(set(seen)) > 1:
+        mine = {"images": _digest("\n".join(map(str, paths)))}
+        for key, value in (settings or {}).items():
+            mine[key] = _digest(json.dumps(value, sort_keys=True, default=str))
+        seen = [o if isinstance(o, dict) else {} for o in dist.all_gather_json(mine, f"{what}: listing the images")]
+        if any(other.get("images") != mine["images"] for other in seen):
             raise DistributedError(
                 f"{what}: the ranks found different images ({len(paths)} on rank {dist.rank}); "
                 "run every rank with the same inputs, on a filesystem they all share"
             )
+        differ = sorted({key for other in seen for key in mine if other.get(key) != mine[key]})
+        if differ:
+            raise DistributedError(
+                f"{what}: the ranks were started with different settings ({', '.join(differ)}); "
+                "start every rank with the same options and files"
+            )
     return dist.shard_bounds(len(paths), align)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def file_digest(path: str | Path | None) -> str | None:
+    """sha256 of a file's bytes (None if there is no such file): ranks compare the prompt file they loaded."""
+    if path is None or not Path(path).is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -180,6 +180,7 @@ class DescribeReport:
     asked: list[str]  # folders described in this run
     dropped: list[str]  # folders stored earlier but no longer in classes.txt
     failed_kept: list[dict] = field(default_factory=list)  # failed this run; the earlier phrases were kept
+    unnamed: list[str] = field(default_factory=list)  # (phrase files) listed classes with no phrases, none stored
 
     @property
     def failed(self) -> list[dict]:

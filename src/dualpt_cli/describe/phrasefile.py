@@ -35,33 +35,28 @@ class PhrasesReport:
     asked: list[str]  # folders that got phrases from the file
     dropped: list[str]  # always empty: a phrases file never drops stored classes
     failed_kept: list[dict] = field(default_factory=list)  # always empty: no class fails (as describe's report has)
+    unnamed: list[str] = field(default_factory=list)  # listed classes that got no phrases and had none stored
 
     @property
     def failed(self) -> list[dict]:
         return []
 
 
+EXPANDED_CAP = 16 << 20  # characters of text a phrase file may expand to through YAML aliases
+
+
 def read_phrases_file(path: str | Path) -> dict[str, list[str]]:
-    """``{key: [item, ...]}`` from a JSON or YAML mapping; one clear error for anything else."""
+    """``{key: [item, ...]}`` from a JSON or YAML mapping; one clear error for anything else.
+
+    Every YAML scalar is read as text (``no:`` is the class "no", not False); a key given twice, text that
+    aliases expand past :data:`EXPANDED_CAP` characters, or nesting too deep for the parser is refused.
+    """
     path = Path(path)
     text = read_user_text(path, "phrases file")
-    if path.suffix.lower() in YAML_SUFFIXES:
-        import yaml
-
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            where = getattr(exc, "problem_mark", None)
-            line = f" (line {where.line + 1})" if where is not None else ""
-            raise DataError(f"phrases file {path} is not valid YAML{line}; expected 'class: [phrase, ...]'") from None
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(
-                f"phrases file {path} is not valid JSON (line {exc.lineno}: {exc.msg}); expected "
-                '{"class": ["phrase", ...]} (or use a .yaml file)'
-            ) from None
+    try:
+        data = _load_yaml(text, path) if path.suffix.lower() in YAML_SUFFIXES else _load_json(text, path)
+    except RecursionError:
+        raise DataError(f"phrases file {path} is nested too deeply; expected 'class: [phrase, ...]'") from None
     if not isinstance(data, dict) or not data:
         raise DataError(
             f'phrases file {path} must map class names to phrases, e.g. {{"tiger": ["orange fur", "black stripes"]}}'
@@ -75,6 +70,61 @@ def read_phrases_file(path: str | Path) -> dict[str, list[str]]:
     return out
 
 
+def _unique_keys(pairs: list[tuple[str, object]], path: Path) -> dict:
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise DataError(f"phrases file {path} gives the class {key!r} twice; merge its phrases into one entry")
+        out[key] = value
+    return out
+
+
+def _load_json(text: str, path: Path) -> object:
+    try:
+        return json.loads(text, object_pairs_hook=lambda pairs: _unique_keys(pairs, path))
+    except json.JSONDecodeError as exc:
+        raise DataError(
+            f"phrases file {path} is not valid JSON (line {exc.lineno}: {exc.msg}); expected "
+            '{"class": ["phrase", ...]} (or use a .yaml file)'
+        ) from None
+
+
+def _load_yaml(text: str, path: Path) -> object:
+    import yaml
+
+    class Loader(yaml.BaseLoader):  # BaseLoader: every scalar is a string, no tag makes an object
+        def compose_node(self, parent, index):
+            node = super().compose_node(parent, index)
+            if not hasattr(node, "expanded"):  # an alias returns its anchor's node, already counted
+                if isinstance(node, yaml.ScalarNode):
+                    node.expanded = len(node.value)
+                else:
+                    children = (
+                        node.value if isinstance(node, yaml.SequenceNode) else [n for kv in node.value for n in kv]
+                    )
+                    node.expanded = sum(getattr(kid, "expanded", 0) for kid in children)  # 0: a recursive alias
+                if node.expanded > EXPANDED_CAP:
+                    raise DataError(
+                        f"phrases file {path} expands to more than {EXPANDED_CAP >> 20} M characters "
+                        "(YAML aliases); write the phrases out"
+                    )
+            return node
+
+        def construct_mapping(self, node, deep=False):
+            pairs = [(self.construct_object(k, deep), self.construct_object(v, deep)) for k, v in node.value]
+            if any(not isinstance(k, str) for k, _ in pairs):
+                raise DataError(f"phrases file {path}: a key is not a class name; expected 'class: [phrase, ...]'")
+            return _unique_keys(pairs, path)
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, Loader.construct_mapping)
+    try:
+        return yaml.load(text, Loader=Loader)  # noqa: S506 - BaseLoader builds only str, list and dict
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise DataError(f"phrases file {path} is not valid YAML{line}; expected 'class: [phrase, ...]'") from None
+
+
 def match_classes(mapping: dict[str, list[str]], classes: list[ClassEntry], path: Path) -> dict[str, list[str]]:
     """``{folder: items}``: each key names a class by folder or readable name, ignoring case."""
     index = {c.folder.casefold(): c for c in classes} | {c.name.casefold(): c for c in classes}
@@ -86,9 +136,16 @@ def match_classes(mapping: dict[str, list[str]], classes: list[ClassEntry], path
             f"the classes are {listed}"
         )
     out: dict[str, list[str]] = {}
+    named: dict[str, str] = {}
     for key, items in mapping.items():
         folder = index[key.strip().casefold()].folder
-        out[folder] = out.get(folder, []) + items
+        if folder in named:
+            raise DataError(
+                f"phrases file {path} names the class {folder!r} twice ({named[folder]!r} and {key!r}); "
+                "merge its phrases into one entry"
+            )
+        named[folder] = key
+        out[folder] = items
     return out
 
 
@@ -122,6 +179,7 @@ def _add_phrases(
     by_folder = match_classes(mapping, classes, path)
     now = utc_now()
     done: dict[str, dict] = {}
+    described: list[str] = []  # classes the file gave at least one phrase (after filtering)
     for cls in classes:
         old = stored.get(cls.folder)
         if old is not None and old["name"] != cls.name:
@@ -130,6 +188,8 @@ def _add_phrases(
             done[cls.folder] = old or _entry(cls, [], "none", None)
             continue
         new = parse_phrases("\n".join(by_folder[cls.folder]), cls.name)
+        if new:
+            described.append(cls.folder)
         source = {"file": str(path), "phrases": new, "time": now}
         again = (old or {}).get("provenance", {}).get("file") == str(path)  # the same file again: update
         if old is None or old["status"] != "ok" or replace or again:
@@ -140,7 +200,8 @@ def _add_phrases(
             done[cls.folder] = {**old, "phrases": merge_phrases(old["phrases"], new), "provenance": provenance}
     save_descriptions(project, classes, done)
     entries = [done[c.folder] for c in classes]
-    return PhrasesReport("file", None, project.descriptions, entries, list(by_folder), [])
+    unnamed = [c.folder for c in classes if c.folder not in described and not done[c.folder]["phrases"]]
+    return PhrasesReport("file", None, project.descriptions, entries, described, [], unnamed=unnamed)
 
 
 def _entry(cls: ClassEntry, phrases: list[str], status: str, source: dict | None) -> dict:

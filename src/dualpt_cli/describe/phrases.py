@@ -43,7 +43,7 @@ def _json_items(text: str) -> list[str] | None:
         return None
     try:
         data = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return None
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]

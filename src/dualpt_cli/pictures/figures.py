@@ -12,7 +12,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..core.project import Project, atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..core.jsonshape import Opt, check_shape
+from ..core.project import (
+    Project,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    protected_reads,
+    read_json,
+)
+from ..core.userfiles import check_output, shown
 from ..data.images import expand_inputs
 from ..errors import DataError, ProjectError
 from ..model.calibration import reliability_bins
@@ -25,6 +34,35 @@ EVAL_JSON = "eval.json"
 PER_CLASS = "per_class.png"
 MISTAKES = "mistakes.csv"
 MISTAKES_KEPT = 100  # most confident mistakes listed in eval.json (mistakes.csv has all)
+
+
+_METHOD_SHAPE = {
+    "images": int,
+    "classes": int,
+    "top1": float,
+    "top5": float,
+    "top5_k": Opt(int),
+    "ece": Opt(float),
+    "per_class": [{"class": str, "folder": str, "images": int, "accuracy": float}],
+    "confused": Opt([{"true": str, "predicted": str, "count": int, "share_of_true": float}]),
+}
+EVAL_SHAPE = {
+    "images": Opt(str),
+    "model": Opt(str),
+    "dualpt": Opt(_METHOD_SHAPE),
+    "zero_shot": Opt(_METHOD_SHAPE),
+    "gain_top1": Opt(float),
+    "mistakes": Opt({"most_confident": Opt([{"true": str, "image": str}])}),
+}
+
+
+def read_eval(folder: Path) -> dict[str, Any]:
+    """``folder``'s eval.json (written by ``eval --plot``), every field the report uses checked."""
+    path = folder / EVAL_JSON
+    data = check_shape(read_json(path, "eval results"), EVAL_SHAPE, path, f"run dualpt eval --plot {folder} again")
+    if not any(isinstance(data.get(m), dict) for m in TITLES):
+        raise ProjectError(f"{path} has no results; run dualpt eval --plot {folder} again")
+    return data
 
 
 def writable_folder(folder: str | Path, flag: str) -> Path:
@@ -49,6 +87,10 @@ def write_explanations(
     paths = expand_inputs(cfg.inputs)  # bad paths fail before the model loads
     names = picture_names(paths)
     folder = writable_folder(out_dir, "--output") if out_dir is not None else None
+    if folder is not None:  # before the model loads: no PNG may replace an input or a project file
+        kept = protected_reads(cfg.project, cfg.prompts, paths)
+        for name in names:
+            check_output(folder / name, "--output", kept)
     items = []
     for i, expl in enumerate(explain_images(cfg, paths)):
         png = None
@@ -73,7 +115,7 @@ def read_train_log(path: Path) -> list[dict[str, Any]]:
     for line in text.splitlines():
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             continue
         if isinstance(rec, dict):
             records.append(rec)
@@ -142,7 +184,7 @@ def mistakes(result, method: str) -> list[dict[str, Any]]:
     p, pred = probs.max(dim=1)
     out = [
         {
-            "image": str(Path(path).resolve()),
+            "image": shown(Path(path).resolve()),
             "true": result.classes[t].folder,
             "predicted": result.classes[k].folder,
             "prob": round(float(q), 6),

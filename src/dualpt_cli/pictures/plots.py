@@ -36,8 +36,13 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def plain(text: str) -> str:
+    """``text`` drawn as it is: a ``$`` in a class or compare name would start matplotlib's mathtext."""
+    return str(text).replace("$", r"\$")
+
+
 def _short(text: str, width: int = 26, lines: int = 2) -> str:
-    return "\n".join(textwrap.wrap(text, width, max_lines=lines, placeholder="..."))
+    return plain("\n".join(textwrap.wrap(text, width, max_lines=lines, placeholder="...")))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -205,7 +210,7 @@ def confusion_png(cm: torch.Tensor, names: Sequence[str], title: str) -> bytes:
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     shown = "" if len(ticks) == K else f"; every {ticks[1] - ticks[0]}th class named"
-    ax.set_title(f"{title}: {int(cm.sum())} images, {K} classes, sorted by accuracy{shown}", fontsize=10)
+    ax.set_title(f"{plain(title)}: {int(cm.sum())} images, {K} classes, sorted by accuracy{shown}", fontsize=10)
     return _png(fig)
 
 
@@ -227,7 +232,7 @@ def per_class_png(per_class: dict[str, list[dict[str, Any]]], titles: dict[str, 
             x + (i - (len(methods) - 1) / 2) * width,
             [acc[m].get(n, float("nan")) for n in names],
             width,
-            label=titles.get(m, m),
+            label=plain(titles.get(m, m)),
         )
     ticks = sparse_ticks(K, 60)
     ax.set_xticks(
@@ -239,9 +244,8 @@ def per_class_png(per_class: dict[str, list[dict[str, Any]]], titles: dict[str, 
     )
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("accuracy")
-    ax.set_title(
-        f"per-class accuracy, {K} classes, sorted by {titles.get(methods[0], methods[0])} (worst first)", fontsize=10
-    )
+    sorted_by = plain(titles.get(methods[0], methods[0]))
+    ax.set_title(f"per-class accuracy, {K} classes, sorted by {sorted_by} (worst first)", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     return _png(fig)
@@ -268,7 +272,7 @@ def reliability_png(bins: Sequence[ReliabilityBin], ece: float, title: str) -> b
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
     top.set_ylabel("accuracy")
-    top.set_title(f"{title}: ECE {ece:.1%} over {int(count.sum())} images, {len(bins)} bins", fontsize=10)
+    top.set_title(f"{plain(title)}: ECE {ece:.1%} over {int(count.sum())} images, {len(bins)} bins", fontsize=10)
     top.grid(alpha=0.3)
     top.legend(fontsize=8, loc="upper left")
     share = count / max(count.sum(), 1)
@@ -316,7 +320,7 @@ def compare_png(panels: dict[str, Sequence[Any]], title: str = "", metric: str =
             if not pts:
                 continue
             xs, ys, es, best = zip(*pts)
-            line = ax.errorbar(xs, ys, yerr=es, marker="o", markersize=4, capsize=3, label=method)
+            line = ax.errorbar(xs, ys, yerr=es, marker="o", markersize=4, capsize=3, label=plain(method))
             bx = [x for x, b in zip(xs, best) if b]
             by = [y for y, b in zip(ys, best) if b]
             ax.scatter(bx, by, s=90, facecolors="none", edgecolors=line.lines[0].get_color(), linewidths=1.5)
@@ -325,7 +329,7 @@ def compare_png(panels: dict[str, Sequence[Any]], title: str = "", metric: str =
         ax.set_xscale("log", base=2)
         ax.set_xticks(all_shots, [str(s) for s in all_shots])
         ax.set_xlim(all_shots[0] / 1.4, all_shots[-1] * 1.4)  # room for the markers at both ends
-        ax.set_title(name, fontsize=10)
+        ax.set_title(plain(name), fontsize=10)
         ax.set_xlabel("shots per class (log scale)")
         ax.set_ylabel(f"{metric} (%)")
         ax.grid(alpha=0.3)
@@ -334,5 +338,5 @@ def compare_png(panels: dict[str, Sequence[Any]], title: str = "", metric: str =
     for ax in axes[len(panels) :]:
         ax.axis("off")
     if title:
-        fig.suptitle(title)
+        fig.suptitle(plain(title))
     return _png(fig)

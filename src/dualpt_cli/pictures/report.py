@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.project import Project, atomic_write_text, read_json, resolve_project
+from ..core.jsonshape import check_shape
+from ..core.project import Project, atomic_write_text, output_path, read_json, resolve_project
+from ..core.userfiles import Protected
 from ..errors import DataError, DualptError, ProjectError
 from ..predict.evaluate import TITLES
 from ..predict.explain import ExplainConfig, Explainer, ImageExplanation
 from . import plots
-from .figures import EVAL_JSON, PER_CLASS, read_train_log, write_curves
+from .figures import EVAL_JSON, PER_CLASS, read_eval, read_train_log, write_curves
 
 # ---------------------------------------------------------------------------------------------------------
 # the HTML report
@@ -69,7 +71,7 @@ def _pct(x: Any) -> str:
 def _config_section(project: Project) -> str:
     if not project.run_config.is_file():
         return "<p>No run_config.json: this project was not trained yet.</p>"
-    cfg = read_json(project.run_config, "run config")
+    cfg = check_shape(read_json(project.run_config, "run config"), {}, project.run_config, "train again")
     rows = [[k, json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v] for k, v in cfg.items()]
     third = -(-len(rows) // 3)
     tables = [_table(["setting", "value"], rows[i : i + third], "config") for i in range(0, len(rows), third)]
@@ -104,14 +106,12 @@ def _eval_section(folder: Path | None) -> str:
             "<p>No evaluation: run <code>dualpt eval TEST_IMAGES --zero-shot --plot "
             "&lt;project&gt;/eval</code> first (or pass --eval DIR).</p>"
         )
-    data = read_json(folder / EVAL_JSON, "eval results")
+    data = read_eval(folder)
     methods = [m for m in TITLES if isinstance(data.get(m), dict)]
-    if not methods:
-        raise ProjectError(f"{folder / EVAL_JSON} has no results; run dualpt eval --plot again")
     first = data[methods[0]]
     parts = [
-        f"<p>{html.escape(str(data.get('images')))}: {first['images']} images, {first['classes']} classes "
-        f"({html.escape(str(data.get('model')))})</p>"
+        f"<p>{html.escape(str(data.get('images')))}: {html.escape(str(first['images']))} images, "
+        f"{html.escape(str(first['classes']))} classes ({html.escape(str(data.get('model')))})</p>"
     ]
     parts.append(
         _table(
@@ -120,8 +120,8 @@ def _eval_section(folder: Path | None) -> str:
             "summary",
         )
     )
-    if "gain_top1" in data:
-        parts.append(f"<p>gain from training: {data['gain_top1'] * 100:+.1f} points top-1</p>")
+    if data.get("gain_top1") is not None:
+        parts.append(f"<p>gain from training: {float(data['gain_top1']) * 100:+.1f} points top-1</p>")
     per = {m: {r["class"]: r for r in data[m]["per_class"]} for m in methods}
     rows = [
         [r["class"], r["images"], *[_pct(per[m].get(r["class"], {}).get("accuracy")) for m in methods]]
@@ -156,11 +156,11 @@ def pick_examples(project: Project, eval_dir: Path | None, n: int) -> list[tuple
     if n <= 0:
         return []
     if eval_dir is not None and (eval_dir / EVAL_JSON).is_file():
-        data = read_json(eval_dir / EVAL_JSON, "eval results")
+        data = read_eval(eval_dir)
         main = data.get("dualpt") or data.get("zero_shot") or {}
         worst = [r["folder"] for r in sorted(main.get("per_class", []), key=lambda r: r["accuracy"])][:n]
         wrong: dict[str, str] = {}
-        for m in (data.get("mistakes") or {}).get("most_confident", []):
+        for m in (data.get("mistakes") or {}).get("most_confident") or []:
             wrong.setdefault(m["true"], m["image"])
         try:
             folders = scan_image_folder(data["images"])
@@ -226,6 +226,11 @@ def _explain_one(explainer: Explainer, path: Path, selectors: list[str]) -> Imag
         return explainer.image(path, ["top"])
 
 
+# inert whatever the project's files hold: no script runs, nothing is fetched (pictures are data: URIs)
+CSP = (
+    '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data:; '
+    "style-src 'unsafe-inline'\">"
+)
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
@@ -251,6 +256,9 @@ def build_report(cfg: ReportConfig) -> ReportResult:
     output = Path(cfg.output) if cfg.output else project.root / "report.html"
     if output.is_dir():
         raise DataError(f"--output {output} is a folder; give a file name such as report.html")
+    inputs = [eval_dir / EVAL_JSON, *cfg.explain]
+    if output_path(output, "--output", project.owned() + Protected.inputs(inputs)) is None:  # no device, no input
+        raise DataError(f"--output {output}: the report is a file; give a file name such as report.html")
     notes: list[str] = []
     curves_html, curves = _curves_section(project, notes)
     sections = [  # results first; what produced them after
@@ -266,7 +274,7 @@ def build_report(cfg: ReportConfig) -> ReportResult:
     )
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page = (
-        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">{CSP}'
         f"<title>dualpt report: {html.escape(str(project.root))}</title><style>{STYLE}</style></head>\n"
         f"<body><h1>dualpt report</h1><p>project <code>{html.escape(str(project.root.resolve()))}</code>, "
         f"written {when}</p><nav>{nav}</nav>\n{body}\n</body></html>\n"

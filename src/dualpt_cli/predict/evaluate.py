@@ -18,13 +18,14 @@ import torch
 from ..clip.backbone import Backbone
 from ..clip.load import load_backbone
 from ..clip.spec import ModelSpec
-from ..core.checks import check_all
+from ..core.checks import bounded
 from ..core.distributed import Dist
 from ..core.project import resolve_project
+from ..core.userfiles import shown
 from ..data.basenew import recorded_new_classes
 from ..data.classes import ClassEntry, class_set, parse_class_list
 from ..data.source import test_source
-from ..data.stream import StreamProgress, image_batches, shard_inputs
+from ..data.stream import StreamProgress, file_digest, image_batches, shard_inputs
 from ..errors import DataError, PromptFileError
 from ..model.calibration import expected_calibration_error
 from ..model.head import ZERO_SHOT_TEMPLATE, name_features
@@ -176,12 +177,8 @@ class EvalConfig:
     dataset: str | None = None  # coop:ROOT/NAME: its test split instead of images (and its zero-shot template)
 
     def __post_init__(self) -> None:
-        check_all(
-            [
-                (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
-                (self.workers is None or self.workers >= 0, f"--workers must be >= 0, got {self.workers}"),
-            ]
-        )
+        bounded({"--batch-size": self.batch_size})
+        bounded({"--workers": self.workers}, low=0)
 
 
 @dataclass
@@ -259,7 +256,9 @@ def evaluate_folder(cfg: EvalConfig, progress: StreamProgress | None = None, dis
 
     paths = [p for files in folders.values() for p in files]
     labels = torch.tensor([index[k] for k, files in enumerate(folders.values()) for _ in files])
-    lo, hi = shard_inputs(paths, dist, cfg.batch_size, "eval")
+    settings = {"--batch-size": cfg.batch_size, "--classes": file_digest(cfg.classes), "--zero-shot": cfg.zero_shot}
+    settings |= {"--prompt-file": file_digest(path) if clf else None, "--model": [cfg.model, cfg.pretrained]}
+    lo, hi = shard_inputs(paths, dist, cfg.batch_size, "eval", settings | {"--precision": cfg.precision})
     scores = run_images(bb, clf, zs, paths[lo:hi], cfg, progress or StreamProgress())
     scores = gather_scores(scores, lo, len(paths), len(classes), dist)
     kept = torch.tensor(scores["kept"], dtype=torch.long)
@@ -331,7 +330,7 @@ def run_images(
             pin_memory=bb.device.type == "cuda",
             device=bb.device,
         ):
-            out["failed"] += [(str(paths[i]), e) for i, e in batch.errors.items()]
+            out["failed"] += [(shown(paths[i]), e) for i, e in batch.errors.items()]
             if batch.pixels is not None:
                 z, Z = bb.encode_images(batch.pixels)  # (b, d), (b, N, d)
                 if clf is not None:

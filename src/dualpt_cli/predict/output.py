@@ -18,6 +18,7 @@ from typing import IO, Any
 import torch
 
 from ..core.project import output_path, temp_beside, write_failure
+from ..core.userfiles import shown
 from ..core.vocab import FORMATS  # noqa: E402,F401
 from ..errors import DataError
 
@@ -42,10 +43,10 @@ def make_row(
     if probs is not None and not bool(torch.isfinite(probs).all()):  # never a NaN in the output (invalid JSON)
         probs, error = None, "the model gave non-finite scores for this image"
     if probs is None:
-        return {"image": str(image), "class": None, "prob": None, "top_k": [], "error": error}
+        return {"image": shown(image), "class": None, "prob": None, "top_k": [], "error": error}
     p, idx = probs.topk(min(top_k, len(names)))
     top = [{"class": names[i], "prob": round(float(v), DIGITS)} for v, i in zip(p.tolist(), idx.tolist())]
-    return {"image": str(image), "class": top[0]["class"], "prob": top[0]["prob"], "top_k": top, "error": None}
+    return {"image": shown(image), "class": top[0]["class"], "prob": top[0]["prob"], "top_k": top, "error": None}
 
 
 class RowWriter:

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from ..core.checks import check_all
+from ..core.checks import bounded, check_all
 from ..core.distributed import Dist
+from ..core.project import output_path, protected_reads
 from ..data.classes import parse_class_list
 from ..data.images import expand_inputs
-from ..data.stream import StreamProgress, image_batches, shard_inputs
+from ..data.stream import StreamProgress, file_digest, image_batches, shard_inputs
 from ..errors import PartialFailure
-from .classifier import Classifier, load_classifier
+from .classifier import Classifier, load_classifier, prompt_path
 from .output import WRITERS, CsvWriter, RowWriter, TableWriter, format_for, make_row, plain_table
 from .partfiles import write_sharded
 
@@ -44,6 +45,8 @@ class PredictConfig:
     precision: str = "auto"
 
     def __post_init__(self) -> None:
+        bounded({"--top-k": self.top_k, "--batch-size": self.batch_size})
+        bounded({"--workers": self.workers}, low=0)
         check_all(
             [
                 (self.top_k >= 1, f"--top-k must be >= 1, got {self.top_k}"),
@@ -93,6 +96,20 @@ def _writer(fmt: str, fh: IO[str], top_k: int, cb: PredictCallbacks, header: boo
     return WRITERS[fmt](fh, top_k)
 
 
+def _output_settings(cfg: PredictConfig, fmt: str) -> dict[str, Any]:
+    """What shapes predict's output, compared over torchrun ranks (the images are compared on their own)."""
+    return {
+        "--format": fmt,
+        "--top-k": cfg.top_k,
+        "--batch-size": cfg.batch_size,
+        "--output": cfg.output,
+        "--classes": file_digest(cfg.classes),
+        "--prompt-file": file_digest(prompt_path(cfg.prompts, cfg.project)),
+        "--model": [cfg.model, cfg.pretrained],
+        "--precision": cfg.precision,
+    }
+
+
 def run_predict(cfg: PredictConfig, cb: PredictCallbacks | None = None, dist: Dist | None = None) -> PredictSummary:
     """Classify every input and write the rows; :class:`PartialFailure` at the end if any image failed.
 
@@ -103,8 +120,9 @@ def run_predict(cfg: PredictConfig, cb: PredictCallbacks | None = None, dist: Di
     cb, dist = cb or PredictCallbacks(), dist or Dist()
     fmt = format_for(cfg.fmt, cfg.output)
     paths = expand_inputs(cfg.inputs)  # bad paths fail before the model loads
+    output_path(cfg.output, "--output", protected_reads(cfg.project, cfg.prompts, paths, cfg.classes))
     entries = parse_class_list(cfg.classes) if cfg.classes else None
-    lo, hi = shard_inputs(paths, dist, cfg.batch_size, "predict")
+    lo, hi = shard_inputs(paths, dist, cfg.batch_size, "predict", _output_settings(cfg, fmt))
     clf = load_classifier(
         cfg.prompts,
         cfg.project,

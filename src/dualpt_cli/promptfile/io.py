@@ -27,6 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save
 
 from ..core.project import atomic_write_bytes, read_user_file
+from ..core.userfiles import BINARY_CAP
 from ..errors import PromptFileError
 from .meta import PromptMeta
 
@@ -57,11 +58,11 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], fmt: str, me
 def read_safetensors(path: Path, fmt: str, what: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read and verify a file written by :func:`write_safetensors`; one clear error for any damage."""
     path = Path(path)
-    raw = read_user_file(path, what, PromptFileError)
+    raw = read_user_file(path, what, PromptFileError, BINARY_CAP)
     try:
         tensors = load(raw)
         header = _header(raw)
-    except (SafetensorError, ValueError, json.JSONDecodeError, UnicodeDecodeError, OverflowError):
+    except (SafetensorError, ValueError, json.JSONDecodeError, UnicodeDecodeError, OverflowError, RecursionError):
         raise PromptFileError(f"{path} is not a valid {what} (not safetensors, or truncated); re-create it") from None
     found = header.get("format")
     if found != fmt:
@@ -73,7 +74,7 @@ def read_safetensors(path: Path, fmt: str, what: str) -> tuple[dict[str, torch.T
         raise PromptFileError(f"{path} fails its checksum: it was modified or damaged; re-create it")
     try:
         meta = json.loads(header["meta"])
-    except (KeyError, json.JSONDecodeError):
+    except (KeyError, json.JSONDecodeError, RecursionError):
         raise PromptFileError(f"{path} has no readable metadata; re-create it") from None
     return tensors, meta
 

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..core.checks import check_all, require_finite
+from ..core.checks import bounded, check_all, require_finite
 from ..core.vocab import CONTEXTS, HEADS, LLM_LOSSES, METHODS, PROMPT_TEXTS  # noqa: F401  (re-exported)
 from ..errors import DataError
 from ..model.alignment import ALIGNS
@@ -193,6 +193,9 @@ class TrainConfig:
                 ),
             ]
         )
+        bounded({"--seed": self.seed, "--text-chunk": self.text_chunk, "--val-shots": self.val_shots}, low=0)
+        bounded({"--shots": self.shots, "--prompts": self.n_prompts})  # --ctx-len: against the model's 77 tokens
+        bounded({"--aug-views": self.aug_views, "--epochs": self.epochs, "--batch-size": self.batch_size})
 
 
 def resolve_recipe(cfg: TrainConfig) -> TrainConfig:

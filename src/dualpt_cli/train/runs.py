@@ -10,14 +10,22 @@ prompts adds ``eval.json`` (the ``--json`` report; ``eval --plot DIR`` writes it
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..core.project import Project, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
-from ..errors import DataError, ProjectError
+from ..core.project import (
+    Project,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    read_json,
+    read_user_text,
+)
+from ..errors import DataError, DualptError, ProjectError
 from .config import METHOD_TITLES
 
 RUN_FILES = ("prompts.safetensors", "run_config.json", "train_log.jsonl", "split.json", "curves.png")
@@ -38,9 +46,7 @@ def default_name(config: dict[str, Any]) -> str:
 def record_run(project: Project, result: dict[str, Any], name: str | None = None) -> Path:
     """Copy the project's current run files into ``runs/NAME/`` and make it current; returns the folder."""
     config = read_json(project.run_config, "run config")
-    name = name or default_name(config)
-    if not NAME.fullmatch(name):
-        raise DataError(f"run name {name!r} must be letters, digits, '.', '_' or '-' (at most 100)")
+    name = check_run_name(project, name) or default_name(config if isinstance(config, dict) else {})
     folder = runs_dir(project) / name
     if folder.exists():
         suffix = 2
@@ -55,6 +61,17 @@ def record_run(project: Project, result: dict[str, Any], name: str | None = None
     atomic_write_json(folder / "result.json", result)
     atomic_write_text(runs_dir(project) / "current", folder.name + "\n")
     return folder
+
+
+def check_run_name(project: Project, name: str | None) -> str | None:
+    """``name`` if it can name a run folder (checked before training, so a bad one costs nothing), else a
+    :class:`DataError`; also a clear error if the project's ``runs`` is not a folder."""
+    if name is not None and not NAME.fullmatch(name):
+        raise DataError(f"--run-name {name!r} must be letters, digits, '.', '_' or '-' (at most 100, not first)")
+    runs = runs_dir(project)
+    if runs.exists() and not runs.is_dir():
+        raise ProjectError(f"{runs} is a file, not the project's runs folder; move it away")
+    return name
 
 
 def current_run(project: Project) -> str | None:
@@ -102,17 +119,18 @@ def list_runs(project: Project) -> list[dict[str, Any]]:
         report = _read(folder / "eval.json")
         if not config:
             continue
-        dualpt = report.get("dualpt") or {}
-        name = config.get("method", "dualpt")  # run configs from before --method: dualpt
-        method = METHOD_TITLES.get(name, name) + (" CSC" if config.get("class_specific") else "")
+        dualpt = _field(report, "dualpt", dict) or {}
+        name = _field(config, "method", str) or "dualpt"  # run configs from before --method: dualpt
+        method = METHOD_TITLES.get(name, name) + (" CSC" if config.get("class_specific") is True else "")
         if name in ("dualpt", "codualpt"):
-            method += "" if config.get("beta") else ", no LLM"
+            method += "" if _field(config, "beta", float) else ", no LLM"
         rows.append({
             "name": folder.name, "current": folder.name == current, "method": method,
-            "model": config.get("model"), "shots": config.get("shots"), "seed": config.get("seed"),
-            "epochs": config.get("epochs"), "train_accuracy": result.get("train_accuracy"),
-            "val_accuracy": result.get("val_accuracy"), "eval_top1": dualpt.get("top1"),
-            "eval_folder": report.get("images"), "eval_images": dualpt.get("images"),
+            "model": _field(config, "model", str), "shots": _field(config, "shots", int),
+            "seed": _field(config, "seed", int), "epochs": _field(config, "epochs", int),
+            "train_accuracy": _field(result, "train_accuracy", float),
+            "val_accuracy": _field(result, "val_accuracy", float), "eval_top1": _field(dualpt, "top1", float),
+            "eval_folder": _field(report, "images", str), "eval_images": _field(dualpt, "images", int),
         })  # fmt: skip
     return rows
 
@@ -121,16 +139,30 @@ def config_from_file(path: str | Path) -> dict[str, Any]:
     """The :class:`train.TrainConfig` fields of a saved ``run_config.json`` (resolved extras dropped)."""
     from .config import TrainConfig
 
-    data = read_json(Path(path), "run config")
+    try:
+        data = json.loads(read_user_text(Path(path), "--config"))  # a file the user names: no device, capped
+    except (ValueError, RecursionError):
+        data = None
     if not isinstance(data, dict) or "images" not in data:
         raise DataError(f"{path} is not a dualpt run_config.json (no 'images'); pass runs/NAME/run_config.json")
     known = {f.name for f in fields(TrainConfig)}
     return {k: v for k, v in data.items() if k in known and k not in ("project", "resume", "profile")}
 
 
+def _field(data: dict[str, Any], key: str, kind: type) -> Any:
+    """``data[key]`` if it is a ``kind`` (a float may be an int; never a bool), else None: a hand-edited run
+    shows a blank, not a traceback."""
+    value = data.get(key)
+    if isinstance(value, bool) or value is None:
+        return None
+    if kind is float:
+        return value if isinstance(value, (int, float)) and math.isfinite(value) else None
+    return value if isinstance(value, kind) else None
+
+
 def _read(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(read_user_text(path, "run file"))
+    except (DualptError, ValueError, RecursionError):  # RecursionError: nested 100,000 deep
         return {}
     return data if isinstance(data, dict) else {}

@@ -57,21 +57,23 @@ def print_report(report: DescribeReport | PhrasesReport, json_out: bool) -> None
     for column in ("class", "folder", "phrases", "status"):
         table.add_column(column, justify="right" if column == "phrases" else "left")
     for entry in report.entries:
-        status = entry["status"] if entry["folder"] in report.asked else f"{entry['status']} (kept)"
+        fresh = entry["folder"] in report.asked or entry["folder"] in report.unnamed
+        status = entry["status"] if fresh else f"{entry['status']} (kept)"
         if entry["status"] == "failed":
             status = f"[red]failed[/]: {escape(entry['error'] or '')}"
         if entry["folder"] in kept_after:
             status = f"[red]failed[/]: {escape(kept_after[entry['folder']] or '')} (earlier phrases kept)"
         table.add_row(escape(entry["name"]), escape(entry["folder"]), str(len(entry["phrases"])), status)
     ui.console.print(table)
-    if not report.asked:
+    if not report.asked and report.provider != "file":
         ui.console.print(
             f"all {len(report.entries)} classes are already described; nothing was asked (--force asks again)"
         )
-    kept = len(report.entries) - len(report.asked)
+    kept = len(report.entries) - len(report.asked) - len(report.unnamed)
     verb = "written without phrases" if report.provider == "none" else "described"
     dest = escape(str(report.path)) if report.path.exists() else "no file written (no class was described)"
-    counts = f"{len(report.asked)} {verb}, {kept} kept from earlier runs, {len(report.failed)} failed"
+    none = f", {len(report.unnamed)} without phrases" if report.unnamed else ""
+    counts = f"{len(report.asked)} {verb}, {kept} kept from earlier runs{none}, {len(report.failed)} failed"
     ui.console.print(f"{counts} -> {dest}")
 
 
