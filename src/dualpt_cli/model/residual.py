@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from .defaults import RESIDUAL_LAMBDA as DEFAULT_LAMBDA  # penalty on sum_k ||r_k||^2
 from .scores import global_logits
 
-DEFAULT_LAMBDA = 10.0  # penalty on sum_k ||r_k||^2 (measured: benchmarks/bench_learning.py, docs/performance.md)
 MAX_FOLDS = 4
 TEMPERATURE_RANGE = (0.05, 20.0)
 

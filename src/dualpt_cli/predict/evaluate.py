@@ -21,6 +21,7 @@ from ..clip.spec import ModelSpec
 from ..core.checks import check_all
 from ..core.distributed import Dist
 from ..core.project import resolve_project
+from ..core.vocab import EVAL_TITLES
 from ..data.basenew import recorded_new_classes
 from ..data.classes import ClassEntry, class_set, parse_class_list
 from ..data.source import test_source
@@ -157,7 +158,7 @@ class ZeroShotClassifier:
 # ---------------------------------------------------------------------------------------------------------
 # the command
 
-TITLES = {"dualpt": "DUAL-PT", "zero_shot": "zero-shot CLIP"}  # how each method is named in tables and plots
+TITLES = EVAL_TITLES  # how each method is named in tables and plots
 METHODS = tuple(TITLES)
 
 
