@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from dualpt_cli.cli.app import app
 from dualpt_cli.clip import load as models
-from dualpt_cli.clip.load import ModelSpec, load_backbone, select_precision
+from dualpt_cli.clip.load import ModelSpec, load_backbone, select_precision, shared_backbones
 from dualpt_cli.errors import ModelLoadError
 from imports import imports, package_imports
 from tiny_models import build_tiny_model
@@ -272,3 +272,15 @@ def test_local_dir_is_recorded_absolute(tiny_vit, tmp_path, monkeypatch):
     monkeypatch.chdir(folder + "/..")
     relative = "local-dir:" + folder.rsplit("/", 1)[1]
     assert ModelSpec(relative).resolved() == (tiny_vit, None)
+
+
+def test_shared_backbones_load_one_model_once(tiny_rn):
+    """dualpt compare loads its CLIP once for all cells: inside shared_backbones() the same weights, device and
+    precision give the same modules (under the name each caller gave); outside it every load is a new model."""
+    with shared_backbones():
+        first = load_backbone(ModelSpec(tiny_rn, ""), device="cpu", precision="fp32")
+        again = load_backbone(ModelSpec(tiny_rn, "openai"), device="cpu", precision="fp32")  # resolves the same
+        other = load_backbone(ModelSpec(tiny_rn, ""), device="cpu", precision="bf16")
+    assert again.model is first.model and again.spec.pretrained == "openai" and first.spec.pretrained == ""
+    assert other.model is not first.model
+    assert load_backbone(ModelSpec(tiny_rn, ""), device="cpu", precision="fp32").model is not first.model

@@ -260,3 +260,16 @@ def test_bench_learning_builds_every_task_from_the_shipped_generator():
     partial = {c["folder"]: c["phrases"] for c in bench.task_classes(gen, "partial")}
     opaque = {c["folder"]: c["phrases"] for c in bench.task_classes(gen, "opaque")}
     assert all(set(partial[k]) < set(opaque[k]) for k in opaque)  # the colour phrases are gone
+
+
+def test_bench_startup_times_two_versions_side_by_side(tmp_path, capsys):
+    """bench_startup.py (and ab.py under it) on one version against itself: one pair, both medians, a ratio."""
+    bench = load_script("bench_startup")
+    src = str(BENCHMARKS.parent / "src")
+    out = bench.main(
+        ["--before", src, "--after", src, "--commands", "--version", "--runs", "1", "--save", str(tmp_path / "s.json")]
+    )
+    result = out["--version"]
+    assert result["runs"] == 1 and result["before"]["wall_s"] > 0 and result["after"]["cpu_s"] > 0
+    assert result["speedup_wall"] > 0 and json.loads((tmp_path / "s.json").read_text())["--version"]["runs"] == 1
+    assert "dualpt --version: before" in capsys.readouterr().out

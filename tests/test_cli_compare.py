@@ -82,9 +82,10 @@ def test_compare_table_json_png_and_a_second_run_reuses_everything(tiny_rn, tmp_
     cell = saved["cells"][f"dualpt/2/1@{setup}"]
     assert cell["status"] == "ok" and 0 <= cell["accuracy"] <= 1 and cell["metrics"]["test_images"] == 6
     assert (folder / "cells" / f"dualpt-2shot-seed1-{setup}" / "prompts.safetensors").is_file()
-    # views are cached by file content and seed: the 2-shot cell re-used the 1-shot cell's image
+    # views are cached by file content and seed: the 2-shot cell re-used the 1-shot cell's image; the test
+    # images' evaluation view is cached once for both cells
     entries = cache_entries()
-    assert entries == len(COLOURS) * 2
+    assert entries == len(COLOURS) * 2 + len(COLOURS) * 2
 
     again = compare(*args)  # the table for people, nothing trained or encoded again
     assert again.exit_code == 0, again.output

@@ -269,7 +269,7 @@ def test_dollar_in_compare_names_draws():
 
     from dualpt_cli.pictures import plots
 
-    rows = [SimpleNamespace(method=MATH, shots=s, mean=0.5, std=0.1, best=s == 2) for s in (1, 2)]
+    rows = [SimpleNamespace(method=MATH, shots=s, mean=0.5, std=0.1, best=s == 2, runs=1) for s in (1, 2)]
     assert plots.compare_png({MATH: rows}, title=MATH).startswith(b"\x89PNG")
 
 

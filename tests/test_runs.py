@@ -9,7 +9,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from dualpt_cli.cli.app import app
-from dualpt_cli.ui.train import print_runs
+from dualpt_cli.ui.runs import print_runs
 from imagegen import make_image_folder
 from trained import TRAINED_CLASSES
 

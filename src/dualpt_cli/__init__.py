@@ -1,12 +1,5 @@
 """dualpt: Dual-Aligned Prompt Tuning (DUAL-PT) for CLIP, as a command-line tool."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("dualpt")
-except PackageNotFoundError:  # running from a source tree without installing
-    __version__ = "0.0.0+unknown"
-
 from .errors import DualptError
 
 __all__ = ["Classifier", "DualptError", "Prediction", "TrainConfig", "TrainResult", "__version__", "fit"]
@@ -19,8 +12,21 @@ _API = {
 }
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dualpt")
+    except PackageNotFoundError:  # running from a source tree without installing
+        return "0.0.0+unknown"
+
+
 def __getattr__(name: str):
-    """The API names load torch and open_clip on first use, so ``dualpt --help`` stays fast."""
+    """The API names load torch and open_clip on first use, and ``__version__`` reads the installed package's
+    metadata on first use (importlib.metadata alone costs tens of milliseconds), so ``dualpt --help`` stays fast."""
+    if name == "__version__":
+        globals()["__version__"] = value = _version()
+        return value
     if name in _API:
         from importlib import import_module
 

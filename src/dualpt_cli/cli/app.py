@@ -14,7 +14,6 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from .. import __version__
 from ..errors import DualptError
 from ..ui.console import err_console
 from . import compare as cli_compare
@@ -89,7 +88,7 @@ class _Group(TyperGroup):
         """Under torchrun rank 0 speaks for the job: other ranks print only an error of their own, marked with
         their rank, and nothing for a Ctrl-C, for stopping because another rank failed (``PeerFailed``), or for
         an error before the job's process group was joined (the same options fail the same way on every rank)."""
-        from ..core.distributed import JOINED, PeerFailed, launch_rank
+        from ..core.launch import JOINED, PeerFailed, launch_rank
 
         rank = launch_rank()
         try:
@@ -120,6 +119,8 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
+        from .. import __version__
+
         typer.echo(f"dualpt {__version__}")
         raise typer.Exit()
 

@@ -82,6 +82,7 @@ def compare(
     Resumable: run the same command again after Ctrl-C (or a failed cell) and finished cells are kept.
     The paper's datasets: dualpt compare --dataset coop:~/data/caltech-101 (see docs/compare.md).
     """
+    from ..clip.load import shared_backbones
     from ..compare.cells import CompareSpec, cell_runner, compare_name, write_pngs
     from ..compare.grid import parse_int_list, plan_grid, run_compare
     from ..core.project import project_lock, resolve_project
@@ -114,7 +115,7 @@ def compare(
     spec.check(method_list)
     silent = quiet or json_out
     run_cell = cell_runner(spec, lambda: CellProgress(quiet=silent), StreamProgress if silent else RichProgress)
-    with project_lock(_lock_project(spec.folder), "compare"):
+    with project_lock(_lock_project(spec.folder), "compare"), shared_backbones():  # one model load for all cells
         result = run_compare(
             spec.folder / "compare.json", cells, spec.settings(), run_cell, RichCallbacks(quiet=silent)
         )

@@ -295,7 +295,7 @@ def report_(
 
     Example: dualpt eval test_images --zero-shot --plot dualpt-project/eval && dualpt report
 
-    Also redraws the project's curves.png from train_log.jsonl. Images are embedded; it opens offline.
+    Redraws the project's curves.png when train_log.jsonl is newer. Images are embedded; it opens offline.
     """
     from ..pictures.report import ReportConfig, build_report
     from ..ui.console import console, warn

@@ -315,7 +315,7 @@ def runs_(project: ProjectOpt = None, json_out: JsonOpt = False) -> None:
     from ..core.project import resolve_project
     from ..train.runs import list_runs
     from ..ui.console import print_json
-    from ..ui.train import print_runs
+    from ..ui.runs import print_runs
 
     rows = list_runs(resolve_project(project))
     if json_out:

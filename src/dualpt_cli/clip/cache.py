@@ -1,7 +1,8 @@
 """The per-user cache (``dualpt cache info`` / ``dualpt cache clear``).
 
 ``<cache>/features/<model key>/<image digest>.safetensors`` holds the frozen CLIP features of an image's
-augmented views (see :mod:`features`). Entries are content-addressed, so every project of the user shares
+augmented views (see :mod:`features`), ``<model key>-eval/`` those of the evaluation view of the images
+``dualpt eval`` scores (see :mod:`evalcache`). Entries are content-addressed, so every project of the user shares
 them, and deleting any of them only costs encoding again.
 """
 

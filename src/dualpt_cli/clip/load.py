@@ -14,6 +14,7 @@ transform). Both import it inside functions, so ``import dualpt_cli`` stays fast
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 from pathlib import Path
@@ -84,12 +85,36 @@ def select_precision(precision: str, device: torch.device) -> str:
 # loading
 
 
+_SHARED: dict[tuple, Backbone] | None = None  # the backbones loaded inside shared_backbones(), by what they are
+
+
+@contextlib.contextmanager
+def shared_backbones():
+    """Within this block, loading the same CLIP again (same weights, device, precision) returns the one already
+    loaded: ``dualpt compare`` trains and evaluates many cells on one model and loads it once. A backbone is
+    frozen (no parameter trains, its modules stay in eval mode), so sharing it changes no result."""
+    global _SHARED
+    outer, _SHARED = _SHARED, {} if _SHARED is None else _SHARED
+    try:
+        yield
+    finally:
+        _SHARED = outer
+
+
 def load_backbone(spec: ModelSpec, device: str | torch.device = "auto", precision: str = "auto") -> Backbone:
     """Load a frozen CLIP named by ``spec`` onto ``device``; one-line errors for every failure."""
     dev = device if isinstance(device, torch.device) else select_device(device)
     prec = select_precision(precision, dev)
+    key = (spec.resolved(), str(dev), prec)
+    if _SHARED is not None and key in _SHARED:
+        shared = copy.copy(_SHARED[key])  # the same modules, under the name this caller gave
+        shared.spec = spec
+        return shared
     model, preprocess_cfg, tokenizer = _create(spec)
-    return Backbone(model, tokenizer, preprocess_cfg, spec, dev, prec)
+    bb = Backbone(model, tokenizer, preprocess_cfg, spec, dev, prec)
+    if _SHARED is not None:
+        _SHARED[key] = bb
+    return bb
 
 
 def _create(spec: ModelSpec):

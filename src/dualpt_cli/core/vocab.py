@@ -16,6 +16,7 @@ ProbeConstraint = Literal["none", "clap", "balanced"]  # the linear probe's pull
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 Provider = Literal["auto", "openai", "ollama", "none"]  # who answers describe
 OutputFormat = Literal["table", "json", "jsonl", "csv"]  # predict's rows
+EvalMethod = Literal["dualpt", "zero_shot"]  # what eval scores: the prompt file, zero-shot CLIP
 
 METHODS: tuple[Method, ...] = get_args(Method)
 ALIGNS: tuple[Align, ...] = get_args(Align)
@@ -28,3 +29,4 @@ CONSTRAINTS: tuple[ProbeConstraint, ...] = get_args(ProbeConstraint)
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 PROVIDERS: tuple[Provider, ...] = get_args(Provider)
 FORMATS: tuple[OutputFormat, ...] = get_args(OutputFormat)
+EVAL_TITLES: dict[EvalMethod, str] = {"dualpt": "DUAL-PT", "zero_shot": "zero-shot CLIP"}  # in tables and plots

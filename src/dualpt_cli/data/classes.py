@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..core.project import read_user_text
 from ..errors import DataError, first_names
 from .images import hidden
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -143,5 +145,7 @@ def class_set(
         )
     base = None
     if trained is not None and len(classes) > len(trained):
+        import torch  # here, so that reading a class list needs no torch (dualpt --help, describe)
+
         base = torch.tensor([i < len(trained) for i in range(len(classes))])
     return classes, index, base

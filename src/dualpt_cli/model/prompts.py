@@ -13,10 +13,9 @@ from torch.utils.checkpoint import checkpoint
 
 from ..clip.backbone import Backbone
 from ..errors import DataError
+from .defaults import DESCRIPTION_TEMPLATE, NAME_TEMPLATE  # noqa: F401  (re-exported)
 
 PLACEHOLDER = "X"  # one BPE token per context slot, as CoOp does
-NAME_TEMPLATE = "{name}."  # a class's text after the context (method card, "Prompts")
-DESCRIPTION_TEMPLATE = "{name}, which has {phrase}."  # a phrase as a prompt text (Menon & Vondrick 2022)
 
 
 class PromptLearner(nn.Module):

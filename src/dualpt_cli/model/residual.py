@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from .defaults import RESIDUAL_LAMBDA as DEFAULT_LAMBDA  # penalty on sum_k ||r_k||^2
 from .scores import global_logits
 
-DEFAULT_LAMBDA = 10.0  # penalty on sum_k ||r_k||^2 (measured: benchmarks/bench_learning.py, docs/performance.md)
 LAMBDA_GRID = (3.0, 10.0, 30.0)  # the penalties cross-validation chooses from when --head-lambda is not given
 LAMBDA_MARGIN = 0.02  # out-of-fold accuracy another penalty must gain over DEFAULT_LAMBDA to be chosen
 MAX_FOLDS = 4

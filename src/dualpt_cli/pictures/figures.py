@@ -10,7 +10,7 @@ import io
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.jsonshape import Opt, check_shape
 from ..core.project import (
@@ -22,12 +22,14 @@ from ..core.project import (
     read_json,
 )
 from ..core.userfiles import check_output, shown
-from ..data.images import expand_inputs
+from ..core.vocab import EVAL_TITLES as TITLES
 from ..errors import DataError, ProjectError
-from ..model.calibration import reliability_bins
-from ..predict.evaluate import TITLES
-from ..predict.explain import ExplainConfig, ImageExplanation, explain_images, picture_names
-from . import plots
+
+if TYPE_CHECKING:
+    from ..predict.explain import ExplainConfig, ImageExplanation
+
+# torch, matplotlib and the model code are imported by the functions that draw (dualpt report reads the
+# train log without them)
 
 CURVES = "curves.png"
 EVAL_JSON = "eval.json"
@@ -84,6 +86,10 @@ def write_explanations(
 ) -> list[ImageExplanation]:
     """Explain every input; with ``out_dir``, write one PNG per readable image there (named by
     :func:`picture_names`). ``on_image(explanation, png or None)`` after each image."""
+    from ..data.images import expand_inputs
+    from ..predict.explain import explain_images, picture_names
+    from . import plots
+
     paths = expand_inputs(cfg.inputs)  # bad paths fail before the model loads
     names = picture_names(paths)
     folder = writable_folder(out_dir, "--output") if out_dir is not None else None
@@ -124,6 +130,8 @@ def read_train_log(path: Path) -> list[dict[str, Any]]:
 
 def write_curves(project: Project, records: list[dict[str, Any]] | None = None) -> Path:
     """Draw ``curves.png`` in the project from its ``train_log.jsonl`` (or from ``records`` read from it)."""
+    from . import plots
+
     records = read_train_log(project.train_log) if records is None else records
     try:
         png = plots.curves_png(records)
@@ -138,6 +146,9 @@ def write_eval_plots(result, folder: str | Path) -> list[Path]:
     """``dualpt eval --plot DIR``: per method a confusion-matrix PNG and CSV (the counts) and a reliability
     diagram, the per-class accuracy bars (zero-shot beside DUAL-PT), and eval.json (what ``--json`` prints, with
     the reliability bins) for the report."""
+    from ..model.calibration import reliability_bins
+    from . import plots
+
     folder = writable_folder(folder, "--plot")
     names = [c.name for c in result.classes]
     written = []

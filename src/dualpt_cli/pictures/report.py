@@ -14,16 +14,20 @@ import html
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.jsonshape import check_shape
 from ..core.project import Project, atomic_write_text, output_path, read_json, resolve_project
 from ..core.userfiles import Protected
+from ..core.vocab import EVAL_TITLES as TITLES
 from ..errors import DataError, DualptError, ProjectError
-from ..predict.evaluate import TITLES
-from ..predict.explain import ExplainConfig, Explainer, ImageExplanation
-from . import plots
-from .figures import EVAL_JSON, PER_CLASS, read_eval, read_train_log, write_curves
+from .figures import CURVES, EVAL_JSON, PER_CLASS, read_eval, read_train_log, write_curves
+
+if TYPE_CHECKING:
+    from ..predict.explain import Explainer, ImageExplanation
+
+# A report of files already written needs no torch, open_clip or matplotlib: the model loads only to explain
+# images, and curves.png is drawn again only when train_log.jsonl is newer than it.
 
 # ---------------------------------------------------------------------------------------------------------
 # the HTML report
@@ -91,13 +95,23 @@ def _descriptions_section(project: Project) -> str:
 def _curves_section(project: Project, notes: list[str]) -> tuple[str, Path | None]:
     try:
         records = read_train_log(project.train_log)
-        path = write_curves(project, records)
+        path = project.root / CURVES
+        if not _newer(path, project.train_log):
+            path = write_curves(project, records)
     except ProjectError as exc:
         notes.append(str(exc))
         return f"<p>No curves: {html.escape(str(exc))}</p>", None
     last = records[-1]
     facts = [[k, _pct(v) if "acc" in k else (f"{v:.4g}" if isinstance(v, float) else v)] for k, v in last.items()]
     return _img(path.read_bytes(), "training curves") + "<h3>Last epoch</h3>" + _table(["", "value"], facts), path
+
+
+def _newer(path: Path, than: Path) -> bool:
+    """Whether ``path`` exists and was written after ``than`` (so drawing it again would give the same)."""
+    try:
+        return path.stat().st_mtime_ns > than.stat().st_mtime_ns
+    except OSError:
+        return False
 
 
 def _eval_section(folder: Path | None) -> str:
@@ -193,6 +207,9 @@ def _explain_section(cfg: ReportConfig, project: Project, eval_dir: Path | None,
         return "<p>No images to explain (pass --explain IMAGE).</p>"
     if not project.prompts.is_file():
         return "<p>No prompts.safetensors: nothing to explain yet.</p>"
+    from ..predict.explain import ExplainConfig, Explainer
+    from . import plots
+
     parts = [
         "<p>Each row: the image as CLIP saw it, then where each prompt of a class puts its mass (the "
         "graph-matching plan over the local features), with the prompt's share of the class score and the "

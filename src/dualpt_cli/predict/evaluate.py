@@ -16,16 +16,19 @@ from typing import Any
 import torch
 
 from ..clip.backbone import Backbone
+from ..clip.cache import features_dir
+from ..clip.evalcache import eval_features
 from ..clip.load import load_backbone
 from ..clip.spec import ModelSpec
 from ..core.checks import bounded
 from ..core.distributed import Dist
 from ..core.project import resolve_project
 from ..core.userfiles import shown
+from ..core.vocab import EVAL_TITLES
 from ..data.basenew import recorded_new_classes
 from ..data.classes import ClassEntry, class_set, parse_class_list
 from ..data.source import test_source
-from ..data.stream import StreamProgress, file_digest, image_batches, shard_inputs
+from ..data.stream import StreamProgress, file_digest, shard_inputs
 from ..errors import DataError, PromptFileError
 from ..model.calibration import expected_calibration_error
 from ..model.head import ZERO_SHOT_TEMPLATE, name_features
@@ -153,7 +156,7 @@ class ZeroShotClassifier:
 # the command
 
 NO_PROMPTS = "train first (dualpt train IMAGES), or evaluate zero-shot CLIP alone: --zero-shot --model RN50"
-TITLES = {"dualpt": "DUAL-PT", "zero_shot": "zero-shot CLIP"}  # how each method is named in tables and plots
+TITLES = EVAL_TITLES  # how each method is named in tables and plots
 METHODS = tuple(TITLES)
 
 
@@ -318,27 +321,26 @@ def run_images(
     cfg: EvalConfig,
     progress: StreamProgress,
 ) -> dict[str, list]:
-    """Encode each image once; logits of each classifier, indices of the images kept, failures."""
+    """Logits of each classifier, indices of the images kept, failures, in input order (features: clip.evalcache)."""
     out: dict[str, list] = {"dualpt": [], "zero_shot": [], "kept": [], "failed": []}
+    failed: dict[int, str] = {}
     progress.start("evaluating", len(paths), visible=len(paths) > cfg.batch_size)
     try:
-        for batch in image_batches(
-            paths,
-            bb.eval_transform(),
-            cfg.batch_size,
-            cfg.workers,
-            pin_memory=bb.device.type == "cuda",
-            device=bb.device,
-        ):
-            out["failed"] += [(shown(paths[i]), e) for i, e in batch.errors.items()]
-            if batch.pixels is not None:
-                z, Z = bb.encode_images(batch.pixels)  # (b, d), (b, N, d)
+        for batch in eval_features(bb, paths, features_dir(), cfg.batch_size, cfg.workers, progress.advance):
+            failed.update(batch.errors)
+            if batch.indices:
                 if clf is not None:
-                    out["dualpt"].append(clf.logits_from_features(z, Z).cpu())
+                    out["dualpt"].append(clf.logits_from_features(batch.z, batch.Z).cpu())
                 if zs is not None:
-                    out["zero_shot"].append(zs.logits_from_global(z).cpu())
-                out["kept"] += batch.ok
-            progress.advance(len(batch.indices))
+                    out["zero_shot"].append(zs.logits_from_global(batch.z).cpu())
+                out["kept"] += batch.indices
     finally:
         progress.stop()
+    order = sorted(range(len(out["kept"])), key=out["kept"].__getitem__)  # cached batches come after encoded ones
+    if order != list(range(len(order))):
+        for name in ("dualpt", "zero_shot"):
+            if out[name]:
+                out[name] = [torch.cat(out[name])[order]]
+        out["kept"] = [out["kept"][k] for k in order]
+    out["failed"] = [(shown(paths[i]), failed[i]) for i in sorted(failed)]
     return out

@@ -9,11 +9,17 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..core.checks import bounded, check_all, require_finite
-from ..core.vocab import CONTEXTS, HEADS, LLM_LOSSES, METHODS, PROMPT_TEXTS  # noqa: F401  (re-exported)
+from ..core.vocab import (  # noqa: F401  (re-exported)
+    ALIGNS,
+    CONSTRAINTS,
+    CONTEXTS,
+    HEADS,
+    LLM_LOSSES,
+    METHODS,
+    PROMPT_TEXTS,
+)
 from ..errors import DataError
-from ..model.alignment import ALIGNS
-from ..model.linear_probe import CONSTRAINTS
-from ..model.prompts import DESCRIPTION_TEMPLATE
+from ..model.defaults import DESCRIPTION_TEMPLATE
 
 # What ``--recipe`` sets for the options left unset (None). "paper" is the paper and method card exactly;
 # "default" is the recipe measured on benchmarks/bench_learning.py (docs/method.md, "The default recipe").

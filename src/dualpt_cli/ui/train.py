@@ -7,7 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
@@ -176,50 +175,3 @@ def head_rows(table: Table, head: ResidualHead) -> None:
     if head.lambda_cv:
         penalty += " chosen by cross-validation among " + ", ".join(head.lambda_cv)
     table.add_row("temperature", f"{head.temperature:.2f} ({penalty})")
-
-
-# columns of ``dualpt runs``: (header, row key); the accuracies always show, the others give way on a narrow
-# terminal, last first (``--json`` has them all)
-RUN_COLUMNS = (("", "current"), ("run", "name"), ("method", "method"), ("train", "train_accuracy"))
-RUN_COLUMNS += (("val", "val_accuracy"), ("eval", "eval_top1"), ("shots", "shots"), ("seed", "seed"))
-RUN_COLUMNS += (("epochs", "epochs"),)
-OPTIONAL_RUN_COLUMNS = ("epochs", "seed", "shots")  # left out in this order until the table fits
-
-
-def _cell(key: str, value: Any) -> str:
-    if key == "current":
-        return "*" if value else ""
-    if key.endswith(("accuracy", "top1")):
-        return "-" if value is None else f"{value:.1%}"
-    if key == "shots" and value is None:
-        return "all"
-    return escape(str(value))
-
-
-def runs_table(rows: list[dict[str, Any]], width: int) -> Table:
-    """The runs as a table no wider than ``width`` where it can be: method names wrap at spaces, and the shots,
-    seed and epochs columns are left out (epochs first) before an accuracy is ever cut."""
-    columns = dict(RUN_COLUMNS)
-    cells = {h: [h, *(_cell(columns[h], r[columns[h]]) for r in rows)] for h in columns}
-    need = {h: max(len(word) for c in cs for word in (c.split() if h == "method" else [c])) for h, cs in cells.items()}
-    order = ["", "run", "method", "shots", "seed", "epochs", "train", "val", "eval"]
-    for drop in OPTIONAL_RUN_COLUMNS:
-        if sum(need[h] + 3 for h in order) + 1 <= width:  # each cell: its text, 2 of padding, 1 border
-            break
-        order.remove(drop)
-    table = Table(title="dualpt runs (* current)")
-    for h in order:
-        text = h in ("", "run", "method")
-        table.add_column(h, justify="left" if text else "right", no_wrap=h != "method", min_width=need[h])
-    for i in range(len(rows)):
-        table.add_row(*(cells[h][i + 1] for h in order))
-    return table
-
-
-def print_runs(rows: list[dict[str, Any]], out: Console | None = None) -> None:
-    """``dualpt runs``: one row per run (the current one starred), sized to the terminal."""
-    out = out or console
-    if not rows:
-        out.print("no runs yet: dualpt train IMAGES makes one")
-        return
-    out.print(runs_table(rows, out.width))
