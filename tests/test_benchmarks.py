@@ -260,3 +260,14 @@ def test_bench_learning_builds_every_task_from_the_shipped_generator():
     partial = {c["folder"]: c["phrases"] for c in bench.task_classes(gen, "partial")}
     opaque = {c["folder"]: c["phrases"] for c in bench.task_classes(gen, "opaque")}
     assert all(set(partial[k]) < set(opaque[k]) for k in opaque)  # the colour phrases are gone
+
+
+def test_bench_crops_times_fresh_crops_against_cached_views(tiny_rn, capsys, monkeypatch):
+    monkeypatch.setenv("DUALPT_CACHE", "unused")  # the script points it at its own temporary folders
+    bench = load_script("bench_crops")
+    out = bench.main(
+        ["--model", tiny_rn, "--classes", "2", "--shots", "2", "--epochs", "2", "--prompts", "1", "--size", "40x30"]
+    )
+    assert [r["views"] for r in out["rows"]] == ["8 cached views", "fresh crop per epoch"]
+    assert all(r["epoch_s"] > 0 and r["run_s"] >= r["before_first_epoch_s"] for r in out["rows"])
+    assert "s / epoch" in capsys.readouterr().out

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..core.checks import check_all, require_finite
 from ..core.vocab import CONTEXTS, HEADS, LLM_LOSSES, METHODS, PROMPT_TEXTS  # noqa: F401  (re-exported)
+from ..data.coop import find_layout, parse_dataset_spec
 from ..errors import DataError
 from ..model.alignment import ALIGNS
 from ..model.linear_probe import CONSTRAINTS
@@ -29,6 +30,8 @@ RECIPES: dict[str, dict[str, Any]] = {
         "val_shots": 0,
         "head": "residual",
         "batch_size": 32,
+        "fresh_crops": False,
+        "drop_last": False,
     },
     "paper": {
         "n_ctx": 16,
@@ -40,6 +43,8 @@ RECIPES: dict[str, dict[str, Any]] = {
         "val_shots": 0,
         "head": "none",
         "batch_size": 32,
+        "fresh_crops": True,
+        "drop_last": True,
     },
 }
 BASE_TO_NEW_EPOCHS = 10  # the paper's schedule for base-to-new training (--base-classes), unless --epochs
@@ -55,6 +60,9 @@ METHOD_TITLES = {
     "descriptions": "descriptions",
 }
 FIXED_METHODS = ("linear-probe", "zero-shot", "descriptions")  # no epochs: fitted in closed form or training-free
+# PLOT's published runs (CHENGY12/PLOT, plot-coop/configs/trainers/PLOT/rn50.yaml): batch 128, 32 on these
+# small fine-grained datasets (recognised by --dataset coop:ROOT/NAME; an ImageFolder gets 128); ImageNet 50 epochs.
+PLOT_SMALL_BATCH = ("Flowers102", "FGVCAircraft", "StanfordCars")
 # Per method, what it sets for options left unset, before the recipe (CoCoOp's recipe for the conditional variant).
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "codualpt": {"n_ctx": 4, "ctx_init": "a photo of a", "batch_size": 1, "epochs": 10},
@@ -99,6 +107,10 @@ class TrainConfig:
     warmup_lr: float = 1e-5
     aug_views: int = 8  # augmented views per image encoded once and cached
     fresh_views: bool = False  # a new view of every image in every epoch (encodes one view per epoch)
+    fresh_crops: bool | None = None  # a fresh random crop of every image in every epoch, encoded in the step
+    #   (Dassl; clip/crops.py) instead of cached views; None: by recipe (paper: fresh, default: cached)
+    drop_last: bool | None = None  # drop the last partial batch of an epoch (Dassl, when there are at least
+    #   batch_size images); None: by recipe (paper: drop, default: keep)
     crop_scale: float | None = None  # smallest crop area of the random resized crop (None: by recipe)
     prior_weight: float | None = None  # weight of the zero-shot prior in the final logits (None: by recipe)
     guard: bool | None = None  # choose the blend on held-out images, keep zero-shot if it is better (by recipe)
@@ -159,6 +171,11 @@ class TrainConfig:
                     f"outer_iters and inner_iters must be >= 1, got {self.outer_iters} and {self.inner_iters}",
                 ),
                 (self.aug_views >= 1, f"--aug-views must be >= 1, got {self.aug_views}"),
+                (
+                    not (self.fresh_views and self.fresh_crops),
+                    "--fresh-views encodes cached views, one per epoch, and --fresh-crops crops anew in each step; "
+                    "give one of them",
+                ),
                 (self.val_shots is None or self.val_shots >= 0, f"--val-shots must be >= 0, got {self.val_shots}"),
                 (
                     self.llm_loss in LLM_LOSSES,
@@ -199,9 +216,30 @@ def resolve_recipe(cfg: TrainConfig) -> TrainConfig:
     then the settings that define the method (:func:`method_settings`)."""
     if cfg.base_classes is not None and cfg.epochs is None:
         cfg = replace(cfg, epochs=BASE_TO_NEW_EPOCHS)
+    if cfg.fresh_views and cfg.fresh_crops is None:  # --fresh-views asks for cached views, one per epoch
+        cfg = replace(cfg, fresh_crops=False)
+    if cfg.method == "plot" and cfg.recipe == "paper":
+        cfg = replace(cfg, **plot_paper_settings(cfg))
     for preset in (METHOD_DEFAULTS.get(cfg.method, {}), RECIPES[cfg.recipe]):
         cfg = replace(cfg, **{k: v for k, v in preset.items() if getattr(cfg, k) is None})
     return replace(cfg, **method_settings(cfg))
+
+
+def plot_paper_settings(cfg: TrainConfig) -> dict[str, Any]:
+    """``--method plot --recipe paper``: PLOT's batch size (128; 32 on :data:`PLOT_SMALL_BATCH`) and ImageNet's 50
+    epochs, for the options left unset."""
+    name = ""
+    if cfg.dataset:
+        try:
+            name = find_layout(parse_dataset_spec(cfg.dataset)).name
+        except DataError:  # not a CoOp dataset: loading it says so
+            pass
+    out: dict[str, Any] = {}
+    if cfg.batch_size is None:
+        out["batch_size"] = 32 if name in PLOT_SMALL_BATCH else 128
+    if cfg.epochs is None and name == "ImageNet":
+        out["epochs"] = 50
+    return out
 
 
 def method_settings(cfg: TrainConfig) -> dict[str, Any]:
@@ -239,7 +277,7 @@ def method_settings(cfg: TrainConfig) -> dict[str, Any]:
         raise DataError(f"--method {m} trains no epochs, so there is nothing to resume; drop --resume")
     if m in FIXED_METHODS:  # training-free ones encode one view per image, for the training accuracy
         views = {} if m == "linear-probe" else {"aug_views": 1}
-        return {"guard": False, "val_shots": 0, "prior_weight": 0.0, "head": "none", **views}
+        return {"guard": False, "val_shots": 0, "prior_weight": 0.0, "head": "none", "fresh_crops": False, **views}
     return {}
 
 
@@ -253,12 +291,23 @@ def epochs_for_shots(shots: int | None) -> int:
 
 
 def lr_at(epoch: int, cfg: TrainConfig, total: int) -> float:
-    """Constant warm-up for ``warmup_epochs``, then cosine decay over the remaining epochs (CoOp/Dassl).
+    """The learning rate of epoch ``epoch`` (from 0) of ``total``: Dassl's ``ConstantWarmupScheduler`` around
+    ``CosineAnnealingLR(T_max=total)`` (CoOp's configs).
 
-    After the warm-up, epoch e runs at ``0.5 lr (1 + cos(pi (e - w) / (E - w)))``: the full rate right after
-    the warm-up. A run no longer than the warm-up skips it (``--epochs 1`` trains at ``lr``).
+    The first ``warmup_epochs`` run at ``warmup_lr``; then the cosine scheduler starts from its own step 0, so
+    epoch e >= w runs at ``0.5 lr (1 + cos(pi (e - w) / E))``: the full rate right after the warm-up, and the
+    last epoch still above 0. A run no longer than the warm-up skips it (``--epochs 1`` trains at ``lr``; Dassl
+    would train it at ``warmup_lr``; no paper setting is that short).
     """
     warmup = cfg.warmup_epochs if total > cfg.warmup_epochs else 0
     if epoch < warmup:
         return cfg.warmup_lr
-    return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * (epoch - warmup) / (total - warmup)))
+    return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * (epoch - warmup) / total))
+
+
+def steps_per_epoch(n_images: int, batch_size: int, drop_last: bool) -> int:
+    """Optimiser steps in an epoch: Dassl's loader drops the last partial batch (``drop_last``) only when there
+    are at least ``batch_size`` images, so a set smaller than one batch still trains one step."""
+    if drop_last and n_images >= batch_size:
+        return n_images // batch_size
+    return math.ceil(n_images / batch_size)
