@@ -13,7 +13,7 @@ from ..core.vocab import CONTEXTS, HEADS, LLM_LOSSES, METHODS, PROMPT_TEXTS  # n
 from ..data.coop import find_layout, parse_dataset_spec
 from ..errors import DataError
 from ..model.alignment import ALIGNS
-from ..model.linear_probe import CONSTRAINTS
+from ..model.linear_probe import CLAP_REPS, CONSTRAINTS
 from ..model.prompts import DESCRIPTION_TEMPLATE
 from ..model.residual import DEFAULT_LAMBDA
 
@@ -32,6 +32,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "batch_size": 32,
         "fresh_crops": False,
         "drop_last": False,
+        "probe_constraint": "clap",
     },
     "paper": {
         "n_ctx": 16,
@@ -45,6 +46,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "batch_size": 32,
         "fresh_crops": True,
         "drop_last": True,
+        "probe_constraint": "none",
     },
 }
 BASE_TO_NEW_EPOCHS = 10  # the paper's schedule for base-to-new training (--base-classes), unless --epochs
@@ -82,7 +84,8 @@ class TrainConfig:
     pretrained: str = "openai"  # pretrained tag or weights file
     seed: int = 1  # few-shot sample, prompt init, batch order and view choice
     method: str = "dualpt"  # what to train (METHODS); stored in the prompt file, so predict needs no flag
-    probe_constraint: str = "clap"  # linear-probe: CLAP's class-wise pull towards zero-shot, or none / balanced
+    probe_constraint: str | None = None  # linear-probe: clap (jusiro/CLAP), balanced (its ablation) or none
+    #   (CoOp's LP-CLIP: logistic regression, C searched on held-out images); None: by recipe (clap / paper none)
     recipe: str = "default"  # default: the measured recipe (docs/method.md); paper: the paper's exact setup
     n_prompts: int = 4  # M
     n_ctx: int | None = None  # context vectors per prompt (None: by recipe, 4 default / 16 paper)
@@ -149,7 +152,7 @@ class TrainConfig:
                 (self.recipe in RECIPES, f"--recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}"),
                 (self.method in METHODS, f"--method must be one of {', '.join(METHODS)}, got {self.method!r}"),
                 (
-                    self.probe_constraint in CONSTRAINTS,
+                    self.probe_constraint is None or self.probe_constraint in CONSTRAINTS,
                     f"--probe-constraint must be one of {', '.join(CONSTRAINTS)}, got {self.probe_constraint!r}",
                 ),
                 (self.text_chunk >= 0, f"--text-chunk must be >= 0 (0 = all classes at once), got {self.text_chunk}"),
@@ -220,9 +223,17 @@ def resolve_recipe(cfg: TrainConfig) -> TrainConfig:
         cfg = replace(cfg, fresh_crops=False)
     if cfg.method == "plot" and cfg.recipe == "paper":
         cfg = replace(cfg, **plot_paper_settings(cfg))
+    if lp_clip(cfg) and cfg.val_shots is None:  # CoOp's lpclip: min(shots, 4) held-out images per class for C
+        cfg = replace(cfg, val_shots=min(cfg.shots or 4, 4))
     for preset in (METHOD_DEFAULTS.get(cfg.method, {}), RECIPES[cfg.recipe]):
         cfg = replace(cfg, **{k: v for k, v in preset.items() if getattr(cfg, k) is None})
     return replace(cfg, **method_settings(cfg))
+
+
+def lp_clip(cfg: TrainConfig) -> bool:
+    """Whether the run is CoOp's LP-CLIP: ``--method linear-probe`` without a constraint (by recipe: paper)."""
+    constraint = cfg.probe_constraint or RECIPES[cfg.recipe]["probe_constraint"]
+    return cfg.method == "linear-probe" and constraint == "none"
 
 
 def plot_paper_settings(cfg: TrainConfig) -> dict[str, Any]:
@@ -275,8 +286,15 @@ def method_settings(cfg: TrainConfig) -> dict[str, Any]:
         raise DataError("--method descriptions needs the project's descriptions; drop --context none")
     if m in FIXED_METHODS and cfg.resume:
         raise DataError(f"--method {m} trains no epochs, so there is nothing to resume; drop --resume")
+    if m == "linear-probe" and lp_clip(cfg):  # un-augmented features; C searched on the held-out images
+        if not cfg.val_shots:
+            raise DataError(
+                "--method linear-probe --probe-constraint none (LP-CLIP) searches C on held-out images; "
+                "give --val-shots 1 or more (or leave it unset: min(shots, 4), as CoOp)"
+            )
+        return {"guard": False, "prior_weight": 0.0, "head": "none", "fresh_crops": False, "aug_views": 1}
     if m in FIXED_METHODS:  # training-free ones encode one view per image, for the training accuracy
-        views = {} if m == "linear-probe" else {"aug_views": 1}
+        views = {"aug_views": CLAP_REPS} if m == "linear-probe" else {"aug_views": 1}  # CLAP: 20 augmented views
         return {"guard": False, "val_shots": 0, "prior_weight": 0.0, "head": "none", "fresh_crops": False, **views}
     return {}
 

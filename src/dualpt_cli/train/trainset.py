@@ -22,7 +22,7 @@ from ..data.images import inside, looks_decodable
 from ..data.source import train_source
 from ..errors import ProjectError, first_names
 from ..model.head import auto_val_shots
-from .config import TrainConfig, epochs_for_shots
+from .config import TrainConfig, epochs_for_shots, lp_clip
 from .hooks import Callbacks
 from .parallel import on_main
 
@@ -107,7 +107,8 @@ def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks
     while True:  # a file that passes the header check but fails to decode is replaced by the next one drawn
         train, val, notes = source.sample(val_shots, usable)
         n_views = (cfg.epochs or epochs_for_shots(cfg.shots)) if cfg.fresh_views else cfg.aug_views
-        views = [EVAL_VIEW] if cfg.fresh_crops else list(range(n_views))  # fresh crops: cropped in each step
+        # fresh crops are cropped in each step; LP-CLIP fits the un-augmented images
+        views = [EVAL_VIEW] if cfg.fresh_crops or lp_clip(cfg) else list(range(n_views))
         train_fs, train_labels = gather(train, views, "training")
         val_fs = val_labels = None
         if val_shots:
