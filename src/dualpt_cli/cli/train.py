@@ -72,12 +72,12 @@ def train(
         ),
     ] = TRAIN["method"],
     probe_constraint: Annotated[
-        ProbeConstraint,
+        ProbeConstraint | None,
         typer.Option(
             "--probe-constraint",
-            help="linear-probe: keep "
-            "each class near its zero-shot weights (clap, CVPR "
-            "2024), all equally (balanced), or not (none).",
+            help="linear-probe: jusiro/CLAP (clap: each class kept near its zero-shot weights; balanced: all "
+            "equally) or none: CoOp's LP-CLIP (logistic regression, C searched on held-out images).",
+            show_default="clap; paper none",
         ),
     ] = TRAIN["probe_constraint"],
     prompts: Annotated[int, typer.Option("--prompts", help="M: learnable prompts per class.")] = TRAIN["n_prompts"],
