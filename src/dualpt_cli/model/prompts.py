@@ -17,6 +17,22 @@ from ..errors import DataError
 PLACEHOLDER = "X"  # one BPE token per context slot, as CoOp does
 NAME_TEMPLATE = "{name}."  # a class's text after the context (method card, "Prompts")
 DESCRIPTION_TEMPLATE = "{name}, which has {phrase}."  # a phrase as a prompt text (Menon & Vondrick 2022)
+MENON_VONDRICK = "menon-vondrick"  # as a template: their rules, "which is / which / which has" by the phrase's start
+
+
+def phrase_text(template: str, name: str, phrase: str) -> str:
+    """A class's phrase as a text: ``template`` with ``{name}`` and ``{phrase}`` (its final period dropped), or with
+    :data:`MENON_VONDRICK` their release's ``make_descriptor_sentence``: "{name}, which is {phrase}" for a phrase
+    starting with "a"/"an" or "used", "{name}, which {phrase}" for "has"/"often"/"typically"/"may"/"can",
+    else "{name}, which has {phrase}" (their default: ", " between, nothing after)."""
+    phrase = phrase.rstrip(".")
+    if template != MENON_VONDRICK:
+        return template.format(name=name, phrase=phrase)
+    if phrase.startswith(("a", "an", "used")):
+        return f"{name}, which is {phrase}"
+    if phrase.startswith(("has", "often", "typically", "may", "can")):
+        return f"{name}, which {phrase}"
+    return f"{name}, which has {phrase}"
 
 
 class PromptLearner(nn.Module):
@@ -283,7 +299,7 @@ def description_features(
     texts, owner = [], []
     for k, (name, items) in enumerate(zip(class_names, phrases)):
         for phrase in items:
-            texts.append(template.format(name=name, phrase=phrase.rstrip(".")))
+            texts.append(phrase_text(template, name, phrase))
             owner.append(k)
     d = bb.embed_dim
     mean = torch.zeros(len(class_names), d, device=bb.device)

@@ -99,7 +99,8 @@ class TrainConfig:
     align: str = "graph"  # the plan (ablations, alignment.py): graph, node (alpha 0), edge (alpha 1), attn, uniform
     llm_loss: str = "cosine"  # cosine (Eq. 5), wd or ce (ablations)
     context: str = "auto"  # auto: use descriptions.json when present; llm: require it; none: ignore it
-    description_template: str = DESCRIPTION_TEMPLATE
+    description_template: str = DESCRIPTION_TEMPLATE  # a phrase's text: {name}, {phrase}; or "menon-vondrick"
+    #   (Menon & Vondrick's "which is / which / which has" rules, model/prompts.phrase_text)
     base_classes: str | None = None  # base-to-new: train on "half" (first ceil(K/2) folders) or a class-list file
     epochs: int | None = None  # None: by shots (50 / 100 / 200), as the paper
     batch_size: int | None = None  # images per step (None: 32; codualpt 1, as CoCoOp)

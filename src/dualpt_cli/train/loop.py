@@ -24,7 +24,7 @@ from ..clip.spec import ModelSpec
 from ..core.distributed import SINGLE, Dist, PeerFailed
 from ..core.project import Project, append_line, atomic_write_json, resolve_project
 from ..errors import TrainingDiverged
-from ..model.prompts import ConditionalPromptLearner, PromptLearner
+from ..model.prompts import ConditionalPromptLearner, PromptLearner, phrase_text
 from .checkpoint import read_checkpoint, restore_checkpoint, save_checkpoint, trim_log
 from .config import FIXED_METHODS, TrainConfig, epochs_for_shots, lr_at, resolve_recipe, steps_per_epoch
 from .headfit import FixedLogits, fit_run_head
@@ -161,7 +161,7 @@ def prompt_texts(cfg: TrainConfig, data: TrainData) -> list[list[str]] | None:
         return None
     return [
         [
-            cfg.description_template.format(name=c.name, phrase=p[j % len(p)].rstrip(".")) if p else f"{c.name}."
+            phrase_text(cfg.description_template, c.name, p[j % len(p)]) if p else f"{c.name}."
             for j in range(cfg.n_prompts)
         ]
         for c, p in zip(data.classes, phrases)
