@@ -273,3 +273,14 @@ def test_bench_startup_times_two_versions_side_by_side(tmp_path, capsys):
     assert result["runs"] == 1 and result["before"]["wall_s"] > 0 and result["after"]["cpu_s"] > 0
     assert result["speedup_wall"] > 0 and json.loads((tmp_path / "s.json").read_text())["--version"]["runs"] == 1
     assert "dualpt --version: before" in capsys.readouterr().out
+
+
+def test_bench_crops_times_fresh_crops_against_cached_views(tiny_rn, capsys, monkeypatch):
+    monkeypatch.setenv("DUALPT_CACHE", "unused")  # the script points it at its own temporary folders
+    bench = load_script("bench_crops")
+    out = bench.main(
+        ["--model", tiny_rn, "--classes", "2", "--shots", "2", "--epochs", "2", "--prompts", "1", "--size", "40x30"]
+    )
+    assert [r["views"] for r in out["rows"]] == ["8 cached views", "fresh crop per epoch"]
+    assert all(r["epoch_s"] > 0 and r["run_s"] >= r["before_first_epoch_s"] for r in out["rows"])
+    assert "s / epoch" in capsys.readouterr().out

@@ -97,6 +97,26 @@ def test_blend_and_prior_features():
     assert_close(blend_logits(None, z, prior, 20.0, 0.0, 1.0), 20.0 * F.normalize(z, dim=-1) @ prior.T)
 
 
+def test_description_ensemble_scores_the_mean_of_descriptor_scores():
+    """Menon & Vondrick score a class by the mean of its descriptors' cosine scores, which can rank classes
+    otherwise than the cosine with the renormalised mean feature when a class's phrases disagree."""
+    gen = torch.Generator().manual_seed(3)
+    z = torch.randn(5, 8, generator=gen)
+    sets = [F.normalize(torch.randn(e, 8, generator=gen), dim=-1) for e in (1, 3, 2)]
+    names = torch.randn(3, 8, generator=gen)
+    prior = prior_features(names, torch.stack([h.mean(0) for h in sets]), torch.tensor([True, True, True]))
+    want = torch.stack([(20.0 * F.normalize(z, dim=-1) @ h.T).mean(-1) for h in sets], dim=-1)  # (5, 3)
+    assert_close(blend_logits(None, z, prior, 20.0, 0.0, 1.0), want)
+
+    x = torch.tensor([[1.0, 0.0, 0.0]])  # one image; class 0's phrases disagree, class 1's one phrase is lukewarm
+    a = torch.tensor([[1.0, 0.0, 0.0], [-0.2, 0.96**0.5, 0.0]])
+    b = torch.tensor([[0.5, 0.0, 0.75**0.5]])
+    prior = prior_features(torch.eye(3)[:2], torch.stack([a.mean(0), b.mean(0)]), torch.tensor([True, True]))
+    assert blend_logits(None, x, prior, 1.0, 0.0, 1.0).argmax(-1).item() == 1  # 0.4 < 0.5
+    renormalised = F.normalize(torch.stack([a.mean(0), b.mean(0)]), dim=-1)
+    assert (x @ renormalised.T).argmax(-1).item() == 0  # 0.63 > 0.5: the old ensemble's answer
+
+
 def test_recipes_resolve():
     paper = resolve_recipe(TrainConfig(images=".", recipe="paper"))
     assert (paper.n_ctx, paper.ctx_init, paper.crop_scale, paper.prompt_text) == (16, "", 0.08, "name")
@@ -191,7 +211,7 @@ def test_description_prior_is_stored_and_reproduced(tiny_vit, tmp_path):
     for name in meta["class_names"]:  # Menon & Vondrick: the mean of "{name}, which has {phrase}." features
         with torch.no_grad():
             t = bb.model.encode_text(bb.tokenize([f"{name}, which has {p}." for p in phrases[name]]))
-        expected.append(F.normalize(F.normalize(t, dim=-1).mean(0), dim=-0))
+        expected.append(F.normalize(t, dim=-1).mean(0))  # not renormalised: cos(z, .) is the mean of the scores
     assert_close(tensors["prior_features"], torch.stack(expected), rtol=1e-4, atol=1e-5)
     clf = Classifier.from_prompt_file(project / "prompts.safetensors", device="cpu", precision="fp32")
     assert_close(clf.prior, torch.stack(expected), rtol=1e-4, atol=1e-5)

@@ -167,7 +167,7 @@ def test_coop_step_equals_plain_coop(images, tiny_rn, tmp_path):
     objective = Objective(
         matcher_for(cfg, bb), 0.0, "cosine", desc, torch.zeros(3, dtype=torch.bool), [desc] * 3, method="coop"
     )
-    data = type("D", (), {"train": fs, "train_labels": labels})()
+    data = type("D", (), {"train": fs, "train_labels": labels, "crops": None})()
     optimizer = torch.optim.SGD([learner.ctx], lr=cfg.lr)
     record = train_epoch(0, 1, replace(cfg, epochs=1), learner, optimizer, objective, data, Callbacks(), None)
 
@@ -214,9 +214,11 @@ def test_codualpt_meta_net_and_new_classes(images, tiny_rn, tmp_path):
 
 
 def test_linear_probe_file_reproduces_training_logits(images, tiny_rn, tmp_path):
-    """The prompt file's probe gives the fitted probe's logits on the training views."""
+    """The default linear probe is jusiro/CLAP's: 20 augmented views per image, anchors the un-normalised
+    template feature, SGD; the prompt file gives the fitted probe's logits on the training views."""
     from dualpt_cli.clip.features import encode_views as encode
-    from dualpt_cli.model.linear_probe import LinearProbeConfig, fit_linear_probe
+    from dualpt_cli.model.linear_probe import clap_multipliers, fit_clap
+    from dualpt_cli.train.methods import clap_anchors
 
     result = run_training(_cfg(images, tiny_rn, tmp_path / "p", method="linear-probe"))
     assert result.epochs == 0 and result.method == "linear-probe"
@@ -225,15 +227,48 @@ def test_linear_probe_file_reproduces_training_logits(images, tiny_rn, tmp_path)
     split = json.loads((tmp_path / "p" / "split.json").read_text())
     order = [c.folder for c in clf.classes]  # the training's class order
     paths = [images / p for c in order for p in split["train"][c]]
-    labels = torch.tensor([k for k, c in enumerate(order) for _ in split["train"][c]]).repeat_interleave(2)
-    fs = encode(clf.bb, paths, [0, 1], None, aug_seed=1, aug_scale=(0.9, 1.0))
+    labels = torch.tensor([k for k, c in enumerate(order) for _ in split["train"][c]]).repeat_interleave(20)
+    fs = encode(clf.bb, paths, list(range(20)), None, aug_seed=1, aug_scale=(0.9, 1.0))
     z = fs.global_.flatten(0, 1).float()
-    probe = fit_linear_probe(
-        z, labels, name_features(clf.bb, order), clf.bb.logit_scale, LinearProbeConfig(constraint="clap")
-    )
+    anchors = clap_anchors(clf.bb, order, None)
+    tokens = clf.bb.tokenize([f"a photo of a {c}." for c in order])
+    raw = clf.bb.encode_text_embeds(clf.bb.token_embeds(tokens), clf.bb.eot_positions(tokens))
+    assert_close(anchors, raw)  # one template for an ImageFolder, not normalised
+    lam = clap_multipliers(clf.bb.logit_scale * F.normalize(z, dim=-1) @ F.normalize(anchors, dim=-1).T, labels, 3)
+    probe = fit_clap(z, labels, anchors, clf.bb.logit_scale, lam, len(paths), seed=1)
     saved = clf.logits_from_features(z, fs.local.flatten(0, 1).float())
     assert_close(saved, probe.logits(z), rtol=1e-4, atol=1e-4)
     assert float((saved.argmax(-1) == labels).float().mean()) == pytest.approx(result.train_acc)
+
+
+def test_paper_linear_probe_is_lp_clip(images, tiny_rn, tmp_path):
+    """--recipe paper: CoOp's LP-CLIP on the un-augmented images, C searched on min(shots, 4) held-out images
+    per class; the prompt file stores weights and bias and predict scores raw features with them."""
+    from dualpt_cli.clip.features import EVAL_VIEW
+    from dualpt_cli.clip.features import encode_views as encode
+    from dualpt_cli.model.lpclip import search_lpclip
+
+    result = run_training(_cfg(images, tiny_rn, tmp_path / "p", method="linear-probe", recipe="paper", shots=2))
+    tensors, _ = load_prompt_file(result.prompt_file)
+    assert tensors["probe_bias"].shape == (3,)
+    split = json.loads((tmp_path / "p" / "split.json").read_text())
+    assert split["val_shots"] == 2 and all(len(v) == 2 for v in split["val"].values())
+    clf = Classifier.from_prompt_file(result.prompt_file, device="cpu", precision="fp32")
+    order = [c.folder for c in clf.classes]
+
+    def feats(part):
+        paths = [images / p for c in order for p in split[part][c]]
+        fs = encode(clf.bb, paths, [EVAL_VIEW], None)
+        return fs, torch.tensor([k for k, c in enumerate(order) for _ in split[part][c]])
+
+    (train, y), (val, vy) = feats("train"), feats("val")
+    want = search_lpclip(train.global_[:, 0], y, val.global_[:, 0], vy, 3).model
+    z = train.global_[:, 0].float()
+    assert_close(clf.logits_from_features(z, train.local[:, 0].float()), z @ want.weights.T + want.bias)
+    with pytest.raises(DataError, match="scores only the classes it was fitted on"):
+        Classifier.from_prompt_file(
+            result.prompt_file, device="cpu", precision="fp32", classes=[*clf.classes, ClassEntry("x", "x")]
+        )
 
 
 def test_zero_shot_method_is_zero_shot_clip(images, tiny_rn, tmp_path):

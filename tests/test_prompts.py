@@ -122,3 +122,25 @@ def test_description_features(tiny_rn):
     expected = bb.encode_texts(["cat, which has whiskers.", "cat, which has pointed ears."]).mean(0)
     assert_close(mean[0], expected)
     assert mean[1].abs().sum() == 0
+
+
+@pytest.mark.parametrize(
+    ("phrase", "text"),
+    [
+        ("a long tail.", "tiger, which is a long tail"),
+        ("an orange coat", "tiger, which is an orange coat"),
+        ("used for hunting", "tiger, which is used for hunting"),
+        ("has black stripes", "tiger, which has black stripes"),
+        ("often seen near water", "tiger, which often seen near water"),
+        ("typically large", "tiger, which typically large"),
+        ("may roar", "tiger, which may roar"),
+        ("can swim", "tiger, which can swim"),
+        ("black stripes", "tiger, which has black stripes"),
+        ("angular ears", "tiger, which is angular ears"),  # their test is startswith("a"): any word in a-
+    ],
+)
+def test_menon_vondrick_template_rules(phrase, text):
+    from dualpt_cli.model.prompts import DESCRIPTION_TEMPLATE, MENON_VONDRICK, phrase_text
+
+    assert phrase_text(MENON_VONDRICK, "tiger", phrase) == text
+    assert phrase_text(DESCRIPTION_TEMPLATE, "tiger", phrase) == f"tiger, which has {phrase.rstrip('.')}."

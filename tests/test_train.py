@@ -5,12 +5,20 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.testing import assert_close
 from typer.testing import CliRunner
 
 from dualpt_cli.cli.app import app
+from dualpt_cli.clip.crops import crop_pixels, draw_crops
+from dualpt_cli.clip.load import load_backbone
+from dualpt_cli.clip.spec import ModelSpec
+from dualpt_cli.data.images import load_image
+from dualpt_cli.model.prompts import PromptLearner
 from dualpt_cli.promptfile.io import load_prompt_file
+from dualpt_cli.train.config import resolve_recipe, steps_per_epoch
 from dualpt_cli.train.loop import Callbacks, TrainConfig, epochs_for_shots, lr_at, run_training
+from dualpt_cli.train.objective import matcher_for
 from imagegen import make_image_folder
 
 runner = CliRunner()
@@ -299,24 +307,77 @@ def test_shots_larger_than_classes_warns(images, tiny_rn):
     assert "holding out" not in result.output
 
 
-def dassl_lr(epoch: int, base: float, max_epoch: int, warmup: int, warmup_lr: float) -> float:
-    """CoOp's schedule written out independently: ConstantWarmupScheduler, then CosineAnnealingLR restarted
-    after the warm-up, so the first epoch after it runs at the full rate."""
-    if epoch < warmup:
-        return warmup_lr
-    t = epoch - warmup
-    return 0.5 * base * (1 + math.cos(math.pi * t / (max_epoch - warmup)))
+def dassl_lrs(base: float, max_epoch: int, warmup: int, warmup_lr: float) -> list[float]:
+    """CoOp's schedule built from torch's own scheduler, as Dassl's ConstantWarmupScheduler wraps it: the
+    warm-up epochs at ``warmup_lr``, then CosineAnnealingLR(T_max=max_epoch) from its step 0, stepped once
+    per epoch after the warm-up."""
+    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=base)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(probe, T_max=max_epoch)
+    lrs = [warmup_lr] * warmup
+    for _ in range(max_epoch - warmup):
+        lrs.append(cosine.get_last_lr()[0])
+        probe.step()
+        cosine.step()
+    return lrs
 
 
 def test_schedule():
     assert [epochs_for_shots(s) for s in (1, 2, 4, 8, 16, None)] == [50, 100, 100, 200, 200, 200]
     cfg = TrainConfig(images=".")
-    for total in (2, 10, 50, 200):
+    for total in (2, 3, 10, 50, 200):
         got = [lr_at(e, cfg, total) for e in range(total)]
-        assert got == pytest.approx([dassl_lr(e, 0.002, total, 1, 1e-5) for e in range(total)], rel=1e-12)
-    assert lr_at(1, cfg, 10) == pytest.approx(0.002)  # not one epoch ahead (cos(pi/10) would give 0.00195)
+        assert got == pytest.approx(dassl_lrs(0.002, total, 1, 1e-5), rel=1e-9)
+    assert lr_at(1, cfg, 10) == pytest.approx(0.002)  # the full rate right after the warm-up
+    assert lr_at(2, cfg, 10) == pytest.approx(0.001 * (1 + math.cos(math.pi / 10)))  # (e - 1) / E, not / (E - 1)
     assert lr_at(0, cfg, 1) == pytest.approx(0.002)  # --epochs 1 trains at --lr, not only the warm-up rate
     assert lr_at(9, cfg, 10) < lr_at(5, cfg, 10) < lr_at(1, cfg, 10)
+
+
+def test_steps_per_epoch_drops_the_last_partial_batch_as_dassl():
+    assert [steps_per_epoch(n, 4, True) for n in (3, 4, 9, 12)] == [1, 1, 2, 3]  # fewer than a batch: one step
+    assert [steps_per_epoch(n, 4, False) for n in (3, 4, 9, 12)] == [1, 1, 3, 3]
+
+
+def test_paper_recipe_epochs_equal_a_plain_loop(tmp_path, tiny_rn):
+    """Three --recipe paper epochs equal a loop written out here: per epoch a generator seeded by (seed, epoch)
+    gives the order, then every image's fresh crop; the last partial batch is dropped; the learning rate follows
+    torch's CosineAnnealingLR inside Dassl's constant warm-up; SGD with momentum and weight decay."""
+    images = make_image_folder(tmp_path / "images", per_class=4)
+    project = tmp_path / "p"
+    cfg = TrainConfig(
+        images=str(images), project=str(project), recipe="paper", shots=3, epochs=3, batch_size=4, lr=0.5,
+        n_prompts=2, n_ctx=3, model=tiny_rn, pretrained="", precision="fp32", device="cpu", seed=5,
+    )  # fmt: skip
+    result = run_training(cfg)
+    trained, meta = load_prompt_file(result.prompt_file)
+    assert meta["n_ctx"] == 3
+
+    bb = load_backbone(ModelSpec(tiny_rn, ""), device="cpu", precision="fp32")
+    split = json.loads((project / "split.json").read_text())
+    paths = [images / rel for rels in split["train"].values() for rel in rels]
+    labels = torch.tensor([k for k, rels in enumerate(split["train"].values()) for _ in rels])
+    decoded = [load_image(p) for p in paths]
+    names = [c["name"] for c in split["classes"]]
+    learner = PromptLearner(bb, names, 2, 3, "", False, 5)  # the run's random context (seeded)
+    assert (trained["ctx"] - learner.ctx).abs().max() > 1e-3  # the run moved it
+    matcher = matcher_for(resolve_recipe(cfg), bb)
+    optimizer = torch.optim.SGD([learner.ctx], lr=0.5, momentum=0.9, weight_decay=5e-4)
+    n, batch = len(paths), 4
+    assert n == 9  # two full batches; the ninth image is dropped each epoch
+    for epoch, lr in enumerate(dassl_lrs(0.5, 3, 1, 1e-5)):
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        gen = torch.Generator().manual_seed(5 * 1_000_003 + epoch)
+        order = torch.randperm(n, generator=gen)
+        crops = draw_crops([(im.height, im.width) for im in decoded], (0.08, 1.0), gen)
+        for step in range(n // batch):
+            idx = order[step * batch : (step + 1) * batch].tolist()
+            z, Z = bb.encode_images(torch.stack([crop_pixels(bb, decoded[i], crops[i]) for i in idx]))
+            loss = F.cross_entropy(matcher.logits(Z, learner()), labels[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    assert_close(trained["ctx"], learner.ctx.detach(), rtol=1e-5, atol=1e-6)
 
 
 def test_profile_reports_phases(images, tiny_rn, tmp_path):
@@ -424,3 +485,26 @@ def test_solver_settings_that_no_prompt_file_could_keep_are_refused(tmp_path):
     for bad, message in [({"tol": 0.0}, "tol .* must be > 0"), ({"inner_iters": 0}, "inner_iters must be >= 1")]:
         with pytest.raises(DataError, match=message):
             TrainConfig(images=str(tmp_path), **bad)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "batch", "epochs"),
+    [
+        (None, 128, None),
+        ("coop:/data/oxford_flowers", 32, None),
+        ("coop:/data/fgvc_aircraft", 32, None),
+        ("coop:/data/StanfordCars", 32, None),
+        ("coop:/data/dtd", 128, None),
+        ("coop:/data/imagenet", 128, 50),
+        ("coop:/data/not-a-coop-set", 128, None),
+    ],
+)
+def test_plot_paper_recipe_uses_plots_batch_and_imagenet_epochs(dataset, batch, epochs):
+    """PLOT's configs: batch 128, 32 on Flowers102, FGVCAircraft and StanfordCars; ImageNet 50 epochs."""
+    plot = resolve_recipe(TrainConfig(images="", dataset=dataset, method="plot", recipe="paper"))
+    assert (plot.batch_size, plot.epochs) == (batch, epochs)
+    given = resolve_recipe(TrainConfig(images="", dataset=dataset, method="plot", recipe="paper", batch_size=8))
+    assert given.batch_size == 8  # an explicit --batch-size wins
+    for method, recipe in (("plot", "default"), ("dualpt", "paper"), ("coop", "paper")):
+        other = resolve_recipe(TrainConfig(images="", dataset=dataset, method=method, recipe=recipe))
+        assert (other.batch_size, other.epochs) == (32, None)

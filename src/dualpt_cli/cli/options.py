@@ -46,6 +46,7 @@ PANELS: dict[str | tuple[str, str], str] = {
             "seed",
             "aug_views",
             "fresh_views",
+            "fresh_crops",
             "crop_scale",
             "classes",
             "force",
@@ -78,7 +79,7 @@ PANELS: dict[str | tuple[str, str], str] = {
         ],
         METHOD,
     ),
-    **dict.fromkeys(["epochs", "batch_size", "lr", "resume"], OPTIMISATION),
+    **dict.fromkeys(["epochs", "batch_size", "lr", "resume", "drop_last"], OPTIMISATION),
     **dict.fromkeys(["device", "precision", "text_chunk", "workers"], HARDWARE),
     **dict.fromkeys(["project", "json_out", "quiet", "profile", "top_k", "fmt", "output", "show", "run_name"], OUTPUT),
     **dict.fromkeys(

@@ -71,12 +71,12 @@ def train(
         ),
     ] = TRAIN["method"],
     probe_constraint: Annotated[
-        ProbeConstraint,
+        ProbeConstraint | None,
         typer.Option(
             "--probe-constraint",
-            help="linear-probe: keep "
-            "each class near its zero-shot weights (clap, CVPR "
-            "2024), all equally (balanced), or not (none).",
+            help="linear-probe: jusiro/CLAP (clap: each class kept near its zero-shot weights; balanced: all "
+            "equally) or none: CoOp's LP-CLIP (logistic regression, C searched on held-out images).",
+            show_default="clap; paper none",
         ),
     ] = TRAIN["probe_constraint"],
     prompts: Annotated[int, typer.Option("--prompts", help="M: learnable prompts per class.")] = TRAIN["n_prompts"],
@@ -119,9 +119,7 @@ def train(
         float | None,
         typer.Option(
             "--prior-weight",
-            help="Weight of the zero-shot prior "
-            "(description ensemble) added to the DUAL-PT logits when "
-            "not chosen on held-out images.",
+            help="Weight of the zero-shot prior (description ensemble) added to the DUAL-PT logits.",
             show_default="1; paper 0",
         ),
     ] = TRAIN["prior_weight"],
@@ -182,10 +180,8 @@ def train(
         typer.Option(
             "--base-classes",
             metavar="half|FILE",
-            help="Base-to-new: "
-            "train on the first half of the class folders (sorted) or "
-            "on the classes listed in FILE; dualpt eval then reports "
-            "base, new and H.",
+            help="Base-to-new: train on the first half of the class folders (sorted) or on the classes listed "
+            "in FILE; dualpt eval then reports base, new and H.",
         ),
     ] = TRAIN["base_classes"],
     batch_size: Annotated[
@@ -196,14 +192,24 @@ def train(
         int, typer.Option("--aug-views", help="Augmented views per image, encoded once and cached.")
     ] = TRAIN["aug_views"],
     fresh_views: Annotated[
-        bool,
-        typer.Option(
-            "--fresh-views",
-            help="Encode a new augmented view of every "
-            "image for every epoch instead of reusing --aug-views cached "
-            "ones (the research-code behaviour; slower).",
-        ),
+        bool, typer.Option("--fresh-views", help="Encode and cache a new view of every image for every epoch.")
     ] = TRAIN["fresh_views"],
+    fresh_crops: Annotated[
+        bool | None,
+        typer.Option(
+            "--fresh-crops/--cached-views",
+            help="A new crop of every image in every epoch, encoded in the step (Dassl), or cached views.",
+            show_default="paper: fresh; default: cached",
+        ),
+    ] = TRAIN["fresh_crops"],
+    drop_last: Annotated[
+        bool | None,
+        typer.Option(
+            "--drop-last/--keep-last",
+            help="Drop an epoch's last partial batch (Dassl).",
+            show_default="paper: drop; default: keep",
+        ),
+    ] = TRAIN["drop_last"],
     val_shots: Annotated[
         int | None,
         typer.Option(
@@ -259,6 +265,7 @@ def train(
         prior_weight=prior_weight, guard=guard, head=head, head_lambda=head_lambda,
         class_specific=class_specific, alpha=alpha, beta=beta, lam=lam, llm_loss=llm_loss, context=context,
         epochs=epochs, batch_size=batch_size, lr=lr, aug_views=aug_views, fresh_views=fresh_views, device=device,
+        fresh_crops=fresh_crops, drop_last=drop_last,
         precision=precision, text_chunk=text_chunk, resume=resume, profile=profile, dataset=dataset,
         align=align, base_classes=base_classes,
     )  # fmt: skip

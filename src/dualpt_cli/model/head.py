@@ -3,9 +3,10 @@
 logits(x) = dual_weight * DUAL-PT(x) + prior_weight * logit_scale * cos(z(x), p_k)
 
 - DUAL-PT(x) is the paper's Eq. 8 score from the local features and the learned prompts;
-- z(x) is the global image feature and p_k the class's *prior* prototype: the mean of the class's
-  description features ("{name}, which has {phrase}.", Menon & Vondrick's ensemble) where it has
-  descriptions, else the hand-made prompt "a photo of a {name}." (zero-shot CLIP).
+- z(x) is the global image feature and p_k the class's *prior* prototype: the mean of the class's normalised
+  description features ("{name}, which has {phrase}."), so cos(z, p_k) here is the mean of the per-description
+  cosines (Menon & Vondrick's ensemble; :func:`prior_features`) where it has descriptions, else the hand-made
+  prompt "a photo of a {name}." (zero-shot CLIP).
 
 The prior carries what the LLM said (and what CLIP knows from the name) into inference without an LLM:
 its features are computed at training time and stored in the prompt file. ``--recipe paper`` uses
@@ -40,10 +41,16 @@ def name_features(bb: Backbone, class_names: list[str], template: str = ZERO_SHO
 def prior_features(names: torch.Tensor, desc_mean: torch.Tensor, desc_has: torch.Tensor) -> torch.Tensor:
     """(K, d) prior prototypes: the description ensemble where a class has descriptions, else its name prompt.
 
+    The ensemble's prototype is the mean of the *normalised* description features, not renormalised, so that
+    ``<normalize(z), p_k>`` is the mean of the per-description cosines: Menon & Vondrick's score (the mean of
+    the per-descriptor similarities), not the cosine with the renormalised mean feature (which weighs a class's
+    phrases differently when they disagree). The name prompt is a unit vector.
+
     Args:
-        names: (K, d) name-prompt features; desc_mean: (K, d) mean description features; desc_has: (K,) bool.
+        names: (K, d) name-prompt features; desc_mean: (K, d) mean of normalised description features;
+        desc_has: (K,) bool.
     """
-    return F.normalize(torch.where(desc_has[:, None], desc_mean.to(names), names), dim=-1)
+    return torch.where(desc_has[:, None], desc_mean.to(names), F.normalize(names, dim=-1))
 
 
 def blend_logits(

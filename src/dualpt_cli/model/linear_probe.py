@@ -25,6 +25,7 @@ features (the training feature cache serves them) and stores the weights.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -32,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DataError
+from .defaults import CLAP_REPS  # noqa: F401  (re-exported)
 from .scores import global_logits
 
 OPTIMIZERS = ("lbfgs", "adam")
@@ -218,3 +220,60 @@ def fit_linear_probe(
         losses=losses,
         train_acc=acc,
     )
+
+
+# jusiro/CLAP as published (configs/trainers/SGD_lr1e-1_B256_ep300.yaml, trainers/adapters.py)
+CLAP_EPOCHS, CLAP_BATCH, CLAP_LR = 300, 256, 0.1  # CLAP_REPS (model/defaults.py): augmented views per image
+
+
+def fit_clap(
+    z: torch.Tensor,
+    labels: torch.Tensor,
+    anchors: torch.Tensor,
+    logit_scale: float,
+    multipliers: torch.Tensor,
+    n_images: int,
+    seed: int = 1,
+    epochs: int = CLAP_EPOCHS,
+    batch_size: int = CLAP_BATCH,
+    lr: float = CLAP_LR,
+    warmup_lr: float = 1e-5,
+) -> LinearProbeResult:
+    """CLAP's training of the constrained probe, as its ``ADAPTER`` trainer runs it.
+
+    The weights start at the anchors t_k (the *un-normalised* mean text feature of the dataset's templates);
+    logits ``s cos(z, w_k)``; loss ``CE + (1/K) sum_k lambda_k ||w_k - t_k||^2``. SGD (Dassl's: momentum 0.9,
+    here no weight decay). Each epoch shuffles every feature row (``CLAP_REPS`` augmented views of each image)
+    and takes as many consecutive batches of ``batch_size`` rows as Dassl's loader has batches over the
+    ``n_images`` images (floor, or 1 below one batch); the learning rate follows Dassl's constant warm-up
+    (1 epoch at ``warmup_lr``) and ``CosineAnnealingLR(T_max=epochs)``, stepped after each epoch.
+
+    Args:
+        z: (R, d) global features of the augmented views; labels: (R,); anchors: (K, d); multipliers: (K,).
+        seed: the shuffles' generator (CLAP uses numpy's global one).
+    """
+    z, labels = z.detach().float(), labels.long().to(z.device)
+    anchors = anchors.detach().float().to(z.device)
+    multipliers = multipliers.detach().float().to(z.device)
+    weights = anchors.clone().requires_grad_(True)
+    opt = torch.optim.SGD([weights], lr=lr, momentum=0.9)
+    gen = torch.Generator().manual_seed(seed)
+    batches = n_images // batch_size if n_images >= batch_size else 1
+    losses: list[float] = []
+    for epoch in range(epochs):
+        for group in opt.param_groups:  # Dassl's ConstantWarmupScheduler(CosineAnnealingLR), as train/config.lr_at
+            group["lr"] = warmup_lr if epoch < 1 else 0.5 * lr * (1.0 + math.cos(math.pi * (epoch - 1) / epochs))
+        order = torch.randperm(len(z), generator=gen).to(z.device)
+        for step in range(batches):
+            idx = order[step * batch_size : (step + 1) * batch_size]
+            loss = F.cross_entropy(probe_logits(z[idx], weights, logit_scale), labels[idx])
+            loss = loss + constraint_penalty(weights, anchors, multipliers)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+    if not torch.isfinite(weights).all():
+        raise DataError("the CLAP probe diverged (weights became NaN or infinite)")
+    with torch.no_grad():
+        acc = float((probe_logits(z, weights, logit_scale).argmax(-1) == labels).float().mean())
+    return LinearProbeResult(weights.detach(), float(logit_scale), True, multipliers, losses, acc)

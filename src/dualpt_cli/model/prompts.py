@@ -13,9 +13,24 @@ from torch.utils.checkpoint import checkpoint
 
 from ..clip.backbone import Backbone
 from ..errors import DataError
-from .defaults import DESCRIPTION_TEMPLATE, NAME_TEMPLATE  # noqa: F401  (re-exported)
+from .defaults import DESCRIPTION_TEMPLATE, MENON_VONDRICK, NAME_TEMPLATE  # noqa: F401  (re-exported)
 
 PLACEHOLDER = "X"  # one BPE token per context slot, as CoOp does
+
+
+def phrase_text(template: str, name: str, phrase: str) -> str:
+    """A class's phrase as a text: ``template`` with ``{name}`` and ``{phrase}`` (its final period dropped), or with
+    :data:`MENON_VONDRICK` their release's ``make_descriptor_sentence``: "{name}, which is {phrase}" for a phrase
+    starting with "a"/"an" or "used", "{name}, which {phrase}" for "has"/"often"/"typically"/"may"/"can",
+    else "{name}, which has {phrase}" (their default: ", " between, nothing after)."""
+    phrase = phrase.rstrip(".")
+    if template != MENON_VONDRICK:
+        return template.format(name=name, phrase=phrase)
+    if phrase.startswith(("a", "an", "used")):
+        return f"{name}, which is {phrase}"
+    if phrase.startswith(("has", "often", "typically", "may", "can")):
+        return f"{name}, which {phrase}"
+    return f"{name}, which has {phrase}"
 
 
 class PromptLearner(nn.Module):
@@ -282,7 +297,7 @@ def description_features(
     texts, owner = [], []
     for k, (name, items) in enumerate(zip(class_names, phrases)):
         for phrase in items:
-            texts.append(template.format(name=name, phrase=phrase.rstrip(".")))
+            texts.append(phrase_text(template, name, phrase))
             owner.append(k)
     d = bb.embed_dim
     mean = torch.zeros(len(class_names), d, device=bb.device)

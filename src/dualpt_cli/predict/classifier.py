@@ -27,12 +27,21 @@ from ..data.classes import ClassEntry
 from ..errors import DataError, ModelLoadError
 from ..model.head import blend_logits
 from ..model.linear_probe import probe_logits
+from ..model.lpclip import lpclip_logits
 from ..model.residual import head_logits
 from ..model.scores import global_logits
 from ..promptfile.io import read_prompt_file
 from ..promptfile.meta import PromptMeta
 from .conditional import ConditionalScorer
-from .stored import StoredContext, check_same_weights, class_features, class_priors, probe_weights, residual_weights
+from .stored import (
+    StoredContext,
+    check_same_weights,
+    class_features,
+    class_priors,
+    probe_bias,
+    probe_weights,
+    residual_weights,
+)
 
 MATCH_BUDGET = 1 << 26  # elements of one (B, K, N, M) similarity tensor before the classes are chunked
 
@@ -74,6 +83,7 @@ class Classifier:
         self.matcher = meta.matcher(chunk)
         self.method = meta.method
         self.probe: torch.Tensor | None = None  # (K, d) linear-probe weights
+        self.probe_bias: torch.Tensor | None = None  # (K,) LP-CLIP's bias (raw features); None for cosine probes
         self.conditional: ConditionalScorer | None = None  # codualpt's context and meta-net
 
     @property
@@ -129,6 +139,7 @@ class Classifier:
         clf = cls(bb, meta, W, classes, trained, source=path, batch_size=batch_size, prior=prior)
         clf.residual = residual_weights(bb, tensors, known, classes)
         if meta.method == "linear-probe":
+            clf.probe_bias = probe_bias(tensors, known, classes, path)  # LP-CLIP: checked first (no new classes)
             clf.probe = probe_weights(bb, tensors, meta, known, classes, path)
         if meta.method == "codualpt":
             clf.conditional = ConditionalScorer(bb, tensors, meta, classes, clf.matcher)
@@ -139,6 +150,8 @@ class Classifier:
         z = z.to(self.bb.device)
         if self.method == "coop":  # one prompt, global feature: logit_scale * cos(z, w_k)
             return global_logits(z, self.W[:, 0], self.matcher.logit_scale)
+        if self.method == "linear-probe" and self.probe_bias is not None:
+            return lpclip_logits(z.float(), self.probe, self.probe_bias.to(z.device))
         if self.method == "linear-probe":
             return probe_logits(z, self.probe, self.matcher.logit_scale, bool(self.meta.probe_normalize))
         if self.method == "codualpt":

@@ -138,6 +138,24 @@ def probe_weights(
     return torch.stack([stored[i].to(bb.device) if i is not None else next(fresh) for i in index])  # (K, d)
 
 
+def probe_bias(tensors: dict[str, torch.Tensor], known: list[ClassEntry], classes: list[ClassEntry], path: Path):
+    """(K,) the LP-CLIP bias for ``classes`` (None for the cosine probes, which have none). LP-CLIP's raw-feature
+    logistic regression has no zero-shot form, so a class it was not fitted on is a DataError."""
+    stored = tensors.get("probe_bias")
+    if stored is None:
+        return None
+    if tuple(stored.shape) != (len(known),):
+        raise PromptFileError(f"{path}: probe_bias has shape {tuple(stored.shape)}, not ({len(known)},)")
+    index = [find_trained(c, known) for c in classes]
+    new = [c.name for c, i in zip(classes, index) if i is None]
+    if new:
+        raise DataError(
+            f"class(es) not in the prompt file: {first_names(new)}; an LP-CLIP probe (linear-probe with "
+            "--probe-constraint none) scores only the classes it was fitted on"
+        )
+    return stored[index]
+
+
 def encode_new_classes(context: StoredContext, names: list[str]) -> torch.Tensor:
     """(K_new, M, d) features of new class names with the learned shared context (base-to-new)."""
     if context.meta.class_specific:

@@ -10,6 +10,8 @@ damaged or edited file is refused. Tensors:
 - ``prior_features`` (optional): the zero-shot prior prototypes p_k, (K, d) float32 (description ensemble or
   name prompt, see :mod:`dualpt_cli.model.head`), blended with the DUAL-PT logits by ``prior_weight``;
 - ``probe_weights`` (linear-probe files): the fitted class weights, (K, d) float32;
+- ``probe_bias`` (LP-CLIP files): the logistic regression's bias, (K,) float32; with it the probe scores the
+  raw global feature, ``z W^T + b`` (:mod:`dualpt_cli.model.lpclip`);
 - ``residual_weights`` (optional): the residual head r_k added to the blend, (K, d) float32
   (:mod:`dualpt_cli.model.residual`); the blend plus it is divided by the metadata's ``temperature``;
 - ``meta_net.*`` (codualpt files): the meta-net's Linear weights and biases (:mod:`dualpt_cli.model.conditional`).

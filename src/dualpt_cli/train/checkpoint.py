@@ -54,6 +54,8 @@ def run_identity(cfg: TrainConfig) -> dict[str, Any]:
         "warmup_lr",
         "aug_views",
         "fresh_views",
+        "fresh_crops",
+        "drop_last",
         "outer_iters",
         "inner_iters",
         "tol",

@@ -18,8 +18,9 @@ from ..core.vocab import (  # noqa: F401  (re-exported)
     METHODS,
     PROMPT_TEXTS,
 )
+from ..data.coop import find_layout, parse_dataset_spec
 from ..errors import DataError
-from ..model.defaults import DESCRIPTION_TEMPLATE
+from ..model.defaults import CLAP_REPS, DESCRIPTION_TEMPLATE
 
 # What ``--recipe`` sets for the options left unset (None). "paper" is the paper and method card exactly;
 # "default" is the recipe measured on benchmarks/bench_learning.py (docs/method.md, "The default recipe").
@@ -34,6 +35,9 @@ RECIPES: dict[str, dict[str, Any]] = {
         "val_shots": 0,
         "head": "residual",
         "batch_size": 32,
+        "fresh_crops": False,
+        "drop_last": False,
+        "probe_constraint": "clap",
     },
     "paper": {
         "n_ctx": 16,
@@ -45,6 +49,9 @@ RECIPES: dict[str, dict[str, Any]] = {
         "val_shots": 0,
         "head": "none",
         "batch_size": 32,
+        "fresh_crops": True,
+        "drop_last": True,
+        "probe_constraint": "none",
     },
 }
 BASE_TO_NEW_EPOCHS = 10  # the paper's schedule for base-to-new training (--base-classes), unless --epochs
@@ -60,6 +67,9 @@ METHOD_TITLES = {
     "descriptions": "descriptions",
 }
 FIXED_METHODS = ("linear-probe", "zero-shot", "descriptions")  # no epochs: fitted in closed form or training-free
+# PLOT's published runs (CHENGY12/PLOT, plot-coop/configs/trainers/PLOT/rn50.yaml): batch 128, 32 on these
+# small fine-grained datasets (recognised by --dataset coop:ROOT/NAME; an ImageFolder gets 128); ImageNet 50 epochs.
+PLOT_SMALL_BATCH = ("Flowers102", "FGVCAircraft", "StanfordCars")
 # Per method, what it sets for options left unset, before the recipe (CoCoOp's recipe for the conditional variant).
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "codualpt": {"n_ctx": 4, "ctx_init": "a photo of a", "batch_size": 1, "epochs": 10},
@@ -79,7 +89,8 @@ class TrainConfig:
     pretrained: str = "openai"  # pretrained tag or weights file
     seed: int = 1  # few-shot sample, prompt init, batch order and view choice
     method: str = "dualpt"  # what to train (METHODS); stored in the prompt file, so predict needs no flag
-    probe_constraint: str = "clap"  # linear-probe: CLAP's class-wise pull towards zero-shot, or none / balanced
+    probe_constraint: str | None = None  # linear-probe: clap (jusiro/CLAP), balanced (its ablation) or none
+    #   (CoOp's LP-CLIP: logistic regression, C searched on held-out images); None: by recipe (clap / paper none)
     recipe: str = "default"  # default: the measured recipe (docs/method.md); paper: the paper's exact setup
     n_prompts: int = 4  # M
     n_ctx: int | None = None  # context vectors per prompt (None: by recipe, 4 default / 16 paper)
@@ -93,7 +104,8 @@ class TrainConfig:
     align: str = "graph"  # the plan (ablations, alignment.py): graph, node (alpha 0), edge (alpha 1), attn, uniform
     llm_loss: str = "cosine"  # cosine (Eq. 5), wd or ce (ablations)
     context: str = "auto"  # auto: use descriptions.json when present; llm: require it; none: ignore it
-    description_template: str = DESCRIPTION_TEMPLATE
+    description_template: str = DESCRIPTION_TEMPLATE  # a phrase's text: {name}, {phrase}; or "menon-vondrick"
+    #   (Menon & Vondrick's "which is / which / which has" rules, model/prompts.phrase_text)
     base_classes: str | None = None  # base-to-new: train on "half" (first ceil(K/2) folders) or a class-list file
     epochs: int | None = None  # None: by shots (50 / 100 / 200), as the paper
     batch_size: int | None = None  # images per step (None: 32; codualpt 1, as CoCoOp)
@@ -104,6 +116,10 @@ class TrainConfig:
     warmup_lr: float = 1e-5
     aug_views: int = 8  # augmented views per image encoded once and cached
     fresh_views: bool = False  # a new view of every image in every epoch (encodes one view per epoch)
+    fresh_crops: bool | None = None  # a fresh random crop of every image in every epoch, encoded in the step
+    #   (Dassl; clip/crops.py) instead of cached views; None: by recipe (paper: fresh, default: cached)
+    drop_last: bool | None = None  # drop the last partial batch of an epoch (Dassl, when there are at least
+    #   batch_size images); None: by recipe (paper: drop, default: keep)
     crop_scale: float | None = None  # smallest crop area of the random resized crop (None: by recipe)
     prior_weight: float | None = None  # weight of the zero-shot prior in the final logits (None: by recipe)
     guard: bool | None = None  # choose the blend on held-out images, keep zero-shot if it is better (by recipe)
@@ -142,7 +158,7 @@ class TrainConfig:
                 (self.recipe in RECIPES, f"--recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}"),
                 (self.method in METHODS, f"--method must be one of {', '.join(METHODS)}, got {self.method!r}"),
                 (
-                    self.probe_constraint in CONSTRAINTS,
+                    self.probe_constraint is None or self.probe_constraint in CONSTRAINTS,
                     f"--probe-constraint must be one of {', '.join(CONSTRAINTS)}, got {self.probe_constraint!r}",
                 ),
                 (self.text_chunk >= 0, f"--text-chunk must be >= 0 (0 = all classes at once), got {self.text_chunk}"),
@@ -164,6 +180,11 @@ class TrainConfig:
                     f"outer_iters and inner_iters must be >= 1, got {self.outer_iters} and {self.inner_iters}",
                 ),
                 (self.aug_views >= 1, f"--aug-views must be >= 1, got {self.aug_views}"),
+                (
+                    not (self.fresh_views and self.fresh_crops),
+                    "--fresh-views encodes cached views, one per epoch, and --fresh-crops crops anew in each step; "
+                    "give one of them",
+                ),
                 (self.val_shots is None or self.val_shots >= 0, f"--val-shots must be >= 0, got {self.val_shots}"),
                 (
                     self.llm_loss in LLM_LOSSES,
@@ -210,9 +231,38 @@ def resolve_recipe(cfg: TrainConfig) -> TrainConfig:
     then the settings that define the method (:func:`method_settings`)."""
     if cfg.base_classes is not None and cfg.epochs is None:
         cfg = replace(cfg, epochs=BASE_TO_NEW_EPOCHS)
+    if cfg.fresh_views and cfg.fresh_crops is None:  # --fresh-views asks for cached views, one per epoch
+        cfg = replace(cfg, fresh_crops=False)
+    if cfg.method == "plot" and cfg.recipe == "paper":
+        cfg = replace(cfg, **plot_paper_settings(cfg))
+    if lp_clip(cfg) and cfg.val_shots is None:  # CoOp's lpclip: min(shots, 4) held-out images per class for C
+        cfg = replace(cfg, val_shots=min(cfg.shots or 4, 4))
     for preset in (METHOD_DEFAULTS.get(cfg.method, {}), RECIPES[cfg.recipe]):
         cfg = replace(cfg, **{k: v for k, v in preset.items() if getattr(cfg, k) is None})
     return replace(cfg, **method_settings(cfg))
+
+
+def lp_clip(cfg: TrainConfig) -> bool:
+    """Whether the run is CoOp's LP-CLIP: ``--method linear-probe`` without a constraint (by recipe: paper)."""
+    constraint = cfg.probe_constraint or RECIPES[cfg.recipe]["probe_constraint"]
+    return cfg.method == "linear-probe" and constraint == "none"
+
+
+def plot_paper_settings(cfg: TrainConfig) -> dict[str, Any]:
+    """``--method plot --recipe paper``: PLOT's batch size (128; 32 on :data:`PLOT_SMALL_BATCH`) and ImageNet's 50
+    epochs, for the options left unset."""
+    name = ""
+    if cfg.dataset:
+        try:
+            name = find_layout(parse_dataset_spec(cfg.dataset)).name
+        except DataError:  # not a CoOp dataset: loading it says so
+            pass
+    out: dict[str, Any] = {}
+    if cfg.batch_size is None:
+        out["batch_size"] = 32 if name in PLOT_SMALL_BATCH else 128
+    if cfg.epochs is None and name == "ImageNet":
+        out["epochs"] = 50
+    return out
 
 
 def method_settings(cfg: TrainConfig) -> dict[str, Any]:
@@ -248,9 +298,16 @@ def method_settings(cfg: TrainConfig) -> dict[str, Any]:
         raise DataError("--method descriptions needs the project's descriptions; drop --context none")
     if m in FIXED_METHODS and cfg.resume:
         raise DataError(f"--method {m} trains no epochs, so there is nothing to resume; drop --resume")
+    if m == "linear-probe" and lp_clip(cfg):  # un-augmented features; C searched on the held-out images
+        if not cfg.val_shots:
+            raise DataError(
+                "--method linear-probe --probe-constraint none (LP-CLIP) searches C on held-out images; "
+                "give --val-shots 1 or more (or leave it unset: min(shots, 4), as CoOp)"
+            )
+        return {"guard": False, "prior_weight": 0.0, "head": "none", "fresh_crops": False, "aug_views": 1}
     if m in FIXED_METHODS:  # training-free ones encode one view per image, for the training accuracy
-        views = {} if m == "linear-probe" else {"aug_views": 1}
-        return {"guard": False, "val_shots": 0, "prior_weight": 0.0, "head": "none", **views}
+        views = {"aug_views": CLAP_REPS} if m == "linear-probe" else {"aug_views": 1}  # CLAP: 20 augmented views
+        return {"guard": False, "val_shots": 0, "prior_weight": 0.0, "head": "none", "fresh_crops": False, **views}
     return {}
 
 
@@ -264,12 +321,23 @@ def epochs_for_shots(shots: int | None) -> int:
 
 
 def lr_at(epoch: int, cfg: TrainConfig, total: int) -> float:
-    """Constant warm-up for ``warmup_epochs``, then cosine decay over the remaining epochs (CoOp/Dassl).
+    """The learning rate of epoch ``epoch`` (from 0) of ``total``: Dassl's ``ConstantWarmupScheduler`` around
+    ``CosineAnnealingLR(T_max=total)`` (CoOp's configs).
 
-    After the warm-up, epoch e runs at ``0.5 lr (1 + cos(pi (e - w) / (E - w)))``: the full rate right after
-    the warm-up. A run no longer than the warm-up skips it (``--epochs 1`` trains at ``lr``).
+    The first ``warmup_epochs`` run at ``warmup_lr``; then the cosine scheduler starts from its own step 0, so
+    epoch e >= w runs at ``0.5 lr (1 + cos(pi (e - w) / E))``: the full rate right after the warm-up, and the
+    last epoch still above 0. A run no longer than the warm-up skips it (``--epochs 1`` trains at ``lr``; Dassl
+    would train it at ``warmup_lr``; no paper setting is that short).
     """
     warmup = cfg.warmup_epochs if total > cfg.warmup_epochs else 0
     if epoch < warmup:
         return cfg.warmup_lr
-    return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * (epoch - warmup) / (total - warmup)))
+    return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * (epoch - warmup) / total))
+
+
+def steps_per_epoch(n_images: int, batch_size: int, drop_last: bool) -> int:
+    """Optimiser steps in an epoch: Dassl's loader drops the last partial batch (``drop_last``) only when there
+    are at least ``batch_size`` images, so a set smaller than one batch still trains one step."""
+    if drop_last and n_images >= batch_size:
+        return n_images // batch_size
+    return math.ceil(n_images / batch_size)

@@ -17,15 +17,16 @@ import torch
 import torch.nn.functional as F
 
 from .. import __version__
+from ..clip.crops import draw_crops, encode_crops
 from ..clip.features import FeatureSet
 from ..clip.load import load_backbone
 from ..clip.spec import ModelSpec
 from ..core.distributed import SINGLE, Dist, PeerFailed
 from ..core.project import Project, append_line, atomic_write_json, resolve_project
 from ..errors import TrainingDiverged
-from ..model.prompts import ConditionalPromptLearner, PromptLearner
+from ..model.prompts import ConditionalPromptLearner, PromptLearner, phrase_text
 from .checkpoint import read_checkpoint, restore_checkpoint, save_checkpoint, trim_log
-from .config import FIXED_METHODS, TrainConfig, epochs_for_shots, lr_at, resolve_recipe
+from .config import FIXED_METHODS, TrainConfig, epochs_for_shots, lr_at, resolve_recipe, steps_per_epoch
 from .headfit import FixedLogits, fit_run_head
 from .hooks import BestEpoch, Callbacks, TrainResult
 from .keep import describe_head, finish
@@ -160,7 +161,7 @@ def prompt_texts(cfg: TrainConfig, data: TrainData) -> list[list[str]] | None:
         return None
     return [
         [
-            cfg.description_template.format(name=c.name, phrase=p[j % len(p)].rstrip(".")) if p else f"{c.name}."
+            phrase_text(cfg.description_template, c.name, p[j % len(p)]) if p else f"{c.name}."
             for j in range(cfg.n_prompts)
         ]
         for c, p in zip(data.classes, phrases)
@@ -180,7 +181,9 @@ def train_epoch(
     dist: Dist = SINGLE,
     fixed: FixedLogits | None = None,
 ) -> dict[str, Any]:
-    """One pass over the training images, each at a view drawn for this epoch; the last partial batch is kept.
+    """One pass over the training images in a random order, each at a view drawn for this epoch: a cached view,
+    or with ``fresh_crops`` a new random resized crop encoded in the step (Dassl). With ``drop_last`` the last
+    partial batch is dropped (:func:`steps_per_epoch`).
 
     With ``fixed`` (the default recipe's head) the loss is the cross-entropy of the whole classifier, the
     method's logits plus the fixed prior and residual: the prompts train inside the blend they are used in.
@@ -192,10 +195,14 @@ def train_epoch(
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)  # order and views depend on (seed, epoch)
     n_images, n_views = data.train.global_.shape[:2]
     order = torch.randperm(n_images, generator=gen)
-    views = torch.randint(n_views, (n_images,), generator=gen)
+    crops = views = None
+    if data.crops is not None:  # every image's crop and flip for this epoch, in image order
+        crops = draw_crops(data.crops.sizes, (cfg.crop_scale, 1.0), gen)
+    else:
+        views = torch.randint(n_views, (n_images,), generator=gen)
     if cfg.fresh_views:  # view e of every image in epoch e: never the same crop twice
         views = torch.full((n_images,), epoch % n_views)
-    steps = math.ceil(n_images / cfg.batch_size)
+    steps = steps_per_epoch(n_images, cfg.batch_size, bool(cfg.drop_last))
     tick = cb.epoch(epoch, total, steps)
     t0 = time.perf_counter()
     sums = {"loss": 0.0, "loss_img": 0.0, "loss_llm": 0.0, "correct": 0, "seen": 0}
@@ -217,8 +224,11 @@ def train_epoch(
             tick({"loss": sums["loss"] / sums["seen"], "acc": sums["correct"] / sums["seen"], "lr": lr})
             continue
         with phase(prof, "data"):
-            Z = data.train.local[idx, views[idx]].to(bb.device, non_blocking=True).float()  # (b, N, d)
-            z = data.train.global_[idx, views[idx]].to(bb.device, non_blocking=True).float()  # (b, d)
+            if crops is not None:  # this step's fresh crops, encoded now
+                z, Z = encode_crops(bb, data.crops, idx.tolist(), crops)  # (b, d), (b, N, d)
+            else:
+                Z = data.train.local[idx, views[idx]].to(bb.device, non_blocking=True).float()  # (b, N, d)
+                z = data.train.global_[idx, views[idx]].to(bb.device, non_blocking=True).float()  # (b, d)
             y = data.train_labels[idx].to(bb.device)  # (b,)
         with phase(prof, "text"):
             W = objective.prompts(learner, z, dist)  # (K, M, d); codualpt: each image's own, (b, K, M, d)

@@ -18,12 +18,14 @@ import torch.nn.functional as F
 from ..clip.backbone import Backbone
 from ..core.distributed import SINGLE, Dist
 from ..core.project import Project
+from ..data.coop import find_layout, parse_dataset_spec
 from ..errors import ProjectError
 from ..model.conditional import TEXT_BUDGET
 from ..model.head import Decision, blend_logits, name_features, prior_features
-from ..model.linear_probe import LinearProbeConfig, fit_linear_probe
+from ..model.linear_probe import clap_multipliers, fit_clap, probe_logits
+from ..model.lpclip import LPClipResult, search_lpclip
 from ..model.prompts import ConditionalPromptLearner, PromptLearner
-from .config import TrainConfig
+from .config import TrainConfig, lp_clip
 from .export import save_prompts
 from .hooks import BestEpoch, Callbacks, TrainResult
 from .objective import Objective
@@ -126,11 +128,23 @@ def run_fixed(
     labels = data.train_labels.repeat_interleave(n_views).to(bb.device)
     text = name_features(bb, names)  # (K, d) "a photo of a {name}."
     extra, meta, prior = {}, {}, None
-    if cfg.method == "linear-probe":
-        probe = fit_linear_probe(
-            z, labels, text, bb.logit_scale, LinearProbeConfig(constraint=cfg.probe_constraint, seed=cfg.seed)
+    if cfg.method == "linear-probe" and lp_clip(cfg):
+        fitted = fit_lp_clip(data)
+        cb.info(
+            f"LP-CLIP: C = {fitted.model.C:.3g} (held-out accuracy {fitted.val_acc:.1%} over {len(fitted.tried)} fits)"
         )
-        cb.info(f"linear probe: {len(labels)} views of {n_images} images, constraint {cfg.probe_constraint}")
+        decision = Decision("trained", 1.0, 0.0, "names", reason="linear probe (LP-CLIP)")
+        extra = {"probe_weights": fitted.model.weights, "probe_bias": fitted.model.bias}
+        meta = {"probe_normalize": False}
+        logits = fitted.model.logits(z)
+    elif cfg.method == "linear-probe":
+        anchors = clap_anchors(bb, names, cfg.dataset)  # (K, d), un-normalised
+        zs = probe_logits(z, anchors, bb.logit_scale)
+        multipliers = clap_multipliers(zs, labels, len(names)) if cfg.probe_constraint == "clap" else None
+        if multipliers is None:
+            multipliers = torch.ones(len(names))
+        probe = fit_clap(z, labels, anchors, bb.logit_scale, multipliers, n_images, seed=cfg.seed)
+        cb.info(f"CLAP probe: {len(labels)} views of {n_images} images, constraint {cfg.probe_constraint}")
         decision = Decision("trained", 1.0, 0.0, "names", reason="linear probe")
         extra, meta = {"probe_weights": probe.weights}, {"probe_normalize": probe.normalize_weights}
         logits = probe.logits(z)
@@ -163,3 +177,43 @@ def run_fixed(
         guard=None,
         method=cfg.method,
     )
+
+
+# CoOp's seven ImageNet templates (CLAP averages them with the dataset's own template for ImageNet)
+IMAGENET_TEMPLATES_SELECT = (
+    "itap of a {}.",
+    "a bad photo of the {}.",
+    "a origami {}.",
+    "a photo of the large {}.",
+    "a {} in a video game.",
+    "art of the {}.",
+    "a photo of the small {}.",
+)
+
+
+def clap_templates(dataset: str | None) -> list[str]:
+    """CLAP's templates: the CoOp dataset's own (ImageNet: the seven select ones too); "a photo of a {}." for an
+    ImageFolder."""
+    if not dataset:
+        return ["a photo of a {}."]
+    layout = find_layout(parse_dataset_spec(dataset))
+    return [*IMAGENET_TEMPLATES_SELECT, layout.template] if layout.name == "ImageNet" else [layout.template]
+
+
+@torch.no_grad()
+def clap_anchors(bb: Backbone, names: list[str], dataset: str | None) -> torch.Tensor:
+    """(K, d) CLAP's zero-shot prototypes: per class the mean over :func:`clap_templates` of the *un-normalised*
+    text features (its ``_get_base_text_features``)."""
+    templates = clap_templates(dataset)
+    tokens = bb.tokenize([t.format(n) for n in names for t in templates])
+    feats = bb.encode_text_embeds(bb.token_embeds(tokens), bb.eot_positions(tokens))  # (K * T, d)
+    return feats.view(len(names), len(templates), -1).mean(1)
+
+
+def fit_lp_clip(data: TrainData) -> LPClipResult:
+    """CoOp's LP-CLIP on the un-augmented training images, C searched on the held-out ones."""
+    if data.val is None or data.val_labels is None:
+        raise ProjectError("LP-CLIP needs held-out images to search C; give --val-shots 1 or more")
+    train_x = data.train.global_[:, 0].float()  # (I, d) raw features of the un-augmented view
+    val_x = data.val.global_[:, 0].float()
+    return search_lpclip(train_x, data.train_labels, val_x, data.val_labels, len(data.classes))

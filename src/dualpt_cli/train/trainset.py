@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ..clip.backbone import Backbone
+from ..clip.crops import DecodedImages
 from ..clip.features import EVAL_VIEW, FeatureSet, encode_views
 from ..core.distributed import SINGLE, Dist
 from ..core.project import Project, atomic_write_json, read_json
@@ -21,7 +22,7 @@ from ..data.images import inside, looks_decodable
 from ..data.source import train_source
 from ..errors import ProjectError, first_names
 from ..model.head import auto_val_shots
-from .config import TrainConfig, epochs_for_shots
+from .config import TrainConfig, epochs_for_shots, lp_clip
 from .hooks import Callbacks
 from .parallel import on_main
 
@@ -37,6 +38,7 @@ class TrainData:
     notes: list[str]
     descriptions: list[dict] | None  # descriptions.json entries, None without one (or with --context none)
     new_classes: list[ClassEntry] = field(default_factory=list)  # base-to-new: the classes held out (basenew.py)
+    crops: DecodedImages | None = None  # --fresh-crops: the training images decoded, in train.paths order
 
 
 def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks, dist: Dist = SINGLE) -> TrainData:
@@ -105,7 +107,9 @@ def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks
     while True:  # a file that passes the header check but fails to decode is replaced by the next one drawn
         train, val, notes = source.sample(val_shots, usable)
         n_views = (cfg.epochs or epochs_for_shots(cfg.shots)) if cfg.fresh_views else cfg.aug_views
-        train_fs, train_labels = gather(train, list(range(n_views)), "training")
+        # fresh crops are cropped in each step; LP-CLIP fits the un-augmented images
+        views = [EVAL_VIEW] if cfg.fresh_crops or lp_clip(cfg) else list(range(n_views))
+        train_fs, train_labels = gather(train, views, "training")
         val_fs = val_labels = None
         if val_shots:
             val_fs, val_labels = gather(val, [EVAL_VIEW], "validation")
@@ -139,7 +143,8 @@ def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks
     if cfg.base_classes is not None:
         split.update(base_classes=cfg.base_classes, new_classes=[{"folder": c.folder, "name": c.name} for c in new])
     on_main(dist, lambda: _record_split(cfg, project, split), "writing split.json")
-    return TrainData(classes, train_fs, train_labels, val_fs, val_labels, split, notes, stored, new)
+    crops = DecodedImages(train_fs.paths) if cfg.fresh_crops else None
+    return TrainData(classes, train_fs, train_labels, val_fs, val_labels, split, notes, stored, new, crops)
 
 
 def _record_split(cfg: TrainConfig, project: Project, split: dict[str, Any]) -> None:
