@@ -47,7 +47,7 @@ def commands():
             2,
             "'cross' is not one of 'graph', 'node', 'edge', 'attn', 'uniform'",
         ),
-        (["train", "no-such-folder", "--method", "cocoop"], 2, "'cocoop' is not one of 'dualpt', 'codualpt'"),
+        (["train", "no-such-folder", "--method", "maple"], 2, "'maple' is not one of 'dualpt', 'codualpt'"),
         (["train", "no-such-folder", "--probe-constraint", "l2"], 2, "'l2' is not one of 'none', 'clap'"),
         (["train", "no-such-folder", "--precision", "fp8"], 2, "'fp8' is not one of 'auto', 'bf16', 'fp16', 'fp32'"),
         (["train", "no-such-folder", "--device", "gpu"], 2, "'gpu' is not one of 'auto', 'cpu', 'cuda', 'cuda:N'"),

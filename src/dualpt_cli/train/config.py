@@ -49,15 +49,27 @@ METHOD_TITLES = {
     "dualpt": "DUAL-PT",
     "codualpt": "CoDUAL-PT",
     "coop": "CoOp",
+    "cocoop": "CoCoOp",
     "plot": "PLOT",
     "linear-probe": "linear probe",
+    "tip-adapter": "Tip-Adapter",
+    "tip-adapter-f": "Tip-Adapter-F",
     "zero-shot": "zero-shot CLIP",
     "descriptions": "descriptions",
 }
-FIXED_METHODS = ("linear-probe", "zero-shot", "descriptions")  # no epochs: fitted in closed form or training-free
-# Per method, what it sets for options left unset, before the recipe (CoCoOp's recipe for the conditional variant).
+# no epochs of the prompt loop: fitted on the cached features in seconds (closed form, or Tip-Adapter-F's 20 short
+# epochs over the cache keys) or training-free
+FIXED_METHODS = ("linear-probe", "tip-adapter", "tip-adapter-f", "zero-shot", "descriptions")
+CONDITIONAL_METHODS = ("codualpt", "cocoop")  # per-image prompts from CoCoOp's meta-net (model/conditional.py)
+TIP_METHODS = ("tip-adapter", "tip-adapter-f")  # the cache model of Zhang et al. (model/tip_adapter.py)
+TIP_AUG_VIEWS = 10  # Tip-Adapter's augment_epoch: the cache keys average 10 augmented views per shot
+# Per method, what it sets for options left unset, before the recipe (CoCoOp's recipe for both conditional methods;
+# Tip-Adapter's RandomResizedCrop(scale=(0.5, 1)) for its cache views).
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "codualpt": {"n_ctx": 4, "ctx_init": "a photo of a", "batch_size": 1, "epochs": 10},
+    "cocoop": {"n_ctx": 4, "ctx_init": "a photo of a", "batch_size": 1, "epochs": 10},
+    "tip-adapter": {"crop_scale": 0.5},
+    "tip-adapter-f": {"crop_scale": 0.5, "epochs": 20},  # train_epoch 20 of the keys, also base-to-new
 }
 
 
@@ -91,7 +103,7 @@ class TrainConfig:
     description_template: str = DESCRIPTION_TEMPLATE
     base_classes: str | None = None  # base-to-new: train on "half" (first ceil(K/2) folders) or a class-list file
     epochs: int | None = None  # None: by shots (50 / 100 / 200), as the paper
-    batch_size: int | None = None  # images per step (None: 32; codualpt 1, as CoCoOp)
+    batch_size: int | None = None  # images per step (None: 32; codualpt and cocoop 1, as CoCoOp)
     lr: float = 0.002
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -195,9 +207,9 @@ class TrainConfig:
 
 def resolve_recipe(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` with every option left unset (None) filled in from its method, then its recipe (and checked
-    again); a base-to-new run (``base_classes``) without ``epochs`` gets the paper's :data:`BASE_TO_NEW_EPOCHS`;
-    then the settings that define the method (:func:`method_settings`)."""
-    if cfg.base_classes is not None and cfg.epochs is None:
+    again); a base-to-new run (``base_classes``) without ``epochs`` gets the paper's :data:`BASE_TO_NEW_EPOCHS`
+    unless its method has its own; then the settings that define the method (:func:`method_settings`)."""
+    if cfg.base_classes is not None and cfg.epochs is None and "epochs" not in METHOD_DEFAULTS.get(cfg.method, {}):
         cfg = replace(cfg, epochs=BASE_TO_NEW_EPOCHS)
     for preset in (METHOD_DEFAULTS.get(cfg.method, {}), RECIPES[cfg.recipe]):
         cfg = replace(cfg, **{k: v for k, v in preset.items() if getattr(cfg, k) is None})
@@ -209,6 +221,8 @@ def method_settings(cfg: TrainConfig) -> dict[str, Any]:
 
     - plot: node matching only (alpha 0) and no LLM (beta 0, context none): PLOT;
     - coop: one prompt of M x n_ctx context tokens (DUAL-PT's parameter count), ending in "{name}.", no LLM;
+    - cocoop: one prompt (CoCoOp's n_ctx 4 from METHOD_DEFAULTS) shifted by the meta-net, "{name}.", no LLM;
+    - tip-adapter(-f): its 10 augmented views per shot for the cache keys (unless --aug-views is given);
     - linear-probe, zero-shot, descriptions: no held-out images or guard (nothing is chosen on them); the
       training-free two encode one view per image.
     Applying it twice changes nothing (a saved run_config.json reruns as it ran).
@@ -233,12 +247,19 @@ def method_settings(cfg: TrainConfig) -> dict[str, Any]:
             "n_ctx": cfg.n_prompts * cfg.n_ctx,
             "prompt_text": "name",
         }
+    if m == "cocoop":
+        return {**fixed(beta=0.0, context="none"), "n_prompts": 1, "prompt_text": "name"}
     if m == "descriptions" and cfg.context == "none":
         raise DataError("--method descriptions needs the project's descriptions; drop --context none")
     if m in FIXED_METHODS and cfg.resume:
-        raise DataError(f"--method {m} trains no epochs, so there is nothing to resume; drop --resume")
+        what = "fits in seconds on the cached features" if m in TIP_METHODS else "trains no epochs"
+        raise DataError(f"--method {m} {what}, so there is nothing to resume; drop --resume")
     if m in FIXED_METHODS:  # training-free ones encode one view per image, for the training accuracy
-        views = {} if m == "linear-probe" else {"aug_views": 1}
+        views = {"aug_views": 1}
+        if m == "linear-probe" or m in TIP_METHODS and cfg.aug_views != defaults["aug_views"].default:
+            views = {}
+        elif m in TIP_METHODS:
+            views = {"aug_views": TIP_AUG_VIEWS}
         return {"guard": False, "val_shots": 0, "prior_weight": 0.0, "head": "none", **views}
     return {}
 
