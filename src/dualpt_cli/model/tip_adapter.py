@@ -82,19 +82,18 @@ def search(
         keys: (n, d) cache keys (fine-tuned ones for -F); values: (n, K) one-hot labels of the n shots.
         queries: (n, d) normalised features of the same n shots (query i leaves key i out of the cache).
         zero_shot: (n, K) zero-shot logits of the queries.
-    Loops over beta, then alpha, keeping the first best (``>``), as ``search_hp``.
+    Loops over beta, then alpha, keeping the first best (``>``), as ``search_hp``. Memory: the (n, n) affinity
+    and one (n, K) cache at a time.
     """
     betas, alphas = search_grid()
     labels = values.argmax(dim=-1)  # (n,)
     own = torch.eye(len(keys), dtype=torch.bool, device=keys.device)  # (n, n): query i's own key
     affinity = (queries.float() @ keys.float().T).masked_fill(own, float("nan"))  # (n, n)
-    alpha_t = torch.tensor(alphas, device=keys.device)[:, None, None]  # (A, 1, 1)
     best = (-1.0, alphas[0], betas[0])
     for beta in betas:
         cache = torch.exp(-beta * (1.0 - affinity)).nan_to_num(0.0) @ values.float()  # (n, K)
-        logits = zero_shot.float()[None] + alpha_t * cache[None]  # (A, n, K)
-        accs = (logits.argmax(dim=-1) == labels).float().mean(dim=-1).tolist()  # (A,)
-        for alpha, acc in zip(alphas, accs):
+        for alpha in alphas:
+            acc = float((zero_shot.float() + alpha * cache).argmax(dim=-1).eq(labels).float().mean())
             if acc > best[0]:
                 best = (acc, alpha, beta)
     return best[1], best[2], best[0]
