@@ -47,7 +47,7 @@ def commands():
             2,
             "'cross' is not one of 'graph', 'node', 'edge', 'attn', 'uniform'",
         ),
-        (["train", "no-such-folder", "--method", "cocoop"], 2, "'cocoop' is not one of 'dualpt', 'codualpt'"),
+        (["train", "no-such-folder", "--method", "maple"], 2, "'maple' is not one of 'dualpt', 'codualpt'"),
         (["train", "no-such-folder", "--probe-constraint", "l2"], 2, "'l2' is not one of 'none', 'clap'"),
         (["train", "no-such-folder", "--precision", "fp8"], 2, "'fp8' is not one of 'auto', 'bf16', 'fp16', 'fp32'"),
         (["train", "no-such-folder", "--device", "gpu"], 2, "'gpu' is not one of 'auto', 'cpu', 'cuda', 'cuda:N'"),
@@ -84,7 +84,9 @@ def test_help_reads_at_80_columns(args):
     assert "<bool>" not in result.output and max(map(len, result.output.splitlines())) <= 80
     assert "codualpt|co" not in result.output and "auto|cpu|cuda" not in result.output
     if args == ["train"]:
-        assert "--method" in result.output and "METHOD" in result.output and len(result.output.splitlines()) <= 205
+        assert (
+            "--method" in result.output and "METHOD" in result.output and len(result.output.splitlines()) <= 235
+        )  # 231 today: still long (issue 22)
 
     for command in commands().values():  # a choice named in the type column is listed in the help
         for param in command.params:

@@ -250,3 +250,23 @@ def test_report_json_and_callbacks(tmp_path, capsys):
         tmp_path / "compare.json", plan_grid(["a"], [1], [1]), {"paths": ("x", tmp_path)}, lambda c: 0.9
     )
     assert again.reused == 1  # tuples and paths in the settings compare equal after the JSON round trip
+
+
+def test_base_to_new_h_is_of_the_seed_averaged_base_and_new(tmp_path):
+    """H of the mean base and mean new accuracies over seeds (CoCoOp's tables), not the mean of per-seed H."""
+    per_seed = {1: (0.9, 0.1), 2: (0.1, 0.9)}  # each seed's H is 0.18; the means 0.5 and 0.5 give H = 0.5
+
+    def cell(c: Cell) -> dict:
+        base, new = per_seed[c.seed]
+        h = 2 * base * new / (base + new)
+        return {"accuracy": h, "H": h, "base": base, "new": new, "top1": 0.5}
+
+    result = run_compare(tmp_path / "compare.json", plan_grid(["coop"], [4], [1, 2]), SETTINGS, cell)
+    (row,) = result.rows
+    assert (row.base, row.new) == pytest.approx((0.5, 0.5))
+    assert row.mean == pytest.approx(0.5)
+    assert row.std == pytest.approx(0.0)  # the spread of the per-seed H (both 0.18)
+    summary = json.loads((tmp_path / "compare.json").read_text())["summary"][0]
+    assert summary["mean"] == pytest.approx(0.5) and summary["base"] == pytest.approx(0.5)
+    plain = aggregate([_r("coop", 1, 1, 0.9), _r("coop", 1, 2, 0.1)])  # no base/new: the plain mean
+    assert plain[0].mean == pytest.approx(0.5) and plain[0].base is None

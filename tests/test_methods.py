@@ -107,8 +107,11 @@ def test_every_method_trains_saves_and_predicts(method, images, tiny_rn, tmp_pat
         "DUAL-PT",
         "CoDUAL-PT",
         "CoOp",
+        "CoCoOp",
         "PLOT",
         "linear probe",
+        "Tip-Adapter",
+        "Tip-Adapter-F",
         "zero-shot CLIP",
         "descriptions",
     }
@@ -182,6 +185,68 @@ def test_coop_step_equals_plain_coop(images, tiny_rn, tmp_path):
     loss.backward()
     assert record["loss"] == pytest.approx(float(loss.detach()), rel=1e-5)
     assert_close(learner.ctx.detach(), start - cfg.lr * ctx.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_cocoop_step_equals_plain_cocoop(images, tiny_rn, tmp_path):
+    """One cocoop step is CoCoOp's (Zhou et al. 2022): 4 context tokens from "a photo of a", each image's token
+    pi(z) = Linear(d/16 -> width)(ReLU(Linear(d -> d/16)(z / |z|))) added to every one, CE on
+    logit_scale * cos(z_b, g([SOS] ctx + pi(z_b) "{name}." [EOT])), one SGD step on the context and the meta-net."""
+    from dualpt_cli.train.methods import build_learner, trainable
+
+    cfg = resolve_recipe(
+        _cfg(images, tiny_rn, tmp_path / "p", method="cocoop", batch_size=6, lr=0.05, weight_decay=0.0, momentum=0.0)
+    )
+    assert (cfg.n_prompts, cfg.n_ctx, cfg.ctx_init, cfg.prompt_text, cfg.beta) == (1, 4, "a photo of a", "name", 0.0)
+    bb = load_backbone(ModelSpec(tiny_rn, ""), device="cpu", precision="fp32")
+    paths = sorted(images.glob("*/*.png"))[:6]
+    labels = torch.tensor([CLASSES.index(p.parent.name) for p in paths])
+    fs = encode_views(bb, paths, [0], None, aug_seed=1, aug_scale=(0.9, 1.0))
+    # the tiny random CLIP maps every image to nearly one direction: spread the global features so that the
+    # meta-net's tokens differ between images
+    fs.global_ = fs.global_ + torch.randn(fs.global_.shape, generator=torch.Generator().manual_seed(0))
+    data = type(
+        "D", (), {"train": fs, "train_labels": labels, "classes": [ClassEntry(c, c) for c in CLASSES], "crops": None}
+    )()
+    learner = build_learner(cfg, bb, data, None)
+    start = {k: v.detach().clone() for k, v in learner.named_parameters()}
+    words = bb.token_embeds(bb.tokenize(["a photo of a"]))[0, 1:5]  # CoCoOp's ctx_init: the words' embeddings
+    assert_close(start["ctx"][0], words)
+    desc = torch.zeros(3, bb.embed_dim)
+    objective = Objective(
+        matcher_for(cfg, bb), 0.0, "cosine", desc, torch.zeros(3, dtype=torch.bool), [desc] * 3, method="cocoop"
+    )
+    optimizer = torch.optim.SGD(trainable(learner), lr=cfg.lr)
+    record = train_epoch(0, 1, replace(cfg, epochs=1), learner, optimizer, objective, data, Callbacks(), None)
+
+    # CoCoOp written out, image by image
+    ctx = start["ctx"][0].clone().requires_grad_(True)  # (4, width)
+    w1, b1 = start["meta_net.linear1.weight"].clone().requires_grad_(True), start["meta_net.linear1.bias"].clone()
+    w2, b2 = start["meta_net.linear2.weight"].clone().requires_grad_(True), start["meta_net.linear2.bias"].clone()
+    b1.requires_grad_(True), b2.requires_grad_(True)
+    assert w1.shape == (bb.embed_dim // 16, bb.embed_dim) and w2.shape == (bb.text_width, bb.embed_dim // 16)
+    tokens = bb.tokenize([f"X X X X {c}." for c in CLASSES])  # (K, L)
+    emb = bb.token_embeds(tokens)  # (K, L, width)
+    losses = []
+    for b in range(6):
+        f = F.normalize(fs.global_[b, 0].float(), dim=-1)  # (d,)
+        token = w2 @ torch.relu(w1 @ f + b1) + b2  # (width,)
+        full = torch.cat([emb[:, :1], (ctx + token).expand(3, 4, -1), emb[:, 5:]], dim=1)  # (K, L, width)
+        w = F.normalize(bb.encode_text_embeds(full, bb.eot_positions(tokens), truncate=False), dim=-1)  # (K, d)
+        losses.append(F.cross_entropy((bb.logit_scale * w @ f)[None], labels[b : b + 1]))
+    loss = torch.stack(losses).mean()
+    loss.backward()
+    assert record["loss"] == pytest.approx(float(loss.detach()), rel=1e-5)
+    after = dict(learner.named_parameters())
+    for name, ref in (
+        ("ctx", ctx),
+        ("meta_net.linear1.weight", w1),
+        ("meta_net.linear1.bias", b1),
+        ("meta_net.linear2.weight", w2),
+        ("meta_net.linear2.bias", b2),
+    ):
+        assert ref.grad.abs().max() > 0, name
+        moved = start[name] - cfg.lr * (ref.grad[None] if name == "ctx" else ref.grad)
+        assert_close(after[name].detach(), moved, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_codualpt_meta_net_and_new_classes(images, tiny_rn, tmp_path):
@@ -283,7 +348,8 @@ def test_zero_shot_method_is_zero_shot_clip(images, tiny_rn, tmp_path):
     assert_close(clf.logits_from_features(z, Z), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_codualpt_resume_equals_uninterrupted(images, tiny_rn, tmp_path):
+@pytest.mark.parametrize("method", ["codualpt", "cocoop"])
+def test_conditional_resume_equals_uninterrupted(method, images, tiny_rn, tmp_path):
     """The checkpoint keeps the meta-net, its momentum and its best-epoch copy, not only the context."""
     from dualpt_cli.train.loop import Callbacks as Base
 
@@ -292,7 +358,7 @@ def test_codualpt_resume_equals_uninterrupted(images, tiny_rn, tmp_path):
             if record["epoch"] == 1:
                 raise KeyboardInterrupt
 
-    kw = dict(method="codualpt", epochs=2, val_shots=1, batch_size=2, guard=False)
+    kw = dict(method=method, epochs=2, val_shots=1, batch_size=2, guard=False)
     full = run_training(_cfg(images, tiny_rn, tmp_path / "full", **kw))
     cfg = _cfg(images, tiny_rn, tmp_path / "cut", **kw)
     with pytest.raises(KeyboardInterrupt):

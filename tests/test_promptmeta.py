@@ -83,7 +83,7 @@ def test_a_file_from_before_the_version_loads_with_the_old_defaults(prompts, tmp
         (lambda m: m.pop("n_ctx"), "lacks metadata field 'n_ctx': it was made by an older dualpt"),
         (lambda m: m.update(name_template="{}."), "metadata field 'name_template' must be a template with {name}"),
         (lambda m: m.update(format_version="2"), "metadata field 'format_version' must be an integer"),
-        (lambda m: m.update(method="cocoop"), "metadata field 'method' must be one of dualpt, codualpt"),
+        (lambda m: m.update(method="maple"), "metadata field 'method' must be one of dualpt, codualpt"),
     ],
 )
 def test_newer_or_incomplete_metadata_is_one_clear_line(edit, message, prompts, test_images, tmp_path):

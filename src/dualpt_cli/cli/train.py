@@ -66,8 +66,8 @@ def train(
         Method,
         typer.Option(
             help="What to train: dualpt (the paper), codualpt (image-conditioned "
-            "prompts), coop, plot, linear-probe; zero-shot and descriptions train "
-            "nothing. Saved in the prompt file."
+            "prompts), coop, cocoop, plot, linear-probe, tip-adapter-f; tip-adapter, zero-shot and "
+            "descriptions train nothing. Saved in the prompt file."
         ),
     ] = TRAIN["method"],
     probe_constraint: Annotated[
@@ -173,7 +173,10 @@ def train(
         typer.Option(help="auto: use descriptions.json if present; llm: require it; none: train without LLM context."),
     ] = TRAIN["context"],
     epochs: Annotated[
-        int | None, typer.Option(help="Epochs (default by shots: 50/100/200; 10 with --base-classes; codualpt 10).")
+        int | None,
+        typer.Option(
+            help="Epochs (default by shots: 50/100/200; 10 with --base-classes; codualpt, cocoop 10; tip-adapter-f 20)."
+        ),
     ] = TRAIN["epochs"],
     base_classes: Annotated[
         str | None,
@@ -185,7 +188,8 @@ def train(
         ),
     ] = TRAIN["base_classes"],
     batch_size: Annotated[
-        int | None, typer.Option("--batch-size", help="Images per optimisation step.", show_default="32; codualpt 1")
+        int | None,
+        typer.Option("--batch-size", help="Images per optimisation step.", show_default="32; codualpt, cocoop 1"),
     ] = TRAIN["batch_size"],
     lr: Annotated[float, typer.Option(help="SGD learning rate.")] = TRAIN["lr"],
     aug_views: Annotated[

@@ -35,6 +35,7 @@ from typing import Any
 
 from ..core.project import atomic_write_json
 from ..errors import DataError, DualptError, ProjectError
+from ..predict.evaluate import harmonic_mean
 
 FORMAT = 2
 READABLE_FORMATS = (1, 2)  # format 1: the cells of one set of settings, keyed method/shots/seed
@@ -87,6 +88,8 @@ class Row:
     runs: int  # seeds that finished
     failed: int  # seeds that failed
     best: bool = False  # the highest mean at this shot count (ties all marked)
+    base: float | None = None  # base-to-new: the mean over seeds of the base accuracy ...
+    new: float | None = None  # ... and of the new accuracy; ``mean`` is then H(base, new) of these two means
 
 
 @dataclass
@@ -277,7 +280,11 @@ def _save(
 
 
 def aggregate(results: Sequence[CellResult]) -> list[Row]:
-    """Mean ± sample std over seeds per (method, shots), in first-seen order; the best mean per shot marked."""
+    """Mean ± sample std over seeds per (method, shots), in first-seen order; the best mean per shot marked.
+
+    Base-to-new cells (every finished seed with ``H``, ``base`` and ``new`` among its metrics) give, as CoCoOp's
+    tables do, the harmonic mean of the seed-averaged base and new accuracies, not the mean of the per-seed H;
+    the std is still that of the per-seed H."""
     groups: dict[tuple[str, int], list[CellResult]] = {}
     for r in results:
         groups.setdefault((r.method, r.shots), []).append(r)
@@ -290,7 +297,13 @@ def aggregate(results: Sequence[CellResult]) -> list[Row]:
             if len(accs) > 1
             else (0.0 if accs else None)
         )
-        rows.append(Row(method, shots, mean, std, len(accs), len(group) - len(accs)))
+        row = Row(method, shots, mean, std, len(accs), len(group) - len(accs))
+        done = [r.metrics for r in group if r.status == "ok" and r.accuracy is not None]
+        if done and all(m.get(k) is not None for m in done for k in ("H", "base", "new")):
+            row.base = sum(m["base"] for m in done) / len(done)
+            row.new = sum(m["new"] for m in done) / len(done)
+            row.mean = harmonic_mean(row.base, row.new)
+        rows.append(row)
     for shots in {row.shots for row in rows}:
         means = [row.mean for row in rows if row.shots == shots and row.mean is not None]
         for row in rows:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-Method = Literal["dualpt", "codualpt", "coop", "plot", "linear-probe", "zero-shot", "descriptions"]
+Method = Literal[
+    "dualpt", "codualpt", "coop", "cocoop", "plot", "linear-probe", "tip-adapter", "tip-adapter-f", "zero-shot",
+    "descriptions",
+]  # fmt: skip
 Align = Literal["graph", "node", "edge", "attn", "uniform"]  # the plan: Algorithm 1 and its ablations
 LlmLoss = Literal["cosine", "wd", "ce"]  # L_LLM's form
 Context = Literal["auto", "llm", "none"]  # whether the LLM phrases enter training

@@ -9,7 +9,9 @@ New classes (base-to-new) are encoded from the learned context and their names; 
 
 The prompt file's ``method`` says how its first term scores an image (:meth:`Classifier.dual_logits`): Eq. 8
 (dualpt, plot), Eq. 8 with each image's own prompts (codualpt), the global feature against the single prompt
-(coop), or the linear probe's weights (linear-probe); zero-shot and descriptions files score by the prior alone.
+(coop) or against each image's own single prompt (cocoop), the linear probe's weights (linear-probe), or the
+cache model (tip-adapter, tip-adapter-f: its zero-shot term is the stored prior at weight 1); zero-shot and
+descriptions files score by the prior alone.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from ..clip.backbone import Backbone
 from ..clip.fingerprint import check_image_fingerprint
@@ -30,6 +33,7 @@ from ..model.linear_probe import probe_logits
 from ..model.lpclip import lpclip_logits
 from ..model.residual import head_logits
 from ..model.scores import global_logits
+from ..model.tip_adapter import TipCache, cache_logits
 from ..promptfile.io import read_prompt_file
 from ..promptfile.meta import PromptMeta
 from .conditional import ConditionalScorer
@@ -41,6 +45,7 @@ from .stored import (
     probe_bias,
     probe_weights,
     residual_weights,
+    tip_cache,
 )
 
 MATCH_BUDGET = 1 << 26  # elements of one (B, K, N, M) similarity tensor before the classes are chunked
@@ -84,7 +89,8 @@ class Classifier:
         self.method = meta.method
         self.probe: torch.Tensor | None = None  # (K, d) linear-probe weights
         self.probe_bias: torch.Tensor | None = None  # (K,) LP-CLIP's bias (raw features); None for cosine probes
-        self.conditional: ConditionalScorer | None = None  # codualpt's context and meta-net
+        self.conditional: ConditionalScorer | None = None  # codualpt's and cocoop's context and meta-net
+        self.tip: TipCache | None = None  # tip-adapter(-f)'s cache
 
     @property
     def class_names(self) -> list[str]:
@@ -141,8 +147,10 @@ class Classifier:
         if meta.method == "linear-probe":
             clf.probe_bias = probe_bias(tensors, known, classes, path)  # LP-CLIP: checked first (no new classes)
             clf.probe = probe_weights(bb, tensors, meta, known, classes, path)
-        if meta.method == "codualpt":
+        if meta.method in ("codualpt", "cocoop"):
             clf.conditional = ConditionalScorer(bb, tensors, meta, classes, clf.matcher)
+        if meta.method in ("tip-adapter", "tip-adapter-f"):
+            clf.tip = tip_cache(bb, tensors, meta, known, classes, path)
         return clf
 
     def dual_logits(self, z: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
@@ -154,8 +162,11 @@ class Classifier:
             return lpclip_logits(z.float(), self.probe, self.probe_bias.to(z.device))
         if self.method == "linear-probe":
             return probe_logits(z, self.probe, self.matcher.logit_scale, bool(self.meta.probe_normalize))
-        if self.method == "codualpt":
+        if self.conditional is not None:
             return self.conditional.logits(z, Z.to(self.bb.device))
+        if self.tip is not None:  # the cache term; the zero-shot term is the prior
+            t = self.tip
+            return cache_logits(F.normalize(z.float(), dim=-1), t.keys, t.values, t.alpha, t.beta)
         return self.logits_from_local(Z)
 
     def require_local_matching(self) -> None:

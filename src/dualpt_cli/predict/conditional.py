@@ -1,5 +1,6 @@
-"""A codualpt prompt file at predict time: the learned context and meta-net rebuilt for a classifier's classes
-(:class:`ConditionalScorer`); the per-image Eq. 8 itself is :mod:`dualpt_cli.model.conditional`."""
+"""A codualpt or cocoop prompt file at predict time: the learned context and meta-net rebuilt for a classifier's
+classes (:class:`ConditionalScorer`); the per-image scores themselves (Eq. 8, CoCoOp's cosine) are
+:mod:`dualpt_cli.model.conditional`."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ import torch
 from ..clip.backbone import Backbone
 from ..data.classes import ClassEntry, find_trained
 from ..errors import PromptFileError
-from ..model.conditional import META_NET, TEXT_BUDGET, per_image_logits
+from ..model.conditional import META_NET, TEXT_BUDGET, per_image_global_logits, per_image_logits
 from ..model.matcher import Matcher
 from ..model.prompts import ConditionalPromptLearner
 from ..promptfile.meta import PromptMeta
 
 
 class ConditionalScorer:
-    """The learned context and meta-net of a codualpt prompt file, for the classes of a classifier.
+    """The learned context and meta-net of a codualpt or cocoop prompt file, for the classes of a classifier.
 
     Classes the prompt file knows keep their prompt texts (descriptions or ``"{name}."``); new ones end in
     ``"{name}."``.
@@ -32,8 +33,8 @@ class ConditionalScorer:
         state = {k[len(META_NET) :]: v for k, v in tensors.items() if k.startswith(META_NET)}
         if not state:
             raise PromptFileError(
-                "the prompt file is a codualpt one without its meta-net weights (meta_net.*); "
-                "re-create it with dualpt train --method codualpt"
+                f"the prompt file is a {meta.method} one without its meta-net weights (meta_net.*); "
+                f"re-create it with dualpt train --method {meta.method}"
             )
         known = meta.classes
         texts = None
@@ -50,21 +51,26 @@ class ConditionalScorer:
             self.learner.meta_net.load_state_dict({k: v.to(bb.device) for k, v in state.items()})
         except (RuntimeError, KeyError) as exc:
             raise PromptFileError(
-                f"the prompt file's codualpt weights do not fit this model ({exc}); "
-                "re-create it with dualpt train --method codualpt"
+                f"the prompt file's {meta.method} weights do not fit this model ({exc}); "
+                f"re-create it with dualpt train --method {meta.method}"
             ) from None
         self.learner.eval()
         self.matcher = matcher
+        self.global_scores = meta.method == "cocoop"  # CoCoOp's cosine of the global feature, not Eq. 8
 
     @torch.no_grad()
     def logits(self, z: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
-        """(B, K) Eq. 8 logits of images with global (B, d) and local (B, N, d) features, each with its prompts."""
+        """(B, K) logits of images with global (B, d) and local (B, N, d) features, each with its prompts: Eq. 8
+        (codualpt) or ``logit_scale * cos(z_b, w_bk)`` (cocoop)."""
         K, M = self.learner.num_classes, self.learner.n_prompts
         step = max(1, TEXT_BUDGET // (K * M))  # images whose prompts are encoded together
         out = []
         for start in range(0, len(z), step):
             zb, Zb = z[start : start + step], Z[start : start + step]
             W = self.learner.forward_conditional(zb.to(self.learner.ctx.device))  # (b, K, M, d)
+            if self.global_scores:
+                out.append(per_image_global_logits(zb.to(W.device), W, self.matcher.logit_scale))
+                continue
             with self.learner.bb.autocast():
                 out.append(per_image_logits(self.matcher, Zb.to(W.device), W).float())
         return torch.cat(out)

@@ -1,6 +1,6 @@
 """What a classifier keeps of its prompt file: the stored context (one prompt learner per load) and the class
-features, priors and probe weights it gives for trained and new classes, with the checks that the CLIP is the
-trained one."""
+features, priors, probe weights and Tip-Adapter cache it gives for trained and new classes, with the checks that
+the CLIP is the trained one."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from ..data.classes import ClassEntry, find_trained
 from ..errors import DataError, ModelLoadError, PromptFileError, first_names
 from ..model.head import name_features
 from ..model.prompts import PromptLearner
+from ..model.tip_adapter import TipCache
 from ..promptfile.meta import PromptMeta
 
 FINGERPRINT_CLASSES = 4  # trained classes re-encoded to check that an overriding --model is the trained one
@@ -154,6 +155,36 @@ def probe_bias(tensors: dict[str, torch.Tensor], known: list[ClassEntry], classe
             "--probe-constraint none) scores only the classes it was fitted on"
         )
     return stored[index]
+
+
+def tip_cache(
+    bb: Backbone,
+    tensors: dict[str, torch.Tensor],
+    meta: PromptMeta,
+    known: list[ClassEntry],
+    classes: list[ClassEntry],
+    path: Path,
+) -> TipCache:
+    """A tip-adapter(-f) file's cache for ``classes``: the stored keys (n, d), and values (n, K) whose column k is the
+    stored one of a trained class and zero for a new class (no shot of it is cached: it scores by zero-shot CLIP)."""
+    keys, values = tensors.get("tip_keys"), tensors.get("tip_values")
+    if (
+        keys is None
+        or values is None
+        or meta.tip_alpha is None
+        or meta.tip_beta is None
+        or keys.dim() != 2
+        or keys.shape[1] != meta.embed_dim
+        or tuple(values.shape) != (len(keys), len(known))
+    ):
+        raise PromptFileError(
+            f"{path} is a {meta.method} prompt file without a consistent cache (tip_keys (n, {meta.embed_dim}), "
+            f"tip_values (n, {len(known)}), tip_alpha, tip_beta); re-create it with dualpt train --method {meta.method}"
+        )
+    index = [find_trained(c, known) for c in classes]
+    zero = torch.zeros(len(values))
+    columns = torch.stack([values[:, i] if i is not None else zero for i in index], dim=1)  # (n, K)
+    return TipCache(keys.to(bb.device), columns.to(bb.device), meta.tip_alpha, meta.tip_beta, float("nan"))
 
 
 def encode_new_classes(context: StoredContext, names: list[str]) -> torch.Tensor:

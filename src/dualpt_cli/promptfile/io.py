@@ -14,7 +14,10 @@ damaged or edited file is refused. Tensors:
   raw global feature, ``z W^T + b`` (:mod:`dualpt_cli.model.lpclip`);
 - ``residual_weights`` (optional): the residual head r_k added to the blend, (K, d) float32
   (:mod:`dualpt_cli.model.residual`); the blend plus it is divided by the metadata's ``temperature``;
-- ``meta_net.*`` (codualpt files): the meta-net's Linear weights and biases (:mod:`dualpt_cli.model.conditional`).
+- ``meta_net.*`` (codualpt and cocoop files): the meta-net's Linear weights and biases
+  (:mod:`dualpt_cli.model.conditional`);
+- ``tip_keys``, ``tip_values`` (tip-adapter and tip-adapter-f files): the cache's keys (n, d) and one-hot values
+  (n, K) float32, with ``tip_alpha`` and ``tip_beta`` in the metadata (:mod:`dualpt_cli.model.tip_adapter`).
 """
 
 from __future__ import annotations

@@ -88,6 +88,8 @@ class PromptMeta:
     probe_normalize: bool | None = None  # linear-probe: cosine classifier (normalised weights) or plain
     temperature: float = 1.0  # the final logits are divided by it (model/residual.py; files before version 4: 1)
     head: dict[str, Any] | None = None  # the residual head: penalty, folds, cross-validated accuracies
+    tip_alpha: float | None = None  # tip-adapter(-f): the cache's weight alpha (model/tip_adapter.py) ...
+    tip_beta: float | None = None  # ... and its sharpness beta
     extra: dict[str, Any] = field(default_factory=dict)  # keys this dualpt does not know, kept as they were
 
     @property
@@ -225,6 +227,8 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "probe_normalize": (lambda v: isinstance(v, bool), "true or false"),
     "temperature": _POSITIVE,
     "head": (lambda v: isinstance(v, dict), "a JSON object"),
+    "tip_alpha": _WEIGHT,
+    "tip_beta": _WEIGHT,
 }
 REQUIRED = (
     "model",

@@ -4,7 +4,6 @@ learning-rate schedule. The resolved config is written to ``run_config.json`` be
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -61,18 +60,30 @@ METHOD_TITLES = {
     "dualpt": "DUAL-PT",
     "codualpt": "CoDUAL-PT",
     "coop": "CoOp",
+    "cocoop": "CoCoOp",
     "plot": "PLOT",
     "linear-probe": "linear probe",
+    "tip-adapter": "Tip-Adapter",
+    "tip-adapter-f": "Tip-Adapter-F",
     "zero-shot": "zero-shot CLIP",
     "descriptions": "descriptions",
 }
-FIXED_METHODS = ("linear-probe", "zero-shot", "descriptions")  # no epochs: fitted in closed form or training-free
+# no epochs of the prompt loop: fitted on the cached features in seconds (closed form, or Tip-Adapter-F's 20 short
+# epochs over the cache keys) or training-free
+FIXED_METHODS = ("linear-probe", "tip-adapter", "tip-adapter-f", "zero-shot", "descriptions")
+CONDITIONAL_METHODS = ("codualpt", "cocoop")  # per-image prompts from CoCoOp's meta-net (model/conditional.py)
+TIP_METHODS = ("tip-adapter", "tip-adapter-f")  # the cache model of Zhang et al. (model/tip_adapter.py)
+TIP_AUG_VIEWS = 10  # Tip-Adapter's augment_epoch: the cache keys average 10 augmented views per shot
 # PLOT's published runs (CHENGY12/PLOT, plot-coop/configs/trainers/PLOT/rn50.yaml): batch 128, 32 on these
 # small fine-grained datasets (recognised by --dataset coop:ROOT/NAME; an ImageFolder gets 128); ImageNet 50 epochs.
 PLOT_SMALL_BATCH = ("Flowers102", "FGVCAircraft", "StanfordCars")
-# Per method, what it sets for options left unset, before the recipe (CoCoOp's recipe for the conditional variant).
+# Per method, what it sets for options left unset, before the recipe (CoCoOp's recipe for both conditional methods;
+# Tip-Adapter's RandomResizedCrop(scale=(0.5, 1)) for its cache views).
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "codualpt": {"n_ctx": 4, "ctx_init": "a photo of a", "batch_size": 1, "epochs": 10},
+    "cocoop": {"n_ctx": 4, "ctx_init": "a photo of a", "batch_size": 1, "epochs": 10},
+    "tip-adapter": {"crop_scale": 0.5},
+    "tip-adapter-f": {"crop_scale": 0.5, "epochs": 20},  # train_epoch 20 of the keys, also base-to-new
 }
 
 
@@ -108,7 +119,7 @@ class TrainConfig:
     #   (Menon & Vondrick's "which is / which / which has" rules, model/prompts.phrase_text)
     base_classes: str | None = None  # base-to-new: train on "half" (first ceil(K/2) folders) or a class-list file
     epochs: int | None = None  # None: by shots (50 / 100 / 200), as the paper
-    batch_size: int | None = None  # images per step (None: 32; codualpt 1, as CoCoOp)
+    batch_size: int | None = None  # images per step (None: 32; codualpt and cocoop 1, as CoCoOp)
     lr: float = 0.002
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -227,9 +238,9 @@ class TrainConfig:
 
 def resolve_recipe(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` with every option left unset (None) filled in from its method, then its recipe (and checked
-    again); a base-to-new run (``base_classes``) without ``epochs`` gets the paper's :data:`BASE_TO_NEW_EPOCHS`;
-    then the settings that define the method (:func:`method_settings`)."""
-    if cfg.base_classes is not None and cfg.epochs is None:
+    again); a base-to-new run (``base_classes``) without ``epochs`` gets the paper's :data:`BASE_TO_NEW_EPOCHS`
+    unless its method has its own; then the settings that define the method (:func:`method_settings`)."""
+    if cfg.base_classes is not None and cfg.epochs is None and "epochs" not in METHOD_DEFAULTS.get(cfg.method, {}):
         cfg = replace(cfg, epochs=BASE_TO_NEW_EPOCHS)
     if cfg.fresh_views and cfg.fresh_crops is None:  # --fresh-views asks for cached views, one per epoch
         cfg = replace(cfg, fresh_crops=False)
@@ -270,6 +281,8 @@ def method_settings(cfg: TrainConfig) -> dict[str, Any]:
 
     - plot: node matching only (alpha 0) and no LLM (beta 0, context none): PLOT;
     - coop: one prompt of M x n_ctx context tokens (DUAL-PT's parameter count), ending in "{name}.", no LLM;
+    - cocoop: one prompt (CoCoOp's n_ctx 4 from METHOD_DEFAULTS) shifted by the meta-net, "{name}.", no LLM;
+    - tip-adapter(-f): its 10 augmented views per shot for the cache keys (unless --aug-views is given);
     - linear-probe, zero-shot, descriptions: no held-out images or guard (nothing is chosen on them); the
       training-free two encode one view per image.
     Applying it twice changes nothing (a saved run_config.json reruns as it ran).
@@ -294,10 +307,13 @@ def method_settings(cfg: TrainConfig) -> dict[str, Any]:
             "n_ctx": cfg.n_prompts * cfg.n_ctx,
             "prompt_text": "name",
         }
+    if m == "cocoop":
+        return {**fixed(beta=0.0, context="none"), "n_prompts": 1, "prompt_text": "name"}
     if m == "descriptions" and cfg.context == "none":
         raise DataError("--method descriptions needs the project's descriptions; drop --context none")
     if m in FIXED_METHODS and cfg.resume:
-        raise DataError(f"--method {m} trains no epochs, so there is nothing to resume; drop --resume")
+        what = "fits in seconds on the cached features" if m in TIP_METHODS else "trains no epochs"
+        raise DataError(f"--method {m} {what}, so there is nothing to resume; drop --resume")
     if m == "linear-probe" and lp_clip(cfg):  # un-augmented features; C searched on the held-out images
         if not cfg.val_shots:
             raise DataError(
@@ -306,38 +322,10 @@ def method_settings(cfg: TrainConfig) -> dict[str, Any]:
             )
         return {"guard": False, "prior_weight": 0.0, "head": "none", "fresh_crops": False, "aug_views": 1}
     if m in FIXED_METHODS:  # training-free ones encode one view per image, for the training accuracy
-        views = {"aug_views": CLAP_REPS} if m == "linear-probe" else {"aug_views": 1}  # CLAP: 20 augmented views
+        views = {"aug_views": 1}
+        if m == "linear-probe":  # CLAP: 20 augmented views
+            views = {"aug_views": CLAP_REPS}
+        elif m in TIP_METHODS:  # Tip-Adapter: 10, unless --aug-views is given
+            views = {"aug_views": TIP_AUG_VIEWS} if cfg.aug_views == defaults["aug_views"].default else {}
         return {"guard": False, "val_shots": 0, "prior_weight": 0.0, "head": "none", "fresh_crops": False, **views}
     return {}
-
-
-def epochs_for_shots(shots: int | None) -> int:
-    """The paper's schedule: 50 epochs for 1 shot, 100 for 2 and 4, 200 for 8 and more."""
-    if shots is not None and shots <= 1:
-        return 50
-    if shots is not None and shots <= 4:
-        return 100
-    return 200
-
-
-def lr_at(epoch: int, cfg: TrainConfig, total: int) -> float:
-    """The learning rate of epoch ``epoch`` (from 0) of ``total``: Dassl's ``ConstantWarmupScheduler`` around
-    ``CosineAnnealingLR(T_max=total)`` (CoOp's configs).
-
-    The first ``warmup_epochs`` run at ``warmup_lr``; then the cosine scheduler starts from its own step 0, so
-    epoch e >= w runs at ``0.5 lr (1 + cos(pi (e - w) / E))``: the full rate right after the warm-up, and the
-    last epoch still above 0. A run no longer than the warm-up skips it (``--epochs 1`` trains at ``lr``; Dassl
-    would train it at ``warmup_lr``; no paper setting is that short).
-    """
-    warmup = cfg.warmup_epochs if total > cfg.warmup_epochs else 0
-    if epoch < warmup:
-        return cfg.warmup_lr
-    return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * (epoch - warmup) / total))
-
-
-def steps_per_epoch(n_images: int, batch_size: int, drop_last: bool) -> int:
-    """Optimiser steps in an epoch: Dassl's loader drops the last partial batch (``drop_last``) only when there
-    are at least ``batch_size`` images, so a set smaller than one batch still trains one step."""
-    if drop_last and n_images >= batch_size:
-        return n_images // batch_size
-    return math.ceil(n_images / batch_size)

@@ -26,7 +26,7 @@ from ..core.project import Project, append_line, atomic_write_json, resolve_proj
 from ..errors import TrainingDiverged
 from ..model.prompts import ConditionalPromptLearner, PromptLearner, phrase_text
 from .checkpoint import read_checkpoint, restore_checkpoint, save_checkpoint, trim_log
-from .config import FIXED_METHODS, TrainConfig, epochs_for_shots, lr_at, resolve_recipe, steps_per_epoch
+from .config import FIXED_METHODS, TrainConfig, resolve_recipe
 from .headfit import FixedLogits, fit_run_head
 from .hooks import BestEpoch, Callbacks, TrainResult
 from .keep import describe_head, finish
@@ -42,6 +42,7 @@ from .parallel import (
     share_of,
 )
 from .profiler import Profiler, phase
+from .schedule import epochs_for_shots, lr_at, steps_per_epoch  # noqa: F401  (re-exported)
 from .trainset import TrainData, class_phrases, prepare_data
 
 # ---------------------------------------------------------------------------------------------------------

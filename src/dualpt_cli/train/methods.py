@@ -1,11 +1,12 @@
 """What ``dualpt train --method NAME`` builds besides DUAL-PT's own loop (docs/method.md, "Methods").
 
-- The prompt-tuning methods (dualpt, plot, coop, codualpt) share train.py's loop: :func:`build_learner` gives
+- The prompt-tuning methods (dualpt, plot, coop, codualpt, cocoop) share train.py's loop: :func:`build_learner` gives
   the learner of the method, :func:`trainable` its parameters, :func:`batched_logits` its scores on cached
   features (validation, the guard).
-- linear-probe, zero-shot and descriptions fit nothing by gradient descent (:func:`run_fixed`): the linear
-  probe is fitted in closed form on the cached global features (:mod:`linear_probe`), the other two are
-  training-free. They still write a prompt file, so predict, eval and explain read every method alike.
+- linear-probe, tip-adapter(-f), zero-shot and descriptions run no epochs of that loop (:func:`run_fixed`): the
+  linear probe is fitted in closed form on the cached global features (:mod:`linear_probe`), Tip-Adapter builds
+  its cache from them (-F fine-tunes its keys there, :mod:`tip_adapter`), the other two are training-free. They
+  still write a prompt file, so predict, eval and explain read every method alike.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from ..model.head import Decision, blend_logits, name_features, prior_features
 from ..model.linear_probe import clap_multipliers, fit_clap, probe_logits
 from ..model.lpclip import LPClipResult, search_lpclip
 from ..model.prompts import ConditionalPromptLearner, PromptLearner
-from .config import TrainConfig, lp_clip
+from ..model.tip_adapter import FINE_TUNE_EPOCHS, fit_tip_adapter, tip_logits
+from .config import CONDITIONAL_METHODS, TIP_METHODS, TrainConfig, lp_clip
 from .export import save_prompts
 from .hooks import BestEpoch, Callbacks, TrainResult
 from .objective import Objective
@@ -37,9 +39,9 @@ FIXED_CONTEXT = "a photo of a"  # the context of a training-free prompt file: it
 def build_learner(
     cfg: TrainConfig, bb: Backbone, data: TrainData, class_texts: list[list[str]] | None
 ) -> PromptLearner:
-    """The prompt learner of ``cfg.method`` (codualpt: with CoCoOp's meta-net)."""
+    """The prompt learner of ``cfg.method`` (codualpt, cocoop: with CoCoOp's meta-net)."""
     names = [c.name for c in data.classes]
-    if cfg.method == "codualpt":
+    if cfg.method in CONDITIONAL_METHODS:
         learner = ConditionalPromptLearner(
             bb,
             names,
@@ -104,7 +106,7 @@ def batched_logits(
 
 
 # ---------------------------------------------------------------------------------------------------------
-# linear-probe, zero-shot, descriptions
+# linear-probe, tip-adapter(-f), zero-shot, descriptions
 
 
 def fixed_learner(bb: Backbone, names: list[str]) -> PromptLearner:
@@ -119,7 +121,8 @@ def fixed_learner(bb: Backbone, names: list[str]) -> PromptLearner:
 def run_fixed(
     cfg: TrainConfig, cb: Callbacks, project: Project, bb: Backbone, data: TrainData, objective: Objective
 ) -> TrainResult:
-    """linear-probe, zero-shot or descriptions: fit (or just build) the classifier and write the prompt file."""
+    """linear-probe, tip-adapter(-f), zero-shot or descriptions: fit (or just build) the classifier and write the
+    prompt file."""
     t0 = time.perf_counter()
     names = [c.name for c in data.classes]
     learner = fixed_learner(bb, names)
@@ -127,7 +130,7 @@ def run_fixed(
     z = data.train.global_.flatten(0, 1).to(bb.device).float()  # (images x views, d): every cached view
     labels = data.train_labels.repeat_interleave(n_views).to(bb.device)
     text = name_features(bb, names)  # (K, d) "a photo of a {name}."
-    extra, meta, prior = {}, {}, None
+    extra, meta, prior, epochs = {}, {}, None, 0
     if cfg.method == "linear-probe" and lp_clip(cfg):
         fitted = fit_lp_clip(data)
         cb.info(
@@ -148,6 +151,22 @@ def run_fixed(
         decision = Decision("trained", 1.0, 0.0, "names", reason="linear probe")
         extra, meta = {"probe_weights": probe.weights}, {"probe_normalize": probe.normalize_weights}
         logits = probe.logits(z)
+    elif cfg.method in TIP_METHODS:
+        epochs = (cfg.epochs or FINE_TUNE_EPOCHS) if cfg.method == "tip-adapter-f" else 0  # 20 from the config
+        views = data.train.global_.to(bb.device)  # (images, views, d)
+        tip = fit_tip_adapter(
+            views, data.train_labels.to(bb.device), text, bb.logit_scale, len(names), epochs, cfg.seed
+        )
+        tuned = f", keys fine-tuned for {epochs} epochs" if epochs else ""
+        cb.info(
+            f"{cfg.method}: cache of {n_images} shots x {n_views} views{tuned}; alpha {tip.alpha:.3g}, "
+            f"beta {tip.beta:.3g} (leave-one-out accuracy of the shots {tip.search_acc:.1%})"
+        )
+        prior = text  # the zero-shot term of the logits, blended at weight 1
+        decision = Decision("trained", 1.0, 1.0, "names", reason="Tip-Adapter cache model + zero-shot CLIP")
+        extra = {"tip_keys": tip.keys, "tip_values": tip.values}
+        meta = {"tip_alpha": tip.alpha, "tip_beta": tip.beta}
+        logits = tip_logits(z, tip, text, bb.logit_scale)
     else:
         prior = text
         if cfg.method == "descriptions":
@@ -162,11 +181,11 @@ def run_fixed(
     loss = float(F.cross_entropy(logits.float(), labels))
     acc = float((logits.argmax(-1) == labels).float().mean())
     path = save_prompts(
-        project, learner, bb, cfg, objective, data, 0, BestEpoch(), decision, prior, extra=extra, meta_fields=meta
+        project, learner, bb, cfg, objective, data, epochs, BestEpoch(), decision, prior, extra=extra, meta_fields=meta
     )
     return TrainResult(
         prompt_file=path,
-        epochs=0,
+        epochs=epochs,
         train_acc=acc,
         loss=loss,
         seconds=time.perf_counter() - t0,

@@ -4,7 +4,8 @@ alignment term L_LLM, mixed as ``beta L_LLM + (1 - beta) L_img``.
 The prompt-tuning methods differ only in where the prompts come from and how they score an image
 (:meth:`Objective.prompts`, :meth:`Objective.logits`): dualpt and plot match the local features with the
 shared prompts (Eq. 8); codualpt does so with each image's own prompts (:mod:`conditional`); coop scores the
-global feature against its single prompt, ``logit_scale * cos(z, w_k)``.
+global feature against its single prompt, ``logit_scale * cos(z, w_k)``, and cocoop against image b's own single
+prompt, ``logit_scale * cos(z_b, w_bk)``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from ..clip.backbone import Backbone
 from ..core.distributed import SINGLE, Dist
 from ..core.project import Project
 from ..errors import DataError, ProjectError, first_names
-from ..model.conditional import per_image_logits, per_image_logits_with_stats
+from ..model.conditional import per_image_global_logits, per_image_logits, per_image_logits_with_stats
 from ..model.matcher import Matcher
 from ..model.matching import MatchingStats, SolverSettings, sinkhorn_ot_distance
 from ..model.prompts import ConditionalPromptLearner, PromptLearner, description_features
@@ -39,7 +40,7 @@ class Objective:
     desc_mean: torch.Tensor  # (K, d) mean of normalised description features
     desc_has: torch.Tensor  # (K,) bool
     desc_sets: list[torch.Tensor]  # K x (e_k, d)
-    method: str = "dualpt"  # dualpt, plot, coop or codualpt (TrainConfig.method)
+    method: str = "dualpt"  # dualpt, plot, coop, codualpt or cocoop (TrainConfig.method)
 
     def prompts(self, learner: PromptLearner, z: torch.Tensor | None = None, dist: Dist = SINGLE) -> torch.Tensor:
         """Class prompt features: (K, M, d), or for codualpt each image's own, (B, K, M, d) from global
@@ -54,9 +55,9 @@ class Objective:
         """(B, K) logits of images with local features Z (B, N, d) and global features z (B, d).
 
         W is :meth:`prompts`' output: Eq. 8 with the shared prompts (K, M, d) or per-image ones (B, K, M, d);
-        coop (M = 1) scores the global feature, ``logit_scale * cos(z, w_k)``.
+        coop (M = 1) scores the global feature, ``logit_scale * cos(z, w_k)``; cocoop with per-image W (B, K, 1, d).
         """
-        if self.method == "coop":
+        if self.method in ("coop", "cocoop"):
             return self._coop_logits(W, z)
         if W.dim() == 4:
             return per_image_logits(self.matcher, Z, W)
@@ -65,15 +66,17 @@ class Objective:
     def logits_with_stats(
         self, Z: torch.Tensor, W: torch.Tensor, z: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, MatchingStats]:
-        """:meth:`logits` and the solver's statistics (coop solves nothing)."""
-        if self.method == "coop":
+        """:meth:`logits` and the solver's statistics (coop and cocoop solve nothing)."""
+        if self.method in ("coop", "cocoop"):
             return self._coop_logits(W, z), MatchingStats(0, 0, True)
         if W.dim() == 4:
             return per_image_logits_with_stats(self.matcher, Z, W)
         return self.matcher.logits_with_stats(Z, W)
 
     def _coop_logits(self, W: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
-        assert z is not None, "coop scores the global feature"
+        assert z is not None, "coop and cocoop score the global feature"
+        if W.dim() == 4:  # cocoop: each image's own prompts
+            return per_image_global_logits(z, W, self.matcher.logit_scale)  # (B, K)
         return global_logits(z, W[:, 0], self.matcher.logit_scale)  # (B, K)
 
     def llm_loss_value(self, W: torch.Tensor, logits: torch.Tensor, z_global: torch.Tensor) -> torch.Tensor:

@@ -22,9 +22,10 @@ from ..data.images import inside, looks_decodable
 from ..data.source import train_source
 from ..errors import ProjectError, first_names
 from ..model.head import auto_val_shots
-from .config import TrainConfig, epochs_for_shots, lp_clip
+from .config import TrainConfig, lp_clip
 from .hooks import Callbacks
 from .parallel import on_main
+from .schedule import epochs_for_shots
 
 
 @dataclass

@@ -129,7 +129,13 @@ def report(
         )
         return
     console.print(compare_table(result.rows, title, metric=metric))
-    console.print(f"[dim]{metric} (%) on the test images, mean ± std over seeds; ★ best per shot count[/]")
+    if any(r.base is not None for r in result.rows):
+        console.print(
+            "[dim]H (%) of the base and new accuracies, each averaged over seeds first (CoCoOp's tables); "
+            "± the std of the per-seed H; ★ best per shot count[/]"
+        )
+    else:
+        console.print(f"[dim]{metric} (%) on the test images, mean ± std over seeds; ★ best per shot count[/]")
     console.print(
         f"results: {escape(str(result.path))} ({result.ran} cell(s) run, {result.reused} reused)"
         + (f"; plot: {escape(str(png))}" if png else ""),
