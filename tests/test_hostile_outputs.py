@@ -23,6 +23,7 @@ from dualpt_cli.core.project import atomic_write_bytes
 from dualpt_cli.data.stream import shard_inputs
 from dualpt_cli.errors import DistributedError, ProjectError
 from imagegen import make_image_folder
+from test_hostile import one_line_error  # noqa: F401  (also used by test_hostile_inputs)
 from trained import TRAINED_CLASSES
 
 runner = CliRunner()
@@ -31,18 +32,6 @@ CPU = ["--device", "cpu", "--precision", "fp32"]
 
 def invoke(*args) -> object:
     return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result, *words: str, code: int = 2) -> str:
-    """The single error line of a failed command: exit code, no traceback, and ``words`` in it."""
-    assert result.exit_code == code, result.output
-    assert isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.output
-    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, result.stderr
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    return lines[0]
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

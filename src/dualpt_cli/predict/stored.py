@@ -98,8 +98,7 @@ def class_priors(
     stored = tensors.get("prior_features")
     if stored is None:
         return None
-    index = [find_trained(c, known) for c in classes]
-    new = [c.name for c, i in zip(classes, index) if i is None]
+    index, new = trained_index(known, classes)
     fresh = iter(name_features(bb, new, meta.zero_shot_template) if new else [])
     return torch.stack([stored[i].to(bb.device) if i is not None else next(fresh) for i in index])  # (K, d)
 
@@ -115,6 +114,12 @@ def residual_weights(
     index = [find_trained(c, known) for c in classes]
     zero = torch.zeros(stored.shape[1], device=bb.device)
     return torch.stack([stored[i].to(bb.device) if i is not None else zero for i in index])  # (K, d)
+
+
+def trained_index(known: list[ClassEntry], classes: list[ClassEntry]) -> tuple[list[int | None], list[str]]:
+    """Each class's row in the prompt file (None: not trained), and the names of the classes without one."""
+    index = [find_trained(c, known) for c in classes]
+    return index, [c.name for c, i in zip(classes, index) if i is None]
 
 
 def probe_weights(
@@ -133,8 +138,7 @@ def probe_weights(
             f"{path} is a linear-probe prompt file without probe_weights of shape "
             f"({len(known)}, {meta.embed_dim}); re-create it with dualpt train --method linear-probe"
         )
-    index = [find_trained(c, known) for c in classes]
-    new = [c.name for c, i in zip(classes, index) if i is None]
+    index, new = trained_index(known, classes)
     fresh = iter(name_features(bb, new, meta.zero_shot_template) if new else [])
     return torch.stack([stored[i].to(bb.device) if i is not None else next(fresh) for i in index])  # (K, d)
 
@@ -147,8 +151,7 @@ def probe_bias(tensors: dict[str, torch.Tensor], known: list[ClassEntry], classe
         return None
     if tuple(stored.shape) != (len(known),):
         raise PromptFileError(f"{path}: probe_bias has shape {tuple(stored.shape)}, not ({len(known)},)")
-    index = [find_trained(c, known) for c in classes]
-    new = [c.name for c, i in zip(classes, index) if i is None]
+    index, new = trained_index(known, classes)
     if new:
         raise DataError(
             f"class(es) not in the prompt file: {first_names(new)}; an LP-CLIP probe (linear-probe with "
