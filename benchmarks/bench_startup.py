@@ -1,7 +1,8 @@
 """Start-up: ``dualpt --help`` (and the other commands that need no model) as whole processes, two versions.
 
     python benchmarks/bench_startup.py --before /path/to/old/checkout/src
-    python benchmarks/bench_startup.py --before OLD_SRC --commands "--help" "train -h" "cache info"
+    python benchmarks/bench_startup.py --before OLD_SRC --commands "train -h" "cache info"
+    python benchmarks/bench_startup.py --before OLD_SRC --commands=--help   # one command that starts with --
 
 ``--before`` is the ``src`` folder of the version to compare with (e.g. a ``git worktree`` of main), ``--after``
 this checkout's by default. Each command runs ``--runs`` times per version, alternating (see ``ab.py``).

@@ -267,7 +267,7 @@ def test_bench_startup_times_two_versions_side_by_side(tmp_path, capsys):
     bench = load_script("bench_startup")
     src = str(BENCHMARKS.parent / "src")
     out = bench.main(
-        ["--before", src, "--after", src, "--commands", "--version", "--runs", "1", "--save", str(tmp_path / "s.json")]
+        ["--before", src, "--after", src, "--commands=--version", "--runs", "1", "--save", str(tmp_path / "s.json")]
     )
     result = out["--version"]
     assert result["runs"] == 1 and result["before"]["wall_s"] > 0 and result["after"]["cpu_s"] > 0
