@@ -29,6 +29,7 @@ from .options import (
     OPTIMISATION,
     OUTPUT,
     PANELS,
+    SWITCHES,
     TRAIN,
     DeviceOpt,
     JsonOpt,
@@ -48,8 +49,12 @@ def _readable_help(params: list[click.Parameter]) -> None:
             param.metavar = ""
             continue
         desc = getattr(param, "type_descriptor", None)
-        if desc is not None and desc.is_ranged and param.metavar is None:  # "<float range>": the range follows it
+        if desc is not None and desc.is_ranged and param.metavar is None:  # the range in the help, not the type column
             param.metavar = f"<{desc.ranged_type_name}>"
+            bounds = [f"{sign} {v}" for sign, v in ((">=", param.min), ("<=", param.max)) if v is not None]
+            if bounds and not (param.help or "").endswith(")"):
+                param.help = f"{param.help or ''} ({', '.join(bounds)})".strip()
+            param.min = param.max = None  # shown only: the parameter's own type still checks the range
             continue
         choices = [str(c) for c in (desc.choices or ())] if desc is not None and desc.is_choice else []
         if param.metavar is not None or len("|".join(choices)) < LONG_CHOICES:
@@ -78,7 +83,7 @@ class _Group(TyperGroup):
             if panel and param.param_type_name == "option":
                 param.rich_help_panel = panel
         if command:  # panels in a fixed order (help shows them in the order of their first option)
-            order = [DATA, LLM, MODEL, METHOD, OPTIMISATION, HARDWARE, OUTPUT]
+            order = [DATA, LLM, MODEL, METHOD, OPTIMISATION, SWITCHES, HARDWARE, OUTPUT]
             command.params.sort(
                 key=lambda p: order.index(p.rich_help_panel) if getattr(p, "rich_help_panel", None) in order else -1
             )

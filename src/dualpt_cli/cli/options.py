@@ -29,7 +29,7 @@ from ..train.config import TrainConfig
 # ---------------------------------------------------------------------------------------------------------
 # help panels: every option of every command sits in one (tests/test_cli.py checks)
 
-DATA, MODEL, METHOD, OPTIMISATION, HARDWARE, OUTPUT, LLM = (
+DATA, MODEL, METHOD, OPTIMISATION, HARDWARE, OUTPUT, LLM, SWITCHES = (
     "Data",
     "Model",
     "Method",
@@ -37,6 +37,7 @@ DATA, MODEL, METHOD, OPTIMISATION, HARDWARE, OUTPUT, LLM = (
     "Hardware",
     "Output",
     "LLM",
+    "Switches (on/off; unset: the recipe decides)",
 )
 PANELS: dict[str | tuple[str, str], str] = {
     **dict.fromkeys(
@@ -46,7 +47,6 @@ PANELS: dict[str | tuple[str, str], str] = {
             "seed",
             "aug_views",
             "fresh_views",
-            "fresh_crops",
             "crop_scale",
             "classes",
             "force",
@@ -72,14 +72,14 @@ PANELS: dict[str | tuple[str, str], str] = {
             "llm_loss",
             "context",
             "prior_weight",
-            "guard",
             "head",
             "head_lambda",
             "zero_shot",
         ],
         METHOD,
     ),
-    **dict.fromkeys(["epochs", "batch_size", "lr", "resume", "drop_last"], OPTIMISATION),
+    **dict.fromkeys(["epochs", "batch_size", "lr", "resume"], OPTIMISATION),
+    **dict.fromkeys(["fresh_crops", "drop_last", "guard"], SWITCHES),  # two names each: a panel of their own
     **dict.fromkeys(["device", "precision", "text_chunk", "workers"], HARDWARE),
     **dict.fromkeys(["project", "json_out", "quiet", "profile", "top_k", "fmt", "output", "show", "run_name"], OUTPUT),
     **dict.fromkeys(
@@ -154,8 +154,8 @@ DatasetOpt = Annotated[
     str | None,
     typer.Option(
         "--dataset",
-        metavar="coop:ROOT/NAME",
-        help="One of the paper's 11 datasets laid out as CoOp's "
+        metavar="coop:DIR",
+        help="coop:ROOT/NAME: one of the paper's 11 datasets laid out as CoOp's "
         "DATASETS.md describes (its split_zhou_*.json), instead of IMAGES (docs/compare.md).",
     ),
 ]

@@ -65,28 +65,22 @@ def train(
     method: Annotated[
         Method,
         typer.Option(
-            help="What to train: dualpt (the paper), codualpt (image-conditioned "
-            "prompts), coop, cocoop, plot, linear-probe, tip-adapter-f; tip-adapter, zero-shot and "
-            "descriptions train nothing. Saved in the prompt file."
+            help="dualpt (the paper), codualpt, coop, cocoop, plot, linear-probe, tip-adapter-f; "
+            "tip-adapter, zero-shot, descriptions train nothing."
         ),
     ] = TRAIN["method"],
     probe_constraint: Annotated[
         ProbeConstraint | None,
         typer.Option(
             "--probe-constraint",
-            help="linear-probe: jusiro/CLAP (clap: each class kept near its zero-shot weights; balanced: all "
-            "equally) or none: CoOp's LP-CLIP (logistic regression, C searched on held-out images).",
+            help="linear-probe's pull to zero-shot: clap (CLAP, per class), balanced, none (LP-CLIP).",
             show_default="clap; paper none",
         ),
     ] = TRAIN["probe_constraint"],
     prompts: Annotated[int, typer.Option("--prompts", help="M: learnable prompts per class.")] = TRAIN["n_prompts"],
     recipe: Annotated[
         Recipe,
-        typer.Option(
-            help="default: the measured recipe (starts at zero-shot, keeps the "
-            "better of trained and zero-shot); paper: the paper's exact setup. "
-            "Options given explicitly win over the recipe."
-        ),
+        typer.Option(help="default (measured) or paper (the paper's setup); options given win over it."),
     ] = TRAIN["recipe"],
     ctx_len: Annotated[
         int | None, typer.Option("--ctx-len", help="Context vectors per prompt.", show_default="4; paper 16")
@@ -95,7 +89,7 @@ def train(
         str | None,
         typer.Option(
             "--ctx-init",
-            help="Initialise the context from words ('' = random N(0, 0.02)).",
+            help="Context's first words ('': random).",
             show_default="'a photo of a'; paper ''",
         ),
     ] = TRAIN["ctx_init"],
@@ -103,7 +97,7 @@ def train(
         PromptText | None,
         typer.Option(
             "--prompt-text",
-            help="What follows the context: name ('{name}.') or descriptions (one phrase per prompt).",
+            help="After the context: name or descriptions (a phrase each).",
             show_default="descriptions; paper name",
         ),
     ] = TRAIN["prompt_text"],
@@ -119,7 +113,7 @@ def train(
         float | None,
         typer.Option(
             "--prior-weight",
-            help="Weight of the zero-shot prior (description ensemble) added to the DUAL-PT logits.",
+            help="Weight of the zero-shot prior added to the logits.",
             show_default="1; paper 0",
         ),
     ] = TRAIN["prior_weight"],
@@ -127,8 +121,7 @@ def train(
         Head | None,
         typer.Option(
             "--head",
-            help="residual: fit a zero-shot-anchored linear probe on top of the blend, cross-validated over the "
-            "shots and calibrated; none: the blend alone.",
+            help="residual: a probe fitted on top of the blend; none.",
             show_default="residual; paper none",
         ),
     ] = TRAIN["head"],
@@ -136,55 +129,46 @@ def train(
         float | None,
         typer.Option(
             "--head-lambda",
-            help="Penalty on the residual head's weights (larger: closer to the prior).",
+            help="Residual head's penalty (larger: nearer the prior).",
             min=0.0,
-            show_default="3, 10 or 30 by cross-validation",
+            show_default="3, 10 or 30, cross-validated",
         ),
     ] = TRAIN["head_lambda"],
     guard: Annotated[
         bool | None,
         typer.Option(
             "--guard/--no-guard",
-            help="Choose the blend on held-out images and keep zero-shot CLIP if training did not beat it.",
+            help="Keep zero-shot CLIP if training did not beat it.",
             show_default="off",
         ),
     ] = TRAIN["guard"],
     class_specific: Annotated[bool, typer.Option("--class-specific", help="Per-class context (CoOp CSC).")] = TRAIN[
         "class_specific"
     ],
-    alpha: Annotated[float, typer.Option(help="Edge (Gromov-Wasserstein) weight in graph matching.")] = TRAIN["alpha"],
+    alpha: Annotated[float, typer.Option(help="Edge (Gromov-Wasserstein) weight.")] = TRAIN["alpha"],
     beta: Annotated[float, typer.Option(help="Weight of the LLM alignment loss.")] = TRAIN["beta"],
-    lam: Annotated[float, typer.Option("--lambda", help="Entropic regularisation of the matching plan.")] = TRAIN[
-        "lam"
-    ],
+    lam: Annotated[float, typer.Option("--lambda", help="Entropy weight of the matching plan.")] = TRAIN["lam"],
     align: Annotated[
         Align,
-        typer.Option(
-            help="How local features meet the M prompts: graph (graph matching "
-            "with --alpha); ablations: node (alpha 0, PLOT's OT), edge (alpha 1), "
-            "attn (cross-attention), uniform (mean over the plan)."
-        ),
+        typer.Option(help="graph (the paper); ablations: node, edge, attn, uniform."),
     ] = TRAIN["align"],
-    llm_loss: Annotated[LlmLoss, typer.Option("--llm-loss", help="cosine (paper Eq. 5); wd, ce: ablations.")] = TRAIN[
+    llm_loss: Annotated[LlmLoss, typer.Option("--llm-loss", help="cosine (paper); wd, ce: ablations.")] = TRAIN[
         "llm_loss"
     ],
     context: Annotated[
         Context,
-        typer.Option(help="auto: use descriptions.json if present; llm: require it; none: train without LLM context."),
+        typer.Option(help="auto: descriptions.json if any; llm: required; none."),
     ] = TRAIN["context"],
     epochs: Annotated[
         int | None,
-        typer.Option(
-            help="Epochs (default by shots: 50/100/200; 10 with --base-classes; codualpt, cocoop 10; tip-adapter-f 20)."
-        ),
+        typer.Option(help="Default by shots 50/100/200; --base-classes, codualpt, cocoop 10; tip-adapter-f 20."),
     ] = TRAIN["epochs"],
     base_classes: Annotated[
         str | None,
         typer.Option(
             "--base-classes",
             metavar="half|FILE",
-            help="Base-to-new: train on the first half of the class folders (sorted) or on the classes listed "
-            "in FILE; dualpt eval then reports base, new and H.",
+            help="Train on half the classes (sorted) or FILE's; eval adds new and H.",
         ),
     ] = TRAIN["base_classes"],
     batch_size: Annotated[
@@ -202,8 +186,8 @@ def train(
         bool | None,
         typer.Option(
             "--fresh-crops/--cached-views",
-            help="A new crop of every image in every epoch, encoded in the step (Dassl), or cached views.",
-            show_default="paper: fresh; default: cached",
+            help="A new crop per image and epoch (Dassl), or cached views.",
+            show_default="paper: fresh; else cached",
         ),
     ] = TRAIN["fresh_crops"],
     drop_last: Annotated[
@@ -211,14 +195,14 @@ def train(
         typer.Option(
             "--drop-last/--keep-last",
             help="Drop an epoch's last partial batch (Dassl).",
-            show_default="paper: drop; default: keep",
+            show_default="paper: drop; else keep",
         ),
     ] = TRAIN["drop_last"],
     val_shots: Annotated[
         int | None,
         typer.Option(
             "--val-shots",
-            help="Held-out images per class: the best epoch on them is kept, and the guard compares with zero-shot.",
+            help="Held-out images per class, to keep the best epoch.",
             show_default="1 per 4 shots; paper 0",
         ),
     ] = TRAIN["val_shots"],
@@ -228,7 +212,7 @@ def train(
         int,
         typer.Option(
             "--text-chunk",
-            help="Classes per text-encoder chunk, to bound memory for thousands of classes (0 = all at once).",
+            help="Classes per text-encoder pass (0: all), to bound memory.",
         ),
     ] = TRAIN["text_chunk"],
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint.")] = TRAIN["resume"],
@@ -237,9 +221,7 @@ def train(
     quiet: QuietOpt = False,
     config: Annotated[
         str | None,
-        typer.Option(
-            "--config", metavar="FILE", help="Rerun a saved run_config.json (options given here override it)."
-        ),
+        typer.Option("--config", metavar="FILE", help="Rerun a run_config.json (options given win)."),
     ] = None,
     run_name: Annotated[
         str | None, typer.Option("--run-name", help="Name of this run under runs/.", show_default="time-shots-seed")
@@ -250,6 +232,8 @@ def train(
     Example: dualpt train ./images --shots 8
 
     Uses the project's descriptions.json (from dualpt describe) when present.
+
+    Every option in detail: docs/method.md; --dataset and --base-classes: docs/compare.md.
     """
     from ..core.distributed import distributed, launch_rank
     from ..core.project import resolve_project
