@@ -1,5 +1,7 @@
 """dualpt: Dual-Aligned Prompt Tuning (DUAL-PT) for CLIP, as a command-line tool."""
 
+from typing import Any
+
 from .errors import DualptError
 
 __all__ = ["Classifier", "DualptError", "Prediction", "TrainConfig", "TrainResult", "__version__", "fit"]
@@ -21,7 +23,7 @@ def _version() -> str:
         return "0.0.0+unknown"
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     """The API names load torch and open_clip on first use, and ``__version__`` reads the installed package's
     metadata on first use (importlib.metadata alone costs tens of milliseconds), so ``dualpt --help`` stays fast."""
     if name == "__version__":

@@ -67,8 +67,10 @@ class Classifier(_Scorer):
             )
         _count("batch_size", batch_size)
         target = Path(project_or_prompt_file) if project_or_prompt_file is not None else None
-        named_file = target is not None and (target.is_file() or target.suffix == ".safetensors")
-        path = target if named_file else resolve_project(target).prompts
+        if target is not None and (target.is_file() or target.suffix == ".safetensors"):
+            path = target  # a prompt file
+        else:
+            path = resolve_project(target).prompts
         return cls.from_prompt_file(
             path, device=device, precision=precision, classes=_entries(classes), batch_size=batch_size
         )
@@ -92,7 +94,11 @@ class Classifier(_Scorer):
             for i in batch.indices:
                 name = f"<image {i}>" if isinstance(items[i], Image.Image) else str(items[i])
                 row = make_row(
-                    name, probs[slot[i]] if i in slot else None, self.class_names, top_k, batch.errors.get(i)
+                    name,
+                    probs[slot[i]] if probs is not None and i in slot else None,
+                    self.class_names,
+                    top_k,
+                    batch.errors.get(i),
                 )
                 out.append(
                     Prediction(
@@ -111,7 +117,9 @@ def fit(config: TrainConfig, callbacks: Callbacks | None = None) -> TrainResult:
 
     ``callbacks`` (a :class:`train.Callbacks`) receives warnings, progress and per-epoch records.
     """
-    return run_training(config, callbacks)
+    result = run_training(config, callbacks)
+    assert result is not None  # one process: it has the result
+    return result
 
 
 def _count(name: str, value: object) -> None:

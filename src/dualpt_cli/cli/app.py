@@ -7,12 +7,11 @@ stderr and a non-zero exit code here, in one place (:class:`_Group`).
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 from rich.markup import escape
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from ..errors import DualptError
 from ..ui.console import err_console
@@ -38,13 +37,18 @@ from .options import (
     PretrainedOpt,
 )
 
+if TYPE_CHECKING:  # typer (>= 0.26) vendors click: its commands are made of these classes, not click's
+    from typer._click import Command, Context, Parameter
+
 LONG_CHOICES = 9  # characters of "a|b|c" from which an option's choices move from the type column to its help
 
 
-def _readable_help(params: list[click.Parameter]) -> None:
+def _readable_help(params: list[Parameter]) -> None:
     """Help that reads at 80 columns: a flag shows no ``<bool>`` type, and a long list of choices is named by the
     option (``METHOD``, or ``CHOICE`` for a long name) in the narrow type column and listed in the help text."""
     for param in params:
+        if not isinstance(param, (TyperOption, TyperArgument)):  # (every parameter of a typer command is)
+            continue
         if getattr(param, "is_flag", False):
             param.metavar = ""
             continue
@@ -69,27 +73,30 @@ def _readable_help(params: list[click.Parameter]) -> None:
 class _Group(TyperGroup):
     """Turns domain errors and Ctrl-C into clean exits for every command; sorts options into help panels."""
 
-    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+    def get_params(self, ctx: Context) -> list[Parameter]:
         params = super().get_params(ctx)
         _readable_help(params)
         return params
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
         command = super().get_command(ctx, cmd_name)
         if command:  # its -h/--help too, which click makes (once) apart from its params
             _readable_help([*command.params, *filter(None, [command.get_help_option(ctx)])])
         for param in command.params if command else []:
             panel = PANELS.get((cmd_name, param.name)) or PANELS.get(param.name)
-            if panel and param.param_type_name == "option":
+            if panel and isinstance(param, TyperOption):
                 param.rich_help_panel = panel
         if command:  # panels in a fixed order (help shows them in the order of their first option)
             order = [DATA, LLM, MODEL, METHOD, OPTIMISATION, SWITCHES, HARDWARE, OUTPUT]
-            command.params.sort(
-                key=lambda p: order.index(p.rich_help_panel) if getattr(p, "rich_help_panel", None) in order else -1
-            )
+
+            def rank(param: Parameter) -> int:
+                panel = getattr(param, "rich_help_panel", None)
+                return order.index(panel) if panel in order else -1
+
+            command.params.sort(key=rank)
         return command
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: Context) -> Any:
         """Under torchrun rank 0 speaks for the job: other ranks print only an error of their own, marked with
         their rank, and nothing for a Ctrl-C, for stopping because another rank failed (``PeerFailed``), or for
         an error before the job's process group was joined (the same options fail the same way on every rank)."""

@@ -5,11 +5,13 @@ The command is registered on the one app in :mod:`cli` (which also turns domain 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
+from ..core.project import Project
 from ..ui.console import err_console
 from .options import (
     TRAIN,
@@ -141,7 +143,5 @@ def compare(
     )
 
 
-def _lock_project(folder):
-    from ..core.project import Project
-
+def _lock_project(folder: Path) -> Project:
     return Project(folder)

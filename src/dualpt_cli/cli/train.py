@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from ..train.config import TrainConfig
 from ..ui.console import err_console
 from .options import (
     TRAIN,
@@ -263,7 +264,7 @@ def train(
     try:
         with distributed(cfg.device) as dist, rank_callbacks(dist, quiet=json_out or quiet) as callbacks:
             result = run_training(cfg, callbacks, dist)
-            if not dist.is_main:  # rank 0 reports and records the run
+            if not dist.is_main or result is None:  # rank 0 reports and records the run (and has the result)
                 return
     except KeyboardInterrupt:
         if launch_rank() == 0:
@@ -283,7 +284,7 @@ def train(
     )
 
 
-def _with_saved_config(ctx: typer.Context, cfg, path: str):
+def _with_saved_config(ctx: typer.Context, cfg: TrainConfig, path: str) -> TrainConfig:
     """``cfg`` (from the command line) on top of a saved run config: options given explicitly win."""
     from dataclasses import replace
 

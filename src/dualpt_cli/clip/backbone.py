@@ -17,6 +17,7 @@ This module does not import open_clip: the code that reaches inside open_clip's 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -38,7 +39,13 @@ class Backbone:
     """A frozen open_clip CLIP with the feature paths DUAL-PT needs."""
 
     def __init__(
-        self, model: nn.Module, tokenizer, preprocess_cfg: dict, spec: ModelSpec, device: torch.device, precision: str
+        self,
+        model: Any,  # an open_clip CLIP (untyped: open_clip ships no type hints)
+        tokenizer: Callable[[list[str]], torch.Tensor],
+        preprocess_cfg: dict,
+        spec: ModelSpec,
+        device: torch.device,
+        precision: str,
     ):
         if not all(hasattr(model, a) for a in ("visual", "transformer", "token_embedding", "ln_final")):
             raise ModelLoadError(
@@ -64,7 +71,7 @@ class Backbone:
         # The text transformer runs at every training step. Autocast re-casts frozen weights at every call
         # (its cast cache only keeps trainable leaves), so keep a copy with the matmul weights cast once;
         # the result is the same as autocast's, without the copies.
-        self.text_transformer = self.model.transformer
+        self.text_transformer: Any = self.model.transformer
         if precision != "fp32":
             self.text_transformer = surgery.lowp_matmul_copy(self.model.transformer, _DTYPES[precision])
 
@@ -73,15 +80,15 @@ class Backbone:
     @property
     def embed_dim(self) -> int:
         proj = self.model.text_projection
-        return proj.out_features if isinstance(proj, nn.Linear) else proj.shape[1]
+        return proj.out_features if isinstance(proj, nn.Linear) else int(proj.shape[1])
 
     @property
     def text_width(self) -> int:
-        return self.model.token_embedding.weight.shape[1]
+        return int(self.model.token_embedding.weight.shape[1])
 
     @property
     def context_length(self) -> int:
-        return self.model.positional_embedding.shape[0]
+        return int(self.model.positional_embedding.shape[0])
 
     @property
     def image_size(self) -> int:
@@ -98,7 +105,7 @@ class Backbone:
         if grid is None:
             patch = visual.conv1.kernel_size[0]
             grid = (self.image_size // patch, self.image_size // patch)
-        return tuple(grid)
+        return int(grid[0]), int(grid[1])
 
     @property
     def num_local(self) -> int:
@@ -116,7 +123,7 @@ class Backbone:
 
     @property
     def pool_type(self) -> str:
-        return getattr(self.model, "text_pool_type", "argmax")
+        return str(getattr(self.model, "text_pool_type", "argmax"))
 
     @property
     def supports_prefix_cache(self) -> bool:
@@ -154,15 +161,15 @@ class Backbone:
 
     # -- images ---------------------------------------------------------------------------------------------
 
-    def eval_transform(self):
+    def eval_transform(self) -> Callable[[Any], torch.Tensor]:
         """The model's own test-time preprocessing (resize, center crop, normalize)."""
         return surgery.eval_transform(self.preprocess_cfg)
 
-    def train_transform(self, scale: tuple[float, float] = (0.08, 1.0)):
+    def train_transform(self, scale: tuple[float, float] = (0.08, 1.0)) -> Callable[[Any], torch.Tensor]:
         """CoOp's augmentation: random resized crop (bicubic), horizontal flip, CLIP normalization."""
         from torchvision import transforms as T
 
-        return T.Compose(
+        transform: Callable[[Any], torch.Tensor] = T.Compose(
             [
                 T.RandomResizedCrop(self.image_size, scale=scale, interpolation=T.InterpolationMode.BICUBIC),
                 T.RandomHorizontalFlip(),
@@ -170,6 +177,7 @@ class Backbone:
                 T.Normalize(self.preprocess_cfg["mean"], self.preprocess_cfg["std"]),
             ]
         )
+        return transform
 
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -202,7 +210,7 @@ class Backbone:
         if self.pool_type == "argmax":
             return tokens.argmax(dim=-1)
         if self.pool_type == "eos":
-            return (tokens == self.model.text_eos_id).int().argmax(dim=-1)
+            return tokens.eq(self.model.text_eos_id).int().argmax(dim=-1)
         if self.pool_type == "last":
             return torch.full((tokens.shape[0],), tokens.shape[1] - 1, device=tokens.device)
         raise ModelLoadError(f"text pooling {self.pool_type!r} is not supported")
@@ -210,7 +218,8 @@ class Backbone:
     @torch.no_grad()
     def token_embeds(self, tokens: torch.Tensor) -> torch.Tensor:
         """(P, L) ids -> (P, L, width) token embeddings (frozen)."""
-        return self.model.token_embedding(tokens.to(self.device))
+        embeds: torch.Tensor = self.model.token_embedding(tokens.to(self.device))
+        return embeds
 
     def encode_text_embeds(self, x: torch.Tensor, eot: torch.Tensor, truncate: bool = True) -> torch.Tensor:
         """Text features from token embeddings (gradients flow into ``x``).
@@ -271,7 +280,7 @@ class Backbone:
         return out.float().reshape(G, C, -1)
 
     def _project(self, h: torch.Tensor) -> torch.Tensor:
-        proj = self.model.text_projection
+        proj: torch.Tensor | nn.Linear | None = self.model.text_projection
         if proj is None:
             return h
         return proj(h) if isinstance(proj, nn.Linear) else h @ proj

@@ -59,7 +59,7 @@ def crop_box(height: int, width: int, scale: tuple[float, float], gen: torch.Gen
     log_ratio = torch.log(torch.tensor(RATIO))
     for _ in range(10):
         target_area = area * torch.empty(1).uniform_(scale[0], scale[1], generator=gen).item()
-        aspect = torch.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=gen)).item()
+        aspect = torch.exp(torch.empty(1).uniform_(float(log_ratio[0]), float(log_ratio[1]), generator=gen)).item()
         w = int(round(math.sqrt(target_area * aspect)))
         h = int(round(math.sqrt(target_area / aspect)))
         if 0 < w <= width and 0 < h <= height:
@@ -97,7 +97,8 @@ def crop_pixels(bb: Backbone, image: Image.Image, crop: Crop) -> torch.Tensor:
     )
     if crop.flip:
         view = TF.hflip(view)
-    return TF.normalize(TF.to_tensor(view), bb.preprocess_cfg["mean"], bb.preprocess_cfg["std"])
+    pixels: torch.Tensor = TF.normalize(TF.to_tensor(view), bb.preprocess_cfg["mean"], bb.preprocess_cfg["std"])
+    return pixels
 
 
 def encode_crops(

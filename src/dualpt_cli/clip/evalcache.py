@@ -102,8 +102,9 @@ def _encoded(
         else:
             z, Z = bb.encode_images(batch.pixels)  # (b, d), (b, N, d)
             for j, zi, Zi in zip(batch.ok, z, Z):
-                if entries[j] is not None:
-                    _write_cache(entries[j], {EVAL_VIEW: (zi.to(store).cpu(), Zi.to(store).cpu())})
+                entry = entries[j]
+                if entry is not None:
+                    _write_cache(entry, {EVAL_VIEW: (zi.to(store).cpu(), Zi.to(store).cpu())})
             yield EvalBatch([positions[j] for j in batch.ok], z, Z, errors)
         if on_progress:
             on_progress(len(batch.indices))

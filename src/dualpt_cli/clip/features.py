@@ -23,9 +23,10 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -43,7 +44,7 @@ EVAL_VIEW = -1  # the un-augmented test-time view (resize + center crop)
 def model_key(bb: Backbone, aug_scale: tuple[float, float], aug_seed: int = 0) -> str:
     """Cache folder name: everything that changes a feature (weights, precision, preprocessing, augmentation)."""
     name, pretrained = bb.spec.resolved()
-    ident = {
+    ident: dict[str, Any] = {
         "name": name,
         "pretrained": pretrained,
         "precision": bb.precision,
@@ -135,8 +136,9 @@ def _encode(
             pending.clear()
         for slot in sorted(unsaved):
             if len(got[slot]) == len(views):
-                if cache_files[slot] is not None:  # saved as we go: an interrupted run keeps what it encoded
-                    _write_cache(cache_files[slot], got[slot])
+                file = cache_files[slot]
+                if file is not None:  # saved as we go: an interrupted run keeps what it encoded
+                    _write_cache(file, got[slot])
                 unsaved.discard(slot)
 
     for position, path in enumerate(paths):
@@ -225,7 +227,7 @@ def _encode_sharded(
     reasons.update({i: reason for part in failed for i, reason in part})
     all_kept, all_got = [], []
     for i, (digest, _, _) in enumerate(looked):
-        if i in reasons:
+        if i in reasons or digest is None:  # (no digest: a reason too)
             continue
         if i not in encoded:  # cached before, or encoded by another rank
             entry = _entry(folder, digest)
@@ -317,7 +319,7 @@ def _write_cache(path: Path, views: dict[int, tuple[torch.Tensor, torch.Tensor]]
 
 
 @contextlib.contextmanager
-def _entry_lock(path: Path):
+def _entry_lock(path: Path) -> Iterator[None]:
     """An exclusive lock on the entries of ``path``'s model folder (``.lock`` there; no-op without ``fcntl``)."""
     try:
         import fcntl

@@ -113,7 +113,7 @@ def download_hint(download: Download, why: str) -> str:
             os.environ.get("HF_HOME") or "~/.cache/huggingface", "hub"
         )
     else:
-        where, cache = download.url, "~/.cache/clip"
+        where, cache = download.source, "~/.cache/clip"
     return (
         f"the weights of {download.label} ({where}) are not on this machine, and {why}. Either run "
         f"'dualpt info {download.retry}' on a machine with internet and copy its {cache} folder here, or "

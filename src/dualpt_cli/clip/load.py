@@ -17,7 +17,9 @@ import contextlib
 import copy
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -89,7 +91,7 @@ _SHARED: dict[tuple, Backbone] | None = None  # the backbones loaded inside shar
 
 
 @contextlib.contextmanager
-def shared_backbones():
+def shared_backbones() -> Iterator[None]:
     """Within this block, loading the same CLIP again (same weights, device, precision) returns the one already
     loaded: ``dualpt compare`` trains and evaluates many cells on one model and loads it once. A backbone is
     frozen (no parameter trains, its modules stay in eval mode), so sharing it changes no result."""
@@ -117,7 +119,7 @@ def load_backbone(spec: ModelSpec, device: str | torch.device = "auto", precisio
     return bb
 
 
-def _create(spec: ModelSpec):
+def _create(spec: ModelSpec) -> tuple[Any, dict[str, Any], Any]:
     import open_clip  # here, not at the top: importing it takes seconds that --help should not pay
 
     name, pretrained = spec.resolved()
@@ -160,8 +162,8 @@ def _create(spec: ModelSpec):
 
 
 def _create_model(
-    open_clip, spec: ModelSpec, name: str, pretrained: str | None, weights_file: str | None, require: bool
-):
+    open_clip: Any, spec: ModelSpec, name: str, pretrained: str | None, weights_file: str | None, require: bool
+) -> tuple[Any, Any]:
     try:
         if name.startswith(LOCAL_DIR) and weights_file:
             # a weights file beside a config: build from the config, then load that file
@@ -181,7 +183,7 @@ def _create_model(
     return model, tokenizer
 
 
-def _download_for(open_clip, spec: ModelSpec, name: str, pretrained: str | None) -> hub.Download | None:
+def _download_for(open_clip: Any, spec: ModelSpec, name: str, pretrained: str | None) -> hub.Download | None:
     """What open_clip will fetch from the network for this model, if anything."""
     if name.startswith(HF_HUB):
         return hub.Download(
@@ -203,7 +205,7 @@ def _download_for(open_clip, spec: ModelSpec, name: str, pretrained: str | None)
 
 
 @contextlib.contextmanager
-def _root_log_records():
+def _root_log_records() -> Iterator[list[logging.LogRecord]]:
     """Collect what is logged on the root logger (open_clip logs there) instead of printing it.
 
     open_clip logs an error just before raising the same text as an exception; printed, it would duplicate

@@ -12,6 +12,9 @@ it reaches into, and the transform). Both import it inside functions, so ``impor
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,7 +49,7 @@ def visual_family(visual: nn.Module) -> str | None:
     return None
 
 
-def plain_causal_blocks(transformer: nn.Module) -> bool:
+def plain_causal_blocks(transformer: Any) -> bool:
     """True when every block of a text transformer is open_clip's plain ResidualAttentionBlock (batch first)."""
     from open_clip.transformer import ResidualAttentionBlock
 
@@ -55,16 +58,17 @@ def plain_causal_blocks(transformer: nn.Module) -> bool:
     ) and getattr(transformer, "batch_first", True)
 
 
-def eval_transform(preprocess_cfg: dict):
+def eval_transform(preprocess_cfg: dict) -> Callable[[Any], torch.Tensor]:
     """open_clip's test-time preprocessing (resize, center crop, normalize) for a model's preprocess config."""
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
     fields = PreprocessCfg.__dataclass_fields__
     cfg = PreprocessCfg(**{k: v for k, v in preprocess_cfg.items() if k in fields})
-    return image_transform_v2(cfg, is_train=False)
+    transform: Callable[[Any], torch.Tensor] = image_transform_v2(cfg, is_train=False)
+    return transform
 
 
-def resnet_features(visual, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def resnet_features(visual: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """ModifiedResNet: the attention pool run over all HW+1 tokens (mean token first); PLOT's local features."""
     x = x.to(visual.conv1.weight.dtype)
     x = visual.stem(x)
@@ -98,7 +102,7 @@ def resnet_features(visual, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return x[:, 0], x[:, 1:]
 
 
-def vit_features(visual, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def vit_features(visual: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """VisionTransformer: the pooled output, and the patch tokens through ``ln_post`` and ``proj``."""
     x = visual._embeds(x)
     x = visual.transformer(x)  # (B, 1+N, width)
@@ -117,24 +121,27 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     through scaled_dot_product_attention: the sequences here are a few tokens long, where the fused CPU
     kernels' backward (in bf16 especially) costs many times the arithmetic.
     """
-    scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)  # (P, H, Lq, Lk)
+    scores = (q @ k.transpose(-2, -1)) * float(q.shape[-1] ** -0.5)  # (P, H, Lq, Lk)
     scores = scores.float().masked_fill(~mask, float("-inf"))
     return scores.softmax(dim=-1).to(v.dtype) @ v  # (P, H, Lq, Dh)
 
 
-def prefixed_block(block, hp: torch.Tensor, hs: torch.Tensor, C: int, mask: torch.Tensor):
+def prefixed_block(
+    block: Any, hp: torch.Tensor, hs: torch.Tensor, C: int, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One ResidualAttentionBlock over a shared prefix stream and a per-class suffix stream.
 
     hp: (G, Lp, W) prefix hidden states; hs: (G*C, Ls, W) suffix hidden states; mask: (Ls, Lp+Ls) bool.
     """
     attn = block.attn
     G, Lp, W = hp.shape
-    H = attn.num_heads
+    H: int = attn.num_heads
     Dh = W // H
     Ls = hs.shape[1]
 
     def heads(t: torch.Tensor) -> torch.Tensor:  # (P, L, W) -> (P, H, L, Dh)
-        return t.unflatten(-1, (H, Dh)).transpose(1, 2)
+        split: torch.Tensor = t.unflatten(-1, (H, Dh))
+        return split.transpose(1, 2)
 
     qkv_p = F.linear(block.ln_1(hp), attn.in_proj_weight, attn.in_proj_bias)  # (G, Lp, 3W)
     qkv_s = F.linear(block.ln_1(hs), attn.in_proj_weight, attn.in_proj_bias)  # (G*C, Ls, 3W)

@@ -69,6 +69,7 @@ class CompareSpec:
         if self.dataset:
             load_coop_dataset(parse_dataset_spec(self.dataset))
         else:
+            assert self.images and self.test  # __post_init__: both, without --dataset
             scan_image_folder(self.images)
             scan_image_folder(self.test)
         self.check_model()
@@ -147,8 +148,9 @@ def cell_runner(
             base_classes=spec.base_classes,
         )
         cb = train_callbacks()
-        with cb if hasattr(cb, "__enter__") else contextlib.nullcontext():
+        with cb if isinstance(cb, contextlib.AbstractContextManager) else contextlib.nullcontext():
             trained = run_training(cfg, cb)
+        assert trained is not None  # one process: it has the result
         listed = test_class_list(spec, folder) if spec.base_classes and not spec.dataset else None
         result = evaluate_folder(
             EvalConfig(
@@ -192,6 +194,7 @@ def test_class_list(spec: CompareSpec, folder: Path) -> str:
     """classes.txt of every test class (names from the project's descriptions), so that eval scores the classes
     a base-to-new cell did not train as new ones (a dataset names its classes itself)."""
     known = [ClassEntry(c["folder"], c["name"]) for c in load_descriptions(spec.project) or []]
+    assert spec.test is not None  # without --dataset
     entries = class_entries(list(scan_image_folder(spec.test)), known)
     path = folder / "test_classes.txt"
     atomic_write_text(path, "".join(f"{c.folder}: {c.name}\n" for c in entries))

@@ -294,7 +294,7 @@ def aggregate(results: Sequence[CellResult]) -> list[Row]:
         mean = sum(accs) / len(accs) if accs else None
         std = (
             math.sqrt(sum((a - mean) ** 2 for a in accs) / (len(accs) - 1))
-            if len(accs) > 1
+            if len(accs) > 1 and mean is not None
             else (0.0 if accs else None)
         )
         row = Row(method, shots, mean, std, len(accs), len(group) - len(accs))

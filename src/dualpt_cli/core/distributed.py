@@ -34,6 +34,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
+from types import FrameType
 from typing import Any, TypeVar
 
 import torch
@@ -258,14 +259,18 @@ def _stop_on_sigterm(env: LaunchEnv) -> Callable[[], None]:
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
 
-    def stop(signum, frame):
+    def stop(signum: int, frame: FrameType | None) -> None:
         raise PeerFailed(
             f"rank {env.rank} of {env.world_size} was stopped by the launcher (SIGTERM), "
             'most likely because another rank failed (see its error, and torchrun\'s "Root Cause")'
         )
 
     previous = signal.signal(signal.SIGTERM, stop)
-    return lambda: signal.signal(signal.SIGTERM, previous)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore
 
 
 def _short(exc: BaseException) -> str:

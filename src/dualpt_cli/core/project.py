@@ -192,7 +192,7 @@ def write_failure(path: Path, exc: OSError) -> str:
         errno.EROFS: "use a writable folder (--project DIR)",
         errno.EACCES: "check the folder's permissions",
         errno.EPERM: "check the folder's permissions",
-    }.get(exc.errno, "check the folder")
+    }.get(exc.errno or 0, "check the folder")
     return f"cannot write {path}: {reason}; {hint} (files already there were left as they were)"
 
 

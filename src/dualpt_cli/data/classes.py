@@ -135,8 +135,8 @@ def class_set(
         classes = trained + [c for c in extra if find_trained(c, trained) is None]
     else:
         classes = extra or class_entries(folders, None)
-    index = [find_trained(entry, classes) for entry in class_entries(folders, None)]
-    unknown = [f for f, i in zip(folders, index) if i is None]
+    found = [find_trained(entry, classes) for entry in class_entries(folders, None)]
+    unknown = [f for f, i in zip(folders, found) if i is None]
     if unknown:
         shown = first_names(unknown)
         raise DataError(
@@ -148,4 +148,5 @@ def class_set(
         import torch  # here, so that reading a class list needs no torch (dualpt --help, describe)
 
         base = torch.tensor([i < len(trained) for i in range(len(classes))])
+    index = [i for i in found if i is not None]  # all of them, after the check above
     return classes, index, base

@@ -89,7 +89,8 @@ class CoopDataset:
     def split(self, which: str) -> list[Item]:
         if which not in SPLITS:
             raise DataError(f"unknown split {which!r}; use one of {', '.join(SPLITS)}")
-        return getattr(self, which)
+        items: list[Item] = getattr(self, which)
+        return items
 
     def images(self, items: list[Item], check: bool = True) -> dict[str, list[Path]]:
         """{class folder key: image paths} in label order (the shape ``data.scan_image_folder`` returns).

@@ -45,7 +45,7 @@ def load_descriptions(project: Project) -> list[dict] | None:
             and entry.get("status") in STATUSES
         ):
             raise ProjectError(f"{damaged} (bad entry {str(entry)[:80]})")
-    return data["classes"]
+    return classes
 
 
 def find_descriptions(project: Project, name: str | None = None) -> list[dict]:

@@ -46,7 +46,7 @@ def folder_images(folder: Path) -> list[Path]:
     )
 
 
-def load_image(path: str | Path | Image.Image) -> Image.Image:
+def load_image(path: str | os.PathLike | Image.Image) -> Image.Image:
     """Decode an image as 8-bit RGB, handling what real folders contain.
 
     EXIF rotation is applied; CMYK, palette, grey and 16-bit images are converted; transparency is
@@ -67,10 +67,10 @@ def load_image(path: str | Path | Image.Image) -> Image.Image:
                 _limit_pixels(im)
                 im.load()
                 try:
-                    im = ImageOps.exif_transpose(im)
+                    upright = ImageOps.exif_transpose(im)
                 except Exception as exc:  # noqa: BLE001 - PIL raises struct.error, KeyError, ... on bad EXIF
                     raise BadImage(f"malformed EXIF metadata ({type(exc).__name__}: {exc})") from None
-                return _to_rgb(im)
+                return _to_rgb(upright)
     except BadImage:
         raise
     except FileNotFoundError:

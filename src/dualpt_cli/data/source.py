@@ -81,6 +81,7 @@ def test_source(
             else "pass the labelled test images (or --dataset coop:ROOT/NAME)"
         )
     if not dataset:
+        assert images  # exactly one of the two (checked above)
         return scan_image_folder(images, exclude=exclude), None, []
     ds = load_coop_dataset(parse_dataset_spec(dataset))
     return ds.images(ds.test), ds.layout.template, ds.classes

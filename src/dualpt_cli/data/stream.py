@@ -6,12 +6,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ..core.distributed import Dist
@@ -22,7 +23,9 @@ from .images import BadImage, load_image
 class ImageFiles(Dataset):
     """(index, pixels or None, error or None) per path; decoding errors are data, not exceptions."""
 
-    def __init__(self, paths: list[Path], transform):
+    def __init__(
+        self, paths: Sequence[str | os.PathLike | Image.Image], transform: Callable[[Image.Image], torch.Tensor]
+    ):
         self.paths, self.transform = paths, transform
 
     def __len__(self) -> int:
@@ -79,7 +82,7 @@ class StreamProgress:
 
 def image_batches(
     paths: list[Path],
-    transform,
+    transform: Callable[[Image.Image], torch.Tensor],
     batch_size: int = 64,
     workers: int | None = None,
     pin_memory: bool = False,

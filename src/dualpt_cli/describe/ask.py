@@ -12,7 +12,7 @@ import contextlib
 import queue
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,14 +53,14 @@ class RetryPolicy:
         """Seconds to wait before retry number ``retry`` (0-based); the server's Retry-After wins."""
         if retry_after is not None:
             return min(retry_after, self.retry_after_cap)
-        return min(self.cap, self.base * 2**retry) * random.uniform(0.5, 1.0)
+        return min(self.cap, self.base * 2.0**retry) * random.uniform(0.5, 1.0)
 
 
 @dataclass(frozen=True)
 class DescribeConfig:
     """One ``dualpt describe`` run."""
 
-    classes: Path | str | None  # classes.txt
+    classes: Path | str | None  # classes.txt (a Path after __post_init__; None is refused there)
     project: Project  # where descriptions.json goes
     provider: str = "auto"  # auto, openai, ollama or none
     model: str | None = None  # LLM model; None = the provider's default
@@ -74,6 +74,12 @@ class DescribeConfig:
     class_attempts: int = 3  # rounds of S answers before a class with no usable phrase fails
     retry: RetryPolicy = field(default_factory=RetryPolicy)  # backoff of one request (tests make it fast)
     settings: ProviderSettings = field(init=False)
+
+    @property
+    def class_file(self) -> Path:
+        """``classes``, which __post_init__ made a Path."""
+        assert isinstance(self.classes, Path)
+        return self.classes
 
     def __post_init__(self) -> None:
         if self.classes is None:
@@ -92,7 +98,9 @@ class DescribeConfig:
         object.__setattr__(self, "settings", settings)
 
 
-def _entry(cls: ClassEntry, provider: Provider | None, cfg: DescribeConfig, phrases, status, error) -> dict:
+def _entry(
+    cls: ClassEntry, provider: Provider | None, cfg: DescribeConfig, phrases: list[str], status: str, error: str | None
+) -> dict:
     """A descriptions.json entry (see :mod:`descriptions`) with the provenance of this provider and query."""
     asked = provider is not None and provider.name != "none"
     provenance = {
@@ -189,7 +197,7 @@ class DescribeReport:
 
 def plan_describe(cfg: DescribeConfig) -> DescribePlan:
     """Read the class list and what is stored; build the provider only if something is left to ask."""
-    classes = parse_class_list(cfg.classes)
+    classes = parse_class_list(cfg.class_file)
     project = cfg.project.ensure()
     stored = {e["folder"]: e for e in load_descriptions(project) or []}
     wanted = {c.folder for c in classes}
@@ -252,7 +260,7 @@ def run_describe(plan: DescribePlan, on_done: Callable[[dict], None] | None = No
     return DescribeReport(name, model, project.descriptions, entries, asked, plan.dropped, failed_kept)
 
 
-def _run_pool(todo: list[ClassEntry], provider: Provider, cfg: DescribeConfig):
+def _run_pool(todo: list[ClassEntry], provider: Provider, cfg: DescribeConfig) -> Generator[dict, None, None]:
     """Yield finished entries as ``cfg.concurrency`` worker threads produce them."""
     jobs: queue.Queue = queue.Queue()
     results: queue.Queue = queue.Queue()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..core.project import Project, project_lock, read_user_text
 from ..data.classes import ClassEntry, parse_class_list
@@ -93,7 +94,7 @@ def _load_yaml(text: str, path: Path) -> object:
     import yaml
 
     class Loader(yaml.BaseLoader):  # BaseLoader: every scalar is a string, no tag makes an object
-        def compose_node(self, parent, index):
+        def compose_node(self, parent: Any, index: Any) -> Any:
             node = super().compose_node(parent, index)
             if not hasattr(node, "expanded"):  # an alias returns its anchor's node, already counted
                 if isinstance(node, yaml.ScalarNode):
@@ -110,7 +111,7 @@ def _load_yaml(text: str, path: Path) -> object:
                     )
             return node
 
-        def construct_mapping(self, node, deep=False):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict:
             pairs = [(self.construct_object(k, deep), self.construct_object(v, deep)) for k, v in node.value]
             if any(not isinstance(k, str) for k, _ in pairs):
                 raise DataError(f"phrases file {path}: a key is not a class name; expected 'class: [phrase, ...]'")

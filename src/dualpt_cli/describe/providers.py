@@ -18,9 +18,9 @@ import email.utils
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..core.vocab import PROVIDERS as PROVIDER_CHOICES  # noqa: E402,F401
 from ..errors import ProviderError
@@ -62,15 +62,22 @@ class ProviderSettings:
 
 
 class Provider(Protocol):
-    name: str  # registry key, recorded in provenance
-    model: str | None  # resolved model name, recorded in provenance
+    @property
+    def name(self) -> str:
+        """Registry key, recorded in provenance."""
+        ...
+
+    @property
+    def model(self) -> str | None:
+        """Resolved model name, recorded in provenance."""
+        ...
 
     def complete(self, query: str, temperature: float) -> str:
         """Send one user message, return the answer's text (raises the errors listed in the module doc)."""
         ...
 
 
-def parse_retry_after(headers) -> float | None:
+def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
     """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date); None if absent or bad."""
     if headers is None:
         return None
@@ -101,7 +108,7 @@ def _short(text: object, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _refused(exc: BaseException) -> bool:
+def _refused(exc: BaseException | None) -> bool:
     """True if ``exc`` (or an exception it was raised from) is a failed connect: refused, unknown host."""
     seen = 0
     while exc is not None and seen < 10:
@@ -148,7 +155,7 @@ class OpenAIProvider:
 
     def complete(self, query: str, temperature: float) -> str:
         openai = self._openai
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         structured = self._structured
         if structured:
             kwargs["response_format"] = {
@@ -190,7 +197,7 @@ class OpenAIProvider:
             raise BadAnswer(f"{self.where} answered with a message that is not text")
         return content
 
-    def _classify(self, status: int, exc) -> Exception:
+    def _classify(self, status: int, exc: Any) -> Exception:
         where = self.where
         if status == 429 or status >= 500 or status in (408, 409):
             return TransientError(f"HTTP {status} from {where}", parse_retry_after(exc.response.headers))

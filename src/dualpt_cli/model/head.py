@@ -20,7 +20,7 @@ collapsed run (loss near ln K, train accuracy at chance) never wins.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -65,12 +65,18 @@ def blend_logits(
 
     Each part is computed only when its weight is non-zero (``dual`` / ``prior`` may then be None).
     """
-    out = 0.0
+    parts = []
     if dual_weight:
-        out = out + dual_weight * dual.float()
+        if dual is None:
+            raise ValueError("blend_logits: a non-zero dual_weight needs the DUAL-PT logits")
+        parts.append(dual_weight * dual.float())
     if prior_weight:
-        out = out + prior_weight * global_logits(z, prior, logit_scale)
-    return out
+        if prior is None:
+            raise ValueError("blend_logits: a non-zero prior_weight needs the prior")
+        parts.append(prior_weight * global_logits(z, prior, logit_scale))
+    if not parts:
+        raise ValueError("blend_logits: both weights are zero")
+    return parts[0] if len(parts) == 1 else parts[0] + parts[1]
 
 
 def collapsed(loss_img: float, train_acc: float, num_classes: int) -> bool:
@@ -158,6 +164,7 @@ def choose(
                 reason="training collapsed (loss near ln K, chance accuracy); kept the prior",
             )
         return Decision("trained", 1.0, default_weight, kind, reason="no held-out images; default blend")
+    assert z is not None  # the held-out images' features come with their labels
     weights = sorted(PRIOR_WEIGHTS if choose_weight else (default_weight,), key=lambda w: abs(w - default_weight))
     scores = {f"trained+prior{w:g}": _acc(blend_logits(dual, z, prior, logit_scale, 1.0, w), labels) for w in weights}
     scores["zero-shot"] = _acc(blend_logits(None, z, names, logit_scale, 0.0, 1.0), labels)
@@ -166,10 +173,12 @@ def choose(
     best_w = max(weights, key=lambda w: scores[f"trained+prior{w:g}"])  # max keeps the first of equals
     best_trained = scores[f"trained+prior{best_w:g}"]
     free = max(("zero-shot", "descriptions"), key=lambda k: scores.get(k, -1.0))
-    common = {"val_images": len(labels), "val_acc": scores, "collapsed": is_collapsed}
     if is_collapsed or scores[free] > best_trained:
         why = "training collapsed" if is_collapsed else "training did not beat it on held-out images"
         if free == "zero-shot":
-            return Decision("zero-shot", 0.0, 1.0, "names", reason=f"{why}; kept zero-shot CLIP", **common)
-        return Decision("descriptions", 0.0, 1.0, kind, reason=f"{why}; kept the description ensemble", **common)
-    return Decision("trained", 1.0, best_w, kind, reason="not beaten on held-out images", **common)
+            kept = Decision("zero-shot", 0.0, 1.0, "names", reason=f"{why}; kept zero-shot CLIP")
+        else:
+            kept = Decision("descriptions", 0.0, 1.0, kind, reason=f"{why}; kept the description ensemble")
+    else:
+        kept = Decision("trained", 1.0, best_w, kind, reason="not beaten on held-out images")
+    return replace(kept, val_images=len(labels), val_acc=scores, collapsed=is_collapsed)

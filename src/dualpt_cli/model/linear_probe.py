@@ -181,7 +181,7 @@ def fit_linear_probe(
     lr = cfg.lr or DEFAULT_LR[cfg.optimizer]
     losses: list[float] = []
     if cfg.optimizer == "lbfgs":  # one call runs all iterations: L-BFGS keeps its curvature pairs between them
-        opt = torch.optim.LBFGS(
+        opt: torch.optim.Optimizer = torch.optim.LBFGS(
             [weights],
             lr=lr,
             max_iter=max(cfg.steps, 1),
@@ -202,10 +202,11 @@ def fit_linear_probe(
             on_step(len(losses), losses[-1])
         return loss
 
+    # (torch's stubs type the closure as returning a float; the optimizers take the loss tensor, as documented)
     if cfg.steps and cfg.optimizer == "lbfgs":
-        opt.step(closure)
+        opt.step(closure)  # type: ignore[arg-type]
     for _ in range(cfg.steps if cfg.optimizer == "adam" else 0):
-        opt.step(closure)
+        opt.step(closure)  # type: ignore[arg-type]
     if not torch.isfinite(weights).all():
         raise DataError("the linear probe diverged (weights became NaN or infinite); lower its learning rate")
     with torch.no_grad():

@@ -223,6 +223,8 @@ def alignment_plan(
         return T, MatchingStats(outer_iters=0, inner_iters=0, converged=True)
     if align in FIXED_ALPHA:
         solver = replace(solver, alpha=FIXED_ALPHA[align])
+    if C_z is None or C_w is None:
+        raise ValueError(f"align={align!r} needs the edge weights C_z and C_w")
     return fgw_plan(1.0 - sim.detach(), C_z, C_w, solver)
 
 

@@ -6,6 +6,8 @@ Prompt j for class k is ``[SOS] ctx_j,1 .. ctx_j,n_ctx <class name tokens> . [EO
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,6 +41,10 @@ class PromptLearner(nn.Module):
     Buffers hold the frozen token embeddings of SOS and of each class's name + "." + EOT; only ``ctx``
     is trained.
     """
+
+    _sos: torch.Tensor  # buffers (registered in __init__ and set_classes)
+    token_suffix: torch.Tensor  # (K, Ls, W) or (K, M, Ls, W)
+    eot: torch.Tensor  # (K,) or (K, M)
 
     def __init__(
         self,
@@ -140,7 +146,9 @@ class PromptLearner(nn.Module):
         """(K, M, d) normalised class prompt features (of ``classes`` only, if given); gradients flow into ``ctx``."""
         return F.normalize(self._by_class_chunks(self._encode, dim=0, classes=classes), dim=-1)
 
-    def _by_class_chunks(self, encode, *args, dim: int, classes: range | None = None) -> torch.Tensor:
+    def _by_class_chunks(
+        self, encode: Callable[..., torch.Tensor], *args: torch.Tensor, dim: int, classes: range | None = None
+    ) -> torch.Tensor:
         """``encode(idx, *args)`` for ``text_chunk`` classes at a time (with activation checkpointing while
         gradients are on), concatenated along ``dim``; all classes, or the contiguous ``classes``."""
         lo, K = (classes.start, classes.stop) if classes is not None else (0, self.num_classes)
@@ -198,7 +206,8 @@ class MetaNet(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """(B, d) normalised global image features -> (B, width) conditional tokens."""
-        return self.linear2(F.relu(self.linear1(z)))
+        token: torch.Tensor = self.linear2(F.relu(self.linear1(z)))
+        return token
 
 
 class ConditionalPromptLearner(PromptLearner):

@@ -60,6 +60,7 @@ def log_sinkhorn(log_K: Tensor, max_iters: int, tol: float, check_every: int) ->
             err = (log_a.exp() - log_a_prev.exp()).abs().mean(-1)  # (...,); inf/nan never pass
             if bool((err < tol).all()):
                 break
+    assert log_a is not None  # max_iters >= 1 iterations ran
     T = torch.exp(log_a.unsqueeze(-1) + log_K + log_b.unsqueeze(-2))  # (..., N, M)
     return T, n_iters
 

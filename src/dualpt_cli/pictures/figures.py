@@ -23,9 +23,11 @@ from ..core.project import (
 )
 from ..core.userfiles import check_output, shown
 from ..core.vocab import EVAL_TITLES as TITLES
+from ..core.vocab import EvalMethod
 from ..errors import DataError, ProjectError
 
 if TYPE_CHECKING:
+    from ..predict.evaluate import EvalResult
     from ..predict.explain import ExplainConfig, ImageExplanation
 
 # torch, matplotlib and the model code are imported by the functions that draw (dualpt report reads the
@@ -61,7 +63,9 @@ EVAL_SHAPE = {
 def read_eval(folder: Path) -> dict[str, Any]:
     """``folder``'s eval.json (written by ``eval --plot``), every field the report uses checked."""
     path = folder / EVAL_JSON
-    data = check_shape(read_json(path, "eval results"), EVAL_SHAPE, path, f"run dualpt eval --plot {folder} again")
+    data: dict[str, Any] = check_shape(
+        read_json(path, "eval results"), EVAL_SHAPE, path, f"run dualpt eval --plot {folder} again"
+    )
     if not any(isinstance(data.get(m), dict) for m in TITLES):
         raise ProjectError(f"{path} has no results; run dualpt eval --plot {folder} again")
     return data
@@ -142,7 +146,7 @@ def write_curves(project: Project, records: list[dict[str, Any]] | None = None) 
     return path
 
 
-def write_eval_plots(result, folder: str | Path) -> list[Path]:
+def write_eval_plots(result: EvalResult, folder: str | Path) -> list[Path]:
     """``dualpt eval --plot DIR``: per method a confusion-matrix PNG and CSV (the counts) and a reliability
     diagram, the per-class accuracy bars (zero-shot beside DUAL-PT), and eval.json (what ``--json`` prints, with
     the reliability bins) for the report."""
@@ -171,24 +175,24 @@ def write_eval_plots(result, folder: str | Path) -> list[Path]:
         written.append(png)
     per_class = {m: r["per_class"] for m, r in result.results.items()}
     atomic_write_bytes(folder / PER_CLASS, plots.per_class_png(per_class, TITLES))
-    method = "dualpt" if "dualpt" in result.logits else "zero_shot"
-    wrong = mistakes(result, method)
+    main: EvalMethod = "dualpt" if "dualpt" in result.logits else "zero_shot"
+    wrong = mistakes(result, main)
     buf = io.StringIO()
-    table = csv.DictWriter(buf, ["image", "true", "predicted", "prob"], lineterminator="\n")
-    table.writeheader()
-    table.writerows(wrong)
+    rows = csv.DictWriter(buf, ["image", "true", "predicted", "prob"], lineterminator="\n")
+    rows.writeheader()
+    rows.writerows(wrong)
     atomic_write_text(folder / MISTAKES, buf.getvalue())
     data = {
         **result.to_json(),
         "images": str(Path(result.images).resolve()),
-        "mistakes": {"method": method, "count": len(wrong), "most_confident": wrong[:MISTAKES_KEPT]},
+        "mistakes": {"method": main, "count": len(wrong), "most_confident": wrong[:MISTAKES_KEPT]},
         "reliability": reliability,
     }
     atomic_write_json(folder / EVAL_JSON, data)
     return [*written, folder / PER_CLASS, folder / MISTAKES, folder / EVAL_JSON]
 
 
-def mistakes(result, method: str) -> list[dict[str, Any]]:
+def mistakes(result: EvalResult, method: EvalMethod) -> list[dict[str, Any]]:
     """The images ``method`` got wrong, most confident first: image (absolute), true and predicted class
     folders, probability of the prediction."""
     probs = result.logits[method].float().softmax(dim=1)  # (I, K)

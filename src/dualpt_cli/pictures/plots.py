@@ -11,26 +11,30 @@ from __future__ import annotations
 import io
 import math
 import textwrap
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from ..core.vocab import EvalMethod
 from ..model.calibration import ReliabilityBin
 from ..predict.explain import ImageExplanation, upsample
+
+if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
+    from matplotlib.figure import Figure
 
 DPI = 100
 HEAT_CMAP = "inferno"
 
 
-def _figure(width: float, height: float):
+def _figure(width: float, height: float) -> Figure:
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 
-def _png(fig) -> bytes:
+def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
     return buf.getvalue()
@@ -214,7 +218,7 @@ def confusion_png(cm: torch.Tensor, names: Sequence[str], title: str) -> bytes:
     return _png(fig)
 
 
-def per_class_png(per_class: dict[str, list[dict[str, Any]]], titles: dict[str, str]) -> bytes:
+def per_class_png(per_class: dict[EvalMethod, list[dict[str, Any]]], titles: dict[EvalMethod, str]) -> bytes:
     """Per-class accuracy bars, sorted by the first method's accuracy (worst first); further methods
     (zero-shot CLIP) as bars beside it."""
     methods = list(per_class)
@@ -297,7 +301,7 @@ def percent_range(values: Sequence[float], least: float = 10.0) -> tuple[float, 
     return max(0.0, min(min(values) - pad, high - least)), high
 
 
-def compare_png(panels: dict[str, Sequence[Any]], title: str = "", metric: str = "top-1 accuracy") -> bytes:
+def compare_png(panels: Mapping[str, Sequence[Any]], title: str = "", metric: str = "top-1 accuracy") -> bytes:
     """Accuracy vs shots as in the DUAL-PT paper's Fig. 3: one panel per dataset (``panels``: title -> the
     ``compare.Row`` list of that dataset), one line per method, error bars = std over seeds, best marked.
     The y-axis spans at least 10 points, so that a fraction of a point does not look like a gap."""

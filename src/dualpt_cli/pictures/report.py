@@ -273,7 +273,7 @@ def build_report(cfg: ReportConfig) -> ReportResult:
     output = Path(cfg.output) if cfg.output else project.root / "report.html"
     if output.is_dir():
         raise DataError(f"--output {output} is a folder; give a file name such as report.html")
-    inputs = [eval_dir / EVAL_JSON, *cfg.explain]
+    inputs: list[str | Path] = [eval_dir / EVAL_JSON, *cfg.explain]
     if output_path(output, "--output", project.owned() + Protected.inputs(inputs)) is None:  # no device, no input
         raise DataError(f"--output {output}: the report is a file; give a file name such as report.html")
     notes: list[str] = []

@@ -17,6 +17,7 @@ descriptions files score by the prior alone.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +50,7 @@ from .stored import (
 )
 
 MATCH_BUDGET = 1 << 26  # elements of one (B, K, N, M) similarity tensor before the classes are chunked
+C = TypeVar("C", bound="Classifier")  # a subclass's loaders return that subclass (the API's Classifier)
 
 
 class Classifier:
@@ -98,7 +100,7 @@ class Classifier:
 
     @classmethod
     def from_prompt_file(
-        cls,
+        cls: type[C],
         path: str | Path,
         model: ModelSpec | str | None = None,
         device: str | torch.device = "auto",
@@ -106,7 +108,7 @@ class Classifier:
         classes: list[ClassEntry] | None = None,
         batch_size: int = 64,
         pretrained: str | None = None,
-    ) -> Classifier:
+    ) -> C:
         """Load a prompt file and the CLIP it names (or ``model``, checked to be the same architecture).
 
         ``model`` is a :class:`ModelSpec` or a model name; with a name (or only ``pretrained``), the
@@ -122,7 +124,7 @@ class Classifier:
 
     @classmethod
     def from_loaded(
-        cls,
+        cls: type[C],
         path: Path,
         tensors: dict[str, torch.Tensor],
         meta: PromptMeta,
@@ -132,7 +134,7 @@ class Classifier:
         classes: list[ClassEntry] | None = None,
         batch_size: int = 64,
         pretrained: str | None = None,
-    ) -> Classifier:
+    ) -> C:
         """:meth:`from_prompt_file` for a prompt file already read with :func:`promptfile.read_prompt_file`."""
         if isinstance(model, str) or (model is None and pretrained is not None):
             tag = meta.pretrained if pretrained is None else pretrained
@@ -158,9 +160,10 @@ class Classifier:
         z = z.to(self.bb.device)
         if self.method == "coop":  # one prompt, global feature: logit_scale * cos(z, w_k)
             return global_logits(z, self.W[:, 0], self.matcher.logit_scale)
-        if self.method == "linear-probe" and self.probe_bias is not None:
-            return lpclip_logits(z.float(), self.probe, self.probe_bias.to(z.device))
         if self.method == "linear-probe":
+            assert self.probe is not None  # from_loaded sets it for a linear-probe file
+            if self.probe_bias is not None:
+                return lpclip_logits(z.float(), self.probe, self.probe_bias.to(z.device))
             return probe_logits(z, self.probe, self.matcher.logit_scale, bool(self.meta.probe_normalize))
         if self.conditional is not None:
             return self.conditional.logits(z, Z.to(self.bb.device))
@@ -229,7 +232,12 @@ def load_classifier(
 
 
 def load_model_for(
-    meta: PromptMeta, tensors: dict[str, torch.Tensor], path: Path, model: ModelSpec | None, device, precision
+    meta: PromptMeta,
+    tensors: dict[str, torch.Tensor],
+    path: Path,
+    model: ModelSpec | None,
+    device: str | torch.device,
+    precision: str,
 ) -> tuple[Backbone, StoredContext]:
     """The backbone a prompt file was trained with, or ``model`` after checking it is the same one; and the
     stored context on it."""

@@ -24,7 +24,7 @@ from ..core.checks import bounded
 from ..core.distributed import Dist
 from ..core.project import resolve_project
 from ..core.userfiles import shown
-from ..core.vocab import EVAL_TITLES
+from ..core.vocab import EVAL_TITLES, EvalMethod
 from ..data.basenew import recorded_new_classes
 from ..data.classes import ClassEntry, class_set, parse_class_list
 from ..data.source import test_source
@@ -128,11 +128,11 @@ def metrics(
         "confused": confused,
     }
     if base is not None and bool(base.any()) and not bool(base.all()):
-        b, nb = split_accuracy(logits, labels, base)
-        n, nn_ = split_accuracy(logits, labels, ~base)
-        out["base"] = {"classes": int(base.sum()), "images": nb, "accuracy": b}
-        out["new"] = {"classes": int((~base).sum()), "images": nn_, "accuracy": n}
-        out["H"] = harmonic_mean(b, n) if nb and nn_ else None
+        acc_base, n_base = split_accuracy(logits, labels, base)
+        acc_new, n_new = split_accuracy(logits, labels, ~base)
+        out["base"] = {"classes": int(base.sum()), "images": n_base, "accuracy": acc_base}
+        out["new"] = {"classes": int((~base).sum()), "images": n_new, "accuracy": acc_new}
+        out["H"] = harmonic_mean(acc_base, acc_new) if n_base and n_new else None
     return out
 
 
@@ -190,28 +190,30 @@ class EvalResult:
     prompt_file: str | None
     model: str
     classes: list[ClassEntry]
-    results: dict[str, dict[str, Any]]  # "dualpt" and/or "zero_shot" -> metrics()
+    results: dict[EvalMethod, dict[str, Any]]  # "dualpt" and/or "zero_shot" -> metrics()
     failed: list[tuple[str, str]] = field(default_factory=list)  # (image, reason)
-    logits: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (I, K), images that were read
-    labels: torch.Tensor | None = None  # (I,) their true class indices
+    logits: dict[EvalMethod, torch.Tensor] = field(default_factory=dict)  # name -> (I, K), images that were read
+    labels: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))  # (I,) true classes
     paths: list[str] = field(default_factory=list)  # (I,) their files
 
-    def confusion(self, name: str) -> torch.Tensor:
+    def confusion(self, name: EvalMethod) -> torch.Tensor:
         """(K, K) counts of ``name``'s predictions, rows = true class (the matrix behind its metrics)."""
         return confusion_matrix(self.logits[name].argmax(dim=1), self.labels, len(self.classes))
 
     def to_json(self) -> dict[str, Any]:
-        out = {
+        out: dict[str, Any] = {
             "images": self.images,
             "prompt_file": self.prompt_file,
             "model": self.model,
             "classes": [c.name for c in self.classes],
-            **self.results,
-            "failed": [{"image": p, "error": e} for p, e in self.failed],
         }
+        for name, metrics in self.results.items():  # "dualpt" and/or "zero_shot"
+            out[name] = metrics
+        out["failed"] = [{"image": p, "error": e} for p, e in self.failed]
         if len(self.results) == 2:
             out["gain_top1"] = self.results["dualpt"]["top1"] - self.results["zero_shot"]["top1"]
-        return rounded(out)
+        data: dict[str, Any] = rounded(out)
+        return data
 
 
 def evaluate_folder(cfg: EvalConfig, progress: StreamProgress | None = None, dist: Dist | None = None) -> EvalResult:
@@ -254,18 +256,23 @@ def evaluate_folder(cfg: EvalConfig, progress: StreamProgress | None = None, dis
         bb = clf.bb
     else:
         classes, index, base = class_set(list(folders), None, extra, cfg.classes or str(cfg.images or cfg.dataset))
+        assert cfg.model is not None  # checked above
         bb = load_backbone(ModelSpec(cfg.model, cfg.pretrained or "openai"), cfg.device, cfg.precision)
     zs = ZeroShotClassifier(bb, [c.name for c in classes], template or cfg.template) if cfg.zero_shot else None
 
     paths = [p for files in folders.values() for p in files]
     labels = torch.tensor([index[k] for k, files in enumerate(folders.values()) for _ in files])
-    settings = {"--batch-size": cfg.batch_size, "--classes": file_digest(cfg.classes), "--zero-shot": cfg.zero_shot}
+    settings: dict[str, Any] = {
+        "--batch-size": cfg.batch_size,
+        "--classes": file_digest(cfg.classes),
+        "--zero-shot": cfg.zero_shot,
+    }
     settings |= {"--prompt-file": file_digest(path) if clf else None, "--model": [cfg.model, cfg.pretrained]}
     lo, hi = shard_inputs(paths, dist, cfg.batch_size, "eval", settings | {"--precision": cfg.precision})
     scores = run_images(bb, clf, zs, paths[lo:hi], cfg, progress or StreamProgress())
     scores = gather_scores(scores, lo, len(paths), len(classes), dist)
     kept = torch.tensor(scores["kept"], dtype=torch.long)
-    logits = {name: torch.cat(scores[name]) for name in ("dualpt", "zero_shot") if scores[name]}
+    logits = {name: torch.cat(scores[name]) for name in EVAL_TITLES if scores[name]}  # dualpt, zero_shot
     results = {name: metrics(x, labels[kept], classes, base, cfg.top_confused) for name, x in logits.items()}
     if not results:
         raise DataError(f"no image in {cfg.images or cfg.dataset} could be read")

@@ -13,7 +13,7 @@ phrase nearest to w_j is the one whose text feature ("{class}, which has {phrase
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,17 +191,19 @@ def choose_classes(selectors: list[str], probs: torch.Tensor, classes: list[Clas
     return list(out)
 
 
-def display_transform(clf: Classifier):
+def display_transform(clf: Classifier) -> Callable[[Image.Image], Image.Image]:
     """The model's preprocessing up to (not including) the tensor conversion: the crop CLIP sees, as an image."""
     from torchvision import transforms
 
-    steps = clf.bb.eval_transform().transforms
+    preprocess: Any = clf.bb.eval_transform()  # a torchvision Compose
+    steps = preprocess.transforms
     keep = []
     for t in steps:
         if "ToTensor" in type(t).__name__ or isinstance(t, transforms.Normalize):
             break
         keep.append(t)
-    return transforms.Compose(keep)
+    crop: Callable[[Image.Image], Image.Image] = transforms.Compose(keep)
+    return crop
 
 
 # ---------------------------------------------------------------------------------------------------------

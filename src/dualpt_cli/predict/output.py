@@ -37,7 +37,7 @@ def rounded(obj: Any, digits: int = DIGITS) -> Any:
 
 
 def make_row(
-    image: Path, probs: torch.Tensor | None, names: list[str], top_k: int, error: str | None = None
+    image: str | Path, probs: torch.Tensor | None, names: list[str], top_k: int, error: str | None = None
 ) -> dict[str, Any]:
     """One output row: the top-k classes with probabilities, or the error that stopped this image."""
     if probs is not None and not bool(torch.isfinite(probs).all()):  # never a NaN in the output (invalid JSON)

@@ -9,7 +9,7 @@ table go through :class:`PredictCallbacks` (the CLI's are in :mod:`dualpt_cli.ui
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -71,7 +71,12 @@ class PredictCallbacks(StreamProgress):
 
 
 def predict_rows(
-    clf: Classifier, paths: list[Path], top_k: int, batch_size: int = 64, workers: int | None = None, on_progress=None
+    clf: Classifier,
+    paths: list[Path],
+    top_k: int,
+    batch_size: int = 64,
+    workers: int | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """One row per path, in order, as batches finish."""
     names = clf.class_names
@@ -82,7 +87,7 @@ def predict_rows(
         probs = clf.predict_batch(batch.pixels).cpu() if batch.pixels is not None else None
         slot = {i: n for n, i in enumerate(batch.ok)}
         for i in batch.indices:
-            p = probs[slot[i]] if i in slot else None
+            p = probs[slot[i]] if probs is not None and i in slot else None
             yield make_row(paths[i], p, names, top_k, batch.errors.get(i))
         if on_progress:
             on_progress(len(batch.indices))

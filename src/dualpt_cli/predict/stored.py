@@ -4,6 +4,7 @@ the CLIP is the trained one."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -37,7 +38,8 @@ class StoredContext:
         else:
             self._learner.set_classes(names, texts)
         with torch.no_grad():
-            return self._learner().float()
+            features: torch.Tensor = self._learner()
+            return features.float()
 
     def _build(self, names: list[str], texts: list[list[str]] | None) -> PromptLearner:
         m = self.meta
@@ -86,7 +88,7 @@ def class_features(
     stored = tensors["class_features"].to(context.bb.device)  # (K_trained, M, d)
     index = [find_trained(c, known) for c in classes]
     new = [c for c, i in zip(classes, index) if i is None]
-    fresh = iter(encode_new_classes(context, [c.name for c in new]) if new else [])
+    fresh: Iterator[torch.Tensor] = iter(encode_new_classes(context, [c.name for c in new]) if new else [])
     W = torch.stack([stored[i] if i is not None else next(fresh) for i in index])  # (K, M, d)
     return W, [i is not None for i in index]
 
@@ -99,7 +101,7 @@ def class_priors(
     if stored is None:
         return None
     index, new = trained_index(known, classes)
-    fresh = iter(name_features(bb, new, meta.zero_shot_template) if new else [])
+    fresh: Iterator[torch.Tensor] = iter(name_features(bb, new, meta.zero_shot_template) if new else [])
     return torch.stack([stored[i].to(bb.device) if i is not None else next(fresh) for i in index])  # (K, d)
 
 
@@ -139,11 +141,13 @@ def probe_weights(
             f"({len(known)}, {meta.embed_dim}); re-create it with dualpt train --method linear-probe"
         )
     index, new = trained_index(known, classes)
-    fresh = iter(name_features(bb, new, meta.zero_shot_template) if new else [])
+    fresh: Iterator[torch.Tensor] = iter(name_features(bb, new, meta.zero_shot_template) if new else [])
     return torch.stack([stored[i].to(bb.device) if i is not None else next(fresh) for i in index])  # (K, d)
 
 
-def probe_bias(tensors: dict[str, torch.Tensor], known: list[ClassEntry], classes: list[ClassEntry], path: Path):
+def probe_bias(
+    tensors: dict[str, torch.Tensor], known: list[ClassEntry], classes: list[ClassEntry], path: Path
+) -> torch.Tensor | None:
     """(K,) the LP-CLIP bias for ``classes`` (None for the cosine probes, which have none). LP-CLIP's raw-feature
     logistic regression has no zero-shot form, so a class it was not fitted on is a DataError."""
     stored = tensors.get("probe_bias")

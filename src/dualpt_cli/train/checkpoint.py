@@ -68,7 +68,12 @@ def run_identity(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def save_checkpoint(
-    project: Project, cfg: TrainConfig, learner: PromptLearner, optimizer, epoch: int, best: BestEpoch
+    project: Project,
+    cfg: TrainConfig,
+    learner: PromptLearner,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    best: BestEpoch,
 ) -> None:
     tensors = {}
     for name, p in learner.named_parameters():
@@ -76,7 +81,7 @@ def save_checkpoint(
         buf = optimizer.state.get(p, {}).get("momentum_buffer")
         if buf is not None:
             tensors[_key("momentum", name)] = buf
-        if isinstance(best.state, dict):  # methods.snapshot: {name: tensor}
+        if best.state is not None:  # methods.snapshot: {name: tensor}
             tensors[_key("best", name)] = best.state[name]
     meta = {"epoch": epoch, "config": run_identity(cfg), "best_epoch": best.epoch, "best_acc": best.acc}
     write_safetensors(project.checkpoint_dir / "state.safetensors", tensors, CHECKPOINT_FORMAT, meta)
@@ -115,7 +120,9 @@ def read_checkpoint(project: Project, cfg: TrainConfig) -> tuple[dict[str, torch
     return tensors, meta
 
 
-def restore_checkpoint(checkpoint: tuple[dict[str, torch.Tensor], dict[str, Any]], learner: PromptLearner, optimizer):
+def restore_checkpoint(
+    checkpoint: tuple[dict[str, torch.Tensor], dict[str, Any]], learner: PromptLearner, optimizer: torch.optim.Optimizer
+) -> tuple[int, BestEpoch]:
     """Load the context, momentum and best-validation state; (epochs done, best)."""
     tensors, meta = checkpoint
     params = dict(learner.named_parameters())

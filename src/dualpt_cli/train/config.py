@@ -301,6 +301,7 @@ def method_settings(cfg: TrainConfig) -> dict[str, Any]:
     if m == "plot":
         return fixed(alpha=0.0, beta=0.0, context="none")
     if m == "coop":
+        assert cfg.n_ctx is not None  # the recipe's, applied before the method's settings
         return {
             **fixed(beta=0.0, context="none"),
             "n_prompts": 1,

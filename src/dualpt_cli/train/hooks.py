@@ -17,11 +17,11 @@ from ..model.residual import ResidualHead
 @dataclass
 class BestEpoch:
     """The best held-out epoch so far: its number (None: none yet), its held-out accuracy and a copy of the
-    trainable tensors by name (``methods.snapshot``; under torchrun it may arrive as one tensor)."""
+    trainable tensors by name (``methods.snapshot``)."""
 
     epoch: int | None = None
     acc: float = -1.0
-    state: dict[str, torch.Tensor] | torch.Tensor | None = None
+    state: dict[str, torch.Tensor] | None = None
 
 
 @dataclass

@@ -77,6 +77,7 @@ def decide(
 ) -> tuple[Decision, torch.Tensor]:
     """The classifier to save (:func:`head.choose`) and the prior prototypes it blends, (K, d)."""
     bb = learner.bb
+    assert cfg.prior_weight is not None  # set by config.resolve_recipe
     names, prior, kind = prior_of(learner, objective)  # (K, d), (K, d)
     has_desc = kind == "descriptions"
     is_collapsed = bool(last) and collapsed(last["loss_img"], last["acc"], learner.num_classes)

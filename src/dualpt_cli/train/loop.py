@@ -25,6 +25,7 @@ from ..core.distributed import SINGLE, Dist, PeerFailed
 from ..core.project import Project, append_line, atomic_write_json, resolve_project
 from ..errors import TrainingDiverged
 from ..model.prompts import ConditionalPromptLearner, PromptLearner, phrase_text
+from ..model.residual import ResidualHead
 from .checkpoint import read_checkpoint, restore_checkpoint, save_checkpoint, trim_log
 from .config import FIXED_METHODS, TrainConfig, resolve_recipe
 from .headfit import FixedLogits, fit_run_head
@@ -49,11 +50,13 @@ from .trainset import TrainData, class_phrases, prepare_data
 # the run
 
 
-def run_training(cfg: TrainConfig, cb: Callbacks | None = None, dist: Dist = SINGLE) -> TrainResult:
+def run_training(cfg: TrainConfig, cb: Callbacks | None = None, dist: Dist = SINGLE) -> TrainResult | None:
     """Train DUAL-PT prompts on ``cfg.images`` and write the prompt file into the project.
 
     Under torchrun (``dist`` of several ranks) training is data-parallel (:mod:`parallel`) and only rank 0
-    writes project files; every rank returns the same result, except that ``guard`` is None off rank 0.
+    writes project files; every rank returns the same result, except that ``guard`` is None off rank 0 (and
+    the other ranks get None for the methods fitted in closed form, which rank 0 alone fits). One process
+    always gets a result.
     """
     cb = cb or Callbacks()
     cfg = resolve_recipe(cfg)
@@ -62,15 +65,15 @@ def run_training(cfg: TrainConfig, cb: Callbacks | None = None, dist: Dist = SIN
         return _run_training(cfg, cb, project, dist)
 
 
-def _run_training(cfg: TrainConfig, cb: Callbacks, project: Project, dist: Dist) -> TrainResult:
+def _run_training(cfg: TrainConfig, cb: Callbacks, project: Project, dist: Dist) -> TrainResult | None:
     checkpoint = on_main(dist, lambda: read_checkpoint(project, cfg), "reading the checkpoint") if cfg.resume else None
     device = dist.device if dist.distributed else cfg.device
     bb = load_backbone(ModelSpec(cfg.model, cfg.pretrained), device=device, precision=cfg.precision)
     data = prepare_data(cfg, project, bb, cb, dist)
     objective = build_objective(cfg, project, bb, data, cb)
-    fixed = cfg.method in FIXED_METHODS  # no epochs (methods.run_fixed)
-    learner = None if fixed else build_learner(cfg, bb, data, prompt_texts(cfg, data))
-    total = 0 if fixed else cfg.epochs or epochs_for_shots(cfg.shots)
+    closed_form = cfg.method in FIXED_METHODS  # no epochs (methods.run_fixed)
+    learner = None if closed_form else build_learner(cfg, bb, data, prompt_texts(cfg, data))
+    total = 0 if closed_form else cfg.epochs or epochs_for_shots(cfg.shots)
     resolved = {
         **asdict(cfg),
         "epochs": total or cfg.epochs,
@@ -83,10 +86,11 @@ def _run_training(cfg: TrainConfig, cb: Callbacks, project: Project, dist: Dist)
         **dist.meta(),
     }
     on_main(dist, lambda: atomic_write_json(project.run_config, resolved), "writing run_config.json")
-    if fixed:  # fitted in seconds: rank 0 alone fits and writes it (the other ranks get None)
+    if learner is None:  # fitted in seconds: rank 0 alone fits and writes it (the other ranks get None)
         return on_main(dist, lambda: run_fixed(cfg, cb, project, bb, data, objective), "writing the prompt file")
 
-    head, fixed = None, None
+    head: ResidualHead | None = None
+    fixed: FixedLogits | None = None
     if cfg.head == "residual":
         head, fixed = fit_run_head(cfg, learner, objective, data, dist)
         cb.info(describe_head(head))
@@ -111,7 +115,7 @@ def _run_training(cfg: TrainConfig, cb: Callbacks, project: Project, dist: Dist)
     record: dict[str, Any] = {}
     for epoch in range(start, total):
         record = train_epoch(epoch, total, cfg, learner, optimizer, objective, data, cb, prof, dist, fixed)
-        if data.val is not None:
+        if data.val is not None and data.val_labels is not None:  # (set together)
             record["val_acc"] = evaluate(learner, objective, data.val, data.val_labels, dist=dist, fixed=fixed)
             if record["val_acc"] > best.acc:
                 best = BestEpoch(epoch + 1, record["val_acc"], snapshot(learner))
@@ -174,7 +178,7 @@ def train_epoch(
     total: int,
     cfg: TrainConfig,
     learner: PromptLearner,
-    optimizer,
+    optimizer: torch.optim.Optimizer,
     objective: Objective,
     data: TrainData,
     cb: Callbacks,
@@ -190,6 +194,7 @@ def train_epoch(
     method's logits plus the fixed prior and residual: the prompts train inside the blend they are used in.
 
     Under torchrun each rank computes its share of every global batch (:mod:`parallel`)."""
+    assert cfg.batch_size is not None and cfg.crop_scale is not None  # set by config.resolve_recipe
     lr = lr_at(epoch, cfg, total)
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -225,9 +230,10 @@ def train_epoch(
             tick({"loss": sums["loss"] / sums["seen"], "acc": sums["correct"] / sums["seen"], "lr": lr})
             continue
         with phase(prof, "data"):
-            if crops is not None:  # this step's fresh crops, encoded now
+            if crops is not None and data.crops is not None:  # this step's fresh crops, encoded now
                 z, Z = encode_crops(bb, data.crops, idx.tolist(), crops)  # (b, d), (b, N, d)
             else:
+                assert views is not None  # drawn above when the crops are not fresh
                 Z = data.train.local[idx, views[idx]].to(bb.device, non_blocking=True).float()  # (b, N, d)
                 z = data.train.global_[idx, views[idx]].to(bb.device, non_blocking=True).float()  # (b, d)
             y = data.train_labels[idx].to(bb.device)  # (b,)

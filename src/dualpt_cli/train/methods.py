@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +42,8 @@ def build_learner(
 ) -> PromptLearner:
     """The prompt learner of ``cfg.method`` (codualpt, cocoop: with CoCoOp's meta-net)."""
     names = [c.name for c in data.classes]
+    assert cfg.n_ctx is not None and cfg.ctx_init is not None  # set by config.resolve_recipe
+    learner: PromptLearner
     if cfg.method in CONDITIONAL_METHODS:
         learner = ConditionalPromptLearner(
             bb,
@@ -100,6 +103,7 @@ def batched_logits(
         z = global_[start : start + batch_size].to(bb.device).float()
         if conditional:
             W = objective.prompts(learner, z)  # (b, K, M, d)
+        assert W is not None  # the shared prompts once, or this batch's conditional ones
         with bb.autocast():
             out.append(objective.logits(Z, W, z).float())
     return torch.cat(out)
@@ -130,7 +134,9 @@ def run_fixed(
     z = data.train.global_.flatten(0, 1).to(bb.device).float()  # (images x views, d): every cached view
     labels = data.train_labels.repeat_interleave(n_views).to(bb.device)
     text = name_features(bb, names)  # (K, d) "a photo of a {name}."
-    extra, meta, prior, epochs = {}, {}, None, 0
+    extra: dict[str, torch.Tensor] = {}
+    meta: dict[str, Any] = {}
+    prior, epochs = None, 0
     if cfg.method == "linear-probe" and lp_clip(cfg):
         fitted = fit_lp_clip(data)
         cb.info(

@@ -48,6 +48,7 @@ class Objective:
         (:func:`parallel.prompt_features`; a collective: every rank calls it); codualpt's per-image prompts
         are already split with the images."""
         if isinstance(learner, ConditionalPromptLearner):
+            assert z is not None, "conditional prompts need the images' global features"
             return learner.forward_conditional(z)
         return prompt_features(learner, dist)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 
@@ -85,23 +85,25 @@ def prompt_features(learner: PromptLearner, dist: Dist) -> torch.Tensor:
     """
     K = learner.num_classes
     if not dist.distributed or K < dist.world_size:
-        return learner()
+        features: torch.Tensor = learner()
+        return features
     lo, hi = dist.shard_bounds(K)
-    return _GatherClasses.apply(learner(range(lo, hi)), lo, K, dist)
+    gathered: torch.Tensor = _GatherClasses.apply(learner(range(lo, hi)), lo, K, dist)
+    return gathered
 
 
 class _GatherClasses(torch.autograd.Function):
     """Every rank's share of the classes' features in class order, and the summed gradient of one's own share."""
 
     @staticmethod
-    def forward(ctx, mine: torch.Tensor, lo: int, K: int, dist: Dist) -> torch.Tensor:
+    def forward(ctx: Any, mine: torch.Tensor, lo: int, K: int, dist: Dist) -> torch.Tensor:
         ctx.lo, ctx.hi, ctx.dist = lo, lo + len(mine), dist
         full = mine.new_zeros((K, *mine.shape[1:]))
         full[lo : ctx.hi] = mine
         return dist.all_reduce_sum(full, "training: gathering the class prompt features")
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
         grad = ctx.dist.all_reduce_sum(grad.contiguous().clone(), "training: summing the prompt features' gradients")
         return grad[ctx.lo : ctx.hi], None, None, None
 
@@ -152,14 +154,14 @@ def same_start(
     """Rank 0's starting point on every rank: after ``--resume`` only rank 0 has read the checkpoint.
 
     The epoch and best-validation record go as JSON; the parameters, SGD momentum and the best epoch's
-    state (one tensor, or tensors by name) as tensors (a sum in which the other ranks add zeros, so the
+    state (tensors by name) as tensors (a sum in which the other ranks add zeros, so the
     values arrive exactly).
     """
     if not dist.distributed:
         return start, best
     momentum = [optimizer.state.get(p, {}).get("momentum_buffer") for p in params]
     kept = best.state
-    named = (kept if isinstance(kept, dict) else {"": kept}) if kept is not None else {}
+    named = kept if kept is not None else {}
     state = dist.broadcast_json(
         {
             "start": start,
@@ -182,7 +184,6 @@ def same_start(
                 k: _from_main(dist, named[k] if k in named else like.new_zeros(shape))
                 for k, shape in state["best"].items()
             }
-            got = got[""] if list(got) == [""] else got
     return state["start"], BestEpoch(state["best_epoch"], state["best_acc"], got)
 
 

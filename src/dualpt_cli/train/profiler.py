@@ -24,16 +24,15 @@ class phase:
     def __init__(self, prof: Profiler | None, name: str):
         self.prof, self.name = prof, name
 
-    def __enter__(self):
+    def __enter__(self) -> phase:
         if self.prof is not None:
             if self.prof.device.type == "cuda":
                 torch.cuda.synchronize(self.prof.device)
             self.t0 = time.perf_counter()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         if self.prof is not None:
             if self.prof.device.type == "cuda":
                 torch.cuda.synchronize(self.prof.device)
             self.prof.totals[self.name] = self.prof.totals.get(self.name, 0.0) + time.perf_counter() - self.t0
-        return False

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
+from rich.progress import TaskID
 from rich.table import Table
 
 from ..compare.grid import Callbacks, Cell, CellResult, CompareResult, Row
@@ -46,15 +47,14 @@ class CellProgress(TrainCallbacks):
     def __init__(self, quiet: bool = False):
         self.bar = progress(transient=True)
         self.bar.disable = self.bar.disable or quiet
-        self.task = None
+        self.task: TaskID | None = None
 
     def __enter__(self) -> CellProgress:
         self.bar.start()
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc: object) -> None:
         self.bar.stop()
-        return False
 
     def warn(self, message: str) -> None:
         warn(message)
@@ -64,15 +64,20 @@ class CellProgress(TrainCallbacks):
             self.bar.remove_task(self.task)
         self.task = self.bar.add_task(f"  {name}", total=total, status="")
 
+    def _advance(self, n: int) -> None:
+        if self.task is not None:  # the current stage's bar
+            self.bar.advance(self.task, n)
+
     def stage(self, name: str, total: int) -> Callable[[int], None]:
         self._task(name, total)
-        return lambda n: self.bar.advance(self.task, n)
+        return lambda n: self._advance(n)
 
     def epoch(self, epoch: int, total: int, steps: int) -> Callable[[dict[str, Any]], None]:
         self._task(f"epoch {epoch + 1}/{total}", steps)
 
         def tick(stats: dict[str, Any]) -> None:
-            self.bar.update(self.task, advance=1, status=f"loss {stats['loss']:.3f}  acc {stats['acc']:.1%}")
+            if self.task is not None:
+                self.bar.update(self.task, advance=1, status=f"loss {stats['loss']:.3f}  acc {stats['acc']:.1%}")
 
         return tick
 

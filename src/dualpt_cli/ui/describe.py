@@ -18,7 +18,7 @@ from . import console as ui
 
 def describe(cfg: DescribeConfig, json_out: bool = False) -> None:
     """Run with a progress bar, then print a table (or JSON); PartialFailure if any class failed."""
-    parse_class_list(cfg.classes)  # a bad class list fails before the project folder is touched
+    parse_class_list(cfg.class_file)  # a bad class list fails before the project folder is touched
     with project_lock(cfg.project, "describe"):  # one writer at a time, from reading what is stored to the end
         plan = plan_describe(cfg)  # bad input fails here, before the progress bar
         with ui.progress() as bar:

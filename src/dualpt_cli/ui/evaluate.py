@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.markup import escape
 from rich.table import Table
 
+from ..core.vocab import EvalMethod
 from ..errors import PartialFailure
 from ..predict.evaluate import TITLES, EvalResult
 from . import console as ui
@@ -66,7 +67,7 @@ def _print_tables(result: EvalResult) -> None:
         per.add_row(escape(r["class"]), str(r["images"]), *[_pct(rows[n][r["class"]]["accuracy"]) for n in rows])
     console.print(per)
 
-    main = "dualpt" if "dualpt" in result.results else "zero_shot"
+    main: EvalMethod = "dualpt" if "dualpt" in result.results else "zero_shot"
     confused = result.results[main]["confused"]
     if confused:
         pairs = Table(title=f"most confused ({TITLES[main]})")

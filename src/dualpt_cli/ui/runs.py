@@ -12,7 +12,12 @@ from .console import console
 
 # columns of ``dualpt runs``: (header, row key); the accuracies always show, the others give way on a narrow
 # terminal, last first (``--json`` has them all)
-RUN_COLUMNS = (("", "current"), ("run", "name"), ("method", "method"), ("train", "train_accuracy"))
+RUN_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("", "current"),
+    ("run", "name"),
+    ("method", "method"),
+    ("train", "train_accuracy"),
+)
 RUN_COLUMNS += (("val", "val_accuracy"), ("eval", "eval_top1"), ("shots", "shots"), ("seed", "seed"))
 RUN_COLUMNS += (("epochs", "epochs"),)
 OPTIONAL_RUN_COLUMNS = ("epochs", "seed", "shots")  # left out in this order until the table fits

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
-from rich.progress import Progress
+from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from ..core.distributed import Dist
@@ -23,17 +23,22 @@ class RichCallbacks(Callbacks):
 
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
-        self.bar: Progress | None = None
+        self.bar: Progress | None = None  # from __enter__ on
+        self._task: TaskID | None = None  # the current epoch's bar
 
     def __enter__(self) -> RichCallbacks:
         self.bar = progress()
         self.bar.start()
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.stop()
-        return False
+
+    @property
+    def _live(self) -> Progress:
+        assert self.bar is not None, "RichCallbacks draws inside its with-block"
+        return self.bar
 
     def warn(self, message: str) -> None:
         warn(message)
@@ -43,17 +48,18 @@ class RichCallbacks(Callbacks):
             err_console.print(escape(message))
 
     def stage(self, name: str, total: int) -> Callable[[int], None]:
-        task = self.bar.add_task(name, total=total, status="")
-        return lambda n: self.bar.advance(task, n)
+        task = self._live.add_task(name, total=total, status="")
+        return lambda n: self._live.advance(task, n)
 
     def epoch(self, epoch: int, total: int, steps: int) -> Callable[[dict[str, float]], None]:
-        if getattr(self, "_task", None) is not None:
-            self.bar.remove_task(self._task)
-        self._task = self.bar.add_task(f"epoch {epoch + 1}/{total}", total=steps, status="")
+        if self._task is not None:
+            self._live.remove_task(self._task)
+        self._task = self._live.add_task(f"epoch {epoch + 1}/{total}", total=steps, status="")
 
         def tick(stats: dict[str, float]) -> None:
             status = f"loss {stats['loss']:.3f}  acc {stats['acc']:.1%}  lr {stats['lr']:.2e}"
-            self.bar.update(self._task, advance=1, status=status)
+            if self._task is not None:
+                self._live.update(self._task, advance=1, status=status)
 
         return tick
 
@@ -63,7 +69,7 @@ class RichCallbacks(Callbacks):
         every = max(1, record["epochs"] // 20)
         if record["epoch"] % every == 0:
             val = f"  val {record['val_acc']:.1%}" if "val_acc" in record else ""
-            self.bar.console.print(
+            self._live.console.print(
                 f"epoch {record['epoch']:>4}  loss {record['loss']:.4f}  acc {record['acc']:.1%}{val}"
                 f"  lr {record['lr']:.2e}  {record['seconds']:.1f}s"
             )
@@ -129,7 +135,7 @@ def report(result: TrainResult, json_out: bool = False, run: str | None = None, 
         if result.head is not None:
             blend += " + residual head"
         table.add_row("classifier kept", blend if g.classifier == "trained" else f"{g.classifier} (training lost)")
-        if g.val_images:
+        if g.val_images and g.gain is not None:  # (a gain whenever there were held-out images)
             acc = g.val_acc
             parts = [f"kept {g.kept_acc:.1%}", f"zero-shot {acc['zero-shot']:.1%}"]
             if "descriptions" in acc:
@@ -168,7 +174,9 @@ def head_rows(table: Table, head: ResidualHead) -> None:
             parts.append(f"descriptions {cv['descriptions']:.1%}")
         parts += [f"blend {cv['blend']:.1%}", f"residual alone {cv['residual']:.1%}", f"kept {cv['head']:.1%}"]
         table.add_row(f"cross-validated accuracy ({head.folds} folds)", ", ".join(parts))
-        table.add_row("gain over zero-shot (cross-validated)", f"{(cv['head'] - cv['zero-shot']) * 100:+.1f} points")
+        kept, zero_shot = cv["head"], cv["zero-shot"]
+        assert kept is not None and zero_shot is not None  # measured out of fold
+        table.add_row("gain over zero-shot (cross-validated)", f"{(kept - zero_shot) * 100:+.1f} points")
     else:
         table.add_row("cross-validated accuracy", "none at 1 shot per class (nothing to hold out)")
     penalty = f"head penalty {head.lam:g}"
