@@ -212,8 +212,7 @@ class EvalResult:
         out["failed"] = [{"image": p, "error": e} for p, e in self.failed]
         if len(self.results) == 2:
             out["gain_top1"] = self.results["dualpt"]["top1"] - self.results["zero_shot"]["top1"]
-        data: dict[str, Any] = rounded(out)
-        return data
+        return dict(rounded(out))
 
 
 def evaluate_folder(cfg: EvalConfig, progress: StreamProgress | None = None, dist: Dist | None = None) -> EvalResult:
@@ -262,12 +261,9 @@ def evaluate_folder(cfg: EvalConfig, progress: StreamProgress | None = None, dis
 
     paths = [p for files in folders.values() for p in files]
     labels = torch.tensor([index[k] for k, files in enumerate(folders.values()) for _ in files])
-    settings: dict[str, Any] = {
-        "--batch-size": cfg.batch_size,
-        "--classes": file_digest(cfg.classes),
-        "--zero-shot": cfg.zero_shot,
-    }
-    settings |= {"--prompt-file": file_digest(path) if clf else None, "--model": [cfg.model, cfg.pretrained]}
+    settings: dict[str, Any] = {"--batch-size": cfg.batch_size, "--classes": file_digest(cfg.classes)}
+    settings |= {"--zero-shot": cfg.zero_shot, "--prompt-file": file_digest(path) if clf else None}
+    settings |= {"--model": [cfg.model, cfg.pretrained]}
     lo, hi = shard_inputs(paths, dist, cfg.batch_size, "eval", settings | {"--precision": cfg.precision})
     scores = run_images(bb, clf, zs, paths[lo:hi], cfg, progress or StreamProgress())
     scores = gather_scores(scores, lo, len(paths), len(classes), dist)
