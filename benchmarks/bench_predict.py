@@ -44,7 +44,7 @@ from dualpt_cli.data.stream import default_workers, image_batches
 from dualpt_cli.model.prompts import PromptLearner
 from dualpt_cli.predict.classifier import Classifier
 from dualpt_cli.predict.rows import predict_rows
-from dualpt_cli.train.export import save_prompts
+from dualpt_cli.train.export import RunRecord, save_prompts
 from dualpt_cli.train.hooks import BestEpoch
 from dualpt_cli.train.loop import TrainConfig
 from dualpt_cli.train.objective import matcher_for
@@ -204,7 +204,7 @@ def make_prompt_file(args: argparse.Namespace, folder: Path) -> Path:
     objective = SimpleNamespace(beta=0.0, matcher=matcher_for(cfg, bb), desc_has=no_desc)
     data = SimpleNamespace(classes=[ClassEntry(folder=n.replace(" ", "_"), name=n) for n in names], new_classes=[])
     project = resolve_project(str(folder)).ensure()
-    return save_prompts(project, learner, bb, cfg, objective, data, epochs=0, best=BestEpoch(epoch=0))
+    return save_prompts(project, learner, RunRecord(cfg, objective, data, epochs=0, best=BestEpoch(epoch=0)))
 
 
 def load(args: argparse.Namespace, precision: str) -> Backbone:

@@ -14,7 +14,15 @@ from typer.testing import CliRunner
 from dualpt_cli.cli.app import app
 from dualpt_cli.clip.features import encode_views, model_key
 from dualpt_cli.clip.load import ModelSpec, load_backbone
-from dualpt_cli.model.head import auto_val_shots, blend_logits, choose, collapsed, prior_features
+from dualpt_cli.model.head import (
+    HeldOut,
+    Prototypes,
+    auto_val_shots,
+    blend_logits,
+    choose,
+    collapsed,
+    prior_features,
+)
 from dualpt_cli.predict.classifier import Classifier
 from dualpt_cli.promptfile.io import load_prompt_file
 from dualpt_cli.train.config import RECIPES, TrainConfig, resolve_recipe
@@ -36,7 +44,7 @@ def test_guard_keeps_zero_shot_when_training_fails():
     names, z, labels = _features()
     wrong = torch.zeros(len(labels), 3)
     wrong[torch.arange(len(labels)), (labels + 1) % 3] = 50.0  # the trained prompts always pick the next class
-    d = choose(wrong, z, labels, names, names, False, 20.0, default_weight=2.0, is_collapsed=False)
+    d = choose(HeldOut(wrong, z, labels), Prototypes(names, names, False, 20.0), default_weight=2.0, is_collapsed=False)
     assert d.classifier == "zero-shot" and d.dual_weight == 0.0 and d.prior_weight == 1.0 and d.prior == "names"
     assert d.val_acc["zero-shot"] == 1.0 and d.val_acc["trained+prior2"] == 0.0
     assert set(d.val_acc) == {"trained+prior2", "zero-shot"}  # few held-out images: no weight is chosen
@@ -48,10 +56,11 @@ def test_guard_prefers_descriptions_when_they_win():
     prior = names.roll(1, dims=0)  # names point at the wrong class; the descriptions are right
     z = prior[labels] + 0.01
     flat = torch.zeros(len(labels), 3)  # training learned nothing
-    d = choose(flat, z, labels, names, prior, True, 20.0, default_weight=2.0, is_collapsed=False)
+    held_out, protos = HeldOut(flat, z, labels), Prototypes(names, prior, True, 20.0)
+    d = choose(held_out, protos, default_weight=2.0, is_collapsed=False)
     # a trained blend with the prior also scores 100%: the trained classifier wins ties
     assert d.classifier == "trained" and d.prior_weight > 0 and d.prior == "descriptions"
-    d = choose(flat, z, labels, names, prior, True, 20.0, default_weight=2.0, is_collapsed=True)
+    d = choose(held_out, protos, default_weight=2.0, is_collapsed=True)
     assert d.classifier == "descriptions" and d.dual_weight == 0.0 and d.collapsed
 
 
@@ -60,9 +69,8 @@ def test_guard_keeps_trained_blend_when_it_is_better():
     right = torch.zeros(len(labels), 3)
     right[torch.arange(len(labels)), labels] = 50.0
     bad_names = names.roll(1, dims=0)  # zero-shot is wrong everywhere
-    d = choose(
-        right, z, labels, bad_names, bad_names, False, 20.0, default_weight=2.0, is_collapsed=False, choose_weight=True
-    )
+    protos = Prototypes(bad_names, bad_names, False, 20.0)
+    d = choose(HeldOut(right, z, labels), protos, default_weight=2.0, is_collapsed=False, choose_weight=True)
     assert {"trained+prior0", "trained+prior4"} <= set(d.val_acc)
     assert d.classifier == "trained" and d.dual_weight == 1.0 and d.val_acc["zero-shot"] == 0.0
     assert d.kept_acc == 1.0 and d.gain == 1.0
@@ -71,9 +79,11 @@ def test_guard_keeps_trained_blend_when_it_is_better():
 
 def test_guard_without_held_out_images():
     names, _, _ = _features()
-    d = choose(None, None, None, names, names, True, 20.0, default_weight=2.0, is_collapsed=False)
+    d = choose(None, Prototypes(names, names, True, 20.0), default_weight=2.0, is_collapsed=False)
     assert (d.classifier, d.dual_weight, d.prior_weight, d.gain) == ("trained", 1.0, 2.0, None)
-    d = choose(None, None, None, names, names, False, 20.0, default_weight=2.0, is_collapsed=True)
+    d = choose(None, Prototypes(names, names, False, 20.0), default_weight=2.0, is_collapsed=True)
+    empty = HeldOut(torch.zeros(0, 3), torch.zeros(0, 8), torch.zeros(0, dtype=torch.long))  # none held out
+    assert choose(empty, Prototypes(names, names, False, 20.0), default_weight=2.0, is_collapsed=True) == d
     assert (d.classifier, d.dual_weight, d.prior_weight) == ("zero-shot", 0.0, 1.0)
 
 
@@ -95,6 +105,12 @@ def test_blend_and_prior_features():
     expected = dual + 2.0 * 20.0 * F.normalize(z, dim=-1) @ prior.T
     assert_close(blend_logits(dual, z, prior, 20.0, 1.0, 2.0), expected)
     assert_close(blend_logits(None, z, prior, 20.0, 0.0, 1.0), 20.0 * F.normalize(z, dim=-1) @ prior.T)
+    with pytest.raises(ValueError, match="dual_weight"):  # a part that is weighted must be given
+        blend_logits(None, z, prior, 20.0, 1.0, 0.0)
+    with pytest.raises(ValueError, match="prior_weight"):
+        blend_logits(dual, z, None, 20.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="both weights"):  # no classifier at all, not the number 0.0
+        blend_logits(dual, z, prior, 20.0, 0.0, 0.0)
 
 
 def test_description_ensemble_scores_the_mean_of_descriptor_scores():

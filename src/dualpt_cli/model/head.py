@@ -125,35 +125,50 @@ class Decision:
         return {**asdict(self), "kept_acc": self.kept_acc, "gain_over_zero_shot": self.gain}
 
 
+@dataclass(frozen=True)
+class HeldOut:
+    """The held-out images the guard compares the classifiers on."""
+
+    dual: torch.Tensor  # (V, K) DUAL-PT logits
+    z: torch.Tensor  # (V, d) global image features
+    labels: torch.Tensor  # (V,) true class indices
+
+
+@dataclass(frozen=True)
+class Prototypes:
+    """What the blend and the two training-free classifiers score with: logit_scale * cos(z, prototype)."""
+
+    names: torch.Tensor  # (K, d) the name prompts "a photo of a {name}." (zero-shot CLIP)
+    prior: torch.Tensor  # (K, d) the prior: the description ensemble where a class has descriptions, else names
+    has_descriptions: bool  # whether the prior uses descriptions (then a third candidate)
+    logit_scale: float
+
+
 def _acc(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((logits.argmax(-1).cpu() == labels.cpu()).float().mean()) if len(labels) else float("nan")
 
 
 def choose(
-    dual: torch.Tensor | None,
-    z: torch.Tensor | None,
-    labels: torch.Tensor | None,
-    names: torch.Tensor,
-    prior: torch.Tensor,
-    has_descriptions: bool,
-    logit_scale: float,
+    held_out: HeldOut | None,
+    protos: Prototypes,
     default_weight: float,
     is_collapsed: bool,
     choose_weight: bool = False,
 ) -> Decision:
-    """The classifier to save, from held-out DUAL-PT logits ``dual`` (V, K) and global features ``z`` (V, d).
+    """The classifier to save, from the ``held_out`` images' DUAL-PT logits and global features.
 
     The trained prompts blended with the prior at ``default_weight`` are compared with the two training-free
     classifiers (zero-shot with names, the description ensemble); a training-free one is kept only when it is
     strictly better on the held-out images (or training collapsed). With ``choose_weight`` the blend weight
     is also chosen among :data:`PRIOR_WEIGHTS` (ties to the one closest to ``default_weight``): worth it only
     with many held-out images, since picking among several candidates on a dozen images mostly picks noise.
-    Without held-out images (``labels`` None) the blend uses ``default_weight``; a collapsed run then falls
+    Without held-out images (None, or none in it) the blend uses ``default_weight``; a collapsed run then falls
     back to the prior.
     """
+    has_descriptions = protos.has_descriptions
     kind = "descriptions" if has_descriptions else "names"
     fallback = "descriptions" if has_descriptions else "zero-shot"
-    if labels is None or len(labels) == 0:
+    if held_out is None or len(held_out.labels) == 0:
         if is_collapsed:
             return Decision(
                 fallback,
@@ -164,12 +179,12 @@ def choose(
                 reason="training collapsed (loss near ln K, chance accuracy); kept the prior",
             )
         return Decision("trained", 1.0, default_weight, kind, reason="no held-out images; default blend")
-    assert z is not None  # the held-out images' features come with their labels
+    dual, z, labels, scale = held_out.dual, held_out.z, held_out.labels, protos.logit_scale
     weights = sorted(PRIOR_WEIGHTS if choose_weight else (default_weight,), key=lambda w: abs(w - default_weight))
-    scores = {f"trained+prior{w:g}": _acc(blend_logits(dual, z, prior, logit_scale, 1.0, w), labels) for w in weights}
-    scores["zero-shot"] = _acc(blend_logits(None, z, names, logit_scale, 0.0, 1.0), labels)
+    scores = {f"trained+prior{w:g}": _acc(blend_logits(dual, z, protos.prior, scale, 1.0, w), labels) for w in weights}
+    scores["zero-shot"] = _acc(blend_logits(None, z, protos.names, scale, 0.0, 1.0), labels)
     if has_descriptions:
-        scores["descriptions"] = _acc(blend_logits(None, z, prior, logit_scale, 0.0, 1.0), labels)
+        scores["descriptions"] = _acc(blend_logits(None, z, protos.prior, scale, 0.0, 1.0), labels)
     best_w = max(weights, key=lambda w: scores[f"trained+prior{w:g}"])  # max keeps the first of equals
     best_trained = scores[f"trained+prior{best_w:g}"]
     free = max(("zero-shot", "descriptions"), key=lambda k: scores.get(k, -1.0))

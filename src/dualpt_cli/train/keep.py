@@ -11,18 +11,17 @@ from ..core.project import Project
 from ..model.head import (
     CHOOSE_WEIGHT_MIN_VAL,
     Decision,
+    HeldOut,
+    Prototypes,
     choose,
     collapsed,
 )
 from ..model.prompts import PromptLearner
 from ..model.residual import ResidualHead
-from .config import TrainConfig
-from .export import save_prompts
+from .export import Kept, MethodExtras, RunRecord, save_prompts
 from .headfit import prior_of
-from .hooks import BestEpoch, Callbacks
+from .hooks import Callbacks
 from .methods import batched_logits
-from .objective import Objective
-from .trainset import TrainData
 
 
 def describe_head(head: ResidualHead) -> str:
@@ -37,19 +36,18 @@ def describe_head(head: ResidualHead) -> str:
 
 
 def finish(
-    cfg: TrainConfig,
+    run: RunRecord,
     cb: Callbacks,
     project: Project,
     learner: PromptLearner,
-    objective: Objective,
-    data: TrainData,
-    epochs: int,
-    best: BestEpoch,
     last: dict[str, Any],
     head: ResidualHead | None = None,
 ) -> Decision:
-    """Choose the classifier to keep (the guard) and write the prompt file; on rank 0 only under torchrun."""
-    decision, prior = decide(cfg, learner, objective, data, last)
+    """Choose the classifier to keep (the guard, from the ``last`` epoch's record and the held-out images) and
+    write the prompt file; on rank 0 only under torchrun."""
+    cfg = run.cfg
+    kept = decide(run, learner, last)
+    decision = kept.decision
     if decision.collapsed:
         cb.warn(
             "training collapsed: the loss is near ln K and training accuracy at chance (every class scores "
@@ -60,45 +58,31 @@ def finish(
             f"training did not beat {decision.classifier} on the held-out images; the prompt file keeps "
             f"{decision.classifier} ({decision.reason})"
         )
+    extras = None
     if head is not None:
-        extra = {"residual_weights": head.weights}
         meta = {"temperature": head.temperature, "head": head.to_json()}
-    else:
-        extra, meta = None, None
-    save_prompts(
-        project, learner, learner.bb, cfg, objective, data, epochs, best, decision, prior, extra=extra, meta_fields=meta
-    )
+        extras = MethodExtras({"residual_weights": head.weights}, meta)
+    save_prompts(project, learner, run, kept, extras)
     return decision
 
 
 @torch.no_grad()
-def decide(
-    cfg: TrainConfig, learner: PromptLearner, objective: Objective, data: TrainData, last: dict[str, Any]
-) -> tuple[Decision, torch.Tensor]:
-    """The classifier to save (:func:`head.choose`) and the prior prototypes it blends, (K, d)."""
-    bb = learner.bb
+def decide(run: RunRecord, learner: PromptLearner, last: dict[str, Any]) -> Kept:
+    """The classifier to save (:func:`head.choose`) and the prior prototypes (K, d) it blends."""
+    bb, cfg, objective, data = learner.bb, run.cfg, run.objective, run.data
     assert cfg.prior_weight is not None  # set by config.resolve_recipe
     names, prior, kind = prior_of(learner, objective)  # (K, d), (K, d)
-    has_desc = kind == "descriptions"
     is_collapsed = bool(last) and collapsed(last["loss_img"], last["acc"], learner.num_classes)
     if not cfg.guard:
         why = "residual head on the blend" if cfg.head == "residual" else "no guard"
-        return Decision("trained", 1.0, cfg.prior_weight, kind, collapsed=is_collapsed, reason=why), prior
-    dual = z = labels = None
-    if data.val is not None:
+        return Kept(Decision("trained", 1.0, cfg.prior_weight, kind, collapsed=is_collapsed, reason=why), prior)
+    held_out = None
+    if data.val is not None and data.val_labels is not None:  # (set together)
         dual = batched_logits(objective, learner, data.val.local[:, 0], data.val.global_[:, 0])  # (V, K)
-        z, labels = data.val.global_[:, 0].to(bb.device).float(), data.val_labels
-    per_class = len(labels) / learner.num_classes if labels is not None else 0
+        held_out = HeldOut(dual, data.val.global_[:, 0].to(bb.device).float(), data.val_labels)
+    per_class = len(held_out.labels) / learner.num_classes if held_out is not None else 0
+    protos = Prototypes(names, prior, kind == "descriptions", bb.logit_scale)
     decision = choose(
-        dual,
-        z,
-        labels,
-        names,
-        prior,
-        has_desc,
-        bb.logit_scale,
-        cfg.prior_weight,
-        is_collapsed,
-        choose_weight=per_class >= CHOOSE_WEIGHT_MIN_VAL,
+        held_out, protos, cfg.prior_weight, is_collapsed, choose_weight=per_class >= CHOOSE_WEIGHT_MIN_VAL
     )
-    return decision, names if decision.prior == "names" else prior
+    return Kept(decision, names if decision.prior == "names" else prior)

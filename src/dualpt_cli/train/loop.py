@@ -28,6 +28,7 @@ from ..model.prompts import ConditionalPromptLearner, PromptLearner, phrase_text
 from ..model.residual import ResidualHead
 from .checkpoint import read_checkpoint, restore_checkpoint, save_checkpoint, trim_log
 from .config import FIXED_METHODS, TrainConfig, resolve_recipe
+from .export import RunRecord
 from .headfit import FixedLogits, fit_run_head
 from .hooks import BestEpoch, Callbacks, TrainResult
 from .keep import describe_head, finish
@@ -136,7 +137,7 @@ def _run_training(cfg: TrainConfig, cb: Callbacks, project: Project, dist: Dist)
         restore(learner, best.state)
     decision = on_main(
         dist,
-        lambda: finish(cfg, cb, project, learner, objective, data, total, best, record, head),
+        lambda: finish(RunRecord(cfg, objective, data, total, best), cb, project, learner, record, head),
         "writing the prompt file",
     )
     return TrainResult(

@@ -29,8 +29,8 @@ from ..model.lpclip import LPClipResult, search_lpclip
 from ..model.prompts import ConditionalPromptLearner, PromptLearner
 from ..model.tip_adapter import FINE_TUNE_EPOCHS, fit_tip_adapter, tip_logits
 from .config import CONDITIONAL_METHODS, TIP_METHODS, TrainConfig, lp_clip
-from .export import save_prompts
-from .hooks import BestEpoch, Callbacks, TrainResult
+from .export import Kept, MethodExtras, RunRecord, save_prompts
+from .hooks import Callbacks, TrainResult
 from .objective import Objective
 from .trainset import TrainData
 
@@ -186,9 +186,8 @@ def run_fixed(
         logits = blend_logits(None, z, prior, bb.logit_scale, 0.0, 1.0)
     loss = float(F.cross_entropy(logits.float(), labels))
     acc = float((logits.argmax(-1) == labels).float().mean())
-    path = save_prompts(
-        project, learner, bb, cfg, objective, data, epochs, BestEpoch(), decision, prior, extra=extra, meta_fields=meta
-    )
+    run = RunRecord(cfg, objective, data, epochs)
+    path = save_prompts(project, learner, run, Kept(decision, prior), MethodExtras(extra, meta))
     return TrainResult(
         prompt_file=path,
         epochs=epochs,
