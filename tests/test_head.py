@@ -109,8 +109,9 @@ def test_blend_and_prior_features():
         blend_logits(None, z, prior, 20.0, 1.0, 0.0)
     with pytest.raises(ValueError, match="prior_weight"):
         blend_logits(dual, z, None, 20.0, 1.0, 1.0)
-    with pytest.raises(ValueError, match="both weights"):  # no classifier at all, not the number 0.0
-        blend_logits(dual, z, prior, 20.0, 0.0, 0.0)
+    assert_close(blend_logits(None, z, prior, 20.0, 0.0, 0.0), torch.zeros(len(z), 3))  # (B, K), not the number 0
+    with pytest.raises(ValueError, match="both weights"):
+        blend_logits(None, z, None, 20.0, 0.0, 0.0)
 
 
 def test_description_ensemble_scores_the_mean_of_descriptor_scores():

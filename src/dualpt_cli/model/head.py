@@ -63,7 +63,8 @@ def blend_logits(
 ) -> torch.Tensor:
     """(B, K) final logits from DUAL-PT logits ``dual`` (B, K), global features ``z`` (B, d), ``prior`` (K, d).
 
-    Each part is computed only when its weight is non-zero (``dual`` / ``prior`` may then be None).
+    Each part is computed only when its weight is non-zero (``dual`` / ``prior`` may then be None); with both
+    weights zero the logits are zeros (the prior part of a paper-recipe blend under the residual head).
     """
     parts = []
     if dual_weight:
@@ -75,7 +76,11 @@ def blend_logits(
             raise ValueError("blend_logits: a non-zero prior_weight needs the prior")
         parts.append(prior_weight * global_logits(z, prior, logit_scale))
     if not parts:
-        raise ValueError("blend_logits: both weights are zero")
+        scored = prior if prior is not None else dual
+        if scored is None:
+            raise ValueError("blend_logits: both weights are zero and neither part is given (no classes)")
+        K = scored.shape[0] if scored is prior else scored.shape[-1]
+        return torch.zeros(len(z), K, device=z.device)
     return parts[0] if len(parts) == 1 else parts[0] + parts[1]
 
 

@@ -43,7 +43,7 @@ class FixedLogits:
         out = blend_logits(None, z, self.prior.to(z.device), self.logit_scale, 0.0, self.prior_weight)
         if self.residual is not None:
             out = out + residual_logits(z, self.residual.to(z.device), self.logit_scale)
-        return out if torch.is_tensor(out) else torch.zeros(len(z), len(self.prior), device=z.device)
+        return out
 
 
 def prior_of(learner: PromptLearner, objective: Objective) -> tuple[torch.Tensor, torch.Tensor, str]:

@@ -195,7 +195,7 @@ def train_epoch(
     method's logits plus the fixed prior and residual: the prompts train inside the blend they are used in.
 
     Under torchrun each rank computes its share of every global batch (:mod:`parallel`)."""
-    assert cfg.batch_size is not None and cfg.crop_scale is not None  # set by config.resolve_recipe
+    assert cfg.batch_size is not None  # set by config.resolve_recipe
     lr = lr_at(epoch, cfg, total)
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -204,6 +204,7 @@ def train_epoch(
     order = torch.randperm(n_images, generator=gen)
     crops = views = None
     if data.crops is not None:  # every image's crop and flip for this epoch, in image order
+        assert cfg.crop_scale is not None  # set by config.resolve_recipe
         crops = draw_crops(data.crops.sizes, (cfg.crop_scale, 1.0), gen)
     else:
         views = torch.randint(n_views, (n_images,), generator=gen)
