@@ -217,16 +217,16 @@ def atomic_write_json(path: Path, obj: Any) -> None:
         atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
-def read_json(path: Path, what: str) -> Any:
-    """Read a JSON file the project wrote; a clear error names the file if it is damaged."""
+def read_json(path: Path, what: str, fix: str = "delete it or re-create it") -> Any:
+    """Read a JSON file the project wrote; a clear error names the file (and ``fix``) if it is damaged."""
     if not os.path.lexists(path):
         raise ProjectError(f"{path} does not exist ({what})")
     try:
         return json.loads(read_regular(path, what, ProjectError).decode("utf-8"))  # a device is refused, not read
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProjectError(f"{path} is not valid JSON ({what}): {exc}; delete it or re-create it") from None
+        raise ProjectError(f"{path} is not valid JSON ({what}): {exc}; {fix}") from None
     except RecursionError:
-        raise ProjectError(f"{path} is nested too deeply to be a {what}; delete it or re-create it") from None
+        raise ProjectError(f"{path} is nested too deeply to be a {what}; {fix}") from None
 
 
 def read_user_text(path: Path, what: str) -> str:
