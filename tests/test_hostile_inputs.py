@@ -387,7 +387,7 @@ def test_a_device_or_pipe_named_as_an_image_says_what_it_is(project, images, tmp
     assert sum(r["error"] is None for r in rows.values()) == 2
 
 
-@pytest.mark.parametrize("value", ["top0", "top-1", "TOP0"])
+@pytest.mark.parametrize("value", ["top0", "top-1", "TOP0", "top-0"])
 def test_explain_top0_is_refused(project, images, tmp_path, value):
     image = next((images / "red").iterdir())
     result = invoke("explain", image, "--classes", value, "-o", tmp_path / "pics", "--project", project, *CPU)

@@ -29,7 +29,7 @@ from ..errors import DataError, ProjectError
 from ..model.prompts import DESCRIPTION_TEMPLATE, description_features
 from .classifier import Classifier, load_classifier
 
-TOP = re.compile(r"top([-+]?\d*)$", re.IGNORECASE)
+TOP = re.compile(r"top([-+]?\d+)?$", re.IGNORECASE)  # top, top3; top0 and top-1 are refused (check_selectors)
 
 
 # ---------------------------------------------------------------------------------------------------------
