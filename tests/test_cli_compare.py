@@ -373,6 +373,7 @@ def _fake_grid(tmp_path: Path, monkeypatch) -> list[str]:
         (_one_cell(shots=[1]), ['cells["k"].shots should be an integer']),
         (_one_cell(accuracy=None), ['cells["k"].accuracy should be a number in [0, 1]']),
         (_one_cell(metrics={"H": "x"}), ['cells["k"].metrics.H should be a number']),
+        (json.dumps({"format": 2, "setups": {}, "cells": {"a": GOOD_CELL, "b": GOOD_CELL}}), ["dualpt/1/1@0 twice"]),
         ('{"format": 1, "settings": [], "cells": {}}', ["settings should be an object"]),
         ('{"format": 3}', ["format 3", "reads formats 1, 2"]),
         ('{"format": true}', ["format True"]),

@@ -36,7 +36,7 @@ from typing import Any
 from ..core.project import atomic_write_json
 from ..errors import DataError, DualptError, ProjectError
 from ..predict.evaluate import harmonic_mean
-from .resultfile import read_cells
+from .resultfile import KEEP, read_cells
 
 FORMAT = 2
 
@@ -171,7 +171,11 @@ def load_previous(path: Path) -> Previous:
     else:
         setups = dict(data["setups"])
         cells = [_stored_cell(value, value["setup"]) for value in data["cells"].values()]
-    return Previous({r.key: r for r in cells}, setups)
+    by_key = {r.key: r for r in cells}
+    if len(by_key) < len(cells):  # keyed otherwise by hand: one of them would be lost at the next save
+        twice = next(r.key for r in cells if sum(c.key == r.key for c in cells) > 1)
+        raise ProjectError(f"{path} holds cell {twice} twice; {KEEP}")
+    return Previous(by_key, setups)
 
 
 def _stored_cell(value: dict[str, Any], setup: str) -> CellResult:
