@@ -95,7 +95,7 @@ CURVE_LABELS = {  # what the keys of train_log.jsonl that train writes are (othe
     "loss_img": "loss_img (cross-entropy)",
     "loss_llm": "loss_llm (to descriptions)",
     "acc": "acc (training images)",
-    "val_acc": "val_acc (held-out shots)",
+    "val_acc": "val_acc (--val-shots images)",
     "zero_shot_acc": "zero-shot accuracy",
     "lr": "learning rate",
     "plan_entropy": "plan entropy (1 = uniform)",
