@@ -408,3 +408,18 @@ def test_an_unreadable_panel_is_left_out_with_a_warning(tmp_path, monkeypatch):
     assert f"{bad}: summary[0].mean should be a number" in said and "Traceback" not in second.output
     assert json.loads(bad.read_text()) == data
     assert (tmp_path / "proj" / "compare" / "second" / "compare.png").is_file()
+
+
+def test_project_panels_name_what_each_comparison_trained_and_tested_on(tmp_path, monkeypatch):
+    """The project's compare.png titles each panel by its comparison and task, not by the comparison's name alone."""
+    args = _fake_grid(tmp_path, monkeypatch)
+    assert compare(*args, "--name", "first").exit_code == 0
+    other = write_folder(tmp_path / "other" / "held-out", 1, 2)
+    assert compare(*args[:2], str(other), *args[3:], "--name", "second").exit_code == 0
+    titles = list(compare_cells.panels(tmp_path / "proj" / "compare"))
+    tail = tmp_path.name
+    assert titles == [
+        f"first: trained on {tail}/train, tested on {tail}/test",
+        f"second: trained on {tail}/train, tested on other/held-out",
+    ]
+    assert (tmp_path / "proj" / "compare" / "compare.png").is_file()

@@ -206,18 +206,28 @@ def compare_name(images: str | None, dataset: str | None) -> str:
 
 
 def panels(compare_root: Path, warn: Callable[[str], None] = lambda message: None) -> dict[str, list[Row]]:
-    """{comparison name: its summary rows} of every ``<compare_root>/*/compare.json``; one that cannot be read
-    is left out, and ``warn`` says which and why."""
+    """{panel title: its summary rows} of every ``<compare_root>/*/compare.json``, each titled by the comparison's
+    name and what it trained and tested on; one that cannot be read is left out, and ``warn`` says which and why."""
     out: dict[str, list[Row]] = {}
     for path in sorted(compare_root.glob("*/compare.json")):
         try:
-            rows = [Row(**{k: v for k, v in row.items() if k in ROW}) for row in read_summary(path)]
+            summary, settings = read_summary(path)
+            rows = [Row(**{k: v for k, v in row.items() if k in ROW}) for row in summary]
         except ProjectError as exc:
             warn(f"left out of {compare_root / 'compare.png'}: {exc}")
             continue
         if any(r.mean is not None for r in rows):
-            out[path.parent.name] = rows
+            out[panel_title(path.parent.name, settings)] = rows
     return out
+
+
+def panel_title(name: str, settings: dict[str, Any]) -> str:
+    """``name: trained on shapes/train, tested on shapes/test`` (or the dataset), as far as ``settings`` say."""
+    if settings.get("dataset"):
+        return f"{name}: {settings['dataset']}"
+    if settings.get("images") and settings.get("test"):
+        return f"{name}: trained on {_tail(settings['images'])}, tested on {_tail(settings['test'])}"
+    return name
 
 
 def write_pngs(
@@ -229,9 +239,9 @@ def write_pngs(
     if not any(r.mean is not None for r in rows):
         return None, None
     metric = "H (base-to-new)" if spec.base_classes else "top-1 accuracy"
-    task = spec.dataset or f"trained on {_tail(spec.images)}, tested on {_tail(spec.test)}"
+    task = {"dataset": spec.dataset, "images": spec.images, "test": spec.test}
     one = spec.folder / "compare.png"
-    atomic_write_bytes(one, compare_png({f"{name}: {task}": rows}, f"{metric} vs shots per class", metric))
+    atomic_write_bytes(one, compare_png({panel_title(name, task): rows}, f"{metric} vs shots per class", metric))
     everything = panels(spec.folder.parent, warn)
     if len(everything) < 2:
         return one, None

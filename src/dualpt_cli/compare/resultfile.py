@@ -76,7 +76,12 @@ def read_cells(path: Path) -> dict[str, Any] | None:
     return data
 
 
-def read_summary(path: Path) -> list[dict[str, Any]]:
-    """The summary rows of ``path``, checked; a :class:`ProjectError` naming the file and the field otherwise."""
+TASK = {"images": Opt(str), "test": Opt(str), "dataset": Opt(str)}  # what a panel's title names
+
+
+def read_summary(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The summary rows of ``path`` and the settings they were measured with (only the task's fields are
+    checked), or a :class:`ProjectError` naming the file and the field."""
     _, data = _read(path)
-    return check_shape(data, {"summary": [ROW]}, path, KEEP)["summary"]
+    checked = check_shape(data, {"summary": [ROW], "settings": Opt(TASK)}, path, KEEP)
+    return checked["summary"], checked.get("settings") or {}

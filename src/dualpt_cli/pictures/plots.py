@@ -283,6 +283,14 @@ def percent_range(values: Sequence[float], least: float = 10.0) -> tuple[float, 
     return max(0.0, min(min(values) - pad, high - least)), high
 
 
+def _wrapped(title: str, width: int) -> str:
+    """A panel title on lines of at most ``width`` characters, breaking after the comparison's name first."""
+    head, sep, rest = title.partition(": ")
+    if len(title) <= width or not sep:
+        return "\n".join(textwrap.wrap(title, width)) or title
+    return head + ":\n" + "\n".join(textwrap.wrap(rest, width))
+
+
 def compare_png(panels: dict[str, Sequence[Any]], title: str = "", metric: str = "top-1 accuracy") -> bytes:
     """Accuracy vs shots as in the DUAL-PT paper's Fig. 3: one panel per dataset (``panels``: title -> the
     ``compare.Row`` list of that dataset), one line per method, error bars = std over seeds, best marked.
@@ -315,7 +323,7 @@ def compare_png(panels: dict[str, Sequence[Any]], title: str = "", metric: str =
         ax.set_xscale("log", base=2)
         ax.set_xticks(all_shots, [str(s) for s in all_shots])
         ax.set_xlim(all_shots[0] / 1.4, all_shots[-1] * 1.4)  # room for the markers at both ends
-        ax.set_title(plain(name), fontsize=10)
+        ax.set_title(_wrapped(plain(name), 48 if not one else 64), fontsize=10)
         ax.set_xlabel("shots per class (log scale)")
         ax.set_ylabel(f"{metric} (%)")
         ax.grid(alpha=0.3)
