@@ -13,6 +13,7 @@ from dualpt_cli.cli.app import app
 from dualpt_cli.compare import cells as compare_cells
 from dualpt_cli.errors import DataError
 from imagegen import make_image
+from test_hostile import one_line_error
 
 runner = CliRunner()
 COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 60, 220)}
@@ -341,3 +342,84 @@ def test_base_to_new_cells_compare_h(tmp_path, monkeypatch):
     listed = Path(seen["eval"].classes).read_text().splitlines()
     assert listed == ["blue: blue", "green: green", "red: red"]  # every test class, so the untrained ones are new
     assert spec.settings()["base_classes"] == "half"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# issue 23, item 13: a compare.json that cannot be read is refused and kept, never a traceback or a fresh grid
+
+GOOD_CELL = {"method": "dualpt", "shots": 1, "seed": 1, "status": "ok", "accuracy": 0.6, "setup": "0"}
+
+
+def _one_cell(**change) -> str:
+    """A format 2 compare.json of one finished cell, with ``change`` made to the cell."""
+    return json.dumps({"format": 2, "setups": {"0": {}}, "cells": {"k": {**GOOD_CELL, **change}}})
+
+
+def _fake_grid(tmp_path: Path, monkeypatch) -> list[str]:
+    """Training and test folders, compare with a made-up accuracy per cell; the options of a run."""
+    train, test = write_folder(tmp_path / "train", 1, 1), write_folder(tmp_path / "test", 1, 2)
+    monkeypatch.setattr(compare_cells, "cell_runner", lambda spec, *hooks: lambda cell: 0.5 + 0.1 * cell.shots)
+    monkeypatch.setattr(compare_cells.CompareSpec, "check_model", lambda self: None)  # RN50: not offline
+    return [str(train), "--test", str(test), "--methods", "dualpt", "--shots", "1", "--seeds", "1", "-p", "proj"]
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("[1, 2]", ["the file should be an object"]),
+        ('{"format": 2, "setups": {}}', ["cells is missing"]),
+        ('{"format": 2, "setups": {}, "cells": []}', ["cells should be an object"]),
+        (_one_cell(accuracy="x"), ['cells["k"].accuracy should be a number']),
+        (_one_cell(shots=[1]), ['cells["k"].shots should be an integer']),
+        (_one_cell(accuracy=None), ['cells["k"].accuracy should be a number in [0, 1]']),
+        (_one_cell(metrics={"H": "x"}), ['cells["k"].metrics.H should be a number']),
+        (json.dumps({"format": 2, "setups": {}, "cells": {"a": GOOD_CELL, "b": GOOD_CELL}}), ["dualpt/1/1@0 twice"]),
+        ('{"format": 1, "settings": [], "cells": {}}', ["settings should be an object"]),
+        ('{"format": 3}', ["format 3", "reads formats 1, 2"]),
+        ('{"format": true}', ["format True"]),
+        ("[" * 100_000 + "]" * 100_000, ["nested too deeply"]),
+        ("{half", ["is not valid JSON"]),
+    ],
+)  # fmt: skip
+def test_malformed_compare_json_is_refused_and_kept(tmp_path, monkeypatch, text, words):
+    args = _fake_grid(tmp_path, monkeypatch)
+    path = tmp_path / "proj" / "compare" / "train" / "compare.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(text)
+    result = compare(*args)
+    line = one_line_error(result, *words)
+    assert str(path) in " ".join(result.stderr.split()) and "move it away" in line and "--name" in line
+    assert path.read_text() == text  # the finished cells it may hold are still there
+    assert not (path.parent / "cells").exists() and not (path.parent / "compare.png").exists()
+
+
+def test_an_unreadable_panel_is_left_out_with_a_warning(tmp_path, monkeypatch):
+    """Another comparison's damaged compare.json: this one still finishes, the warning names the file."""
+    args = _fake_grid(tmp_path, monkeypatch)
+    assert compare(*args, "--name", "first").exit_code == 0
+    bad = tmp_path / "proj" / "compare" / "first" / "compare.json"
+    data = json.loads(bad.read_text())
+    data["summary"][0]["mean"] = "x"
+    bad.write_text(json.dumps(data))
+    second = compare(*args, "--name", "second")
+    assert second.exit_code == 0, second.output
+    said = " ".join(second.stderr.split())
+    assert f"left out of {tmp_path / 'proj' / 'compare' / 'compare.png'}" in said
+    assert f"{bad}: summary[0].mean should be a number" in said and "Traceback" not in second.output
+    assert json.loads(bad.read_text()) == data
+    assert (tmp_path / "proj" / "compare" / "second" / "compare.png").is_file()
+
+
+def test_project_panels_name_what_each_comparison_trained_and_tested_on(tmp_path, monkeypatch):
+    """The project's compare.png titles each panel by its comparison and task, not by the comparison's name alone."""
+    args = _fake_grid(tmp_path, monkeypatch)
+    assert compare(*args, "--name", "first").exit_code == 0
+    other = write_folder(tmp_path / "other" / "held-out", 1, 2)
+    assert compare(*args[:2], str(other), *args[3:], "--name", "second").exit_code == 0
+    titles = list(compare_cells.panels(tmp_path / "proj" / "compare"))
+    tail = tmp_path.name
+    assert titles == [
+        f"first: trained on {tail}/train, tested on {tail}/test",
+        f"second: trained on {tail}/train, tested on other/held-out",
+    ]
+    assert (tmp_path / "proj" / "compare" / "compare.png").is_file()

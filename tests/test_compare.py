@@ -16,7 +16,7 @@ from dualpt_cli.compare.grid import (
     run_compare,
     settings_id,
 )
-from dualpt_cli.errors import DataError
+from dualpt_cli.errors import DataError, ProjectError
 from dualpt_cli.pictures.plots import compare_png, percent_range
 from dualpt_cli.ui.compare import compare_table
 
@@ -166,12 +166,14 @@ def test_bad_accuracy_and_other_exceptions_fail_the_cell(tmp_path):
     assert result.results[1].error == "ZeroDivisionError: division by zero"
 
 
-def test_damaged_compare_json_starts_afresh(tmp_path):
+def test_damaged_compare_json_is_refused_and_kept(tmp_path):
+    """It used to be replaced by a fresh grid, throwing its finished cells away (issue 22's rule)."""
     path = tmp_path / "compare.json"
     path.write_text("{half")
-    cb = Recorder()
-    result = run_compare(path, plan_grid(["a"], [1], [1]), SETTINGS, lambda c: 0.5, cb)
-    assert result.ran == 1 and "cannot be read" in cb.warnings[0]
+    calls = []
+    with pytest.raises(ProjectError, match="is not valid JSON .* move it away .* another --name"):
+        run_compare(path, plan_grid(["a"], [1], [1]), SETTINGS, lambda c: calls.append(c) or 0.5)
+    assert path.read_text() == "{half" and not calls
 
 
 def _r(method, shots, seed, acc):

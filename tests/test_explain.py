@@ -18,7 +18,7 @@ from dualpt_cli.data.descriptions import FORMAT as DESCRIPTIONS_FORMAT
 from dualpt_cli.errors import DataError
 from dualpt_cli.model.matcher import Matcher
 from dualpt_cli.model.prompts import description_features
-from dualpt_cli.pictures.plots import explanation_png
+from dualpt_cli.pictures.explainplot import explanation_png
 from dualpt_cli.predict import explain as explain_mod
 from dualpt_cli.predict.classifier import Classifier
 from dualpt_cli.predict.explain import (
@@ -212,7 +212,7 @@ def test_explained_picture_of_an_image(tiny_vit, tmp_path, monkeypatch):
     (expl,) = list(explain_images(ExplainConfig(inputs=[str(path)], classes=["class 0"])))
     assert expl.grid == (rows, cols) and expl.view.size == (clf.bb.image_size, clf.bb.image_size)
     assert divmod(int(expl.classes[0].prompts[3].heat.argmax()), cols) == (0, cols - 1)
-    assert png_size(explanation_png(expl)) == (1150, 290)  # 5 panels of 2.3 in x 1 row of 2.9 in at 100 dpi
+    assert png_size(explanation_png(expl)) == (1220, 290)  # 5 panels of 2.3 in + a colour bar x 1 row of 2.9 in
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -240,7 +240,7 @@ def test_explain_command_writes_one_picture_per_image(prompts, test_images, tmp_
     pngs = sorted(out.glob("*.png"))
     assert len(pngs) == 6  # 2 images x 3 classes, stems collide across folders
     for p in pngs:
-        assert png_size(p)[0] == 1150  # image + 4 prompts
+        assert png_size(p)[0] == 1220  # image + 4 prompts + colour bar
         assert png_size(p)[1] in (290, 580)  # one row (predicted green) or two
 
 

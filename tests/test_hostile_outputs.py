@@ -281,3 +281,44 @@ def test_torchrun_rank_with_other_options_stops_before_writing(project, victim, 
     assert all("different settings" in ln and named in ln for ln in errors), errors
     assert not re.search(r'File "[^"]*dualpt_cli', done.stderr)  # the launcher's own traceback is not ours
     assert not out.parent.exists() or list(out.parent.iterdir()) == []  # no rows, no part files
+
+
+# ---------------------------------------------------------------------------------------------------------
+# low: what a killed or refused torchrun job left beside the output; /dev/stderr as an output
+
+
+def test_a_later_run_removes_stale_temp_and_part_files(project, victim, tmp_path):
+    """rank 0 killed (-9) left its .tmp, a job refused on one rank left .part files; nothing removed them."""
+    import fcntl
+
+    from dualpt_cli.core.project import mkstemp_beside
+    from dualpt_cli.predict.partfiles import part_path
+
+    out = tmp_path / "rows" / "rows.jsonl"
+    out.parent.mkdir()
+    fd, tmp = mkstemp_beside(out)  # what rank 0 was writing when it was killed
+    os.close(fd)
+    stale = [Path(tmp), part_path(out, "0a1b2c3d", 1), part_path(out, "0a1b2c3d", 2)]
+    live = part_path(out, "ffffffff", 1)  # a job still writing: locked, as partfiles.hold does
+    others = [out.with_name(".rows.jsonl.notes"), out.with_name(".other.jsonl.abcdefgh.tmp"), out.with_name("keep")]
+    for path in [*stale[1:], live, *others]:
+        path.write_text("{}\n")
+    with open(live) as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = invoke("predict", victim, "--project", project, "-o", out, *CPU)
+    assert result.exit_code == 0, result.output
+    assert not any(p.exists() for p in stale)
+    assert live.exists() and all(p.exists() for p in others)
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted([out.name, live.name, *(p.name for p in others)])
+
+
+def test_stderr_as_output_is_refused_by_name_and_stdout_is_stdout(project, victim):
+    """-o /dev/stderr was refused as "a symbolic link" while -o /dev/stdout wrote to stdout."""
+    result = invoke("predict", victim, "--project", project, "-o", "/dev/stderr", *CPU)
+    one_line_error(result, "--output /dev/stderr", "standard error", "messages, not results", "file name")
+    assert result.stdout == ""
+    stdout = invoke("predict", victim, "--project", project, "-o", "/dev/stdout", "--format", "jsonl", *CPU)
+    assert stdout.exit_code == 0, stdout.output
+    assert json.loads(stdout.stdout)["image"] == str(victim)
+    report = invoke("report", "--project", project, "-o", "/dev/stderr")
+    one_line_error(report, "--output /dev/stderr", "standard error")

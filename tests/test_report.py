@@ -18,18 +18,24 @@ from typer.testing import CliRunner
 
 from dualpt_cli.cli.app import app
 from dualpt_cli.core.project import Project
-from dualpt_cli.pictures.figures import read_train_log
+from dualpt_cli.model.calibration import ReliabilityBin
+from dualpt_cli.pictures import explainplot, plots
+from dualpt_cli.pictures.figures import curves_title, read_train_log
 from dualpt_cli.pictures.plots import (
     accuracy_order,
     confusion_png,
     curve_panels,
     curve_series,
     curves_png,
+    per_class_png,
+    reliability_png,
     sparse_ticks,
 )
 from dualpt_cli.pictures.report import CSP, pick_examples
-from imagegen import make_image_folder
-from test_explain import png_size
+from dualpt_cli.predict import explain as explain_mod
+from dualpt_cli.predict.explain import ExplainConfig, explain_images
+from imagegen import make_image, make_image_folder
+from test_explain import _classifier, _dominant, png_size
 from trained import TRAINED_CLASSES
 
 runner = CliRunner()
@@ -70,10 +76,134 @@ def test_curves_tolerate_missing_and_unknown_keys(tmp_path):
         "learning rate": ["lr"],
         "plan entropy": ["plan_entropy"],
     }
-    assert png_size(curves_png(records)) == (1040, 680)  # 2 x 2 panels of 5.2 x 3.4 in at 100 dpi
-    assert png_size(curves_png([{"epoch": 1, "loss": 1.0}, {"epoch": 2, "loss": 0.5}])) == (520, 340)
+    assert png_size(curves_png(records)) == (1200, 680)  # 2 x 2 panels of 6.0 (legend beside) x 3.4 in at 100 dpi
+    assert png_size(curves_png([{"epoch": 1, "loss": 1.0}, {"epoch": 2, "loss": 0.5}])) == (600, 340)
     with pytest.raises(ValueError, match="no loss"):
         curves_png([{"epoch": 1, "seconds": 1.0}])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# every picture reads at a glance: nothing clipped, no legend over the data, every labelled mark in a legend
+
+
+def drawn(monkeypatch, module=plots) -> list:
+    """The matplotlib figures ``module``'s functions draw from now on (their PNG bytes are still made)."""
+    figures: list = []
+    real = module._png
+    monkeypatch.setattr(module, "_png", lambda fig: figures.append(fig) or real(fig))
+    return figures
+
+
+def assert_reads_at_a_glance(fig) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # lays the figure out (constrained layout) as savefig did
+    renderer = canvas.get_renderer()
+    box = fig.bbox
+    parts = [(ax.get_title() or ax.get_ylabel(), ax.get_tightbbox(renderer)) for ax in fig.axes]  # drawn ticks only
+    parts += [(t.get_text(), t.get_window_extent(renderer)) for t in fig.texts if t.get_text().strip()]
+    parts += [(fig.get_suptitle(), fig._suptitle.get_window_extent(renderer))] if fig._suptitle else []
+    parts += [("figure legend", leg.get_window_extent(renderer)) for leg in fig.legends]
+    for name, ext in parts:
+        inside = box.x0 - 1 <= ext.x0 and ext.x1 <= box.x1 + 1 and box.y0 - 1 <= ext.y0 and ext.y1 <= box.y1 + 1
+        assert inside, f"clipped: {name!r} at {ext} in {box}"
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend()] + list(fig.legends)
+    shown = {t.get_text() for leg in legends for t in leg.get_texts()}
+    for ax in fig.axes:
+        if not ax.has_data():
+            continue
+        for leg in legends:
+            assert not leg.get_window_extent(renderer).overlaps(ax.bbox), f"legend over {ax.get_title()!r}"
+        labels = ax.get_legend_handles_labels()[1]
+        assert set(labels) <= shown, f"marks without a legend entry: {set(labels) - shown}"
+
+
+DEMO_LOG = [  # a noisy loss that fills its panel, as a 4-shot run's does (the legend used to sit on it)
+    {"epoch": e, "loss": 0.05 + 0.04 * (e % 3), "loss_img": 0.06 + 0.05 * (e % 3), "loss_llm": 1e-3,
+     "acc": 0.96 + 0.04 * (e % 2), "lr": 2e-3 * (1 - e / 101), "plan_entropy": 0.99999}
+    for e in range(1, 101)
+]  # fmt: skip
+
+
+def test_curves_read_at_a_glance(monkeypatch):
+    figures = drawn(monkeypatch)
+    curves_png(DEMO_LOG, "training curves: dualpt, 4 shots per class of train, seed 1")
+    (fig,) = figures
+    assert_reads_at_a_glance(fig)
+    assert fig.get_suptitle() == "training curves: dualpt, 4 shots per class of train, seed 1"
+    panels = {ax.get_title(): ax for ax in fig.axes}
+    assert [t.get_text() for t in panels["loss"].get_legend().get_texts()] == [
+        "loss (minimised)",
+        "loss_img (cross-entropy)",
+        "loss_llm (to descriptions)",
+    ]
+    accuracy = panels["accuracy"]
+    assert accuracy.get_ylim() == (-0.02, 1.02)  # its whole range, as a percentage like the tables
+    assert accuracy.yaxis.get_major_formatter()(1.0, 0) == "100%"
+    assert panels["plan entropy"].get_ylim() == (-0.02, 1.02)
+    assert panels["learning rate"].get_yscale() == "log"
+
+
+def test_curves_title_names_the_run(tmp_path):
+    project = Project(tmp_path)
+    assert curves_title(project) == ""  # no run_config.json: the curves still draw, untitled
+    project.run_config.write_text(json.dumps({"images": "/data/birds/train", "shots": 4, "seed": 2, "method": "coop"}))
+    assert curves_title(project) == "training curves: coop, 4 shots per class of train, seed 2"
+    project.run_config.write_text('{"dataset": "coop:/data/caltech-101", "shots": 16, "method": "dualpt"}')
+    assert curves_title(project) == "training curves: dualpt, 16 shots per class of caltech-101"
+    project.run_config.write_text("[1, 2]")
+    assert curves_title(project) == ""
+
+
+def test_eval_pictures_read_at_a_glance(monkeypatch):
+    figures = drawn(monkeypatch)
+    names = ["green circle", "green square", "blue square", "blue star", "red circle", "red star"]
+    per_class = {  # two classes near the top of the axis, where the legend used to be drawn
+        m: [{"class": n, "accuracy": a} for n, a in zip(names, acc)]
+        for m, acc in (("dualpt", [0.85, 0.9, 1, 1, 1, 1]), ("zero_shot", [0.9, 0.8, 1, 1, 1, 1]))
+    }
+    per_class_png(per_class, {"dualpt": "DUAL-PT", "zero_shot": "zero-shot CLIP"}, "test")
+    bins = [ReliabilityBin(k / 15, (k + 1) / 15, 0, float("nan"), float("nan")) for k in range(15)]
+    bins[7] = ReliabilityBin(7 / 15, 8 / 15, 1, 0.5, 1.0)  # a confident bin at the left, up to the top
+    bins[14] = ReliabilityBin(14 / 15, 1.0, 97, 0.99, 0.98)
+    reliability_png(bins, 0.049, "DUAL-PT on test")
+    confusion_png(torch.tensor([[17, 3], [2, 18]]), names[:2], "DUAL-PT on test")
+    bars, diagram, matrix = figures
+    for fig in figures:
+        assert_reads_at_a_glance(fig)
+    (ax,) = bars.axes
+    assert ax.get_title() == "per-class accuracy on test, 6 classes, sorted by DUAL-PT (worst first)"
+    assert ax.get_ylim() == (0.0, 1.02) and ax.yaxis.get_major_formatter()(0.5, 0) == "50%"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["DUAL-PT", "zero-shot CLIP"]
+    assert diagram.axes[0].get_title() == "DUAL-PT on test: ECE 4.9% over 98 images, 15 bins"
+    legend = {t.get_text() for leg in diagram.legends for t in leg.get_texts()}
+    assert legend == {"accuracy", "gap to mean confidence", "perfect calibration"}
+    assert matrix.axes[0].get_title().startswith("DUAL-PT on test: 40 images, 2 classes")
+    assert matrix.axes[1].get_ylabel() == "share of the true class's images"  # the colour bar, in percent
+    assert matrix.axes[1].yaxis.get_major_formatter()(1.0, 0) == "100%"
+
+
+def test_explained_picture_reads_at_a_glance(tiny_vit, tmp_path, monkeypatch):
+    clf = _classifier(tiny_vit)
+    Z = _dominant(clf, 0, 3, (0, clf.bb.grid[1] - 1))
+    monkeypatch.setattr(explain_mod, "load_classifier", lambda *a, **k: clf)
+    monkeypatch.setattr(clf.bb, "encode_images", lambda x: (Z.mean(1), Z))
+    path = tmp_path / "img.png"
+    make_image((200, 40, 40), size=80).save(path)
+    (expl,) = list(explain_images(ExplainConfig(inputs=[str(path)], classes=["class 0", "class 1"])))
+    figures = drawn(monkeypatch, explainplot)
+    explainplot.explanation_png(expl)
+    (fig,) = figures
+    assert_reads_at_a_glance(fig)
+    maps = [ax for ax in fig.axes if len(ax.images) == 2]  # the image, a prompt's plan over it
+    assert len(maps) == 2 * 4
+    for ax in maps:
+        photo, heat = ax.images
+        assert heat.get_extent() == photo.get_extent()  # the plan covers the image's pixels, no strip beside
+    bars = [ax for ax in fig.axes if ax.get_ylabel() == "plan mass (x uniform)"]
+    assert len(bars) == 2  # a colour bar per explained class: what the colours mean
+    assert all(bar.get_ylim()[0] == 0.0 and bar.get_ylim()[1] >= 2.0 for bar in bars)  # uniform (1) mid-scale
 
 
 def test_train_writes_curves_and_report_redraws_them(tiny_rn, tmp_path):
@@ -99,11 +229,11 @@ def test_train_writes_curves_and_report_redraws_them(tiny_rn, tmp_path):
     assert result.exit_code == 0, result.output
     curves = Path("proj/curves.png")
     assert json.loads(result.stdout)["curves"] == str(curves)
-    assert png_size(curves) == (1040, 680)  # loss, accuracy, learning rate
+    assert png_size(curves) == (1200, 680)  # loss, accuracy, learning rate
     curves.unlink()
     result = runner.invoke(app, ["report", "--project", "proj", "--examples", "0"])
     assert result.exit_code == 0, result.output
-    assert png_size(curves) == (1040, 680)
+    assert png_size(curves) == (1200, 680)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -140,7 +270,7 @@ def test_eval_plot_counts_equal_evals_numbers(prompts, tmp_path):
     saved = json.loads((out / "eval.json").read_text())
     assert saved["dualpt"] == report["dualpt"] and saved["zero_shot"] == report["zero_shot"]
     for method in ("dualpt", "zero_shot"):
-        assert png_size(out / f"reliability_{method}.png") == (500, 600)
+        assert png_size(out / f"reliability_{method}.png") == (500, 640)
         bins = saved["reliability"][method]
         assert len(bins) == 15 and sum(b["count"] for b in bins) == 12
         full = [b for b in bins if b["count"]]
@@ -267,6 +397,28 @@ PROBE = (
     "<script>window.addEventListener('load', () => document.body.setAttribute('data-probe', JSON.stringify("
     "Array.from(document.images, i => i.complete ? i.naturalWidth : -1))));</script>"
 )
+# what sticks out of the viewport: the page's scroll width, and every element past its right edge that no
+# scrolling box holds (a table in its .scroll box may be wider; the page may not)
+LAYOUT_PROBE = """<script>window.addEventListener('load', () => {
+  const vw = window.innerWidth, out = [], range = document.createRange();
+  const held = (el) => {
+    for (let p = el; p && p !== document.body; p = p.parentElement)
+      if (getComputedStyle(p).overflowX !== 'visible') return true;
+    return false;
+  };
+  const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_ELEMENT | NodeFilter.SHOW_TEXT);
+  for (let node = walk.nextNode(); node; node = walk.nextNode()) {
+    const text = node.nodeType === Node.TEXT_NODE;  // a long word overflows its box, not the box itself
+    if (text) range.selectNodeContents(node);
+    const r = text ? range.getBoundingClientRect() : node.getBoundingClientRect();
+    if (r.width === 0 || (r.right <= vw + 0.5 && r.left >= -0.5)) continue;
+    const box = text ? node.parentElement : node;
+    if (!held(text ? box : box.parentElement))
+      out.push(`${text ? node.textContent.slice(0, 40) : box.tagName} ${Math.round(r.left)}-${Math.round(r.right)}`);
+  }
+  parent.document.body.setAttribute('data-layout', JSON.stringify(
+    {viewport: vw, scroll: document.documentElement.scrollWidth, out: out.slice(0, 20)}));
+});</script>"""
 
 
 def _chromium() -> str:
@@ -310,12 +462,13 @@ def test_report_opens_in_headless_chromium(report_project, tmp_path):
     ).stdout
     assert "<body" in inert and 'data-probe="' not in inert  # no script ran in the report
     assert len(widths) == 8 and all(w > 0 for w in widths), widths  # every image decoded
-    assert widths[7] == 1040  # the curves at their own width, after the 5 evaluation and 2 explained pictures
+    assert widths[7] == 1200  # the curves at their own width, after the 5 evaluation and 2 explained pictures
     text = re.sub(r"<[^>]+>", " ", dom)
     for words in ("Training curves", "DUAL-PT", "zero-shot CLIP", "Per class", "Run configuration"):
         assert words in text, words
 
     shot = tmp_path / "report.png"
+    page_uri = (report_project / "report.html").as_uri()
     subprocess.run(
         [
             browser,
@@ -323,7 +476,7 @@ def test_report_opens_in_headless_chromium(report_project, tmp_path):
             "--hide-scrollbars",
             "--window-size=1280,2600",
             f"--screenshot={shot}",
-            (report_project / "report.html").as_uri(),
+            page_uri,
         ],
         capture_output=True,
         timeout=120,
@@ -334,3 +487,29 @@ def test_report_opens_in_headless_chromium(report_project, tmp_path):
 
     colours = Image.open(shot).convert("RGB").resize((64, 130)).getcolors(64 * 130)
     assert colours is not None and len(colours) > 20  # a drawn page (tables, curves), not a blank one
+
+    # a phone and a laptop: the report in a frame of that width (headless windows are at least 500 px wide)
+    framed = page.replace(CSP, "").replace("</body>", LAYOUT_PROBE + "</body>")
+    for width in (400, 1280):
+        frame = tmp_path / f"frame{width}.html"
+        frame.write_text(
+            f'<!doctype html><html><body style="margin:0"><iframe style="border:0;width:{width}px;height:3000px" '
+            f'srcdoc="{html.escape(framed, quote=True)}"></iframe></body></html>'
+        )
+        dom = subprocess.run(
+            [browser, *flags, "--window-size=1400,3000", "--virtual-time-budget=5000", "--dump-dom", frame.as_uri()],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+        layout = json.loads(html.unescape(re.search(r'data-layout="([^"]*)"', dom).group(1)))
+        assert layout["viewport"] == width, layout
+        assert layout["scroll"] <= width and not layout["out"], layout  # nothing wider than the window
+    narrow = tmp_path / "report400.png"  # the page as a phone shows it (--window-size below 500 works here)
+    subprocess.run(
+        [browser, *flags, "--hide-scrollbars", "--window-size=400,2600", f"--screenshot={narrow}", page_uri],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert png_size(narrow) == (400, 2600)

@@ -117,11 +117,10 @@ def compare(
     spec.check(method_list)
     silent = quiet or json_out
     run_cell = cell_runner(spec, lambda: CellProgress(quiet=silent), StreamProgress if silent else RichProgress)
+    callbacks = RichCallbacks(quiet=silent)
     with project_lock(_lock_project(spec.folder), "compare"), shared_backbones():  # one model load for all cells
-        result = run_compare(
-            spec.folder / "compare.json", cells, spec.settings(), run_cell, RichCallbacks(quiet=silent)
-        )
-        png, grid = write_pngs(spec, result.rows, label)
+        result = run_compare(spec.folder / "compare.json", cells, spec.settings(), run_cell, callbacks)
+        png, grid = write_pngs(spec, result.rows, label, callbacks.warn)
     report(
         result,
         png=png,

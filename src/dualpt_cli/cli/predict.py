@@ -191,9 +191,14 @@ def eval_(
                 from pathlib import Path
 
                 from ..core.project import resolve_project
+                from ..errors import ProjectError
                 from ..train.runs import record_eval
+                from ..ui.console import warn
 
-                record_eval(resolve_project(project), Path(result.prompt_file), result.to_json())
+                try:
+                    record_eval(resolve_project(project), Path(result.prompt_file), result.to_json())
+                except ProjectError as exc:  # the results are shown all the same
+                    warn(f"the evaluation is not kept with its run: {exc}")
             if plot is not None:
                 written = write_eval_plots(result, plot)
                 err_console.print(f"pictures: {escape(', '.join(str(p) for p in written))}", soft_wrap=True)
@@ -246,12 +251,13 @@ def explain(
 
     Titles give the class, the prompt, its share of the class score and the nearest description phrase.
     """
-    from ..predict.explain import ExplainConfig
+    from ..predict.explain import ExplainConfig, check_selectors
     from ..ui import explain as explain_ui
 
     quiet_mode(quiet)
     prompts = _prompt_file(prompt_file, prompts_deprecated, run, project)
     chosen = [c.strip() for value in classes or ["top"] for c in value.split(",") if c.strip()]
+    check_selectors(chosen)  # before the output folder is made or the model loads
     cfg = ExplainConfig(
         inputs=images,
         classes=chosen,

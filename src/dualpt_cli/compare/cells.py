@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +30,12 @@ from ..data.coop import find_layout, load_coop_dataset, parse_dataset_spec
 from ..data.descriptions import load_descriptions
 from ..data.images import scan_image_folder
 from ..data.stream import StreamProgress
-from ..errors import DataError
+from ..errors import DataError, ProjectError
 from ..predict.evaluate import EvalConfig, evaluate_folder
 from ..train.loop import Callbacks as TrainCallbacks
 from ..train.loop import TrainConfig, run_training
-from .grid import READABLE_FORMATS, Cell, Row, settings_id
+from .grid import Cell, Row, settings_id
+from .resultfile import ROW, read_summary
 
 
 @dataclass
@@ -208,33 +208,44 @@ def compare_name(images: str | None, dataset: str | None) -> str:
     return Path(images or "images").expanduser().resolve().name or "images"
 
 
-def panels(compare_root: Path) -> dict[str, list[Row]]:
-    """{comparison name: its summary rows} of every ``<compare_root>/*/compare.json`` that can be read."""
+def panels(compare_root: Path, warn: Callable[[str], None] = lambda message: None) -> dict[str, list[Row]]:
+    """{panel title: its summary rows} of every ``<compare_root>/*/compare.json``, each titled by the comparison's
+    name and what it trained and tested on; one that cannot be read is left out, and ``warn`` says which and why."""
     out: dict[str, list[Row]] = {}
     for path in sorted(compare_root.glob("*/compare.json")):
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if data.get("format") not in READABLE_FORMATS:
-                continue
-            rows = [Row(**row) for row in data["summary"]]
-        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+            summary, settings = read_summary(path)
+            rows = [Row(**{k: v for k, v in row.items() if k in ROW}) for row in summary]
+        except ProjectError as exc:
+            warn(f"left out of {compare_root / 'compare.png'}: {exc}")
             continue
         if any(r.mean is not None for r in rows):
-            out[path.parent.name] = rows
+            out[panel_title(path.parent.name, settings)] = rows
     return out
 
 
-def write_pngs(spec: CompareSpec, rows: list[Row], name: str) -> tuple[Path | None, Path | None]:
+def panel_title(name: str, settings: dict[str, Any]) -> str:
+    """``name: trained on shapes/train, tested on shapes/test`` (or the dataset), as far as ``settings`` say."""
+    if settings.get("dataset"):
+        return f"{name}: {settings['dataset']}"
+    if settings.get("images") and settings.get("test"):
+        return f"{name}: trained on {_tail(settings['images'])}, tested on {_tail(settings['test'])}"
+    return name
+
+
+def write_pngs(
+    spec: CompareSpec, rows: list[Row], name: str, warn: Callable[[str], None] = lambda message: None
+) -> tuple[Path | None, Path | None]:
     """compare.png of this comparison, and the project's compare.png with a panel per comparison (Fig. 3)."""
     from ..pictures.plots import compare_png
 
     if not any(r.mean is not None for r in rows):
         return None, None
     metric = "H (base-to-new)" if spec.base_classes else "top-1 accuracy"
-    task = spec.dataset or f"trained on {_tail(spec.images)}, tested on {_tail(spec.test)}"
+    task = {"dataset": spec.dataset, "images": spec.images, "test": spec.test}
     one = spec.folder / "compare.png"
-    atomic_write_bytes(one, compare_png({f"{name}: {task}": rows}, f"{metric} vs shots per class", metric))
-    everything = panels(spec.folder.parent)
+    atomic_write_bytes(one, compare_png({panel_title(name, task): rows}, f"{metric} vs shots per class", metric))
+    everything = panels(spec.folder.parent, warn)
     if len(everything) < 2:
         return one, None
     grid = spec.folder.parent / "compare.png"

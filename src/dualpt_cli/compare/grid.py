@@ -36,9 +36,9 @@ from typing import Any
 from ..core.project import atomic_write_json
 from ..errors import DataError, DualptError, ProjectError
 from ..predict.evaluate import harmonic_mean
+from .resultfile import KEEP, read_cells
 
 FORMAT = 2
-READABLE_FORMATS = (1, 2)  # format 1: the cells of one set of settings, keyed method/shots/seed
 
 
 @dataclass(frozen=True)
@@ -156,25 +156,41 @@ class Previous:
     setups: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def load_previous(path: Path, cb: Callbacks) -> Previous:
-    """Every cell and set of settings of ``path`` (format 1 or 2); empty, with a warning, if it is unreadable."""
-    if not path.exists():
+def load_previous(path: Path) -> Previous:
+    """Every cell and set of settings of ``path`` (format 1 or 2), empty if there is no such file.
+
+    A file that cannot be read is a :class:`ProjectError` naming it (:func:`resultfile.read_cells`), never
+    started afresh: the next save would throw its finished cells away."""
+    data = read_cells(path)
+    if data is None:
         return Previous()
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if data.get("format") not in READABLE_FORMATS:
-            raise ValueError(f"format {data.get('format')!r}")
-        if data["format"] == 1:  # one set of settings for all its cells
-            setup = settings_id(data["settings"])
-            setups = {setup: data["settings"]}
-            cells = [CellResult(**value, setup=setup) for value in data["cells"].values()]
-        else:
-            setups = dict(data["setups"])
-            cells = [CellResult(**value) for value in data["cells"].values()]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
-        cb.warn(f"{path} cannot be read ({str(exc)[:80]}); starting the grid afresh")
-        return Previous()
-    return Previous({r.key: r for r in cells}, setups)
+    if data["format"] == 1:  # one set of settings for all its cells
+        setup = settings_id(data["settings"])
+        setups = {setup: data["settings"]}
+        cells = [_stored_cell(value, setup) for value in data["cells"].values()]
+    else:
+        setups = dict(data["setups"])
+        cells = [_stored_cell(value, value["setup"]) for value in data["cells"].values()]
+    by_key = {r.key: r for r in cells}
+    if len(by_key) < len(cells):  # keyed otherwise by hand: one of them would be lost at the next save
+        twice = next(r.key for r in cells if sum(c.key == r.key for c in cells) > 1)
+        raise ProjectError(f"{path} holds cell {twice} twice; {KEEP}")
+    return Previous(by_key, setups)
+
+
+def _stored_cell(value: dict[str, Any], setup: str) -> CellResult:
+    """A cell as compare.json holds it (checked by :func:`resultfile.read_cells`); other keys are ignored."""
+    return CellResult(
+        value["method"],
+        value["shots"],
+        value["seed"],
+        value["status"],
+        value.get("accuracy"),
+        dict(value.get("metrics") or {}),
+        value.get("error"),
+        float(value.get("seconds") or 0.0),
+        setup,
+    )
 
 
 def _warn_other_settings(path: Path, previous: Previous, settings: dict[str, Any], cb: Callbacks) -> None:
@@ -211,7 +227,7 @@ def run_compare(
     path = Path(path)
     if path.is_dir():
         raise ProjectError(f"{path} is a folder; give the file compare.json should be written to")
-    previous = load_previous(path, cb)
+    previous = load_previous(path)
     _warn_other_settings(path, previous, settings, cb)
     setup = settings_id(settings)
     results: dict[str, CellResult] = dict(previous.cells)  # every cell of every settings stays in the file

@@ -1,13 +1,15 @@
 """The shape of a JSON file read back (eval.json, a run's result.json, run_config.json), checked in one place.
 
 A shape is a Python type (``int``, ``float``, ``str``, ``bool``, ``object`` for anything), ``[shape]`` for a
-list of them, ``{key: shape}`` for an object with at least those keys, or :class:`Opt` for a key that may be
-missing or null. ``float`` accepts an int; neither accepts a bool. A file that someone edited (or sent) with
+list of them, ``{key: shape}`` for an object with at least those keys, :class:`Each` for an object whose every
+value has one shape (``compare.json``'s cells by key), or :class:`Opt` for a key that may be missing or null.
+``float`` accepts an int; neither accepts a bool. A file that someone edited (or sent) with
 ``"gain_top1": "x"`` is then one :class:`ProjectError` naming the file and the field, never a traceback later.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,13 @@ from ..errors import ProjectError
 @dataclass(frozen=True)
 class Opt:
     """A key that may be missing or null."""
+
+    shape: Any
+
+
+@dataclass(frozen=True)
+class Each:
+    """An object whose keys are any strings and whose every value has ``shape``."""
 
     shape: Any
 
@@ -49,6 +58,14 @@ def _check(value: Any, shape: Any, where: str) -> str | None:
                     continue
                 return f"{where + '.' if where else ''}{key} is missing"
             bad = _check(value[key], sub, f"{where + '.' if where else ''}{key}")
+            if bad:
+                return bad
+        return None
+    if isinstance(shape, Each):
+        if not isinstance(value, dict):
+            return f"{where or 'the file'} should be an object"
+        for key, item in value.items():
+            bad = _check(item, shape.shape, f"{where}[{json.dumps(key[:40])}]")
             if bad:
                 return bad
         return None

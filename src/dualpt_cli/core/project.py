@@ -217,16 +217,16 @@ def atomic_write_json(path: Path, obj: Any) -> None:
         atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
-def read_json(path: Path, what: str) -> Any:
-    """Read a JSON file the project wrote; a clear error names the file if it is damaged."""
+def read_json(path: Path, what: str, fix: str = "delete it or re-create it") -> Any:
+    """Read a JSON file the project wrote; a clear error names the file (and ``fix``) if it is damaged."""
     if not os.path.lexists(path):
         raise ProjectError(f"{path} does not exist ({what})")
     try:
         return json.loads(read_regular(path, what, ProjectError).decode("utf-8"))  # a device is refused, not read
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProjectError(f"{path} is not valid JSON ({what}): {exc}; delete it or re-create it") from None
+        raise ProjectError(f"{path} is not valid JSON ({what}): {exc}; {fix}") from None
     except RecursionError:
-        raise ProjectError(f"{path} is nested too deeply to be a {what}; delete it or re-create it") from None
+        raise ProjectError(f"{path} is nested too deeply to be a {what}; {fix}") from None
 
 
 def read_user_text(path: Path, what: str) -> str:
@@ -244,19 +244,23 @@ def read_user_file(path: Path, what: str, error: type[DualptError], cap: int | N
 
 
 STDOUT_NAMES = ("-", "/dev/stdout")
+STDERR_NAMES = ("/dev/stderr", "/dev/fd/2")  # where messages and progress go: results never do
 
 
 def output_path(
     output: str | os.PathLike | None, flag: str = "--output", protected: Protected | None = None
 ) -> Path | None:
     """Where ``--output`` may write: None for stdout (no option, ``-`` or ``/dev/stdout``), else a path that
-    is a regular file or does not exist yet, in a folder that exists or can be made.
+    is a regular file or does not exist yet, in a folder that exists or can be made. ``/dev/stderr`` is
+    refused by name (not as the symbolic link it is on Linux): results go to stdout or a file.
 
     Symlinks, devices, pipes and folders are refused rather than replaced by a new regular file, and so is
     any of ``protected`` (the command's inputs, the project's files: :func:`userfiles.check_output`).
     """
     if output is None or str(output) in STDOUT_NAMES:
         return None
+    if str(output) in STDERR_NAMES:
+        raise DataError(f"{flag} {output} is standard error, which carries messages, not results; give a file name")
     path = Path(output).expanduser()
     for parent in path.parents:
         if parent.exists():
@@ -286,7 +290,7 @@ def project_lock(project: Project, command: str) -> Iterator[None]:
     except OSError as exc:
         raise ProjectError(write_failure(path, exc)) from None
     try:
-        if not _try_lock(fd):
+        if not try_lock(fd):
             raise ProjectError(
                 f"project {project.root} is in use: {_holder(path)} is writing to it; wait for it "
                 f"to finish, or use another --project (if no such process runs, delete {path})"
@@ -308,7 +312,8 @@ def project_lock(project: Project, command: str) -> Iterator[None]:
         os.close(fd)  # closing drops the OS lock
 
 
-def _try_lock(fd: int) -> bool:
+def try_lock(fd: int) -> bool:
+    """Take the OS lock of the open file ``fd`` without waiting: False if another process holds it."""
     if sys.platform == "win32":  # pragma: no cover - CI runs on Linux
         import msvcrt
 

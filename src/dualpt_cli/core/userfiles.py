@@ -29,7 +29,8 @@ def shown(path: str | os.PathLike) -> str:
     return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular file is, for a message: a folder, a pipe, a socket or a device."""
     if stat.S_ISDIR(mode):
         return "a folder"
     if stat.S_ISFIFO(mode):
@@ -47,7 +48,7 @@ def read_regular(path: str | os.PathLike, what: str, error: type[DualptError], c
         if stat.S_ISDIR(st.st_mode):
             raise error(f"{what} {path} is a folder; pass the file itself")
         if not stat.S_ISREG(st.st_mode):
-            raise error(f"{what} {path} is {_kind(st.st_mode)}, not a regular file; pass a file")
+            raise error(f"{what} {path} is {file_kind(st.st_mode)}, not a regular file; pass a file")
         if st.st_size > cap:
             raise error(f"{what} {path} is {st.st_size / MiB:.0f} MiB, more than the {cap // MiB} MiB allowed")
         with open(path, "rb") as fh:
@@ -119,7 +120,7 @@ def check_output(path: Path, flag: str, protected: Protected | None = None) -> N
             raise DataError(f"{flag} {path} is a symbolic link; give the path of a regular file (or - for stdout)")
         if not stat.S_ISREG(st.st_mode):
             raise DataError(
-                f"{flag} {path} is not a regular file ({_kind(st.st_mode)}); give a file name, or - for stdout"
+                f"{flag} {path} is not a regular file ({file_kind(st.st_mode)}); give a file name, or - for stdout"
             )
     hit = protected.clash(path) if protected is not None else None
     if hit is not None:

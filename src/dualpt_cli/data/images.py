@@ -8,16 +8,19 @@ import hashlib
 import itertools
 import os
 import random
+import stat
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from ..core.userfiles import file_kind
 from ..errors import DataError
 
-# torchvision's ImageFolder extensions
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+# torchvision's ImageFolder extensions and .gif (its first frame): the one list for folder scans, globs and
+# files named on the command line alike
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 
 
 class BadImage(Exception):
@@ -33,17 +36,27 @@ def hidden(name: str) -> bool:
     return name.startswith(".")
 
 
+def has_image_extension(path: Path) -> bool:
+    return path.suffix.lower() in IMG_EXTENSIONS
+
+
 def is_image_file(path: Path) -> bool:
-    return path.suffix.lower() in IMG_EXTENSIONS and not hidden(path.name)
+    return has_image_extension(path) and not hidden(path.name)
 
 
 def folder_images(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursive, sorted); hidden files and anything in hidden folders are left out."""
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and is_image_file(p) and not any(hidden(part) for part in p.relative_to(folder).parts)
-    )
+    """Image files under ``folder`` (recursive, sorted); hidden files and anything in hidden folders are left out.
+
+    A folder that cannot be listed (no read permission) is a :class:`DataError` naming it, not "no images"."""
+
+    def unreadable(exc: OSError) -> None:
+        raise DataError(f"cannot read folder {exc.filename}: {exc.strerror or exc}; check its permissions") from None
+
+    found = []
+    for top, dirs, files in os.walk(folder, onerror=unreadable):  # symlinked folders are not followed
+        dirs[:] = [d for d in dirs if not hidden(d)]
+        found += [p for p in (Path(top) / f for f in files) if is_image_file(p) and p.is_file()]
+    return sorted(found)
 
 
 def load_image(path: str | os.PathLike | Image.Image) -> Image.Image:
@@ -59,7 +72,10 @@ def load_image(path: str | os.PathLike | Image.Image) -> Image.Image:
         return _to_rgb(path)
     path = Path(path)
     try:
-        if path.stat().st_size == 0:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):  # a FIFO would block, /dev/zero never end; both have st_size 0
+            raise BadImage(f"{file_kind(st.st_mode)}, not a regular file; pass an image file")
+        if st.st_size == 0:
             raise BadImage("empty file (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL's EXIF warnings; the pixel limit is checked below instead
@@ -136,9 +152,10 @@ def file_digest(path: Path) -> str:
 def expand_inputs(inputs: list[str]) -> list[Path]:
     """Image paths from files, folders (recursive) and globs, in the order given, without duplicates.
 
-    A missing path, an empty folder or a glob that matches no image is an error before anything runs;
-    a file given by name is tried whatever its extension. A name that exists is taken as given even if it
-    holds glob characters (``a[1].png`` is that file, not ``a1.png``); only a name that does not exist is a glob.
+    A missing path, an empty folder or a glob that matches no image is an error before anything runs, and so
+    is a file named here that is not a regular file or not named as an image (:data:`IMG_EXTENSIONS`, the
+    list folders are scanned for). A name that exists is taken as given even if it holds glob characters
+    (``a[1].png`` is that file, not ``a1.png``); only a name that does not exist is a glob.
     """
     if not inputs:
         raise DataError("no images given; pass image files, folders or globs")
@@ -157,11 +174,21 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
             if not found:
                 raise DataError(f"folder {item} has no images ({', '.join(IMG_EXTENSIONS)})")
         elif path.exists():
-            found = [path]
+            found = [_named_image(item, path)]
         else:
             raise DataError(f"{item} does not exist")
         out.update(dict.fromkeys(found))
     return list(out)
+
+
+def _named_image(item: str, path: Path) -> Path:
+    """``path``, named on the command line, if it is a regular file with an image extension; else a DataError."""
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):
+        raise DataError(f"{item} is {file_kind(mode)}, not a regular file; pass an image file")
+    if not has_image_extension(path):
+        raise DataError(f"{item} is not named as an image dualpt reads ({', '.join(IMG_EXTENSIONS)}); rename it")
+    return path
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -179,7 +206,10 @@ def scan_image_folder(root: str | Path, exclude: Path | None = None) -> dict[str
     if not root.is_dir():
         raise DataError(f"{root} is not a folder; pass an ImageFolder with one sub-folder per class")
     skip = exclude.resolve() if exclude is not None else None
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not hidden(p.name) and p.resolve() != skip)
+    try:
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not hidden(p.name) and p.resolve() != skip)
+    except OSError as exc:
+        raise DataError(f"cannot read folder {root}: {exc.strerror or exc}; check its permissions") from None
     if not folders:
         raise DataError(f"{root} has no class sub-folders; put each class's images in {root}/<class name>/")
     classes = {folder.name: folder_images(folder) for folder in folders}

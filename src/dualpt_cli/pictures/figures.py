@@ -92,7 +92,7 @@ def write_explanations(
     :func:`picture_names`). ``on_image(explanation, png or None)`` after each image."""
     from ..data.images import expand_inputs
     from ..predict.explain import explain_images, picture_names
-    from . import plots
+    from .explainplot import explanation_png
 
     paths = expand_inputs(cfg.inputs)  # bad paths fail before the model loads
     names = picture_names(paths)
@@ -106,7 +106,7 @@ def write_explanations(
         png = None
         if folder is not None and expl.error is None:
             png = folder / names[i]
-            atomic_write_bytes(png, plots.explanation_png(expl))
+            atomic_write_bytes(png, explanation_png(expl))
         items.append(expl)
         if on_image:
             on_image(expl, png)
@@ -138,12 +138,30 @@ def write_curves(project: Project, records: list[dict[str, Any]] | None = None) 
 
     records = read_train_log(project.train_log) if records is None else records
     try:
-        png = plots.curves_png(records)
+        png = plots.curves_png(records, curves_title(project))
     except ValueError as exc:
         raise ProjectError(f"{project.train_log}: {exc}") from None
     path = project.root / CURVES
     atomic_write_bytes(path, png)
     return path
+
+
+def curves_title(project: Project) -> str:
+    """What was trained, for the title of curves.png: method, shots, images and seed from run_config.json
+    (nothing when it cannot be read: the curves still draw)."""
+    try:
+        cfg = json.loads(project.run_config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return ""
+    if not isinstance(cfg, dict):
+        return ""
+    images = cfg.get("dataset") or cfg.get("images")
+    title = f"training curves: {cfg.get('method') or 'training'}"
+    if cfg.get("shots"):
+        title += f", {cfg['shots']} shots per class"
+    if images:
+        title += f" of {Path(str(images)).name}"
+    return title + (f", seed {cfg['seed']}" if cfg.get("seed") is not None else "")
 
 
 def write_eval_plots(result: EvalResult, folder: str | Path) -> list[Path]:
@@ -155,12 +173,13 @@ def write_eval_plots(result: EvalResult, folder: str | Path) -> list[Path]:
 
     folder = writable_folder(folder, "--plot")
     names = [c.name for c in result.classes]
+    task = Path(str(result.images)).name  # the test images' folder names the task in every title
     written = []
     reliability = {}
     for method in result.logits:
         cm = result.confusion(method)
         png = folder / f"confusion_{method}.png"
-        atomic_write_bytes(png, plots.confusion_png(cm, names, TITLES[method]))
+        atomic_write_bytes(png, plots.confusion_png(cm, names, f"{TITLES[method]} on {task}"))
         buf = io.StringIO()
         table = csv.writer(buf, lineterminator="\n")
         table.writerow(["true \\ predicted", *names])
@@ -171,10 +190,11 @@ def write_eval_plots(result: EvalResult, folder: str | Path) -> list[Path]:
         bins = reliability_bins(result.logits[method].float().softmax(dim=1), result.labels)  # as metrics' ECE
         reliability[method] = [b.to_json() for b in bins]
         png = folder / f"reliability_{method}.png"
-        atomic_write_bytes(png, plots.reliability_png(bins, result.results[method]["ece"], TITLES[method]))
+        ece = result.results[method]["ece"]
+        atomic_write_bytes(png, plots.reliability_png(bins, ece, f"{TITLES[method]} on {task}"))
         written.append(png)
     per_class = {m: r["per_class"] for m, r in result.results.items()}
-    atomic_write_bytes(folder / PER_CLASS, plots.per_class_png(per_class, TITLES))
+    atomic_write_bytes(folder / PER_CLASS, plots.per_class_png(per_class, TITLES, task))
     main: EvalMethod = "dualpt" if "dualpt" in result.logits else "zero_shot"
     wrong = mistakes(result, main)
     buf = io.StringIO()

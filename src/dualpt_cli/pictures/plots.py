@@ -1,9 +1,9 @@
-"""The pictures: explained images, training curves, confusion matrices, per-class accuracy, reliability
-diagrams (PNG bytes).
+"""The pictures: training curves, confusion matrices, per-class accuracy, reliability diagrams, compare's
+accuracy vs shots (PNG bytes; the explained images are :mod:`dualpt_cli.pictures.explainplot`'s).
 
 matplotlib draws on its Agg canvas through ``matplotlib.figure.Figure`` (no pyplot, no display, no global
 state), so every function works on a headless machine and returns the PNG as bytes; callers write them
-atomically or embed them in the HTML report.
+atomically or embed them in the HTML report. Legends sit beside or below the axes, never over the data.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ import torch
 
 from ..core.vocab import EvalMethod
 from ..model.calibration import ReliabilityBin
-from ..predict.explain import ImageExplanation, upsample
 
 if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
+    from matplotlib.axes import Axes
+    from matplotlib.axis import Axis
     from matplotlib.figure import Figure
 
 DPI = 100
-HEAT_CMAP = "inferno"
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -49,45 +49,15 @@ def _short(text: str, width: int = 26, lines: int = 2) -> str:
     return plain("\n".join(textwrap.wrap(text, width, max_lines=lines, placeholder="...")))
 
 
-# ---------------------------------------------------------------------------------------------------------
-# explain
+def _legend_beside(ax: Axes, **kw: Any) -> None:
+    """The legend to the right of ``ax`` (constrained layout makes room): it cannot hide a line or a bar."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8, **kw)
 
 
-def explanation_png(expl: ImageExplanation) -> bytes:
-    """The image CLIP saw, then one heat map per prompt for each explained class (a row per class).
+def _percent_axis(axis: Axis) -> None:
+    from matplotlib.ticker import PercentFormatter
 
-    Each map is the prompt's plan column over the local-feature grid (summing to 1), stretched bilinearly
-    over the image; within a row the maps share one colour scale, so prompts can be compared.
-    """
-    if expl.view is None or not expl.classes:
-        raise ValueError(f"nothing to draw for {expl.image}: {expl.error or 'no classes'}")
-    image = np.asarray(expl.view.convert("RGB"))
-    H, W = image.shape[:2]
-    M = len(expl.classes[0].prompts)
-    rows = len(expl.classes)
-    fig = _figure(2.3 * (M + 1), 2.9 * rows)
-    axes = fig.subplots(rows, M + 1, squeeze=False)
-    for r, cv in enumerate(expl.classes):
-        ax = axes[r, 0]
-        ax.imshow(image)
-        mark = "predicted" if cv.name == expl.prediction else "asked for"
-        ax.set_title(_short(f"{expl.image.name}\n{cv.name} ({mark}) p={cv.prob:.1%}", 30, 3), fontsize=8)
-        ax.axis("off")
-        heats = [upsample(p.heat, (H, W)).numpy() for p in cv.prompts]
-        uniform = 1.0 / cv.prompts[0].heat.numel()
-        top = max(max(float(h.max()) for h in heats), 2 * uniform)  # a uniform plan sits mid-scale
-        positive = all(p.part > 0 for p in cv.prompts)
-        for j, (pv, heat) in enumerate(zip(cv.prompts, heats)):
-            ax = axes[r, j + 1]
-            ax.imshow(image)
-            ax.imshow(heat, cmap=HEAT_CMAP, alpha=0.6, vmin=0.0, vmax=top, extent=(0, W, H, 0))
-            part = f"{pv.share:.0%} of score" if positive else f"part {pv.part:+.3f}"
-            title = f"{_short(cv.name, 22, 1)} · prompt {pv.index + 1} · {part}\npeak {pv.peak:.1f}x uniform"
-            if pv.phrase:
-                title += "\n" + _short(f"“{pv.phrase}”", 30, 2)
-            ax.set_title(title, fontsize=7.5)
-            ax.axis("off")
-    return _png(fig)
+    axis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))  # as the tables print accuracies
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -126,40 +96,56 @@ def curve_panels(series: dict[str, list[tuple[float, float]]]) -> list[tuple[str
     return out
 
 
-def curves_png(records: Sequence[dict[str, Any]]) -> bytes:
+CURVE_LABELS = {  # what the keys of train_log.jsonl that train writes are (other keys are shown as they are)
+    "loss": "loss (minimised)",
+    "loss_img": "loss_img (cross-entropy)",
+    "loss_llm": "loss_llm (to descriptions)",
+    "acc": "acc (training images)",
+    "val_acc": "val_acc (--val-shots images)",
+    "zero_shot_acc": "zero-shot accuracy",
+    "lr": "learning rate",
+    "plan_entropy": "plan entropy (1 = uniform)",
+}
+
+
+def curves_png(records: Sequence[dict[str, Any]], title: str = "") -> bytes:
     """Loss parts, accuracies (train, validation, zero-shot, ... whatever the log has), learning rate and plan
-    entropy per epoch, one panel each; panels without data are left out."""
+    entropy per epoch, one panel each; panels without data are left out; ``title`` names the run."""
     series = curve_series(records)
     panels = curve_panels(series)
     if not panels:
         raise ValueError("the training log has no loss, accuracy, learning rate or entropy values")
     cols = 2 if len(panels) > 1 else 1
     rows = math.ceil(len(panels) / cols)
-    fig = _figure(5.2 * cols, 3.4 * rows)
+    fig = _figure(6.0 * cols, 3.4 * rows)
     axes = fig.subplots(rows, cols, squeeze=False).flatten()
-    for ax, (title, ylabel, keys) in zip(axes, panels):
+    for ax, (name, ylabel, keys) in zip(axes, panels):
         for key in keys:
             same = [k for k in keys if k != key and series[k] == series[key]]  # loss = loss_img without an LLM term
             if same and keys.index(same[0]) < keys.index(key):
                 continue  # drawn once, under both names
             xs, ys = zip(*series[key])
-            label = " = ".join([key, *same])
+            label = " = ".join([key, *same]) if same else CURVE_LABELS.get(key, key)
             ax.plot(xs, ys, label=label, marker="o" if len(xs) < 12 else None, markersize=3)
         values = [y for k in keys for _, y in series[k]]
-        if title in ("accuracy", "plan entropy") and 0 <= min(values) and max(values) <= 1:
+        if name in ("accuracy", "plan entropy") and 0 <= min(values) and max(values) <= 1:
             ax.set_ylim(-0.02, 1.02)  # a share: its whole range, so that 0.9999 does not look like a change
-        elif title == "learning rate" and min(values) > 0:
+            if name == "accuracy":
+                _percent_axis(ax.yaxis)
+        elif name == "learning rate" and min(values) > 0:
             ax.set_yscale("log")
         else:
             ax.ticklabel_format(axis="y", style="plain", useOffset=False)  # never "1e-6+9.999e-1"
-        ax.set_title(title)
+        ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right" if title == "plan entropy" else "best")  # entropy sits near 1
+        _legend_beside(ax)
     for ax in axes[len(panels) :]:
         ax.axis("off")
+    if title:
+        fig.suptitle(plain(title))
     return _png(fig)
 
 
@@ -182,7 +168,7 @@ def sparse_ticks(n: int, most: int) -> list[int]:
 def confusion_png(cm: torch.Tensor, names: Sequence[str], title: str) -> bytes:
     """Rows true class, columns prediction, colour = share of the true class's images; classes sorted by
     accuracy (worst first, so errors gather top left); counts written in cells up to 25 classes, class names
-    on at most 40 ticks."""
+    on at most 40 ticks; ``title`` names the method and the images."""
     K = len(names)
     order = accuracy_order(cm)
     sub = cm[order][:, order].double()  # (K, K) in display order
@@ -191,7 +177,7 @@ def confusion_png(cm: torch.Tensor, names: Sequence[str], title: str) -> bytes:
     fig = _figure(side + 1.2, side)
     ax = fig.subplots()
     im = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
-    fig.colorbar(im, ax=ax, shrink=0.7, label="share of the true class")
+    _percent_axis(fig.colorbar(im, ax=ax, shrink=0.7, label="share of the true class's images").ax.yaxis)
     ticks = sparse_ticks(K, 40)
     labels = [_short(names[order[i]], 24, 1) for i in ticks]
     ax.set_xticks(
@@ -218,9 +204,11 @@ def confusion_png(cm: torch.Tensor, names: Sequence[str], title: str) -> bytes:
     return _png(fig)
 
 
-def per_class_png(per_class: dict[EvalMethod, list[dict[str, Any]]], titles: dict[EvalMethod, str]) -> bytes:
+def per_class_png(
+    per_class: dict[EvalMethod, list[dict[str, Any]]], titles: dict[EvalMethod, str], task: str = ""
+) -> bytes:
     """Per-class accuracy bars, sorted by the first method's accuracy (worst first); further methods
-    (zero-shot CLIP) as bars beside it."""
+    (zero-shot CLIP) as bars beside it; ``task`` (the test images) in the title."""
     methods = list(per_class)
     first = per_class[methods[0]]
     order = sorted(range(len(first)), key=lambda i: (first[i]["accuracy"], i))
@@ -247,11 +235,13 @@ def per_class_png(per_class: dict[EvalMethod, list[dict[str, Any]]], titles: dic
         fontsize=7 if K > 20 else 8,
     )
     ax.set_ylim(0, 1.02)
+    _percent_axis(ax.yaxis)
     ax.set_ylabel("accuracy")
     sorted_by = plain(titles.get(methods[0], methods[0]))
-    ax.set_title(f"per-class accuracy, {K} classes, sorted by {sorted_by} (worst first)", fontsize=10)
+    on = f" on {plain(task)}" if task else ""
+    ax.set_title(f"per-class accuracy{on}, {K} classes, sorted by {sorted_by} (worst first)", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend_beside(ax)
     return _png(fig)
 
 
@@ -265,7 +255,7 @@ def reliability_png(bins: Sequence[ReliabilityBin], ece: float, title: str) -> b
     seen = count > 0
     acc = np.array([b.accuracy if b.count else 0.0 for b in bins])
     conf = np.array([b.confidence if b.count else 0.0 for b in bins])
-    fig = _figure(5.0, 6.0)
+    fig = _figure(5.0, 6.4)
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     top.bar(lower[seen], acc[seen], width[seen], align="edge", edgecolor="black", linewidth=0.6, label="accuracy")
     top.bar(
@@ -278,7 +268,7 @@ def reliability_png(bins: Sequence[ReliabilityBin], ece: float, title: str) -> b
     top.set_ylabel("accuracy")
     top.set_title(f"{plain(title)}: ECE {ece:.1%} over {int(count.sum())} images, {len(bins)} bins", fontsize=10)
     top.grid(alpha=0.3)
-    top.legend(fontsize=8, loc="upper left")
+    fig.legend(fontsize=8, loc="outside lower center", ncols=2)  # below the figure: over no bar
     share = count / max(count.sum(), 1)
     bottom.bar(lower, share, width, align="edge", color="tab:grey", edgecolor="black", linewidth=0.6)
     for x, w, n, h in zip(lower[seen], width[seen], count[seen], share[seen]):
@@ -299,6 +289,14 @@ def percent_range(values: Sequence[float], least: float = 10.0) -> tuple[float, 
     pad = max(2.0, (least - (max(values) - min(values))) / 2)
     high = min(100.0, max(max(values) + pad, least))
     return max(0.0, min(min(values) - pad, high - least)), high
+
+
+def _wrapped(title: str, width: int) -> str:
+    """A panel title on lines of at most ``width`` characters, breaking after the comparison's name first."""
+    head, sep, rest = title.partition(": ")
+    if len(title) <= width or not sep:
+        return "\n".join(textwrap.wrap(title, width)) or title
+    return head + ":\n" + "\n".join(textwrap.wrap(rest, width))
 
 
 def compare_png(panels: Mapping[str, Sequence[Any]], title: str = "", metric: str = "top-1 accuracy") -> bytes:
@@ -333,7 +331,7 @@ def compare_png(panels: Mapping[str, Sequence[Any]], title: str = "", metric: st
         ax.set_xscale("log", base=2)
         ax.set_xticks(all_shots, [str(s) for s in all_shots])
         ax.set_xlim(all_shots[0] / 1.4, all_shots[-1] * 1.4)  # room for the markers at both ends
-        ax.set_title(plain(name), fontsize=10)
+        ax.set_title(_wrapped(plain(name), 48 if not one else 64), fontsize=10)
         ax.set_xlabel("shots per class (log scale)")
         ax.set_ylabel(f"{metric} (%)")
         ax.grid(alpha=0.3)

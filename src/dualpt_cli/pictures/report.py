@@ -65,7 +65,8 @@ def _img(png: bytes, alt: str) -> str:
 def _table(header: list[str], rows: list[list[Any]], cls: str = "") -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    table = f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return f'<div class="scroll">{table}</div>'  # a table wider than a phone scrolls, not the page
 
 
 def _pct(x: Any) -> str:
@@ -151,13 +152,13 @@ def _eval_section(folder: Path | None) -> str:
                 [[c["true"], c["predicted"], c["count"], _pct(c["share_of_true"])] for c in confused],
             )
         )
-    for name, alt in (
-        [(f"confusion_{m}.png", f"confusion matrix, {TITLES[m]}") for m in methods]
-        + [(PER_CLASS, "per-class accuracy")]
-        + [(f"reliability_{m}.png", f"reliability diagram, {TITLES[m]}") for m in methods]
-    ):
-        if (folder / name).is_file():
-            parts.append(_img((folder / name).read_bytes(), alt))
+    for pictures in (
+        [(f"confusion_{m}.png", f"confusion matrix, {TITLES[m]}") for m in methods],
+        [(PER_CLASS, "per-class accuracy")],
+        [(f"reliability_{m}.png", f"reliability diagram, {TITLES[m]}") for m in methods],
+    ):  # side by side where the page is wide enough
+        row = [_img((folder / name).read_bytes(), alt) for name, alt in pictures if (folder / name).is_file()]
+        parts.append(f'<div class="pictures">{"".join(row)}</div>')
     return "\n".join(parts)
 
 
@@ -208,7 +209,7 @@ def _explain_section(cfg: ReportConfig, project: Project, eval_dir: Path | None,
     if not project.prompts.is_file():
         return "<p>No prompts.safetensors: nothing to explain yet.</p>"
     from ..predict.explain import ExplainConfig, Explainer
-    from . import plots
+    from .explainplot import explanation_png
 
     parts = [
         "<p>Each row: the image as CLIP saw it, then where each prompt of a class puts its mass (the "
@@ -229,7 +230,7 @@ def _explain_section(cfg: ReportConfig, project: Project, eval_dir: Path | None,
             continue
         truth = f"; true class {html.escape(expl.classes[1].name)}" if len(expl.classes) > 1 else ""
         parts.append(
-            f"<figure>{_img(plots.explanation_png(expl), f'explained {expl.image.name}')}"
+            f"<figure>{_img(explanation_png(expl), f'explained {expl.image.name}')}"
             f"<figcaption>{html.escape(str(expl.image))}: predicted {html.escape(expl.prediction or '')}"
             f" ({_pct(expl.prob)}){truth}</figcaption></figure>"
         )
@@ -253,10 +254,14 @@ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; 
 table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f2f2f2; }
+.scroll { max-width: 100%; overflow-x: auto; }
+code, figcaption, p, table.config td + td, table.descriptions td:last-child { overflow-wrap: anywhere; }
 img { max-width: 100%; height: auto; display: block; margin: 0.5em 0; }
 figure { margin: 1em 0; } figcaption { font-size: 0.85em; color: #555; }
-nav a { margin-right: 1em; } section { margin-bottom: 2em; }
-.columns { display: flex; flex-wrap: wrap; gap: 1.5em; align-items: flex-start; }
+nav a { margin-right: 1em; display: inline-block; } section { margin-bottom: 2em; }
+.columns { display: flex; flex-wrap: wrap; gap: 0 1.5em; align-items: flex-start; }
+.columns > * { min-width: 0; }
+.pictures { display: flex; flex-wrap: wrap; gap: 0 1.5em; align-items: flex-start; }
 """
 
 

@@ -29,7 +29,7 @@ from ..errors import DataError, ProjectError
 from ..model.prompts import DESCRIPTION_TEMPLATE, description_features
 from .classifier import Classifier, load_classifier
 
-TOP = re.compile(r"top(\d*)$", re.IGNORECASE)
+TOP = re.compile(r"top([-+]?\d+)?$", re.IGNORECASE)  # top, top3; top0 and top-1 are refused (check_selectors)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -178,7 +178,7 @@ def choose_classes(selectors: list[str], probs: torch.Tensor, classes: list[Clas
     for sel in selectors:
         top = TOP.match(sel.strip())
         if top:
-            out.update(dict.fromkeys(order[: max(1, int(top.group(1) or 1))]))
+            out.update(dict.fromkeys(order[: int(top.group(1) or 1)]))  # N >= 1: check_selectors
             continue
         k = find_trained(ClassEntry(folder=sel, name=sel), classes)
         if k is None:
@@ -189,6 +189,16 @@ def choose_classes(selectors: list[str], probs: torch.Tensor, classes: list[Clas
             )
         out[k] = None
     return list(out)
+
+
+def check_selectors(selectors: list[str]) -> None:
+    """A :class:`DataError` for no selector at all, or ``topN`` with N below 1 (``top0`` is not ``top1``)."""
+    if not selectors:
+        raise DataError("--classes needs at least one value: top, topN, or a class name")
+    for sel in selectors:
+        top = TOP.match(sel.strip())
+        if top and top.group(1) and int(top.group(1)) < 1:
+            raise DataError(f"--classes {sel!r}: N in topN is how many of the best classes, 1 or more (top, top3)")
 
 
 def display_transform(clf: Classifier) -> Callable[[Image.Image], Image.Image]:
@@ -256,8 +266,7 @@ class Explainer:
 
     def image(self, path: Path, selectors: list[str]) -> ImageExplanation:
         """The classes ``selectors`` name (see :func:`choose_classes`) explained on one image."""
-        if not selectors:
-            raise DataError("--classes needs at least one value: top, topN, or a class name")
+        check_selectors(selectors)
         try:
             img = load_image(path)
         except BadImage as exc:
@@ -281,8 +290,7 @@ def explain_images(cfg: ExplainConfig, paths: list[Path] | None = None) -> Itera
     """One :class:`ImageExplanation` per input image (``paths``, default: expanded ``cfg.inputs``), in order;
     unreadable images carry their error."""
     paths = expand_inputs(cfg.inputs) if paths is None else paths
-    if not cfg.classes:
-        raise DataError("--classes needs at least one value: top, topN, or a class name")
+    check_selectors(cfg.classes)
     explainer = Explainer(cfg)
     for path in paths:
         yield explainer.image(path, cfg.classes)

@@ -17,7 +17,7 @@ from typing import IO, Any
 
 import torch
 
-from ..core.project import output_path, temp_beside, write_failure
+from ..core.project import output_path, temp_beside, try_lock, write_failure
 from ..core.userfiles import shown
 from ..core.vocab import FORMATS  # noqa: E402,F401
 from ..errors import DataError
@@ -142,6 +142,7 @@ def open_output(path: str | Path | None) -> Iterator[IO[str]]:
         yield sys.stdout
         return
     fd, tmp = temp_beside(path, DataError)
+    hold(fd)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             yield fh
@@ -155,6 +156,15 @@ def open_output(path: str | Path | None) -> Iterator[IO[str]]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def hold(fd: int) -> None:
+    """Lock a temporary or part file while this process writes it, so that a later run's cleanup
+    (:func:`partfiles.remove_stale`) passes over it; the lock goes with the file's closing or the process.
+    Not on Windows (its locks are mandatory: rank 0 could not read a part), nor where the filesystem has none."""
+    if sys.platform != "win32":
+        with contextlib.suppress(OSError):
+            try_lock(fd)
 
 
 def format_for(fmt: str | None, output: str | None) -> str:

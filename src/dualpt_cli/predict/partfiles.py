@@ -11,23 +11,29 @@ to put parts in: the other ranks' rows travel to rank 0 as JSON at the end, so l
 should go to a file.
 
 A rank that fails or is stopped removes its own part; rank 0 removes every part on its way out, also when
-it fails, so a failed job leaves neither the output nor parts (only rank 0 killed outright would leave
-hidden ``.part`` files). In one process this is just the output written as before.
+it fails, so a failed job leaves neither the output nor parts. A job that could not clean up (rank 0 killed
+outright, or refused before it wrote) leaves hidden ``.NAME.*.tmp`` and ``.part`` files: the next run
+writing that output removes them (:func:`remove_stale`), passing over those a live job holds locked. In
+one process this is just the output written as before.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
 import secrets
 import shutil
+import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
 from ..core.distributed import Dist
-from ..core.project import output_path, write_failure
+from ..core.project import output_path, try_lock, write_failure
 from ..errors import DataError, DistributedError
-from .output import JsonlWriter, RowWriter, open_output
+from .output import JsonlWriter, RowWriter, hold, open_output
 
 STREAMED = ("jsonl", "csv")  # formats whose parts are copied as they are
 WriterFor = Callable[[IO[str], bool], RowWriter]  # (stream, whether it starts the file) -> the output's writer
@@ -49,6 +55,8 @@ def write_sharded(
     path = output_path(output)  # None: stdout
     token = dist.broadcast_json(secrets.token_hex(4), "predict: waiting for every rank to start")
     if dist.is_main:
+        if path is not None:
+            remove_stale(path, token)
         failed = _write_main(rows, fmt, path, token, writer_for, dist, rows_done)
     else:
         failed = _write_part(rows, fmt, path, token, writer_for, dist, rows_done)
@@ -59,6 +67,42 @@ def write_sharded(
 def part_path(output: Path, token: str, rank: int) -> Path:
     """Where rank ``rank`` streams its rows for ``output`` in the job whose token is ``token``."""
     return output.with_name(f".{output.name}.{token}.part{rank}")
+
+
+def remove_stale(output: Path, token: str) -> list[Path]:
+    """Remove what earlier runs writing ``output`` left beside it (``.NAME.XXXXXXXX.tmp`` of rank 0 killed
+    outright, ``.NAME.TOKEN.partR`` of a job that stopped before rank 0 gathered them): only names of that
+    pattern, not of this job (``token``), and not locked by a live writer (:func:`output.hold`). Returns them."""
+    if sys.platform == "win32":  # no advisory locks to tell a live writer from a dead one
+        return []
+    name = re.escape(output.name)
+    stale = re.compile(rf"\.{name}\.(?:[a-z0-9_]{{8}}\.tmp|(?!{re.escape(token)}\.)[0-9a-f]{{8}}\.part\d+)")
+    try:
+        with os.scandir(output.parent) as entries:
+            names = [e.path for e in entries if stale.fullmatch(e.name) and e.is_file(follow_symlinks=False)]
+    except OSError:  # no folder yet, or one that cannot be listed: writing the output will say so
+        return []
+    removed = []
+    for path in names:
+        if _unheld(path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+                removed.append(Path(path))
+    return removed
+
+
+def _unheld(path: str) -> bool:
+    """True if no process holds ``path``'s lock (it can be taken); False if one does or locks do not work."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False
+    try:
+        return try_lock(fd)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _count(rows: Iterable[dict[str, Any]], writer: RowWriter) -> int:
@@ -92,20 +136,22 @@ def _write_part(
     try:
         part.parent.mkdir(parents=True, exist_ok=True)
         with open(part, "x", encoding="utf-8", newline="") as fh:
+            hold(fh.fileno())  # locked until rank 0 has its rows: no later run's cleanup takes it
             writer = writer_for(fh, False) if fmt in STREAMED else JsonlWriter(fh, 0)
             try:
                 failed = _count(rows, writer)
             finally:
                 rows_done()
             writer.close()
+            fh.flush()
             size = fh.tell()
+            parts = dist.all_gather_json({"failed": failed, "bytes": size}, what)  # collective errors: DistributedError
     except OSError as exc:
         part.unlink(missing_ok=True)
         raise DataError(write_failure(part, exc)) from None
     except BaseException:
         part.unlink(missing_ok=True)
         raise
-    parts = dist.all_gather_json({"failed": failed, "bytes": size}, what)
     return sum(p["failed"] for p in parts)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from dataclasses import fields
 from datetime import datetime, timezone
@@ -68,10 +69,22 @@ def check_run_name(project: Project, name: str | None) -> str | None:
     :class:`DataError`; also a clear error if the project's ``runs`` is not a folder."""
     if name is not None and not NAME.fullmatch(name):
         raise DataError(f"--run-name {name!r} must be letters, digits, '.', '_' or '-' (at most 100, not first)")
+    check_runs_folder(project)
+    return name
+
+
+def check_runs_folder(project: Project) -> None:
+    """A :class:`ProjectError` if the project's ``runs`` is a file, or a symbolic link that leads outside the
+    project (the runs would be written wherever it points, without a word)."""
     runs = runs_dir(project)
     if runs.exists() and not runs.is_dir():
         raise ProjectError(f"{runs} is a file, not the project's runs folder; move it away")
-    return name
+    target = Path(os.path.realpath(runs))
+    if runs.is_symlink() and not target.is_relative_to(os.path.realpath(project.root)):
+        raise ProjectError(
+            f"{runs} is a symbolic link to {target}, outside the project; dualpt keeps a project's runs inside "
+            "it: replace the link with a folder (or use another --project)"
+        )
 
 
 def current_run(project: Project) -> str | None:
@@ -90,7 +103,8 @@ def run_folder(project: Project, name: str) -> Path:
 
 
 def record_eval(project: Project, prompt_file: Path, report: dict[str, Any]) -> None:
-    """Keep an eval report in the run whose prompts were evaluated (``runs/NAME/eval.json``), if any.
+    """Keep an eval report in the run whose prompts were evaluated (``runs/NAME/eval.json``), if any; for the
+    current run, a :class:`ProjectError` (nothing written) if the project's ``runs`` leads outside it.
 
     That is the run folder the prompt file is in, or the current run when the project's own prompt file
     was used and is that run's.
@@ -100,6 +114,7 @@ def record_eval(project: Project, prompt_file: Path, report: dict[str, Any]) -> 
         current = current_run(project)
         if current is None or prompt_file.resolve() != project.prompts.resolve():
             return
+        check_runs_folder(project)
         folder = runs_dir(project) / current
         copy = folder / "prompts.safetensors"
         if not copy.is_file() or copy.read_bytes() != prompt_file.read_bytes():

@@ -9,6 +9,7 @@ from typing import Any
 from rich.markup import escape
 from rich.progress import TaskID
 from rich.table import Table
+from rich.text import Text
 
 from ..compare.grid import Callbacks, Cell, CellResult, CompareResult, Row
 from ..train.loop import Callbacks as TrainCallbacks
@@ -82,31 +83,43 @@ class CellProgress(TrainCallbacks):
         return tick
 
 
-def cell_text(row: Row) -> str:
+def cell_text(row: Row, stacked: bool = False) -> str:
     """``71.2 ± 1.3`` in percent (``71.2`` from one seed: no spread to show), bold with a star for the best at its
-    shot count; failures noted."""
+    shot count; failures noted. ``stacked``: the spread on a line of its own (a narrow terminal)."""
     if row.mean is None:
         text = "[red]failed[/]" if row.failed else "—"
     else:
-        text = f"{100 * row.mean:.1f}" + (f" ± {100 * (row.std or 0.0):.1f}" if row.runs > 1 else "")
+        spread = ("\n" if stacked else " ") + f"± {100 * (row.std or 0.0):.1f}"
+        text = f"{100 * row.mean:.1f}" + (spread if row.runs > 1 else "")
         if row.best:
             text = f"[bold green]{text} ★[/]"
         if row.failed:
-            text += f" [red]({row.failed} failed)[/]"
+            text += f"\n[red]{row.failed} failed[/]" if stacked else f" [red]({row.failed} failed)[/]"
     return text
 
 
-def compare_table(rows: Sequence[Row], title: str = "dualpt compare", metric: str = "accuracy") -> Table:
-    """Methods down, shot counts across; ``metric`` (accuracy, or H for base-to-new) in percent, mean ± std."""
+def compare_table(
+    rows: Sequence[Row], title: str = "dualpt compare", metric: str = "accuracy", width: int | None = None
+) -> Table:
+    """Methods down, shot counts across; ``metric`` (accuracy, or H for base-to-new) in percent, mean ± std.
+    Where one line per cell is wider than ``width`` the spread goes below the mean; a method name is never cut."""
     methods = list(dict.fromkeys(r.method for r in rows))
     shots = sorted({r.shots for r in rows})
     by = {(r.method, r.shots): r for r in rows}
+
+    def cells(stacked: bool) -> list[list[str]]:
+        return [[cell_text(by[m, k], stacked) if (m, k) in by else "—" for k in shots] for m in methods]
+
+    body = cells(False)
+    wide = max(Text.from_markup(c).cell_len for line in body for c in line)  # the widest one-line cell
+    if width is not None and (max(map(len, methods)) + 3) + len(shots) * (wide + 3) + 1 > width:
+        body = cells(True)
     table = Table(title=title)
-    table.add_column("method")
+    table.add_column("method", no_wrap=True, min_width=max(map(len, methods)))
     for k in shots:
         table.add_column(f"{k} shot{'s' if k > 1 else ''}", justify="right")
-    for method in methods:
-        table.add_row(escape(method), *(cell_text(by[method, k]) if (method, k) in by else "—" for k in shots))
+    for method, line in zip(methods, body):
+        table.add_row(escape(method), *line)
     return table
 
 
@@ -133,7 +146,7 @@ def report(
             }
         )
         return
-    console.print(compare_table(result.rows, title, metric=metric))
+    console.print(compare_table(result.rows, title, metric=metric, width=console.width))
     if any(r.base is not None for r in result.rows):
         console.print(
             "[dim]H (%) of the base and new accuracies, each averaged over seeds first (CoCoOp's tables); "

@@ -16,6 +16,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
 
 console = Console()
 err_console = Console(stderr=True)
@@ -40,6 +41,17 @@ def progress(transient: bool = False) -> Progress:
         transient=transient,
         disable=QUIET,
     )
+
+
+def uncut(table: Table) -> Table:
+    """``table`` with no cell ever shortened to "…" on a narrow terminal: figures (right-aligned columns) never
+    wrap, and a word too long for its text column (a class folder, a path) folds onto the next line."""
+    for column in table.columns:
+        if column.justify == "right":
+            column.no_wrap = True
+        else:
+            column.overflow = "fold"
+    return table
 
 
 def print_json(obj: Any) -> None:

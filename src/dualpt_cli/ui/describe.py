@@ -64,7 +64,7 @@ def print_report(report: DescribeReport | PhrasesReport, json_out: bool) -> None
         if entry["folder"] in kept_after:
             status = f"[red]failed[/]: {escape(kept_after[entry['folder']] or '')} (earlier phrases kept)"
         table.add_row(escape(entry["name"]), escape(entry["folder"]), str(len(entry["phrases"])), status)
-    ui.console.print(table)
+    ui.console.print(ui.uncut(table))
     if not report.asked and report.provider != "file":
         ui.console.print(
             f"all {len(report.entries)} classes are already described; nothing was asked (--force asks again)"

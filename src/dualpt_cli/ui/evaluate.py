@@ -52,7 +52,7 @@ def _print_tables(result: EvalResult) -> None:
         if split:
             cells += [_pct(m["base"]["accuracy"]), _pct(m["new"]["accuracy"]), _pct(m["H"])]
         summary.add_row(*cells, _pct(m["ece"]))
-    console.print(summary)
+    console.print(ui.uncut(summary))
     if len(result.results) == 2:
         gain = result.results["dualpt"]["top1"] - result.results["zero_shot"]["top1"]
         console.print(f"gain from training: {gain * 100:+.1f} points top-1")
@@ -65,7 +65,7 @@ def _print_tables(result: EvalResult) -> None:
     rows = {name: {r["class"]: r for r in m["per_class"]} for name, m in result.results.items()}
     for r in first["per_class"]:
         per.add_row(escape(r["class"]), str(r["images"]), *[_pct(rows[n][r["class"]]["accuracy"]) for n in rows])
-    console.print(per)
+    console.print(ui.uncut(per))
 
     main: EvalMethod = "dualpt" if "dualpt" in result.results else "zero_shot"
     confused = result.results[main]["confused"]
@@ -75,4 +75,4 @@ def _print_tables(result: EvalResult) -> None:
             pairs.add_column(col, justify="right" if col in ("images", "share") else "left")
         for c in confused:
             pairs.add_row(escape(c["true"]), escape(c["predicted"]), str(c["count"]), _pct(c["share_of_true"]))
-        console.print(pairs)
+        console.print(ui.uncut(pairs))

@@ -38,4 +38,4 @@ def render_table(rows: list[dict[str, Any]], top_k: int, fh: IO[str]) -> None:
         rest = ", ".join(f"{escape(t['class'])} {t['prob']:.1%}" for t in row["top_k"][1:])
         table.add_row(*cells, *([rest] if top_k > 1 else []))
     console = ui.console if fh is sys.stdout else Console(file=fh, width=160, no_color=True)
-    console.print(table)
+    console.print(ui.uncut(table))

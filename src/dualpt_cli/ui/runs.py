@@ -34,8 +34,9 @@ def _cell(key: str, value: Any) -> str:
 
 
 def runs_table(rows: list[dict[str, Any]], width: int) -> Table:
-    """The runs as a table no wider than ``width`` where it can be: method names wrap at spaces, and the shots,
-    seed and epochs columns are left out (epochs first) before an accuracy is ever cut."""
+    """The runs as a table no wider than ``width`` where it can be: method names wrap at spaces, the shots, seed
+    and epochs columns are left out (epochs first), then run names fold over two lines or more, before an accuracy
+    is ever cut."""
     columns = dict(RUN_COLUMNS)
     cells = {h: [h, *(_cell(columns[h], r[columns[h]]) for r in rows)] for h in columns}
     need = {h: max(len(word) for c in cs for word in (c.split() if h == "method" else [c])) for h, cs in cells.items()}
@@ -44,9 +45,14 @@ def runs_table(rows: list[dict[str, Any]], width: int) -> Table:
         if sum(need[h] + 3 for h in order) + 1 <= width:  # each cell: its text, 2 of padding, 1 border
             break
         order.remove(drop)
+    room = width - 1 - sum(need[h] + 3 for h in order if h != "run") - 3  # what the run names may take
+    fold = need["run"] > room
     table = Table(title="dualpt runs (* current)")
     for h in order:
         text = h in ("", "run", "method")
+        if h == "run" and fold:  # the name whole, over lines: --run needs all of it
+            table.add_column(h, overflow="fold", width=max(room, 10))
+            continue
         table.add_column(h, justify="left" if text else "right", no_wrap=h != "method", min_width=need[h])
     for i in range(len(rows)):
         table.add_row(*(cells[h][i + 1] for h in order))

@@ -15,7 +15,7 @@ from ..core.distributed import Dist
 from ..errors import DualptError
 from ..model.residual import ResidualHead
 from ..train.loop import Callbacks, TrainResult
-from .console import console, err_console, print_json, progress, warn
+from .console import console, err_console, print_json, progress, uncut, warn
 
 
 class RichCallbacks(Callbacks):
@@ -153,7 +153,7 @@ def report(result: TrainResult, json_out: bool = False, run: str | None = None, 
         table.add_row("run", escape(run))
     if result.skipped:
         table.add_row("skipped images", str(len(result.skipped)))
-    console.print(table)
+    console.print(uncut(table))
     if result.profile:
         total = sum(result.profile.values()) or 1.0
         prof = Table(title="where a step's time goes")
