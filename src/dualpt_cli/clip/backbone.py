@@ -25,6 +25,7 @@ from torch import nn
 
 from ..errors import ModelLoadError
 from . import surgery
+from .pixels import fuse_to_tensor_normalize
 from .spec import ModelSpec
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -61,12 +62,25 @@ class Backbone:
         self.channels_last = self.family == "resnet" and precision != "fp32"
         if self.channels_last:
             self.model.visual.to(memory_format=torch.channels_last)
-        # The text transformer runs at every training step. Autocast re-casts frozen weights at every call
-        # (its cast cache only keeps trainable leaves), so keep a copy with the matmul weights cast once;
-        # the result is the same as autocast's, without the copies.
-        self.text_transformer = self.model.transformer
-        if precision != "fp32":
-            self.text_transformer = surgery.lowp_matmul_copy(self.model.transformer, _DTYPES[precision])
+        self._text_transformer: nn.Module | None = None  # made on first use (text_transformer)
+
+    @property
+    def text_transformer(self) -> nn.Module:
+        """The text transformer the text paths run.
+
+        It runs at every training step. Autocast re-casts frozen weights at every call (its cast cache only
+        keeps trainable leaves), so below fp32 this is a copy with the matmul weights cast once: the result
+        is the same as autocast's, without the copies. Made on first use: predicting the trained classes
+        encodes no text, and the copy costs a second of start-up."""
+        if self._text_transformer is None:
+            self._text_transformer = self.model.transformer
+            if self.precision != "fp32":
+                self._text_transformer = surgery.lowp_matmul_copy(self.model.transformer, _DTYPES[self.precision])
+        return self._text_transformer
+
+    @text_transformer.setter
+    def text_transformer(self, module: nn.Module) -> None:
+        self._text_transformer = module
 
     # -- facts ----------------------------------------------------------------------------------------------
 
@@ -155,20 +169,23 @@ class Backbone:
     # -- images ---------------------------------------------------------------------------------------------
 
     def eval_transform(self):
-        """The model's own test-time preprocessing (resize, center crop, normalize)."""
-        return surgery.eval_transform(self.preprocess_cfg)
+        """The model's own test-time preprocessing (resize, center crop, normalize), its last two steps fused
+        (:mod:`~dualpt_cli.clip.pixels`: the same pixels)."""
+        return fuse_to_tensor_normalize(surgery.eval_transform(self.preprocess_cfg))
 
     def train_transform(self, scale: tuple[float, float] = (0.08, 1.0)):
         """CoOp's augmentation: random resized crop (bicubic), horizontal flip, CLIP normalization."""
         from torchvision import transforms as T
 
-        return T.Compose(
-            [
-                T.RandomResizedCrop(self.image_size, scale=scale, interpolation=T.InterpolationMode.BICUBIC),
-                T.RandomHorizontalFlip(),
-                T.ToTensor(),
-                T.Normalize(self.preprocess_cfg["mean"], self.preprocess_cfg["std"]),
-            ]
+        return fuse_to_tensor_normalize(
+            T.Compose(
+                [
+                    T.RandomResizedCrop(self.image_size, scale=scale, interpolation=T.InterpolationMode.BICUBIC),
+                    T.RandomHorizontalFlip(),
+                    T.ToTensor(),
+                    T.Normalize(self.preprocess_cfg["mean"], self.preprocess_cfg["std"]),
+                ]
+            )
         )
 
     @torch.no_grad()

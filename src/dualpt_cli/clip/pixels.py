@@ -1,0 +1,60 @@
+"""The last two steps of every image transform, ``ToTensor`` then ``Normalize``, in one step without copies.
+
+torchvision's pair converts an RGB image to floats (a uint8 copy, a permuted copy, a float copy, a divided
+copy), then ``Normalize`` clones the result before subtracting and dividing in place: five image-sized
+allocations per image. :class:`ToTensorNormalized` makes the same three roundings in the same order (``/ 255``,
+``- mean``, ``/ std``, each in float32) on one float buffer, so its pixels are bit for bit torchvision's
+(tested), for a fraction of the memory traffic; decoding is a tenth of a CLIP forward pass, and these
+copies were a third of it. Images that are not 8-bit RGB go through torchvision's own functions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class ToTensorNormalized:
+    """``Normalize(mean, std)(ToTensor()(image))`` for a PIL image: a (3, H, W) float tensor, contiguous."""
+
+    def __init__(self, mean, std):
+        self.mean_values, self.std_values = list(mean), list(std)
+        dtype = torch.get_default_dtype()
+        self.mean = torch.as_tensor(self.mean_values, dtype=dtype).view(-1, 1, 1)  # (3, 1, 1), as Normalize
+        self.std = torch.as_tensor(self.std_values, dtype=dtype).view(-1, 1, 1)
+        if bool((self.std == 0).any()):
+            raise ValueError("std of the image normalisation is zero")
+
+    def __call__(self, pic) -> torch.Tensor:
+        from PIL import Image
+
+        if not isinstance(pic, Image.Image) or pic.mode != "RGB" or self.mean.dtype != torch.get_default_dtype():
+            from torchvision.transforms import functional as TF
+
+            return TF.normalize(TF.to_tensor(pic), self.mean_values, self.std_values)
+        pixels = torch.from_numpy(np.array(pic, np.uint8, copy=True))  # (H, W, 3) uint8
+        x = pixels.permute(2, 0, 1).contiguous().to(self.mean.dtype)  # (3, H, W), as ToTensor lays it out
+        return x.div_(255).sub_(self.mean).div_(self.std)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(mean={self.mean_values}, std={self.std_values})"
+
+
+def fuse_to_tensor_normalize(transform):
+    """``transform`` (a torchvision ``Compose``) with each ``ToTensor`` directly followed by a (not in-place)
+    ``Normalize`` replaced by one :class:`ToTensorNormalized`; anything else is returned unchanged."""
+    from torchvision import transforms as T
+
+    steps = getattr(transform, "transforms", None)
+    if not isinstance(transform, T.Compose) or steps is None:
+        return transform
+    fused, i = [], 0
+    while i < len(steps):
+        step, following = steps[i], steps[i + 1] if i + 1 < len(steps) else None
+        if type(step) is T.ToTensor and type(following) is T.Normalize and not following.inplace:
+            fused.append(ToTensorNormalized(following.mean, following.std))
+            i += 2
+        else:
+            fused.append(step)
+            i += 1
+    return T.Compose(fused)
