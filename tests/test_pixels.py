@@ -34,6 +34,14 @@ def test_equals_torchvision_bit_for_bit(size):
     assert torch.equal(ToTensorNormalized(half, half)(image), _plain(image, half, half))
 
 
+def test_every_byte_value_in_every_channel():
+    """Exhaustive: each output pixel depends only on its byte and channel, and every (byte, channel) is here."""
+    values = np.arange(256, dtype=np.uint8)
+    image = Image.fromarray(np.stack([values, values[::-1], np.roll(values, 7)], axis=-1)[None])  # (1, 256, 3)
+    for mean, std in ((MEAN, STD), ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), ((0.0, 1.0, 0.3), (1.0, 3.0, 0.1))):
+        assert torch.equal(ToTensorNormalized(mean, std)(image), _plain(image, mean, std))
+
+
 @pytest.mark.parametrize("mode", ["L", "RGBA", "F"])
 def test_other_modes_take_torchvision_path(mode):
     image = _photo(9, 6, mode)
