@@ -177,14 +177,12 @@ def main(argv: list[str] | None = None) -> dict:
         work = Path(tmp)
         env = {**os.environ, "PYTHONPATH": args.after}
         subprocess.run([sys.executable, __file__, "--before", args.before, "--_setup", tmp], env=env, check=True)
-        parts = args.parts.split(",")
-        if "train" in parts:
-            results["train"] = bench_train(work, args)
-        if "predict" in parts:
-            results["predict"] = bench_predict(work, args)
+        for part, run in (("train", bench_train), ("predict", bench_predict)):
+            if part in args.parts.split(","):
+                results[part] = run(work, args)
+                if args.save:  # after each part: a long run that fails later keeps what it measured
+                    Path(args.save).write_text(json.dumps(results, indent=1))
     show(results)
-    if args.save:
-        Path(args.save).write_text(json.dumps(results, indent=1))
     return results
 
 
