@@ -62,7 +62,7 @@ class Backbone:
         self.channels_last = self.family == "resnet" and precision != "fp32"
         if self.channels_last:
             self.model.visual.to(memory_format=torch.channels_last)
-        self._text_transformer: nn.Module | None = None  # made on first use (text_transformer)
+        self._lazy: dict[str, nn.Module] = {}  # made on first use; shared with copy.copy's (shared_backbones)
 
     @property
     def text_transformer(self) -> nn.Module:
@@ -72,15 +72,15 @@ class Backbone:
         keeps trainable leaves), so below fp32 this is a copy with the matmul weights cast once: the result
         is the same as autocast's, without the copies. Made on first use: predicting the trained classes
         encodes no text, and the copy costs a second of start-up."""
-        if self._text_transformer is None:
-            self._text_transformer = self.model.transformer
-            if self.precision != "fp32":
-                self._text_transformer = surgery.lowp_matmul_copy(self.model.transformer, _DTYPES[self.precision])
-        return self._text_transformer
+        if "text" not in self._lazy:
+            text = self.model.transformer
+            low = self.precision != "fp32"
+            self._lazy["text"] = surgery.lowp_matmul_copy(text, _DTYPES[self.precision]) if low else text
+        return self._lazy["text"]
 
     @text_transformer.setter
     def text_transformer(self, module: nn.Module) -> None:
-        self._text_transformer = module
+        self._lazy = {**self._lazy, "text": module}  # this backbone's only, not its copies'
 
     # -- facts ----------------------------------------------------------------------------------------------
 
