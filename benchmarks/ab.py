@@ -33,14 +33,19 @@ class Timing:
 
 def run_once(args: list[str], src: str, env: dict[str, str] | None = None, cwd: str | None = None) -> tuple:
     """(wall, cpu) seconds of ``python -m dualpt_cli ARGS`` with ``src`` first on the path; fails loudly."""
+    return run_command([sys.executable, "-m", "dualpt_cli", *args], src, env, cwd)
+
+
+def run_command(command: list[str], src: str, env: dict[str, str] | None = None, cwd: str | None = None) -> tuple:
+    """(wall, cpu) seconds of any ``command`` (e.g. a plain open_clip script) with ``src`` first on the path."""
     full = {**os.environ, "PYTHONPATH": str(src), **(env or {})}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "dualpt_cli", *args], env=full, cwd=cwd, capture_output=True)
+    proc = subprocess.run(command, env=full, cwd=cwd, capture_output=True)
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
-        raise SystemExit(f"dualpt {' '.join(args)} (PYTHONPATH={src}) failed:\n{proc.stderr.decode()[-2000:]}")
+        raise SystemExit(f"{' '.join(command)} (PYTHONPATH={src}) failed:\n{proc.stderr.decode()[-2000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return wall, cpu
 

@@ -284,3 +284,14 @@ def test_shared_backbones_load_one_model_once(tiny_rn):
     assert again.model is first.model and again.spec.pretrained == "openai" and first.spec.pretrained == ""
     assert other.model is not first.model
     assert load_backbone(ModelSpec(tiny_rn, ""), device="cpu", precision="fp32").model is not first.model
+
+
+def test_bf16_text_copy_is_made_on_first_use_once_for_shared_backbones(tiny_rn):
+    """Predicting the trained classes encodes no text, so the bf16 text copy is not made at load; once made it
+    is kept, and the backbones of one shared_backbones() block share it (one copy for a whole compare grid)."""
+    with shared_backbones():
+        first = load_backbone(ModelSpec(tiny_rn, ""), device="cpu", precision="bf16")
+        again = load_backbone(ModelSpec(tiny_rn, "openai"), device="cpu", precision="bf16")
+    assert "text" not in first._lazy
+    made = again.text_transformer
+    assert made is not first.model.transformer and first.text_transformer is made and again.text_transformer is made

@@ -284,3 +284,34 @@ def test_bench_crops_times_fresh_crops_against_cached_views(tiny_rn, capsys, mon
     assert [r["views"] for r in out["rows"]] == ["8 cached views", "fresh crop per epoch"]
     assert all(r["epoch_s"] > 0 and r["run_s"] >= r["before_first_epoch_s"] for r in out["rows"])
     assert "s / epoch" in capsys.readouterr().out
+
+
+def test_bench_e2e_reads_prompt_tensors_and_plain_predict_writes_rows(tiny_rn, tmp_path):
+    """bench_e2e.py's check of equal prompt files reads every tensor's bytes (not the metadata), and
+    plain_predict.py (its plain fp32 open_clip process) writes one top-k row per image."""
+    import subprocess
+    import sys
+
+    import torch
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    bench = load_script("bench_e2e")
+    a = {"ctx": torch.arange(6.0).reshape(2, 3), "w": torch.ones(4, dtype=torch.bfloat16)}
+    save_file(a, str(tmp_path / "a.safetensors"), metadata={"time": "1"})
+    save_file(a, str(tmp_path / "b.safetensors"), metadata={"time": "2"})
+    save_file({**a, "ctx": a["ctx"] + 1e-6}, str(tmp_path / "c.safetensors"), metadata={"time": "1"})
+    read = bench.tensors_of(tmp_path / "a.safetensors")
+    assert sorted(read) == ["ctx", "w"] and read["ctx"] == a["ctx"].numpy().tobytes()
+    assert read == bench.tensors_of(tmp_path / "b.safetensors") != bench.tensors_of(tmp_path / "c.safetensors")
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, colour in enumerate(["red", "blue", "green"]):
+        Image.new("RGB", (40, 30), colour).save(photos / f"{i}.jpg")
+    out = tmp_path / "rows.jsonl"
+    script = [sys.executable, str(BENCHMARKS / "plain_predict.py"), str(photos), "--model", tiny_rn]
+    subprocess.run([*script, "--classes", "red,blue", "--batch-size", "2", "-o", str(out)], check=True)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [Path(r["image"]).name for r in rows] == ["0.jpg", "1.jpg", "2.jpg"]
+    assert all(len(r["top"]) == 2 and math.isclose(sum(t["prob"] for t in r["top"]), 1.0, rel_tol=1e-5) for r in rows)

@@ -26,6 +26,7 @@ from torch import nn
 
 from ..errors import ModelLoadError
 from . import surgery
+from .pixels import fuse_to_tensor_normalize
 from .spec import ModelSpec
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -68,12 +69,25 @@ class Backbone:
         self.channels_last = self.family == "resnet" and precision != "fp32"
         if self.channels_last:
             self.model.visual.to(memory_format=torch.channels_last)
-        # The text transformer runs at every training step. Autocast re-casts frozen weights at every call
-        # (its cast cache only keeps trainable leaves), so keep a copy with the matmul weights cast once;
-        # the result is the same as autocast's, without the copies.
-        self.text_transformer: Any = self.model.transformer
-        if precision != "fp32":
-            self.text_transformer = surgery.lowp_matmul_copy(self.model.transformer, _DTYPES[precision])
+        self._lazy: dict[str, Any] = {}  # made on first use; shared with copy.copy's (shared_backbones)
+
+    @property
+    def text_transformer(self) -> Any:
+        """The text transformer the text paths run.
+
+        It runs at every training step. Autocast re-casts frozen weights at every call (its cast cache only
+        keeps trainable leaves), so below fp32 this is a copy with the matmul weights cast once: the result
+        is the same as autocast's, without the copies. Made on first use: predicting the trained classes
+        encodes no text, and the copy costs a second of start-up."""
+        if "text" not in self._lazy:
+            text = self.model.transformer
+            low = self.precision != "fp32"
+            self._lazy["text"] = surgery.lowp_matmul_copy(text, _DTYPES[self.precision]) if low else text
+        return self._lazy["text"]
+
+    @text_transformer.setter
+    def text_transformer(self, module: Any) -> None:
+        self._lazy = {**self._lazy, "text": module}  # this backbone's only, not its copies'
 
     # -- facts ----------------------------------------------------------------------------------------------
 
@@ -162,20 +176,24 @@ class Backbone:
     # -- images ---------------------------------------------------------------------------------------------
 
     def eval_transform(self) -> Callable[[Any], torch.Tensor]:
-        """The model's own test-time preprocessing (resize, center crop, normalize)."""
-        return surgery.eval_transform(self.preprocess_cfg)
+        """The model's own test-time preprocessing (resize, center crop, normalize), its last two steps fused
+        (:mod:`~dualpt_cli.clip.pixels`: the same pixels)."""
+        transform: Callable[[Any], torch.Tensor] = fuse_to_tensor_normalize(surgery.eval_transform(self.preprocess_cfg))
+        return transform
 
     def train_transform(self, scale: tuple[float, float] = (0.08, 1.0)) -> Callable[[Any], torch.Tensor]:
         """CoOp's augmentation: random resized crop (bicubic), horizontal flip, CLIP normalization."""
         from torchvision import transforms as T
 
-        transform: Callable[[Any], torch.Tensor] = T.Compose(
-            [
-                T.RandomResizedCrop(self.image_size, scale=scale, interpolation=T.InterpolationMode.BICUBIC),
-                T.RandomHorizontalFlip(),
-                T.ToTensor(),
-                T.Normalize(self.preprocess_cfg["mean"], self.preprocess_cfg["std"]),
-            ]
+        transform: Callable[[Any], torch.Tensor] = fuse_to_tensor_normalize(
+            T.Compose(
+                [
+                    T.RandomResizedCrop(self.image_size, scale=scale, interpolation=T.InterpolationMode.BICUBIC),
+                    T.RandomHorizontalFlip(),
+                    T.ToTensor(),
+                    T.Normalize(self.preprocess_cfg["mean"], self.preprocess_cfg["std"]),
+                ]
+            )
         )
         return transform
 

@@ -21,6 +21,7 @@ from PIL import Image
 
 from ..data.images import load_image
 from .backbone import Backbone
+from .pixels import ToTensorNormalized
 
 RATIO = (3.0 / 4.0, 4.0 / 3.0)  # RandomResizedCrop's aspect-ratio range
 
@@ -97,7 +98,7 @@ def crop_pixels(bb: Backbone, image: Image.Image, crop: Crop) -> torch.Tensor:
     )
     if crop.flip:
         view = TF.hflip(view)
-    pixels: torch.Tensor = TF.normalize(TF.to_tensor(view), bb.preprocess_cfg["mean"], bb.preprocess_cfg["std"])
+    pixels: torch.Tensor = ToTensorNormalized(bb.preprocess_cfg["mean"], bb.preprocess_cfg["std"])(view)
     return pixels
 
 
