@@ -1,4 +1,4 @@
-"""``dualpt predict`` under torchrun with rank 1 dying mid-stream (tests/test_distributed_predict.py).
+"""``dualpt predict`` under torchrun with rank 1 dying mid-stream (tests/e2e/test_distributed_predict.py).
 
     python -m torch.distributed.run --nproc-per-node 2 ... tests/dist_predict_worker.py predict ARGS...
 

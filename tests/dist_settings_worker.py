@@ -1,4 +1,4 @@
-"""``dualpt`` under torchrun with rank 1 started with other options (tests/test_hostile_outputs.py).
+"""``dualpt`` under torchrun with rank 1 started with other options (tests/core/test_core_hostile_outputs.py).
 
     python -m torch.distributed.run --nproc-per-node 2 ... tests/dist_settings_worker.py predict ARGS...
 

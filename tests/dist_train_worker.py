@@ -1,4 +1,4 @@
-"""``dualpt train`` as each rank of the torchrun tests in tests/test_distributed_train.py runs it.
+"""``dualpt train`` as each rank of the torchrun tests in tests/e2e/test_distributed_train.py runs it.
 
     python -m torch.distributed.run --nproc-per-node 2 ... tests/dist_train_worker.py train IMAGES ...
 

@@ -1,4 +1,4 @@
-"""What each rank runs in the torchrun tests of tests/test_distributed.py (also runs as one plain process).
+"""What each rank runs in the torchrun tests of tests/e2e/test_distributed.py (also runs as one plain process).
 
     python -m torch.distributed.run --nproc-per-node 2 ... tests/dist_worker.py MODE OUT MODEL IMAGES
 

@@ -1,6 +1,6 @@
 """What the modules of a package import, read with ``ast`` (nothing is imported or run).
 
-Used by the import-rule tests (tests/test_architecture.py, the open_clip check in tests/test_backbone.py).
+Used by the import-rule tests (tests/test_architecture.py, the open_clip check in tests/clip/test_backbone.py).
 Every form counts: ``import x``, ``import x.y as z``, ``from x import y``, ``from . import x``,
 ``from .x import y``, imports inside functions or ``if TYPE_CHECKING:`` blocks, and
 ``importlib.import_module("x")`` / ``__import__("x")`` with a literal name.

@@ -9,7 +9,7 @@ The commands are the ``$ `` lines of the code blocks of the section "## A first 
 lines after each command, up to the next one, are its shown output. Each command runs in a fresh folder that
 sees the repository's ``examples/`` (as a fresh clone does), offline, at 100 columns, with stdout and stderr
 in one stream as a terminal shows them. ``--write`` replaces every shown output by the real one, with long
-runs of epoch lines cut to their first and last (:func:`elide`). ``tests/test_readme.py`` runs the session
+runs of epoch lines cut to their first and last (:func:`elide`). ``tests/e2e/test_readme.py`` runs the session
 too and fails when its output differs from README.md beyond the volatile fields (:func:`mask`: run times,
 run names and the padding of the table cells that hold them).
 """

@@ -27,7 +27,7 @@ from ..describe.ask import DescribeConfig
 from ..train.config import TrainConfig
 
 # ---------------------------------------------------------------------------------------------------------
-# help panels: every option of every command sits in one (tests/test_cli.py checks)
+# help panels: every option of every command sits in one (tests/cli/test_cli.py checks)
 
 DATA, MODEL, METHOD, OPTIMISATION, HARDWARE, OUTPUT, LLM, SWITCHES = (
     "Data",
@@ -98,13 +98,13 @@ PANELS: dict[str | tuple[str, str], str] = {
 }
 
 # ---------------------------------------------------------------------------------------------------------
-# defaults: the config dataclasses' own (tests/test_cli.py checks every option against them)
+# defaults: the config dataclasses' own (tests/cli/test_cli.py checks every option against them)
 
 TRAIN, DESCRIBE = defaults(TrainConfig), defaults(DescribeConfig)
 TRAIN_FIELDS = {"prompts": "n_prompts", "ctx_len": "n_ctx"}  # train option -> TrainConfig field, where they differ
 
 # ---------------------------------------------------------------------------------------------------------
-# closed sets: parse-time choices (tests/test_cli.py checks they equal the library's)
+# closed sets: parse-time choices (tests/cli/test_cli.py checks they equal the library's)
 
 Format = OutputFormat
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")

@@ -7,7 +7,7 @@ memory (:class:`DecodedImages`); each epoch draws every image's crop and flip fr
 
 :func:`crop_box` is torchvision's ``RandomResizedCrop.get_params`` with an explicit generator, so a crop drawn
 here equals the one ``bb.train_transform()`` draws after ``torch.manual_seed`` with the generator's seed
-(``tests/test_crops.py``).
+(``tests/clip/test_crops.py``).
 """
 
 from __future__ import annotations

@@ -117,7 +117,7 @@ def test_bench_alignment_runs(capsys):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_alignment.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_alignment.py"
     spec = importlib.util.spec_from_file_location("bench_alignment", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

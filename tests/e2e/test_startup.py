@@ -35,7 +35,7 @@ with open({out!r}, "w") as f:
 def imported(args: list[str], tmp_path: Path, env: dict[str, str] | None = None) -> dict:
     """{"code": exit code, "heavy": the HEAVY modules imported} of ``dualpt ARGS`` in a fresh process."""
     out = tmp_path / "probe.json"
-    src = Path(__file__).resolve().parents[1] / "src"
+    src = Path(__file__).resolve().parents[2] / "src"
     full_env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")]),

@@ -12,7 +12,7 @@ import pytest
 from dualpt_cli.clip.load import select_device, select_precision
 from dualpt_cli.promptfile.io import read_prompt_file
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def load_script(name: str):

@@ -397,7 +397,7 @@ def test_none_provider_writes_classes_without_phrases(fake, classes, tmp_path):
 def test_example_class_list_works_offline(tmp_path):
     from pathlib import Path
 
-    example = Path(__file__).parents[1] / "examples" / "shapes" / "classes.txt"
+    example = Path(__file__).parents[2] / "examples" / "shapes" / "classes.txt"
     result = invoke(example, "--provider", "none", "--project", tmp_path / "p")
     assert result.exit_code == 0, result.output
     assert "red_circle" in phrases_by_folder(load_descriptions(resolve_project(tmp_path / "p")))

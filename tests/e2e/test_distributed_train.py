@@ -20,7 +20,7 @@ from dualpt_cli.promptfile.io import load_prompt_file
 from imagegen import make_image_folder
 from test_distributed import free_port, worker_env
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 WORKER = TESTS / "dist_train_worker.py"
 # fp32 on CPU: the 2-rank run sums two shards' losses and gradients where one process sums one batch, so the
 # results differ only by float rounding (measured: 2e-9 on the context, 1.5e-7 on the class features)

@@ -18,7 +18,7 @@ from dualpt_cli.cli.app import app
 from dualpt_cli.clip import hub
 from dualpt_cli.clip.load import ModelSpec, _load_failure_message, _root_log_records
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 

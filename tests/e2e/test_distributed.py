@@ -19,7 +19,7 @@ from dualpt_cli.data.images import file_digest
 from dualpt_cli.errors import DistributedError
 from imagegen import make_image_folder
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 WORKER = TESTS / "dist_worker.py"
 LAUNCH = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
 

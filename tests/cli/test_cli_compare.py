@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from clihelpers import one_line_error
 from dualpt_cli.cli.app import app
 from dualpt_cli.compare import cells as compare_cells
 from dualpt_cli.errors import DataError
 from imagegen import make_image
-from test_hostile import one_line_error
 
 runner = CliRunner()
 COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 60, 220)}

@@ -15,7 +15,7 @@ from dualpt_cli.clip.load import ModelSpec, load_backbone
 from dualpt_cli.data.classes import parse_class_list
 from dualpt_cli.predict.evaluate import ZeroShotClassifier
 
-SHAPES = Path(__file__).resolve().parents[1] / "examples" / "shapes"
+SHAPES = Path(__file__).resolve().parents[2] / "examples" / "shapes"
 MODEL = SHAPES / "model"
 
 

@@ -1,6 +1,6 @@
 """Golden outputs: predict and eval on the trained tiny fixture give exactly the rows and metrics stored in
 tests/golden/predict_eval.json (made from the code before the issue-14 restructuring; a refactor must not
-change them). Regenerate only for an intended change of behaviour: DUALPT_REGEN_GOLDEN=1 pytest tests/test_golden.py
+change them). Regenerate only for an intended change of behaviour: DUALPT_REGEN_GOLDEN=1 pytest tests/e2e/test_golden.py
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from dualpt_cli.cli.app import app
 
-GOLDEN = Path(__file__).parent / "golden" / "predict_eval.json"
+GOLDEN = Path(__file__).parents[1] / "golden" / "predict_eval.json"
 runner = CliRunner()
 
 

@@ -11,7 +11,7 @@ import pytest
 
 import dualpt_cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def python_blocks() -> list[str]:

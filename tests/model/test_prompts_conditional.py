@@ -119,7 +119,7 @@ def test_bench_codualpt_runs_on_the_tiny_model(tiny_rn, capsys):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_codualpt.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_codualpt.py"
     spec = importlib.util.spec_from_file_location("bench_codualpt", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
