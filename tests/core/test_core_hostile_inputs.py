@@ -1,36 +1,19 @@
 """Issue 23's hostile inputs, the cases that attack core: moved from tests/test_hostile_inputs.py.
 
-deep nesting, duplicate keys, bad run metadata, a bad run name found only after training).
-
 Every case checks the exit code, one error line (no traceback) and the files on disk afterwards.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-from clihelpers import CPU, invoke, one_line_error
-from imagegen import make_image_folder
+from clihelpers import CPU, invoke, one_line_error, tiny_train
 from trained import TRAINED_CLASSES
 
-
-@pytest.fixture
-def project(trained, tmp_path) -> Path:
-    return Path(shutil.copytree(trained[0] / "proj", tmp_path / "proj"))
-
-
-@pytest.fixture
-def images(tmp_path) -> Path:
-    return make_image_folder(tmp_path / "images", classes=TRAINED_CLASSES, per_class=2, seed=5)
-
-
-def train(tiny_rn, *args):
-    small = ["--shots", "1", "--epochs", "1", "--aug-views", "1", "--batch-size", "4", "--ctx-len", "4"]
-    return invoke("train", "images", "--model", tiny_rn, "--pretrained", "", *small, *CPU, *args)
+pytestmark = pytest.mark.images(classes=TRAINED_CLASSES, per_class=2, seed=5)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -59,7 +42,7 @@ def test_special_files_as_class_lists_are_refused(project, images, special, fifo
 def test_special_files_as_prompt_file_or_config_are_refused(images, tiny_rn):
     image = next((images / "red").iterdir())
     one_line_error(invoke("predict", image, "--prompt-file", "/dev/zero", *CPU), "/dev/zero", "not a regular file")
-    one_line_error(train(tiny_rn, "--config", "/dev/zero"), "/dev/zero", "not a regular file")
+    one_line_error(tiny_train(tiny_rn, "--config", "/dev/zero"), "/dev/zero", "not a regular file")
     assert not Path("dualpt-project/prompts.safetensors").exists()
 
 

@@ -1,7 +1,5 @@
 """Issue 23's hostile outputs, the cases that attack core: moved from tests/test_hostile_outputs.py.
 
-beaten by a real file name, script in the report, torchrun ranks with other options.
-
 Every case checks the exit code, one error line (no traceback) and the files on disk afterwards.
 """
 
@@ -10,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import stat
 from pathlib import Path
 
@@ -21,21 +18,6 @@ from dualpt_cli.core.distributed import Dist
 from dualpt_cli.core.project import atomic_write_bytes
 from dualpt_cli.data.stream import shard_inputs
 from dualpt_cli.errors import DistributedError, ProjectError
-from imagegen import make_image_folder
-from trained import TRAINED_CLASSES
-
-
-@pytest.fixture
-def project(trained, tmp_path) -> Path:
-    """A copy of the trained tiny project (never the session's own: a failing test must not damage it)."""
-    return Path(shutil.copytree(trained[0] / "proj", tmp_path / "proj"))
-
-
-@pytest.fixture
-def victim(tmp_path) -> Path:
-    folder = make_image_folder(tmp_path / "imgs", classes=TRAINED_CLASSES[:1], per_class=2, seed=3)
-    return sorted(folder.rglob("*.png"))[0]
-
 
 # ---------------------------------------------------------------------------------------------------------
 # 2. a device or pipe is never replaced by a regular file, whichever command writes

@@ -1,37 +1,16 @@
 """Issue 23's hostile inputs, the cases that attack data: moved from tests/test_hostile_inputs.py.
 
-deep nesting, duplicate keys, bad run metadata, a bad run name found only after training).
-
 Every case checks the exit code, one error line (no traceback) and the files on disk afterwards.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
 from clihelpers import CPU, invoke, one_line_error
-from imagegen import make_image_folder
-from trained import TRAINED_CLASSES
-
-
-@pytest.fixture
-def project(trained, tmp_path) -> Path:
-    return Path(shutil.copytree(trained[0] / "proj", tmp_path / "proj"))
-
-
-@pytest.fixture
-def images(tmp_path) -> Path:
-    return make_image_folder(tmp_path / "images", classes=TRAINED_CLASSES, per_class=2, seed=5)
-
-
-def train(tiny_rn, *args):
-    small = ["--shots", "1", "--epochs", "1", "--aug-views", "1", "--batch-size", "4", "--ctx-len", "4"]
-    return invoke("train", "images", "--model", tiny_rn, "--pretrained", "", *small, *CPU, *args)
-
 
 # ---------------------------------------------------------------------------------------------------------
 # 16. CoOp split files: a class with no train rows, an empty class name, an empty test split

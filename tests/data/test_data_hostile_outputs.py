@@ -1,27 +1,16 @@
 """Issue 23's hostile outputs, the cases that attack data: moved from tests/test_hostile_outputs.py.
 
-beaten by a real file name, script in the report, torchrun ranks with other options.
-
 Every case checks the exit code, one error line (no traceback) and the files on disk afterwards.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-import pytest
 from PIL import Image, ImageDraw
 
 from clihelpers import CPU, invoke
-
-
-@pytest.fixture
-def project(trained, tmp_path) -> Path:
-    """A copy of the trained tiny project (never the session's own: a failing test must not damage it)."""
-    return Path(shutil.copytree(trained[0] / "proj", tmp_path / "proj"))
-
 
 # ---------------------------------------------------------------------------------------------------------
 # 3. a name that exists is taken as given, not as a glob

@@ -16,12 +16,7 @@ from dualpt_cli.describe import ask as describe_mod
 from dualpt_cli.describe.ask import RetryPolicy
 from llm_server import Reply
 
-
-@pytest.fixture(autouse=True)
-def _fast_retries(monkeypatch, use_retry):
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)  # the fake server is on 127.0.0.1
-    use_retry(RetryPolicy(attempts=3, base=0.01, cap=0.02, retry_after_cap=1))
+pytestmark = pytest.mark.usefixtures("fast_retries")
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,13 +1,10 @@
 """Issue 23's hostile inputs, the cases that attack describe: moved from tests/test_hostile_inputs.py.
 
-deep nesting, duplicate keys, bad run metadata, a bad run name found only after training).
-
 Every case checks the exit code, one error line (no traceback) and the files on disk afterwards.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -17,11 +14,6 @@ from dualpt_cli.core.project import resolve_project
 from dualpt_cli.data.descriptions import load_descriptions
 
 DEEP = "[" * 100_000
-
-
-@pytest.fixture
-def project(trained, tmp_path) -> Path:
-    return Path(shutil.copytree(trained[0] / "proj", tmp_path / "proj"))
 
 
 # ---------------------------------------------------------------------------------------------------------

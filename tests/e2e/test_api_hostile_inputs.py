@@ -1,30 +1,11 @@
 """Issue 23's hostile inputs, the cases that attack api: moved from tests/test_hostile_inputs.py.
 
-deep nesting, duplicate keys, bad run metadata, a bad run name found only after training).
-
 Every case checks the exit code, one error line (no traceback) and the files on disk afterwards.
 """
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
-
-from imagegen import make_image_folder
-from trained import TRAINED_CLASSES
-
-
-@pytest.fixture
-def project(trained, tmp_path) -> Path:
-    return Path(shutil.copytree(trained[0] / "proj", tmp_path / "proj"))
-
-
-@pytest.fixture
-def images(tmp_path) -> Path:
-    return make_image_folder(tmp_path / "images", classes=TRAINED_CLASSES, per_class=2, seed=5)
-
 
 # ---------------------------------------------------------------------------------------------------------
 # 17. the Python API with wrong types: one DualptError, never a row per byte or a bare TypeError

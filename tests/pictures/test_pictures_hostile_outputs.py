@@ -1,26 +1,16 @@
 """Issue 23's hostile outputs, the cases that attack pictures: moved from tests/test_hostile_outputs.py.
 
-beaten by a real file name, script in the report, torchrun ranks with other options.
-
 Every case checks the exit code, one error line (no traceback) and the files on disk afterwards.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
 from clihelpers import invoke, one_line_error
-
-
-@pytest.fixture
-def project(trained, tmp_path) -> Path:
-    """A copy of the trained tiny project (never the session's own: a failing test must not damage it)."""
-    return Path(shutil.copytree(trained[0] / "proj", tmp_path / "proj"))
-
 
 # ---------------------------------------------------------------------------------------------------------
 # 4. the report escapes every eval.json field and stays inert

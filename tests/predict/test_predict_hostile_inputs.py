@@ -1,7 +1,5 @@
 """Issue 23's hostile inputs, the cases that attack predict: moved from tests/test_hostile_inputs.py.
 
-deep nesting, duplicate keys, bad run metadata, a bad run name found only after training).
-
 Every case checks the exit code, one error line (no traceback) and the files on disk afterwards.
 """
 
@@ -14,24 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from clihelpers import CPU, invoke, one_line_error, snapshot
-from imagegen import make_image_folder
+from clihelpers import CPU, invoke, one_line_error, snapshot, tiny_train
 from trained import TRAINED_CLASSES
 
-
-@pytest.fixture
-def project(trained, tmp_path) -> Path:
-    return Path(shutil.copytree(trained[0] / "proj", tmp_path / "proj"))
-
-
-@pytest.fixture
-def images(tmp_path) -> Path:
-    return make_image_folder(tmp_path / "images", classes=TRAINED_CLASSES, per_class=2, seed=5)
-
-
-def train(tiny_rn, *args):
-    small = ["--shots", "1", "--epochs", "1", "--aug-views", "1", "--batch-size", "4", "--ctx-len", "4"]
-    return invoke("train", "images", "--model", tiny_rn, "--pretrained", "", *small, *CPU, *args)
+pytestmark = pytest.mark.images(classes=TRAINED_CLASSES, per_class=2, seed=5)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -61,7 +45,7 @@ def test_eval_plot_and_train_all_shots_with_non_utf8_names(project, odd_names, t
     result = invoke("eval", odd_names, "--project", project, "--plot", "ev", *CPU)
     assert result.exit_code == 0, result.output
     json.loads(Path("ev/eval.json").read_bytes().decode("utf-8"))
-    result = train(tiny_rn, "--shots", "all", "--project", "p2")
+    result = tiny_train(tiny_rn, "--shots", "all", "--project", "p2")
     assert result.exit_code == 0, result.output
     split = json.loads(Path("p2/split.json").read_bytes().decode("utf-8"))  # the names read back the same
     odd = [name for files in split["train"].values() for name in files if "\udcff" in name]
@@ -141,7 +125,7 @@ def test_runs_symlinked_outside_the_project_is_refused(project, images, tiny_rn,
     shutil.rmtree(project / "runs", ignore_errors=True)
     (project / "runs").symlink_to(outside)
     before = snapshot(project)
-    result = train(tiny_rn, "--project", project)
+    result = tiny_train(tiny_rn, "--project", project)
     one_line_error(result, str(project / "runs"), "symbolic link", str(outside), "outside the project")
     assert snapshot(project) == before and list(outside.iterdir()) == []
 

@@ -1,7 +1,5 @@
 """Issue 23's hostile outputs, the cases that attack predict: moved from tests/test_hostile_outputs.py.
 
-beaten by a real file name, script in the report, torchrun ranks with other options.
-
 Every case checks the exit code, one error line (no traceback) and the files on disk afterwards.
 """
 
@@ -9,26 +7,10 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 
 from clihelpers import CPU, invoke, one_line_error, snapshot
-from imagegen import make_image_folder
-from trained import TRAINED_CLASSES
-
-
-@pytest.fixture
-def project(trained, tmp_path) -> Path:
-    """A copy of the trained tiny project (never the session's own: a failing test must not damage it)."""
-    return Path(shutil.copytree(trained[0] / "proj", tmp_path / "proj"))
-
-
-@pytest.fixture
-def victim(tmp_path) -> Path:
-    folder = make_image_folder(tmp_path / "imgs", classes=TRAINED_CLASSES[:1], per_class=2, seed=3)
-    return sorted(folder.rglob("*.png"))[0]
-
 
 # ---------------------------------------------------------------------------------------------------------
 # 1. an output is never an input or a file the project owns

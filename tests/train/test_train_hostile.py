@@ -6,56 +6,18 @@ Every case checks the exit code, a one-line error (no traceback) and the files o
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from clihelpers import invoke, one_line_error
-from dualpt_cli.describe.ask import RetryPolicy
+from clihelpers import invoke, one_line_error, tiny_train
 from dualpt_cli.promptfile.io import PROMPT_FORMAT, read_safetensors, write_safetensors
-from imagegen import make_image_folder
 
-
-@pytest.fixture(autouse=True)
-def _fast_retries(monkeypatch, use_retry):
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)  # the fake server is on 127.0.0.1
-    use_retry(RetryPolicy(attempts=3, base=0.01, cap=0.02, retry_after_cap=1))
-
-
-@pytest.fixture
-def images(tmp_path):
-    return make_image_folder(tmp_path / "images", per_class=4)
-
-
-def train(model: str, *args, images="images", project="proj"):
-    return invoke(
-        "train",
-        images,
-        "--model",
-        model,
-        "--pretrained",
-        "",
-        "--shots",
-        "1",
-        "--epochs",
-        "1",
-        "--aug-views",
-        "1",
-        "--batch-size",
-        "4",
-        "--ctx-len",
-        "4",
-        "--precision",
-        "fp32",
-        "--device",
-        "cpu",
-        "--project",
-        project,
-        *args,
-    )
+pytestmark = pytest.mark.usefixtures("fast_retries")
+train = partial(tiny_train, project="proj")  # these cases train into ./proj
 
 
 # ---------------------------------------------------------------------------------------------------------

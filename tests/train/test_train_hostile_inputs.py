@@ -1,38 +1,21 @@
 """Issue 23's hostile inputs, the cases that attack train: moved from tests/test_hostile_inputs.py.
 
-deep nesting, duplicate keys, bad run metadata, a bad run name found only after training).
-
 Every case checks the exit code, one error line (no traceback) and the files on disk afterwards.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
-from clihelpers import CPU, invoke, one_line_error, snapshot
-from imagegen import make_image_folder
+from clihelpers import invoke, one_line_error, snapshot, tiny_train
 from trained import TRAINED_CLASSES
 
 DEEP = "[" * 100_000
 
-
-@pytest.fixture
-def project(trained, tmp_path) -> Path:
-    return Path(shutil.copytree(trained[0] / "proj", tmp_path / "proj"))
-
-
-@pytest.fixture
-def images(tmp_path) -> Path:
-    return make_image_folder(tmp_path / "images", classes=TRAINED_CLASSES, per_class=2, seed=5)
-
-
-def train(tiny_rn, *args):
-    small = ["--shots", "1", "--epochs", "1", "--aug-views", "1", "--batch-size", "4", "--ctx-len", "4"]
-    return invoke("train", "images", "--model", tiny_rn, "--pretrained", "", *small, *CPU, *args)
+pytestmark = pytest.mark.images(classes=TRAINED_CLASSES, per_class=2, seed=5)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -41,7 +24,7 @@ def train(tiny_rn, *args):
 
 def test_bad_run_name_is_refused_before_training(project, images, tiny_rn):
     before = snapshot(project)
-    result = train(tiny_rn, "--project", project, "--run-name", "a/b")
+    result = tiny_train(tiny_rn, "--project", project, "--run-name", "a/b")
     one_line_error(result, "--run-name", "a/b")
     assert snapshot(project) == before  # prompts, run_config and split untouched
 
@@ -49,7 +32,7 @@ def test_bad_run_name_is_refused_before_training(project, images, tiny_rn):
 def test_runs_that_is_a_file_is_refused_before_training(project, images, tiny_rn):
     (project / "runs").write_text("not a folder")
     before = snapshot(project)
-    one_line_error(train(tiny_rn, "--project", project), "runs", "is a file")
+    one_line_error(tiny_train(tiny_rn, "--project", project), "runs", "is a file")
     assert snapshot(project) == before
 
 
