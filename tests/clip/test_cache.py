@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 from dualpt_cli.cli.app import app
 from dualpt_cli.clip.features import _read_cache, _write_cache
 from dualpt_cli.core.project import resolve_project, user_cache_dir
-from dualpt_cli.train.loop import TrainConfig, run_training
+from dualpt_cli.train.loop import run_training
 from imagegen import make_image_folder
+from trained import tiny_config
 
 runner = CliRunner()
 
@@ -31,18 +32,7 @@ def test_cache_location(monkeypatch, tmp_path):
 
 def test_two_projects_share_features_and_info_clear(tiny_rn, tmp_path, monkeypatch):
     images = make_image_folder(tmp_path / "images", per_class=2)
-    cfg = dict(
-        images=str(images),
-        shots=2,
-        epochs=1,
-        model=tiny_rn,
-        pretrained="",
-        precision="fp32",
-        device="cpu",
-        aug_views=2,
-        batch_size=4,
-    )
-    run_training(TrainConfig(project=str(tmp_path / "a"), **cfg))
+    run_training(tiny_config(images, tiny_rn, tmp_path / "a", epochs=1))
     assert not (tmp_path / "a" / "cache").exists()
     info = json.loads(runner.invoke(app, ["cache", "info", "--json"]).stdout)
     assert info["path"] == str(tmp_path / "user-cache" / "features") and info["entries"] == 6
@@ -55,7 +45,7 @@ def test_two_projects_share_features_and_info_clear(tiny_rn, tmp_path, monkeypat
 
     with monkeypatch.context() as m:
         m.setattr(Backbone, "encode_images", boom)
-        run_training(TrainConfig(project=str(tmp_path / "b"), **cfg))
+        run_training(tiny_config(images, tiny_rn, tmp_path / "b", epochs=1))
 
     result = runner.invoke(app, ["cache", "clear"])
     assert result.exit_code == 0 and "removed 6 cached images" in result.stdout

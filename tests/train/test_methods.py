@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from functools import partial
 
 import pytest
 import torch
@@ -27,6 +28,7 @@ from dualpt_cli.train.loop import Callbacks, TrainConfig, run_training, train_ep
 from dualpt_cli.train.objective import Objective, matcher_for
 from dualpt_cli.train.runs import config_from_file
 from imagegen import make_image_folder
+from trained import tiny_config
 
 runner = CliRunner()
 CLASSES = ["red", "green", "blue"]
@@ -37,20 +39,7 @@ def images(tmp_path):
     return make_image_folder(tmp_path / "images", classes=CLASSES, per_class=3)
 
 
-def _cfg(images, model, project, **kw) -> TrainConfig:
-    base = dict(
-        images=str(images),
-        project=str(project),
-        shots=2,
-        epochs=1,
-        model=model,
-        pretrained="",
-        precision="fp32",
-        device="cpu",
-        aug_views=2,
-        batch_size=4,
-    )
-    return TrainConfig(**{**base, **kw})
+_cfg = partial(tiny_config, epochs=1)
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -21,29 +22,12 @@ from dualpt_cli.train.loop import Callbacks, TrainConfig, epochs_for_shots, lr_a
 from dualpt_cli.train.objective import matcher_for
 from dualpt_cli.train.schedule import steps_per_epoch
 from imagegen import make_image_folder
+from trained import tiny_config
 
 runner = CliRunner()
 
 
-@pytest.fixture
-def images(tmp_path):
-    return make_image_folder(tmp_path / "images", per_class=4)
-
-
-def _cfg(images, model, project, **kw) -> TrainConfig:
-    base = dict(
-        images=str(images),
-        project=str(project),
-        shots=2,
-        epochs=3,
-        model=model,
-        pretrained="",
-        precision="fp32",
-        device="cpu",
-        aug_views=2,
-        batch_size=4,
-    )
-    return TrainConfig(**{**base, **kw})
+_cfg = partial(tiny_config, epochs=3)
 
 
 def test_train_cli_end_to_end(images, tiny_rn, tmp_path):
