@@ -78,7 +78,7 @@ def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks
         return path not in rejected
 
     def gather(parts: dict[str, list[Path]], views: list[int], what: str) -> tuple[FeatureSet, torch.Tensor]:
-        assert cfg.crop_scale is not None  # set by config.resolve_recipe
+        assert cfg.crop_scale is not None  # set by registry.resolve_recipe
         paths = [p for f in folders for p in parts.get(f, [])]
         label_of = {p: i for i, f in enumerate(folders) for p in parts.get(f, [])}
         fs = encode_views(
@@ -106,7 +106,7 @@ def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks
         if auto_val
         else cfg.val_shots
     )
-    assert val_shots is not None  # set by config.resolve_recipe
+    assert val_shots is not None  # set by registry.resolve_recipe
     while True:  # a file that passes the header check but fails to decode is replaced by the next one drawn
         train, val, notes = source.sample(val_shots, usable)
         n_views = (cfg.epochs or epochs_for_shots(cfg.shots)) if cfg.fresh_views else cfg.aug_views
