@@ -49,3 +49,12 @@ def test_resolved_settings_are_a_fixed_point(name):
     """A method's defaults and settings applied to a resolved config change nothing (run_config.json reruns)."""
     cfg = resolve_recipe(TrainConfig(images="x", method=name))
     assert resolve_recipe(cfg) == cfg
+
+
+def test_training_free_settings():
+    """zero-shot and descriptions encode one view, choose nothing; descriptions refuses --context none."""
+    for name in ("zero-shot", "descriptions"):
+        cfg = resolve_recipe(TrainConfig(images="x", method=name, aug_views=5, val_shots=2))
+        assert (cfg.aug_views, cfg.val_shots, cfg.guard, cfg.head, cfg.prior_weight) == (1, 0, False, "none", 0.0)
+    with pytest.raises(DataError, match="descriptions needs the project's descriptions; drop --context none"):
+        resolve_recipe(TrainConfig(images="x", method="descriptions", context="none"))
