@@ -58,3 +58,11 @@ def test_training_free_settings():
         assert (cfg.aug_views, cfg.val_shots, cfg.guard, cfg.head, cfg.prior_weight) == (1, 0, False, "none", 0.0)
     with pytest.raises(DataError, match="descriptions needs the project's descriptions; drop --context none"):
         resolve_recipe(TrainConfig(images="x", method="descriptions", context="none"))
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_only_lp_clip_fits_the_unaugmented_view(name):
+    """The paper's linear probe (CoOp's LP-CLIP) is the one method that encodes only the un-augmented view."""
+    for recipe in ("default", "paper"):
+        cfg = resolve_recipe(TrainConfig(images="x", method=name, recipe=recipe))
+        assert train_method(name).raw_view(cfg) is (name == "linear-probe" and recipe == "paper")

@@ -202,9 +202,3 @@ class TrainConfig:
         bounded({"--seed": self.seed, "--text-chunk": self.text_chunk, "--val-shots": self.val_shots}, low=0)
         bounded({"--shots": self.shots, "--prompts": self.n_prompts})  # --ctx-len: against the model's 77 tokens
         bounded({"--aug-views": self.aug_views, "--epochs": self.epochs, "--batch-size": self.batch_size})
-
-
-def lp_clip(cfg: TrainConfig) -> bool:
-    """Whether the run is CoOp's LP-CLIP: ``--method linear-probe`` without a constraint (by recipe: paper)."""
-    constraint = cfg.probe_constraint or RECIPES[cfg.recipe]["probe_constraint"]
-    return cfg.method == "linear-probe" and constraint == "none"

@@ -71,9 +71,10 @@ def _run_training(cfg: TrainConfig, cb: Callbacks, project: Project, dist: Dist)
     checkpoint = on_main(dist, lambda: read_checkpoint(project, cfg), "reading the checkpoint") if cfg.resume else None
     device = dist.device if dist.distributed else cfg.device
     bb = load_backbone(ModelSpec(cfg.model, cfg.pretrained), device=device, precision=cfg.precision)
-    data = prepare_data(cfg, project, bb, cb, dist)
+    method = train_method(cfg.method)
+    data = prepare_data(cfg, project, bb, cb, dist, raw_view=method.raw_view(cfg))
     objective = build_objective(cfg, project, bb, data, cb)
-    closed_form = train_method(cfg.method).closed_form  # no epochs (methods.run_fixed)
+    closed_form = method.closed_form  # no epochs (methods.run_fixed)
     learner = None if closed_form else build_learner(cfg, bb, data, prompt_texts(cfg, data))
     total = 0 if closed_form else cfg.epochs or epochs_for_shots(cfg.shots)
     resolved = {

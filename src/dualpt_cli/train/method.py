@@ -72,6 +72,10 @@ def no_options(cfg: TrainConfig) -> dict[str, Any]:
     return {}
 
 
+def never(cfg: TrainConfig) -> bool:
+    return False
+
+
 @dataclass(frozen=True)
 class TrainMethod:
     """One ``--method`` as training sees it. Exactly one of ``learner`` and ``fit`` is given."""
@@ -83,6 +87,7 @@ class TrainMethod:
     prepare: Options = no_options  # options it derives from the unresolved config, before ``defaults``
     settings: Options = no_options  # options it fixes after the recipe (a DataError where one conflicts)
     global_scores: bool = False  # the loss scores the global feature, logit_scale * cos(z, w_k), not Eq. 8
+    raw_view: Callable[[TrainConfig], bool] = never  # fits the un-augmented view of each image, not augmented ones
 
     def __post_init__(self) -> None:
         if (self.learner is None) == (self.fit is None):

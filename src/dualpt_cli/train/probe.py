@@ -20,7 +20,7 @@ from ..model.defaults import CLAP_REPS
 from ..model.head import Decision
 from ..model.linear_probe import clap_multipliers, fit_clap, probe_logits
 from ..model.lpclip import LPClipResult, search_lpclip
-from .config import TrainConfig, lp_clip
+from .config import RECIPES, TrainConfig
 from .method import FitInputs, Fitted, TrainMethod, closed_form_settings, no_resume
 from .trainset import TrainData
 
@@ -34,6 +34,12 @@ IMAGENET_TEMPLATES_SELECT = (
     "art of the {}.",
     "a photo of the small {}.",
 )
+
+
+def lp_clip(cfg: TrainConfig) -> bool:
+    """Whether the run is CoOp's LP-CLIP: ``--method linear-probe`` without a constraint (by recipe: paper)."""
+    constraint = cfg.probe_constraint or RECIPES[cfg.recipe]["probe_constraint"]
+    return cfg.method == "linear-probe" and constraint == "none"
 
 
 def prepare(cfg: TrainConfig) -> dict[str, Any]:
@@ -112,4 +118,4 @@ def fit_lp_clip(data: TrainData) -> LPClipResult:
     return search_lpclip(train_x, data.train_labels, val_x, data.val_labels, len(data.classes))
 
 
-LINEAR_PROBE = TrainMethod("linear-probe", fit=fit, prepare=prepare, settings=settings)
+LINEAR_PROBE = TrainMethod("linear-probe", fit=fit, prepare=prepare, settings=settings, raw_view=lp_clip)
