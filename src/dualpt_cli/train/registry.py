@@ -11,52 +11,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import torch
-
 from ..core.vocab import Method
-from ..errors import DataError, ProjectError
-from ..model.head import Decision, blend_logits, prior_features
 from .config import BASE_TO_NEW_EPOCHS, RECIPES, TrainConfig
-from .method import FitInputs, Fitted, TrainMethod, closed_form_settings, no_resume
+from .method import TrainMethod
 from .probe import LINEAR_PROBE
 from .prompt_methods import COCOOP, CODUALPT, COOP, DUALPT, PLOT
 from .tip import TIP_ADAPTER, TIP_ADAPTER_F
-
-
-def _prior_alone(inputs: FitInputs, prior: torch.Tensor, kind: str) -> Fitted:
-    """A training-free prompt file: the prior prototypes alone, at weight 1."""
-    cfg = inputs.cfg
-    decision = Decision(cfg.method, 0.0, 1.0, kind, reason="training-free method")
-    return Fitted(decision, blend_logits(None, inputs.z, prior, inputs.bb.logit_scale, 0.0, 1.0), prior=prior)
-
-
-def _zero_shot(inputs: FitInputs) -> Fitted:
-    """Zero-shot CLIP: "a photo of a {name}." for every class."""
-    return _prior_alone(inputs, inputs.text, "names")
-
-
-def _descriptions(inputs: FitInputs) -> Fitted:
-    """The class names' prompt averaged with the class's description phrases (Menon & Vondrick)."""
-    if not bool(inputs.desc_has.any()):
-        raise ProjectError(
-            f"--method descriptions: no descriptions in {inputs.project.descriptions}; run dualpt describe first"
-        )
-    return _prior_alone(inputs, prior_features(inputs.text, inputs.desc_mean, inputs.desc_has), "descriptions")
-
-
-def _training_free(cfg: TrainConfig) -> dict[str, object]:
-    no_resume(cfg)
-    return closed_form_settings(cfg, aug_views=1)  # one view per image, for the training accuracy
-
-
-def _descriptions_settings(cfg: TrainConfig) -> dict[str, object]:
-    if cfg.context == "none":
-        raise DataError("--method descriptions needs the project's descriptions; drop --context none")
-    return _training_free(cfg)
-
-
-ZERO_SHOT = TrainMethod("zero-shot", fit=_zero_shot, settings=_training_free)
-DESCRIPTIONS = TrainMethod("descriptions", fit=_descriptions, settings=_descriptions_settings)
+from .zeroshot import DESCRIPTIONS, ZERO_SHOT
 
 TRAIN_METHODS: dict[str, TrainMethod] = {
     m.name: m
