@@ -46,11 +46,12 @@ from dualpt_cli.core.project import resolve_project
 from dualpt_cli.data.classes import class_entries
 from dualpt_cli.data.images import few_shot_split, file_digest, load_image, scan_image_folder
 from dualpt_cli.model.prompts import PromptLearner
-from dualpt_cli.train.config import TrainConfig, resolve_recipe
+from dualpt_cli.train.config import TrainConfig
 from dualpt_cli.train.loop import Callbacks, train_epoch
 from dualpt_cli.train.objective import Objective, build_objective, matcher_for
 from dualpt_cli.train.profiler import Profiler
 from dualpt_cli.train.profiler import phase as _phase
+from dualpt_cli.train.registry import resolve_recipe
 from dualpt_cli.train.schedule import epochs_for_shots, lr_at
 from dualpt_cli.train.trainset import prepare_data
 

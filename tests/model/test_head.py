@@ -25,7 +25,8 @@ from dualpt_cli.model.head import (
 )
 from dualpt_cli.predict.classifier import Classifier
 from dualpt_cli.promptfile.io import load_prompt_file
-from dualpt_cli.train.config import RECIPES, TrainConfig, resolve_recipe
+from dualpt_cli.train.config import RECIPES, TrainConfig
+from dualpt_cli.train.registry import resolve_recipe
 from imagegen import make_image_folder
 
 runner = CliRunner()

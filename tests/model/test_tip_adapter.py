@@ -20,8 +20,8 @@ from dualpt_cli.model.head import name_features
 from dualpt_cli.model.tip_adapter import fit_tip_adapter, search_grid
 from dualpt_cli.predict.classifier import Classifier
 from dualpt_cli.promptfile.io import load_prompt_file
-from dualpt_cli.train.config import resolve_recipe
 from dualpt_cli.train.loop import TrainConfig, run_training
+from dualpt_cli.train.registry import resolve_recipe
 from imagegen import make_image_folder
 
 runner = CliRunner()

@@ -19,7 +19,8 @@ from dualpt_cli.predict.classifier import Classifier
 from dualpt_cli.predict.evaluate import harmonic_mean
 from dualpt_cli.promptfile.io import load_prompt_file, read_prompt_file
 from dualpt_cli.promptfile.meta import PromptMeta
-from dualpt_cli.train.config import BASE_TO_NEW_EPOCHS, TrainConfig, resolve_recipe
+from dualpt_cli.train.config import BASE_TO_NEW_EPOCHS, TrainConfig
+from dualpt_cli.train.registry import resolve_recipe
 from imagegen import make_image_folder
 
 runner = CliRunner()

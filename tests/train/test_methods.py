@@ -23,9 +23,10 @@ from dualpt_cli.model.head import name_features
 from dualpt_cli.model.prompts import PromptLearner
 from dualpt_cli.predict.classifier import Classifier
 from dualpt_cli.promptfile.io import load_prompt_file
-from dualpt_cli.train.config import METHODS, resolve_recipe
+from dualpt_cli.train.config import METHODS
 from dualpt_cli.train.loop import Callbacks, TrainConfig, run_training, train_epoch
 from dualpt_cli.train.objective import Objective, matcher_for
+from dualpt_cli.train.registry import resolve_recipe
 from dualpt_cli.train.runs import config_from_file
 from imagegen import make_image_folder
 from trained import tiny_config
@@ -157,7 +158,7 @@ def test_coop_step_equals_plain_coop(images, tiny_rn, tmp_path):
     start = learner.ctx.detach().clone()
     desc = torch.zeros(3, bb.embed_dim)
     objective = Objective(
-        matcher_for(cfg, bb), 0.0, "cosine", desc, torch.zeros(3, dtype=torch.bool), [desc] * 3, method="coop"
+        matcher_for(cfg, bb), 0.0, "cosine", desc, torch.zeros(3, dtype=torch.bool), [desc] * 3, global_scores=True
     )
     data = type("D", (), {"train": fs, "train_labels": labels, "crops": None})()
     optimizer = torch.optim.SGD([learner.ctx], lr=cfg.lr)
@@ -202,7 +203,7 @@ def test_cocoop_step_equals_plain_cocoop(images, tiny_rn, tmp_path):
     assert_close(start["ctx"][0], words)
     desc = torch.zeros(3, bb.embed_dim)
     objective = Objective(
-        matcher_for(cfg, bb), 0.0, "cosine", desc, torch.zeros(3, dtype=torch.bool), [desc] * 3, method="cocoop"
+        matcher_for(cfg, bb), 0.0, "cosine", desc, torch.zeros(3, dtype=torch.bool), [desc] * 3, global_scores=True
     )
     optimizer = torch.optim.SGD(trainable(learner), lr=cfg.lr)
     record = train_epoch(0, 1, replace(cfg, epochs=1), learner, optimizer, objective, data, Callbacks(), None)
@@ -252,7 +253,7 @@ def test_codualpt_meta_net_and_new_classes(images, tiny_rn, tmp_path):
     # the tiny random CLIP maps every image to nearly one direction (cos > 0.999), so two global features of
     # different directions stand for two different images
     z = torch.randn(2, clf.bb.embed_dim, generator=torch.Generator().manual_seed(0))
-    learner = clf.conditional.learner
+    learner = clf.scorer.learner  # predict/scorers.py: the ConditionalScorer
     token = learner.meta_net(F.normalize(z, dim=-1))  # (2, width)
     assert (token[0] - token[1]).abs().max() > 1e-4
     W = learner.forward_conditional(z)  # (2, K, M, d)
@@ -272,7 +273,7 @@ def test_linear_probe_file_reproduces_training_logits(images, tiny_rn, tmp_path)
     template feature, SGD; the prompt file gives the fitted probe's logits on the training views."""
     from dualpt_cli.clip.features import encode_views as encode
     from dualpt_cli.model.linear_probe import clap_multipliers, fit_clap
-    from dualpt_cli.train.methods import clap_anchors
+    from dualpt_cli.train.probe import clap_anchors
 
     result = run_training(_cfg(images, tiny_rn, tmp_path / "p", method="linear-probe"))
     assert result.epochs == 0 and result.method == "linear-probe"

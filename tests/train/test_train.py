@@ -17,9 +17,9 @@ from dualpt_cli.clip.spec import ModelSpec
 from dualpt_cli.data.images import load_image
 from dualpt_cli.model.prompts import PromptLearner
 from dualpt_cli.promptfile.io import load_prompt_file
-from dualpt_cli.train.config import resolve_recipe
 from dualpt_cli.train.loop import Callbacks, TrainConfig, epochs_for_shots, lr_at, run_training
 from dualpt_cli.train.objective import matcher_for
+from dualpt_cli.train.registry import resolve_recipe
 from dualpt_cli.train.schedule import steps_per_epoch
 from imagegen import make_image_folder
 from trained import tiny_config

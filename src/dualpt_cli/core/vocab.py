@@ -22,6 +22,11 @@ OutputFormat = Literal["table", "json", "jsonl", "csv"]  # predict's rows
 EvalMethod = Literal["dualpt", "zero_shot"]  # what eval scores: the prompt file, zero-shot CLIP
 
 METHODS: tuple[Method, ...] = get_args(Method)
+METHOD_TITLES: dict[str, str] = {  # in tables (dualpt runs); every method has one (tests/train/test_registry.py)
+    "dualpt": "DUAL-PT", "codualpt": "CoDUAL-PT", "coop": "CoOp", "cocoop": "CoCoOp", "plot": "PLOT",
+    "linear-probe": "linear probe", "tip-adapter": "Tip-Adapter", "tip-adapter-f": "Tip-Adapter-F",
+    "zero-shot": "zero-shot CLIP", "descriptions": "descriptions",
+}  # fmt: skip
 ALIGNS: tuple[Align, ...] = get_args(Align)
 LLM_LOSSES: tuple[LlmLoss, ...] = get_args(LlmLoss)
 CONTEXTS: tuple[Context, ...] = get_args(Context)

@@ -7,7 +7,8 @@ zero-shot prior as the prompt file's ``dual_weight`` / ``prior_weight`` say (:mo
 the residual head where the file has one, all divided by the file's temperature (:mod:`dualpt_cli.model.residual`).
 New classes (base-to-new) are encoded from the learned context and their names; no LLM is involved.
 
-The prompt file's ``method`` says how its first term scores an image (:meth:`Classifier.dual_logits`): Eq. 8
+The prompt file's ``method`` says how its first term scores an image (:meth:`Classifier.dual_logits`, by the
+method's scorer in :mod:`dualpt_cli.predict.scorers`): Eq. 8
 (dualpt, plot), Eq. 8 with each image's own prompts (codualpt), the global feature against the single prompt
 (coop) or against each image's own single prompt (cocoop), the linear probe's weights (linear-probe), or the
 cache model (tip-adapter, tip-adapter-f: its zero-shot term is the stored prior at weight 1); zero-shot and
@@ -20,7 +21,6 @@ from pathlib import Path
 from typing import TypeVar
 
 import torch
-import torch.nn.functional as F
 
 from ..clip.backbone import Backbone
 from ..clip.fingerprint import check_image_fingerprint
@@ -30,24 +30,11 @@ from ..core.project import resolve_project
 from ..data.classes import ClassEntry
 from ..errors import DataError, ModelLoadError
 from ..model.head import blend_logits
-from ..model.linear_probe import probe_logits
-from ..model.lpclip import lpclip_logits
 from ..model.residual import head_logits
-from ..model.scores import global_logits
-from ..model.tip_adapter import TipCache, cache_logits
 from ..promptfile.io import read_prompt_file
 from ..promptfile.meta import PromptMeta
-from .conditional import ConditionalScorer
-from .stored import (
-    StoredContext,
-    check_same_weights,
-    class_features,
-    class_priors,
-    probe_bias,
-    probe_weights,
-    residual_weights,
-    tip_cache,
-)
+from .scorers import Scorer, ScoringInputs, SharedPrompts, eq8_logits, predict_method
+from .stored import StoredContext, check_same_weights, class_features, class_priors, residual_weights
 
 MATCH_BUDGET = 1 << 26  # elements of one (B, K, N, M) similarity tensor before the classes are chunked
 C = TypeVar("C", bound="Classifier")  # a subclass's loaders return that subclass (the API's Classifier)
@@ -89,10 +76,8 @@ class Classifier:
         chunk = max(1, MATCH_BUDGET // per_class) if K * per_class > MATCH_BUDGET else None  # None: all at once
         self.matcher = meta.matcher(chunk)
         self.method = meta.method
-        self.probe: torch.Tensor | None = None  # (K, d) linear-probe weights
-        self.probe_bias: torch.Tensor | None = None  # (K,) LP-CLIP's bias (raw features); None for cosine probes
-        self.conditional: ConditionalScorer | None = None  # codualpt's and cocoop's context and meta-net
-        self.tip: TipCache | None = None  # tip-adapter(-f)'s cache
+        # the first term of the logits: the prompt file's method's scorer (predict/scorers.py; from_loaded sets it)
+        self.scorer: Scorer = SharedPrompts(bb, self.matcher, self.W)
 
     @property
     def class_names(self) -> list[str]:
@@ -146,35 +131,18 @@ class Classifier:
         prior = class_priors(bb, tensors, meta, known, classes)
         clf = cls(bb, meta, W, classes, trained, source=path, batch_size=batch_size, prior=prior)
         clf.residual = residual_weights(bb, tensors, known, classes)
-        if meta.method == "linear-probe":
-            clf.probe_bias = probe_bias(tensors, known, classes, path)  # LP-CLIP: checked first (no new classes)
-            clf.probe = probe_weights(bb, tensors, meta, known, classes, path)
-        if meta.method in ("codualpt", "cocoop"):
-            clf.conditional = ConditionalScorer(bb, tensors, meta, classes, clf.matcher)
-        if meta.method in ("tip-adapter", "tip-adapter-f"):
-            clf.tip = tip_cache(bb, tensors, meta, known, classes, path)
+        clf.scorer = predict_method(meta.method).scorer(
+            ScoringInputs(bb, tensors, meta, classes, path, clf.matcher, clf.W)
+        )
         return clf
 
     def dual_logits(self, z: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
         """(B, K) logits of the prompt file's method from global (B, d) and local (B, N, d) features."""
-        z = z.to(self.bb.device)
-        if self.method == "coop":  # one prompt, global feature: logit_scale * cos(z, w_k)
-            return global_logits(z, self.W[:, 0], self.matcher.logit_scale)
-        if self.method == "linear-probe":
-            assert self.probe is not None  # from_loaded sets it for a linear-probe file
-            if self.probe_bias is not None:
-                return lpclip_logits(z.float(), self.probe, self.probe_bias.to(z.device))
-            return probe_logits(z, self.probe, self.matcher.logit_scale, bool(self.meta.probe_normalize))
-        if self.conditional is not None:
-            return self.conditional.logits(z, Z.to(self.bb.device))
-        if self.tip is not None:  # the cache term; the zero-shot term is the prior
-            t = self.tip
-            return cache_logits(F.normalize(z.float(), dim=-1), t.keys, t.values, t.alpha, t.beta)
-        return self.logits_from_local(Z)
+        return self.scorer.logits(z.to(self.bb.device), Z.to(self.bb.device))
 
     def require_local_matching(self) -> None:
         """A one-line DataError unless the prompts score images by graph matching with shared prompts."""
-        if self.method not in ("dualpt", "plot"):
+        if not predict_method(self.method).local_matching:
             raise DataError(
                 f"{self.source}: explain shows the graph-matching plan of dualpt and plot prompts; "
                 f"this prompt file is --method {self.method}, which has none to show"
@@ -182,8 +150,7 @@ class Classifier:
 
     def logits_from_local(self, Z: torch.Tensor) -> torch.Tensor:
         """(B, K) DUAL-PT logits from local image features Z (B, N, d), exactly as training computes them."""
-        with torch.no_grad(), self.bb.autocast():
-            return self.matcher.logits(Z.to(self.bb.device), self.W).float()
+        return eq8_logits(self.bb, self.matcher, Z, self.W)
 
     def logits_from_features(self, z: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
         """(B, K) final logits from global (B, d) and local (B, N, d) features: DUAL-PT blended with the prior

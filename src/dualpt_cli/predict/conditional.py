@@ -29,6 +29,7 @@ class ConditionalScorer:
         meta: PromptMeta,
         classes: list[ClassEntry],
         matcher: Matcher,
+        global_scores: bool = False,
     ):
         state = {k[len(META_NET) :]: v for k, v in tensors.items() if k.startswith(META_NET)}
         if not state:
@@ -56,7 +57,7 @@ class ConditionalScorer:
             ) from None
         self.learner.eval()
         self.matcher = matcher
-        self.global_scores = meta.method == "cocoop"  # CoCoOp's cosine of the global feature, not Eq. 8
+        self.global_scores = global_scores  # cocoop: CoCoOp's cosine of the global feature, not Eq. 8
 
     @torch.no_grad()
     def logits(self, z: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:

@@ -99,7 +99,7 @@ def save_prompt_file(
     prior_features: torch.Tensor | None = None,
     extra: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """``extra``: a method's own tensors (``probe_weights``, ``meta_net.*``; see methods.py)."""
+    """``extra``: a method's own tensors (``probe_weights``, ``meta_net.*``; train/method.py's ``Fitted``)."""
     tensors = {**(extra or {}), "ctx": ctx, "class_features": class_features.float()}
     if prior_features is not None:
         tensors["prior_features"] = prior_features.float()

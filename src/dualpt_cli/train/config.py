@@ -1,10 +1,11 @@
-"""The options of a training run: :class:`TrainConfig`, the recipes that fill in what is left unset, and the
-learning-rate schedule. The resolved config is written to ``run_config.json`` beside the run's outputs.
+"""The options of a training run: :class:`TrainConfig` and the recipes that fill in what is left unset
+(:func:`.registry.resolve_recipe` applies them with the method's own defaults and settings). The resolved config is
+written to ``run_config.json`` beside the run's outputs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from ..core.checks import bounded, check_all, require_finite
@@ -17,9 +18,7 @@ from ..core.vocab import (  # noqa: F401  (re-exported)
     METHODS,
     PROMPT_TEXTS,
 )
-from ..data.coop import find_layout, parse_dataset_spec
-from ..errors import DataError
-from ..model.defaults import CLAP_REPS, DESCRIPTION_TEMPLATE
+from ..model.defaults import DESCRIPTION_TEMPLATE
 
 # What ``--recipe`` sets for the options left unset (None). "paper" is the paper and method card exactly;
 # "default" is the recipe measured on benchmarks/bench_learning.py (docs/method.md, "The default recipe").
@@ -54,37 +53,6 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
 }
 BASE_TO_NEW_EPOCHS = 10  # the paper's schedule for base-to-new training (--base-classes), unless --epochs
-# What ``--method`` trains (docs/method.md, "Methods"). The prompt-tuning methods share the loop of train.py;
-# the others fit nothing by gradient descent (methods.py) and still write a prompt file.
-METHOD_TITLES = {
-    "dualpt": "DUAL-PT",
-    "codualpt": "CoDUAL-PT",
-    "coop": "CoOp",
-    "cocoop": "CoCoOp",
-    "plot": "PLOT",
-    "linear-probe": "linear probe",
-    "tip-adapter": "Tip-Adapter",
-    "tip-adapter-f": "Tip-Adapter-F",
-    "zero-shot": "zero-shot CLIP",
-    "descriptions": "descriptions",
-}
-# no epochs of the prompt loop: fitted on the cached features in seconds (closed form, or Tip-Adapter-F's 20 short
-# epochs over the cache keys) or training-free
-FIXED_METHODS = ("linear-probe", "tip-adapter", "tip-adapter-f", "zero-shot", "descriptions")
-CONDITIONAL_METHODS = ("codualpt", "cocoop")  # per-image prompts from CoCoOp's meta-net (model/conditional.py)
-TIP_METHODS = ("tip-adapter", "tip-adapter-f")  # the cache model of Zhang et al. (model/tip_adapter.py)
-TIP_AUG_VIEWS = 10  # Tip-Adapter's augment_epoch: the cache keys average 10 augmented views per shot
-# PLOT's published runs (CHENGY12/PLOT, plot-coop/configs/trainers/PLOT/rn50.yaml): batch 128, 32 on these
-# small fine-grained datasets (recognised by --dataset coop:ROOT/NAME; an ImageFolder gets 128); ImageNet 50 epochs.
-PLOT_SMALL_BATCH = ("Flowers102", "FGVCAircraft", "StanfordCars")
-# Per method, what it sets for options left unset, before the recipe (CoCoOp's recipe for both conditional methods;
-# Tip-Adapter's RandomResizedCrop(scale=(0.5, 1)) for its cache views).
-METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "codualpt": {"n_ctx": 4, "ctx_init": "a photo of a", "batch_size": 1, "epochs": 10},
-    "cocoop": {"n_ctx": 4, "ctx_init": "a photo of a", "batch_size": 1, "epochs": 10},
-    "tip-adapter": {"crop_scale": 0.5},
-    "tip-adapter-f": {"crop_scale": 0.5, "epochs": 20},  # train_epoch 20 of the keys, also base-to-new
-}
 
 
 @dataclass
@@ -234,99 +202,3 @@ class TrainConfig:
         bounded({"--seed": self.seed, "--text-chunk": self.text_chunk, "--val-shots": self.val_shots}, low=0)
         bounded({"--shots": self.shots, "--prompts": self.n_prompts})  # --ctx-len: against the model's 77 tokens
         bounded({"--aug-views": self.aug_views, "--epochs": self.epochs, "--batch-size": self.batch_size})
-
-
-def resolve_recipe(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with every option left unset (None) filled in from its method, then its recipe (and checked
-    again); a base-to-new run (``base_classes``) without ``epochs`` gets the paper's :data:`BASE_TO_NEW_EPOCHS`
-    unless its method has its own; then the settings that define the method (:func:`method_settings`)."""
-    if cfg.base_classes is not None and cfg.epochs is None and "epochs" not in METHOD_DEFAULTS.get(cfg.method, {}):
-        cfg = replace(cfg, epochs=BASE_TO_NEW_EPOCHS)
-    if cfg.fresh_views and cfg.fresh_crops is None:  # --fresh-views asks for cached views, one per epoch
-        cfg = replace(cfg, fresh_crops=False)
-    if cfg.method == "plot" and cfg.recipe == "paper":
-        cfg = replace(cfg, **plot_paper_settings(cfg))
-    if lp_clip(cfg) and cfg.val_shots is None:  # CoOp's lpclip: min(shots, 4) held-out images per class for C
-        cfg = replace(cfg, val_shots=min(cfg.shots or 4, 4))
-    for preset in (METHOD_DEFAULTS.get(cfg.method, {}), RECIPES[cfg.recipe]):
-        cfg = replace(cfg, **{k: v for k, v in preset.items() if getattr(cfg, k) is None})
-    return replace(cfg, **method_settings(cfg))
-
-
-def lp_clip(cfg: TrainConfig) -> bool:
-    """Whether the run is CoOp's LP-CLIP: ``--method linear-probe`` without a constraint (by recipe: paper)."""
-    constraint = cfg.probe_constraint or RECIPES[cfg.recipe]["probe_constraint"]
-    return cfg.method == "linear-probe" and constraint == "none"
-
-
-def plot_paper_settings(cfg: TrainConfig) -> dict[str, Any]:
-    """``--method plot --recipe paper``: PLOT's batch size (128; 32 on :data:`PLOT_SMALL_BATCH`) and ImageNet's 50
-    epochs, for the options left unset."""
-    name = ""
-    if cfg.dataset:
-        try:
-            name = find_layout(parse_dataset_spec(cfg.dataset)).name
-        except DataError:  # not a CoOp dataset: loading it says so
-            pass
-    out: dict[str, Any] = {}
-    if cfg.batch_size is None:
-        out["batch_size"] = 32 if name in PLOT_SMALL_BATCH else 128
-    if cfg.epochs is None and name == "ImageNet":
-        out["epochs"] = 50
-    return out
-
-
-def method_settings(cfg: TrainConfig) -> dict[str, Any]:
-    """The options a method fixes (a DataError where one was set to something else).
-
-    - plot: node matching only (alpha 0) and no LLM (beta 0, context none): PLOT;
-    - coop: one prompt of M x n_ctx context tokens (DUAL-PT's parameter count), ending in "{name}.", no LLM;
-    - cocoop: one prompt (CoCoOp's n_ctx 4 from METHOD_DEFAULTS) shifted by the meta-net, "{name}.", no LLM;
-    - tip-adapter(-f): its 10 augmented views per shot for the cache keys (unless --aug-views is given);
-    - linear-probe, zero-shot, descriptions: no held-out images or guard (nothing is chosen on them); the
-      training-free two encode one view per image.
-    Applying it twice changes nothing (a saved run_config.json reruns as it ran).
-    """
-    defaults = TrainConfig.__dataclass_fields__
-    m = cfg.method
-
-    def fixed(**values: Any) -> dict[str, Any]:
-        for key, value in values.items():
-            given = getattr(cfg, key)
-            if given not in (value, defaults[key].default):
-                flag = "--" + {"lam": "lambda", "n_prompts": "prompts"}.get(key, key).replace("_", "-")
-                raise DataError(f"--method {m} uses {flag} {value}, not {given}; drop {flag} or use --method dualpt")
-        return values
-
-    if m == "plot":
-        return fixed(alpha=0.0, beta=0.0, context="none")
-    if m == "coop":
-        assert cfg.n_ctx is not None  # the recipe's, applied before the method's settings
-        return {
-            **fixed(beta=0.0, context="none"),
-            "n_prompts": 1,
-            "n_ctx": cfg.n_prompts * cfg.n_ctx,
-            "prompt_text": "name",
-        }
-    if m == "cocoop":
-        return {**fixed(beta=0.0, context="none"), "n_prompts": 1, "prompt_text": "name"}
-    if m == "descriptions" and cfg.context == "none":
-        raise DataError("--method descriptions needs the project's descriptions; drop --context none")
-    if m in FIXED_METHODS and cfg.resume:
-        what = "fits in seconds on the cached features" if m in TIP_METHODS else "trains no epochs"
-        raise DataError(f"--method {m} {what}, so there is nothing to resume; drop --resume")
-    if m == "linear-probe" and lp_clip(cfg):  # un-augmented features; C searched on the held-out images
-        if not cfg.val_shots:
-            raise DataError(
-                "--method linear-probe --probe-constraint none (LP-CLIP) searches C on held-out images; "
-                "give --val-shots 1 or more (or leave it unset: min(shots, 4), as CoOp)"
-            )
-        return {"guard": False, "prior_weight": 0.0, "head": "none", "fresh_crops": False, "aug_views": 1}
-    if m in FIXED_METHODS:  # training-free ones encode one view per image, for the training accuracy
-        views = {"aug_views": 1}
-        if m == "linear-probe":  # CLAP: 20 augmented views
-            views = {"aug_views": CLAP_REPS}
-        elif m in TIP_METHODS:  # Tip-Adapter: 10, unless --aug-views is given
-            views = {"aug_views": TIP_AUG_VIEWS} if cfg.aug_views == defaults["aug_views"].default else {}
-        return {"guard": False, "val_shots": 0, "prior_weight": 0.0, "head": "none", "fresh_crops": False, **views}
-    return {}

@@ -61,7 +61,7 @@ def fit_run_head(
 ) -> tuple[ResidualHead, FixedLogits]:
     """Fit the head on every cached training view at the learner's current (initial) prompts."""
     bb = learner.bb
-    assert cfg.prior_weight is not None  # set by config.resolve_recipe
+    assert cfg.prior_weight is not None  # set by registry.resolve_recipe
     names, prior, kind = prior_of(learner, objective)
     n, V, d = data.train.global_.shape
     z = data.train.global_.to(bb.device).float()  # (n, V, d)

@@ -70,7 +70,7 @@ def finish(
 def decide(run: RunRecord, learner: PromptLearner, last: dict[str, Any]) -> Kept:
     """The classifier to save (:func:`head.choose`) and the prior prototypes (K, d) it blends."""
     bb, cfg, objective, data = learner.bb, run.cfg, run.objective, run.data
-    assert cfg.prior_weight is not None  # set by config.resolve_recipe
+    assert cfg.prior_weight is not None  # set by registry.resolve_recipe
     names, prior, kind = prior_of(learner, objective)  # (K, d), (K, d)
     is_collapsed = bool(last) and collapsed(last["loss_img"], last["acc"], learner.num_classes)
     if not cfg.guard:

@@ -27,7 +27,7 @@ from ..errors import TrainingDiverged
 from ..model.prompts import ConditionalPromptLearner, PromptLearner, phrase_text
 from ..model.residual import ResidualHead
 from .checkpoint import read_checkpoint, restore_checkpoint, save_checkpoint, trim_log
-from .config import FIXED_METHODS, TrainConfig, resolve_recipe
+from .config import TrainConfig
 from .export import RunRecord
 from .headfit import FixedLogits, fit_run_head
 from .hooks import BestEpoch, Callbacks, TrainResult
@@ -44,6 +44,7 @@ from .parallel import (
     share_of,
 )
 from .profiler import Profiler, phase
+from .registry import resolve_recipe, train_method
 from .schedule import epochs_for_shots, lr_at, steps_per_epoch  # noqa: F401  (re-exported)
 from .trainset import TrainData, class_phrases, prepare_data
 
@@ -70,9 +71,10 @@ def _run_training(cfg: TrainConfig, cb: Callbacks, project: Project, dist: Dist)
     checkpoint = on_main(dist, lambda: read_checkpoint(project, cfg), "reading the checkpoint") if cfg.resume else None
     device = dist.device if dist.distributed else cfg.device
     bb = load_backbone(ModelSpec(cfg.model, cfg.pretrained), device=device, precision=cfg.precision)
-    data = prepare_data(cfg, project, bb, cb, dist)
+    method = train_method(cfg.method)
+    data = prepare_data(cfg, project, bb, cb, dist, raw_view=method.raw_view(cfg))
     objective = build_objective(cfg, project, bb, data, cb)
-    closed_form = cfg.method in FIXED_METHODS  # no epochs (methods.run_fixed)
+    closed_form = method.closed_form  # no epochs (methods.run_fixed)
     learner = None if closed_form else build_learner(cfg, bb, data, prompt_texts(cfg, data))
     total = 0 if closed_form else cfg.epochs or epochs_for_shots(cfg.shots)
     resolved = {
@@ -195,7 +197,7 @@ def train_epoch(
     method's logits plus the fixed prior and residual: the prompts train inside the blend they are used in.
 
     Under torchrun each rank computes its share of every global batch (:mod:`parallel`)."""
-    assert cfg.batch_size is not None  # set by config.resolve_recipe
+    assert cfg.batch_size is not None  # set by registry.resolve_recipe
     lr = lr_at(epoch, cfg, total)
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -204,7 +206,7 @@ def train_epoch(
     order = torch.randperm(n_images, generator=gen)
     crops = views = None
     if data.crops is not None:  # every image's crop and flip for this epoch, in image order
-        assert cfg.crop_scale is not None  # set by config.resolve_recipe
+        assert cfg.crop_scale is not None  # set by registry.resolve_recipe
         crops = draw_crops(data.crops.sizes, (cfg.crop_scale, 1.0), gen)
     else:
         views = torch.randint(n_views, (n_images,), generator=gen)

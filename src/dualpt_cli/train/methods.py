@@ -1,18 +1,16 @@
-"""What ``dualpt train --method NAME`` builds besides DUAL-PT's own loop (docs/method.md, "Methods").
+"""What the training loop does with a registered method (:mod:`.registry`; docs/method.md, "Methods").
 
-- The prompt-tuning methods (dualpt, plot, coop, codualpt, cocoop) share train.py's loop: :func:`build_learner` gives
+- The prompt-tuning methods (dualpt, plot, coop, codualpt, cocoop) share the loop: :func:`build_learner` gives
   the learner of the method, :func:`trainable` its parameters, :func:`batched_logits` its scores on cached
   features (validation, the guard).
-- linear-probe, tip-adapter(-f), zero-shot and descriptions run no epochs of that loop (:func:`run_fixed`): the
-  linear probe is fitted in closed form on the cached global features (:mod:`linear_probe`), Tip-Adapter builds
-  its cache from them (-F fine-tunes its keys there, :mod:`tip_adapter`), the other two are training-free. They
-  still write a prompt file, so predict, eval and explain read every method alike.
+- The methods with a ``fit`` (linear-probe, tip-adapter(-f), zero-shot, descriptions) run no epochs of that loop
+  (:func:`run_fixed`): they are fitted (or just built) on the cached features and still write a prompt file, with
+  the context of :func:`fixed_learner`, so predict, eval and explain read every method alike.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -20,18 +18,15 @@ import torch.nn.functional as F
 from ..clip.backbone import Backbone
 from ..core.distributed import SINGLE, Dist
 from ..core.project import Project
-from ..data.coop import find_layout, parse_dataset_spec
-from ..errors import ProjectError
 from ..model.conditional import TEXT_BUDGET
-from ..model.head import Decision, blend_logits, name_features, prior_features
-from ..model.linear_probe import clap_multipliers, fit_clap, probe_logits
-from ..model.lpclip import LPClipResult, search_lpclip
+from ..model.head import name_features
 from ..model.prompts import ConditionalPromptLearner, PromptLearner
-from ..model.tip_adapter import FINE_TUNE_EPOCHS, fit_tip_adapter, tip_logits
-from .config import CONDITIONAL_METHODS, TIP_METHODS, TrainConfig, lp_clip
+from .config import TrainConfig
 from .export import Kept, MethodExtras, RunRecord, save_prompts
 from .hooks import Callbacks, TrainResult
+from .method import FitInputs
 from .objective import Objective
+from .registry import train_method
 from .trainset import TrainData
 
 FIXED_CONTEXT = "a photo of a"  # the context of a training-free prompt file: its one prompt is zero-shot CLIP's
@@ -40,25 +35,10 @@ FIXED_CONTEXT = "a photo of a"  # the context of a training-free prompt file: it
 def build_learner(
     cfg: TrainConfig, bb: Backbone, data: TrainData, class_texts: list[list[str]] | None
 ) -> PromptLearner:
-    """The prompt learner of ``cfg.method`` (codualpt, cocoop: with CoCoOp's meta-net)."""
-    names = [c.name for c in data.classes]
-    assert cfg.n_ctx is not None and cfg.ctx_init is not None  # set by config.resolve_recipe
-    learner: PromptLearner
-    if cfg.method in CONDITIONAL_METHODS:
-        learner = ConditionalPromptLearner(
-            bb,
-            names,
-            cfg.n_prompts,
-            cfg.n_ctx,
-            cfg.ctx_init,
-            cfg.seed,
-            class_texts=class_texts,
-            class_specific=cfg.class_specific,
-        )
-    else:
-        learner = PromptLearner(
-            bb, names, cfg.n_prompts, cfg.n_ctx, cfg.ctx_init, cfg.class_specific, cfg.seed, class_texts=class_texts
-        )
+    """The prompt learner of ``cfg.method`` (its ``TrainMethod.learner``; codualpt, cocoop: with CoCoOp's meta-net)."""
+    build = train_method(cfg.method).learner
+    assert build is not None, f"--method {cfg.method} is fitted on the cached features, not trained by the loop"
+    learner = build(cfg, bb, [c.name for c in data.classes], class_texts)
     learner.text_chunk = cfg.text_chunk
     return learner
 
@@ -110,7 +90,7 @@ def batched_logits(
 
 
 # ---------------------------------------------------------------------------------------------------------
-# linear-probe, tip-adapter(-f), zero-shot, descriptions
+# the methods fitted on the cached features
 
 
 def fixed_learner(bb: Backbone, names: list[str]) -> PromptLearner:
@@ -125,72 +105,26 @@ def fixed_learner(bb: Backbone, names: list[str]) -> PromptLearner:
 def run_fixed(
     cfg: TrainConfig, cb: Callbacks, project: Project, bb: Backbone, data: TrainData, objective: Objective
 ) -> TrainResult:
-    """linear-probe, tip-adapter(-f), zero-shot or descriptions: fit (or just build) the classifier and write the
-    prompt file."""
+    """A method fitted on the cached features (``TrainMethod.fit``: linear-probe, tip-adapter(-f), zero-shot,
+    descriptions): fit (or just build) the classifier and write the prompt file."""
     t0 = time.perf_counter()
+    fit = train_method(cfg.method).fit
+    assert fit is not None, f"--method {cfg.method} is trained by the loop"
     names = [c.name for c in data.classes]
     learner = fixed_learner(bb, names)
-    n_images, n_views = data.train.global_.shape[:2]
+    n_views = data.train.global_.shape[1]
     z = data.train.global_.flatten(0, 1).to(bb.device).float()  # (images x views, d): every cached view
     labels = data.train_labels.repeat_interleave(n_views).to(bb.device)
     text = name_features(bb, names)  # (K, d) "a photo of a {name}."
-    extra: dict[str, torch.Tensor] = {}
-    meta: dict[str, Any] = {}
-    prior, epochs = None, 0
-    if cfg.method == "linear-probe" and lp_clip(cfg):
-        fitted = fit_lp_clip(data)
-        cb.info(
-            f"LP-CLIP: C = {fitted.model.C:.3g} (held-out accuracy {fitted.val_acc:.1%} over {len(fitted.tried)} fits)"
-        )
-        decision = Decision("trained", 1.0, 0.0, "names", reason="linear probe (LP-CLIP)")
-        extra = {"probe_weights": fitted.model.weights, "probe_bias": fitted.model.bias}
-        meta = {"probe_normalize": False}
-        logits = fitted.model.logits(z)
-    elif cfg.method == "linear-probe":
-        anchors = clap_anchors(bb, names, cfg.dataset)  # (K, d), un-normalised
-        zs = probe_logits(z, anchors, bb.logit_scale)
-        multipliers = clap_multipliers(zs, labels, len(names)) if cfg.probe_constraint == "clap" else None
-        if multipliers is None:
-            multipliers = torch.ones(len(names))
-        probe = fit_clap(z, labels, anchors, bb.logit_scale, multipliers, n_images, seed=cfg.seed)
-        cb.info(f"CLAP probe: {len(labels)} views of {n_images} images, constraint {cfg.probe_constraint}")
-        decision = Decision("trained", 1.0, 0.0, "names", reason="linear probe")
-        extra, meta = {"probe_weights": probe.weights}, {"probe_normalize": probe.normalize_weights}
-        logits = probe.logits(z)
-    elif cfg.method in TIP_METHODS:
-        epochs = (cfg.epochs or FINE_TUNE_EPOCHS) if cfg.method == "tip-adapter-f" else 0  # 20 from the config
-        views = data.train.global_.to(bb.device)  # (images, views, d)
-        tip = fit_tip_adapter(
-            views, data.train_labels.to(bb.device), text, bb.logit_scale, len(names), epochs, cfg.seed
-        )
-        tuned = f", keys fine-tuned for {epochs} epochs" if epochs else ""
-        cb.info(
-            f"{cfg.method}: cache of {n_images} shots x {n_views} views{tuned}; alpha {tip.alpha:.3g}, "
-            f"beta {tip.beta:.3g} (leave-one-out accuracy of the shots {tip.search_acc:.1%})"
-        )
-        prior = text  # the zero-shot term of the logits, blended at weight 1
-        decision = Decision("trained", 1.0, 1.0, "names", reason="Tip-Adapter cache model + zero-shot CLIP")
-        extra = {"tip_keys": tip.keys, "tip_values": tip.values}
-        meta = {"tip_alpha": tip.alpha, "tip_beta": tip.beta}
-        logits = tip_logits(z, tip, text, bb.logit_scale)
-    else:
-        prior = text
-        if cfg.method == "descriptions":
-            if not bool(objective.desc_has.any()):
-                raise ProjectError(
-                    f"--method descriptions: no descriptions in {project.descriptions}; run dualpt describe first"
-                )
-            prior = prior_features(text, objective.desc_mean, objective.desc_has)
-        kind = "descriptions" if cfg.method == "descriptions" else "names"
-        decision = Decision(cfg.method, 0.0, 1.0, kind, reason="training-free method")
-        logits = blend_logits(None, z, prior, bb.logit_scale, 0.0, 1.0)
-    loss = float(F.cross_entropy(logits.float(), labels))
-    acc = float((logits.argmax(-1) == labels).float().mean())
-    run = RunRecord(cfg, objective, data, epochs)
-    path = save_prompts(project, learner, run, Kept(decision, prior), MethodExtras(extra, meta))
+    fitted = fit(FitInputs(cfg, cb, project, bb, data, z, labels, text, objective.desc_mean, objective.desc_has))
+    loss = float(F.cross_entropy(fitted.logits.float(), labels))
+    acc = float((fitted.logits.argmax(-1) == labels).float().mean())
+    run = RunRecord(cfg, objective, data, fitted.epochs)
+    kept, extras = Kept(fitted.decision, fitted.prior), MethodExtras(fitted.tensors, fitted.meta)
+    path = save_prompts(project, learner, run, kept, extras)
     return TrainResult(
         prompt_file=path,
-        epochs=epochs,
+        epochs=fitted.epochs,
         train_acc=acc,
         loss=loss,
         seconds=time.perf_counter() - t0,
@@ -201,43 +135,3 @@ def run_fixed(
         guard=None,
         method=cfg.method,
     )
-
-
-# CoOp's seven ImageNet templates (CLAP averages them with the dataset's own template for ImageNet)
-IMAGENET_TEMPLATES_SELECT = (
-    "itap of a {}.",
-    "a bad photo of the {}.",
-    "a origami {}.",
-    "a photo of the large {}.",
-    "a {} in a video game.",
-    "art of the {}.",
-    "a photo of the small {}.",
-)
-
-
-def clap_templates(dataset: str | None) -> list[str]:
-    """CLAP's templates: the CoOp dataset's own (ImageNet: the seven select ones too); "a photo of a {}." for an
-    ImageFolder."""
-    if not dataset:
-        return ["a photo of a {}."]
-    layout = find_layout(parse_dataset_spec(dataset))
-    return [*IMAGENET_TEMPLATES_SELECT, layout.template] if layout.name == "ImageNet" else [layout.template]
-
-
-@torch.no_grad()
-def clap_anchors(bb: Backbone, names: list[str], dataset: str | None) -> torch.Tensor:
-    """(K, d) CLAP's zero-shot prototypes: per class the mean over :func:`clap_templates` of the *un-normalised*
-    text features (its ``_get_base_text_features``)."""
-    templates = clap_templates(dataset)
-    tokens = bb.tokenize([t.format(n) for n in names for t in templates])
-    feats = bb.encode_text_embeds(bb.token_embeds(tokens), bb.eot_positions(tokens))  # (K * T, d)
-    return feats.view(len(names), len(templates), -1).mean(1)
-
-
-def fit_lp_clip(data: TrainData) -> LPClipResult:
-    """CoOp's LP-CLIP on the un-augmented training images, C searched on the held-out ones."""
-    if data.val is None or data.val_labels is None:
-        raise ProjectError("LP-CLIP needs held-out images to search C; give --val-shots 1 or more")
-    train_x = data.train.global_[:, 0].float()  # (I, d) raw features of the un-augmented view
-    val_x = data.val.global_[:, 0].float()
-    return search_lpclip(train_x, data.train_labels, val_x, data.val_labels, len(data.classes))

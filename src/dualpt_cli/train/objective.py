@@ -2,10 +2,10 @@
 alignment term L_LLM, mixed as ``beta L_LLM + (1 - beta) L_img``.
 
 The prompt-tuning methods differ only in where the prompts come from and how they score an image
-(:meth:`Objective.prompts`, :meth:`Objective.logits`): dualpt and plot match the local features with the
-shared prompts (Eq. 8); codualpt does so with each image's own prompts (:mod:`conditional`); coop scores the
-global feature against its single prompt, ``logit_scale * cos(z, w_k)``, and cocoop against image b's own single
-prompt, ``logit_scale * cos(z_b, w_bk)``.
+(:meth:`Objective.prompts`; :meth:`Objective.logits`, by the registered method's ``global_scores``): dualpt and
+plot match the local features with the shared prompts (Eq. 8); codualpt does so with each image's own prompts
+(:mod:`conditional`); coop scores the global feature against its single prompt, ``logit_scale * cos(z, w_k)``,
+and cocoop against image b's own single prompt, ``logit_scale * cos(z_b, w_bk)``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from ..model.scores import global_logits
 from .config import TrainConfig
 from .hooks import Callbacks
 from .parallel import prompt_features
+from .registry import train_method
 from .trainset import TrainData, class_phrases
 
 
@@ -40,7 +41,7 @@ class Objective:
     desc_mean: torch.Tensor  # (K, d) mean of normalised description features
     desc_has: torch.Tensor  # (K,) bool
     desc_sets: list[torch.Tensor]  # K x (e_k, d)
-    method: str = "dualpt"  # dualpt, plot, coop, codualpt or cocoop (TrainConfig.method)
+    global_scores: bool = False  # coop, cocoop: logit_scale * cos of the global feature (TrainMethod.global_scores)
 
     def prompts(self, learner: PromptLearner, z: torch.Tensor | None = None, dist: Dist = SINGLE) -> torch.Tensor:
         """Class prompt features: (K, M, d), or for codualpt each image's own, (B, K, M, d) from global
@@ -58,7 +59,7 @@ class Objective:
         W is :meth:`prompts`' output: Eq. 8 with the shared prompts (K, M, d) or per-image ones (B, K, M, d);
         coop (M = 1) scores the global feature, ``logit_scale * cos(z, w_k)``; cocoop with per-image W (B, K, 1, d).
         """
-        if self.method in ("coop", "cocoop"):
+        if self.global_scores:
             return self._coop_logits(W, z)
         if W.dim() == 4:
             return per_image_logits(self.matcher, Z, W)
@@ -68,7 +69,7 @@ class Objective:
         self, Z: torch.Tensor, W: torch.Tensor, z: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, MatchingStats]:
         """:meth:`logits` and the solver's statistics (coop and cocoop solve nothing)."""
-        if self.method in ("coop", "cocoop"):
+        if self.global_scores:
             return self._coop_logits(W, z), MatchingStats(0, 0, True)
         if W.dim() == 4:
             return per_image_logits_with_stats(self.matcher, Z, W)
@@ -147,7 +148,7 @@ def build_objective(cfg: TrainConfig, project: Project, bb: Backbone, data: Trai
         desc_mean=mean,
         desc_has=has,
         desc_sets=sets,
-        method=cfg.method,
+        global_scores=train_method(cfg.method).global_scores,
     )
 
 

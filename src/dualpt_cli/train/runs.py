@@ -26,8 +26,8 @@ from ..core.project import (
     read_json,
     read_user_text,
 )
+from ..core.vocab import METHOD_TITLES
 from ..errors import DataError, DualptError, ProjectError
-from .config import METHOD_TITLES
 
 RUN_FILES = ("prompts.safetensors", "run_config.json", "train_log.jsonl", "split.json", "curves.png")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")

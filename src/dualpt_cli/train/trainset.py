@@ -22,7 +22,7 @@ from ..data.images import inside, looks_decodable
 from ..data.source import train_source
 from ..errors import ProjectError, first_names
 from ..model.head import auto_val_shots
-from .config import TrainConfig, lp_clip
+from .config import TrainConfig
 from .hooks import Callbacks
 from .parallel import on_main
 from .schedule import epochs_for_shots
@@ -42,8 +42,11 @@ class TrainData:
     crops: DecodedImages | None = None  # --fresh-crops: the training images decoded, in train.paths order
 
 
-def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks, dist: Dist = SINGLE) -> TrainData:
-    """Scan, sample, record the split, and encode (or load cached) features of the chosen images.
+def prepare_data(
+    cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks, dist: Dist = SINGLE, raw_view: bool = False
+) -> TrainData:
+    """Scan, sample, record the split, and encode (or load cached) features of the chosen images (``raw_view``:
+    only the un-augmented view of each training image, for a method that fits on it: ``TrainMethod.raw_view``).
 
     Under torchrun every rank draws the same split and gets every feature; the ranks share the encoding
     (``encode_views(dist=...)``) and rank 0 alone writes ``split.json``."""
@@ -78,7 +81,7 @@ def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks
         return path not in rejected
 
     def gather(parts: dict[str, list[Path]], views: list[int], what: str) -> tuple[FeatureSet, torch.Tensor]:
-        assert cfg.crop_scale is not None  # set by config.resolve_recipe
+        assert cfg.crop_scale is not None  # set by registry.resolve_recipe
         paths = [p for f in folders for p in parts.get(f, [])]
         label_of = {p: i for i, f in enumerate(folders) for p in parts.get(f, [])}
         fs = encode_views(
@@ -106,12 +109,12 @@ def prepare_data(cfg: TrainConfig, project: Project, bb: Backbone, cb: Callbacks
         if auto_val
         else cfg.val_shots
     )
-    assert val_shots is not None  # set by config.resolve_recipe
+    assert val_shots is not None  # set by registry.resolve_recipe
     while True:  # a file that passes the header check but fails to decode is replaced by the next one drawn
         train, val, notes = source.sample(val_shots, usable)
         n_views = (cfg.epochs or epochs_for_shots(cfg.shots)) if cfg.fresh_views else cfg.aug_views
         # fresh crops are cropped in each step; LP-CLIP fits the un-augmented images
-        views = [EVAL_VIEW] if cfg.fresh_crops or lp_clip(cfg) else list(range(n_views))
+        views = [EVAL_VIEW] if cfg.fresh_crops or raw_view else list(range(n_views))
         train_fs, train_labels = gather(train, views, "training")
         val_fs = val_labels = None
         if val_shots:
