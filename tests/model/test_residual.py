@@ -1,5 +1,5 @@
-"""The default recipe's residual head (model/residual.py): the fit, its cross-validation and temperature, and the
-prompt file that carries it to predict."""
+"""The default recipe's residual head (model/residual.py): the fit, its cross-validation, temperature and uniform
+share, and the prompt file that carries them to predict."""
 
 from __future__ import annotations
 
@@ -19,16 +19,16 @@ from dualpt_cli.model.residual import (
     DEFAULT_LAMBDA,
     LAMBDA_GRID,
     choose_lambda,
+    fit_calibration,
     fit_head,
     fit_residual,
-    fit_temperature,
     head_logits,
     out_of_fold,
     shot_index,
 )
 from dualpt_cli.predict.classifier import Classifier
 from dualpt_cli.promptfile.io import load_prompt_file, read_prompt_file, write_safetensors
-from dualpt_cli.promptfile.meta import META_VERSION
+from dualpt_cli.promptfile.meta import version_for
 from imagegen import make_image_folder
 
 runner = CliRunner()
@@ -94,12 +94,36 @@ def test_folds_are_shot_indices_within_each_class():
     assert shot_index(labels).tolist() == [0, 0, 1, 0, 1, 2]
 
 
-def test_temperature_recovers_the_one_that_made_the_labels():
-    gen = torch.Generator().manual_seed(0)
-    logits = 3.0 * torch.randn(20000, 5, generator=gen)
-    labels = torch.multinomial((logits / 2.5).softmax(-1), 1, generator=gen)[:, 0]
-    assert fit_temperature(logits, labels) == pytest.approx(2.5, rel=0.05)
-    assert fit_temperature(torch.zeros(10, 3), torch.zeros(10, dtype=torch.long)) > 0  # degenerate: finite
+def _mixture_labels(logits, temperature, mix, seed=0):
+    """Labels drawn from ``(1 - mix) softmax(logits / temperature) + mix / K``."""
+    probs = (1 - mix) * (logits / temperature).softmax(-1) + mix / logits.shape[1]
+    return torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(seed))[:, 0]
+
+
+def test_calibration_recovers_the_temperature_that_made_the_labels_without_a_uniform_share():
+    logits = 3.0 * torch.randn(8000, 5, generator=torch.Generator().manual_seed(0))
+    temperature, mix = fit_calibration(logits, _mixture_labels(logits, 2.5, 0.0))
+    assert temperature == pytest.approx(2.5, rel=0.05) and mix <= 0.03  # sampling noise of 8000 labels
+    assert fit_calibration(logits, _mixture_labels(logits, 2.5, 0.0), max_mix=0.0)[1] == 0.0
+    assert fit_calibration(torch.zeros(10, 3), torch.zeros(10, dtype=torch.long))[0] > 0  # degenerate: finite
+
+
+def test_calibration_recovers_the_uniform_share_that_made_the_labels():
+    logits = 3.0 * torch.randn(8000, 5, generator=torch.Generator().manual_seed(0))
+    temperature, mix = fit_calibration(logits, _mixture_labels(logits, 0.8, 0.4))
+    assert temperature == pytest.approx(0.8, rel=0.1) and mix == pytest.approx(0.4, abs=0.03)
+    only_t, _ = fit_calibration(logits, _mixture_labels(logits, 0.8, 0.4), max_mix=0.0)  # today's map: T alone
+    assert only_t > 1.2  # flattens every image to lower the confident ones: what eps does not need to
+
+
+def test_head_fits_the_uniform_share_out_of_fold():
+    gen = torch.Generator().manual_seed(2)
+    base = 4.0 * torch.randn(600, 1, 5, generator=gen)  # the blend decides alone: a huge penalty keeps r at 0
+    labels = _mixture_labels(base[:, 0], 1.0, 0.5, seed=3)
+    z = torch.randn(600, 1, 8, generator=gen)
+    head = fit_head(z, labels, base, SCALE, lam=1e6)
+    assert head.mix == pytest.approx(0.5, abs=0.08) and head.to_json()["mix"] == head.mix
+    assert head.temperature == pytest.approx(1.0, rel=0.3)
 
 
 def test_head_logits_is_the_formula():
@@ -108,6 +132,19 @@ def test_head_logits_is_the_formula():
     expected = (base + SCALE * F.normalize(z, dim=-1) @ w.T) / 1.7
     assert_close(head_logits(base, z, w, SCALE, 1.7), expected)
     assert_close(head_logits(base, z, None, SCALE), base)
+
+
+@pytest.mark.parametrize("spread", [0.1, 30.0])
+def test_head_logits_with_a_uniform_share_are_the_mixture_and_keep_top1(spread):
+    gen = torch.Generator().manual_seed(4)
+    base, z = spread * torch.randn(64, 6, generator=gen), torch.randn(64, 8, generator=gen)
+    w = torch.randn(6, 8, generator=gen)
+    plain = (base + SCALE * F.normalize(z, dim=-1) @ w.T) / 0.7
+    mixed = head_logits(base, z, w, SCALE, 0.7, mix=0.35)
+    assert_close(mixed.softmax(-1), 0.65 * plain.softmax(-1) + 0.35 / 6)  # the reference computation
+    assert_close(mixed.exp().sum(-1), torch.ones(64))  # log-probabilities: softmax leaves them as they are
+    assert torch.equal(mixed.argmax(-1), plain.argmax(-1))  # top-1 unchanged
+    assert torch.isfinite(mixed).all()  # probabilities that underflow softmax stay finite in log space
 
 
 def _train(images, model, *extra):
@@ -125,9 +162,11 @@ def test_default_train_stores_the_head_and_predict_applies_it(tiny_rn, tmp_path)
     assert all(0.0 <= v <= 1.0 for v in cv.values())
     path = tmp_path / "dualpt-project" / "prompts.safetensors"
     tensors, meta = load_prompt_file(path)
-    assert meta["format_version"] == META_VERSION == 4  # an older dualpt refuses it instead of dropping the head
+    # an older dualpt refuses it instead of dropping the head (4) or its uniform share (5)
+    assert meta["format_version"] == version_for("dualpt", head=True, mix=meta["uniform_mix"] > 0)
     assert tensors["residual_weights"].shape == tensors["prior_features"].shape
     assert meta["temperature"] == out["head"]["temperature"] and meta["prior_weight"] == 1.0
+    assert meta["uniform_mix"] == out["head"]["mix"]
 
     clf = Classifier.from_prompt_file(path, device="cpu", precision="fp32")
     gen = torch.Generator().manual_seed(0)
@@ -137,7 +176,8 @@ def test_default_train_stores_the_head_and_predict_applies_it(tiny_rn, tmp_path)
     expected = (blend + clf.bb.logit_scale * F.normalize(z, dim=-1) @ tensors["residual_weights"].T) / meta[
         "temperature"
     ]
-    assert_close(clf.logits(pixels), expected, rtol=1e-4, atol=1e-4)
+    mix, K = meta["uniform_mix"], expected.shape[1]
+    assert_close(clf.predict_batch(pixels), (1 - mix) * expected.softmax(-1) + mix / K, rtol=1e-4, atol=1e-5)
 
     # a class the file does not know (base-to-new) gets no residual: it scores by the blend alone
     classes = [*clf.classes, ClassEntry(folder="purple", name="purple")]

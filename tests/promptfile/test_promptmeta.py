@@ -42,8 +42,11 @@ def test_to_dict_and_from_dict_round_trip(prompts):
     assert PromptMeta.from_dict(meta.to_dict(), prompts) == meta
     # dualpt files without a head keep format 2 (an older dualpt reads them); other methods' files are 3; a file
     # with the residual head is 4 (META_VERSION): an older dualpt would score it without the head, so it refuses it
-    assert raw["method"] == "dualpt" and raw["format_version"] == version_for("dualpt", head=True) == 4
-    assert version_for("dualpt") == 2 and version_for("coop") == 3 == META_VERSION - 1
+    # (5, META_VERSION, when its probabilities mix in the uniform distribution: an older dualpt would ignore it)
+    mixed = raw["uniform_mix"] > 0
+    assert raw["method"] == "dualpt" and raw["format_version"] == version_for("dualpt", head=True, mix=mixed)
+    assert version_for("dualpt", head=True) == 4 and version_for("dualpt", head=True, mix=True) == 5 == META_VERSION
+    assert version_for("dualpt") == 2 and version_for("coop") == 3
     assert raw["placeholder"] == PLACEHOLDER
     assert raw["name_template"] == NAME_TEMPLATE and raw["lambda"] == meta.lam
     later = PromptMeta.from_dict({**raw, "added_by_a_later_dualpt": [1, 2]}, prompts)  # unknown keys are kept
@@ -84,6 +87,7 @@ def test_a_file_from_before_the_version_loads_with_the_old_defaults(prompts, tmp
         (lambda m: m.update(name_template="{}."), "metadata field 'name_template' must be a template with {name}"),
         (lambda m: m.update(format_version="2"), "metadata field 'format_version' must be an integer"),
         (lambda m: m.update(method="maple"), "metadata field 'method' must be one of dualpt, codualpt"),
+        (lambda m: m.update(uniform_mix=1.0), "metadata field 'uniform_mix' must be a number in [0, 1)"),
     ],
 )
 def test_newer_or_incomplete_metadata_is_one_clear_line(edit, message, prompts, test_images, tmp_path):
@@ -93,6 +97,27 @@ def test_newer_or_incomplete_metadata_is_one_clear_line(edit, message, prompts, 
     result = runner.invoke(app, ["predict", str(test_images), "--prompt-file", path, "--device", "cpu"])
     assert result.exit_code == 2, result.output
     assert message in result.stderr and "Traceback" not in result.output
+
+
+def test_predict_applies_the_stored_uniform_share_and_reads_files_without_it(prompts, tmp_path):
+    def share(mix):
+        def edit(meta):
+            meta.update(uniform_mix=mix, format_version=version_for("dualpt", head=True, mix=mix > 0))
+
+        return edit
+
+    def before(meta):  # a file from before the uniform share: format 4, no such key
+        meta.pop("uniform_mix")
+        meta["format_version"] = 4
+
+    pixels = torch.randn(4, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    probs = {}
+    for name, edit in (("none", share(0.0)), ("mixed", share(0.4)), ("before", before)):
+        path = _rewrite(prompts, tmp_path / f"{name}.safetensors", edit)
+        probs[name] = Classifier.from_prompt_file(path, device="cpu", precision="fp32").predict_batch(pixels)
+    assert_close(probs["before"], probs["none"])  # an older file predicts as it did
+    assert_close(probs["mixed"], 0.6 * probs["none"] + 0.4 / probs["none"].shape[1])  # (1 - eps) p + eps / K
+    assert torch.equal(probs["mixed"].argmax(-1), probs["none"].argmax(-1))  # top-1 unchanged
 
 
 def test_new_classes_are_encoded_with_the_stored_template(prompts):

@@ -1,6 +1,6 @@
-"""The default recipe's head: a zero-shot-anchored linear probe fitted on top of the blend, and its temperature.
+"""The default recipe's head: a zero-shot-anchored linear probe fitted on top of the blend, and its calibration.
 
-logits(x) = [base(x) + logit_scale * <normalize(z(x)), r_k>] / T
+logits(x) = [base(x) + logit_scale * <normalize(z(x)), r_k>] / T,  probabilities (1 - eps) softmax(logits) + eps / K
 
 - base(x) is the blend of :mod:`dualpt_cli.model.head` (the prompts' logits plus the prior's);
 - r (K, d) is the *residual*: fitted from r = 0, full batch, on every cached view of the support images, by
@@ -8,11 +8,14 @@ logits(x) = [base(x) + logit_scale * <normalize(z(x)), r_k>] / T
   seconds. With few shots or uninformative images the penalty keeps r near 0, so the head falls back on the
   blend (zero-shot CLIP or the description ensemble); with informative shots r moves the class boundaries
   as a linear probe would (CLAP, Silva-Rodriguez et al., CVPR 2024; LP++, Huang et al., CVPR 2024);
-- T is one temperature, fitted on *out-of-fold* logits so that the top-label confidence matches correctness:
-  the shots are split into F = min(k, 4) folds by their index within the class (every fold has every
-  class), r is refitted without each fold and scores it. The same folds give the cross-validated accuracies
-  train reports. At one shot there is nothing to hold out: T is fitted on the head's own logits of the
-  support images' views;
+- T is one temperature and eps a weight of the uniform distribution, fitted together on *out-of-fold* logits
+  so that the top-label confidence matches correctness; the probabilities are
+  ``(1 - eps) softmax(logits / T) + eps / K``, which keep every image's order of the classes (top-1 included).
+  eps caps the confidence where the most confident predictions are often wrong (a class that absorbs the
+  images of others); it is 0 where a temperature alone fits best. The shots are split into F = min(k, 4)
+  folds by their index within the class (every fold has every class), r is refitted without each fold and
+  scores it. The same folds give the cross-validated accuracies train reports. At one shot there is nothing
+  to hold out: T and eps are fitted on the head's own logits of the support images' views;
 - the penalty lam is chosen by the same folds among :data:`LAMBDA_GRID` unless the user fixes it: a value
   other than :data:`DEFAULT_LAMBDA` must beat it by :data:`LAMBDA_MARGIN` out-of-fold accuracy (a few
   held-out images decide, so the default wins near-ties). One shot keeps the default.
@@ -33,11 +36,13 @@ LAMBDA_GRID = (3.0, 10.0, 30.0)  # the penalties cross-validation chooses from w
 LAMBDA_MARGIN = 0.02  # out-of-fold accuracy another penalty must gain over DEFAULT_LAMBDA to be chosen
 MAX_FOLDS = 4
 TEMPERATURE_RANGE = (0.05, 20.0)
+MAX_MIX = 0.9  # the largest weight eps of the uniform distribution in the probabilities
 
 
 @dataclass
 class ResidualHead:
-    """The fitted head: residual weights (K, d), temperature, penalty, folds and cross-validated accuracies."""
+    """The fitted head: residual weights (K, d), temperature, penalty, folds, cross-validated accuracies and the
+    weight of the uniform distribution in the probabilities."""
 
     weights: torch.Tensor  # (K, d)
     temperature: float
@@ -45,11 +50,13 @@ class ResidualHead:
     folds: int  # 0: one shot, nothing held out
     cv_acc: dict[str, float | None] = field(default_factory=dict)  # classifier -> out-of-fold accuracy
     lambda_cv: dict[str, float] = field(default_factory=dict)  # penalty searched -> the head's out-of-fold accuracy
+    mix: float = 0.0  # eps: probabilities (1 - eps) softmax(logits / T) + eps / K
 
     def to_json(self) -> dict:
         return {
             "lambda": self.lam,
             "temperature": self.temperature,
+            "mix": self.mix,
             "folds": self.folds,
             "cv_acc": self.cv_acc,
             "lambda_cv": self.lambda_cv,
@@ -62,13 +69,27 @@ def residual_logits(z: torch.Tensor, weights: torch.Tensor, logit_scale: float) 
 
 
 def head_logits(
-    base: torch.Tensor, z: torch.Tensor, weights: torch.Tensor | None, logit_scale: float, temperature: float = 1.0
+    base: torch.Tensor,
+    z: torch.Tensor,
+    weights: torch.Tensor | None,
+    logit_scale: float,
+    temperature: float = 1.0,
+    mix: float = 0.0,
 ) -> torch.Tensor:
-    """(B, K) the head's logits: ``(base + residual) / T`` (``weights`` None: no residual)."""
+    """(B, K) the head's logits: ``(base + residual) / T`` (``weights`` None: no residual); with ``mix`` eps > 0,
+    the log of ``(1 - eps) softmax((base + residual) / T) + eps / K``, so that their softmax is that mixture
+    (every image's order of the classes is unchanged)."""
     out = base.float()
     if weights is not None:
         out = out + residual_logits(z.to(out.device), weights.to(out.device), logit_scale)
-    return out / temperature if temperature != 1.0 else out
+    out = out / temperature if temperature != 1.0 else out
+    return mix_uniform(out, mix) if mix else out
+
+
+def mix_uniform(logits: torch.Tensor, mix: float) -> torch.Tensor:
+    """(B, K) ``log((1 - mix) softmax(logits) + mix / K)``, computed in log space (no underflow)."""
+    log_p = logits.float().log_softmax(-1) + math.log1p(-mix)
+    return torch.logaddexp(log_p, torch.full_like(log_p, math.log(mix / logits.shape[-1])))
 
 
 def fit_residual(
@@ -100,24 +121,53 @@ def fit_residual(
     return weights.detach()
 
 
-def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, steps: int = 241) -> float:
-    """The temperature T in :data:`TEMPERATURE_RANGE` whose top-label confidences best match correctness.
+def fit_calibration(
+    logits: torch.Tensor, labels: torch.Tensor, steps: int = 241, max_mix: float = MAX_MIX
+) -> tuple[float, float]:
+    """(T, eps): the temperature in :data:`TEMPERATURE_RANGE` and the weight of the uniform distribution in
+    [0, ``max_mix``] whose top-label confidences best match correctness (``max_mix`` 0: a temperature alone).
 
-    The confidence of an image is its largest probability in ``softmax(logits / T)``; T minimises the binary
-    cross-entropy between the confidences and whether the most probable class is the true one (the argmax does
-    not depend on T). This is the quantity the expected calibration error measures; the class-wise NLL was
-    measured too and picked temperatures that left the default head under-confident (docs/method.md).
-    A log-spaced grid of ``steps`` values is searched: one dimension, deterministic, no step size to tune.
+    The confidence of an image is its largest probability in ``(1 - eps) softmax(logits / T) + eps / K``; (T,
+    eps) minimise the binary cross-entropy between the confidences and whether the most probable class is the
+    true one (the argmax depends on neither). This is the quantity the expected calibration error measures; the
+    class-wise NLL was measured too and picked temperatures that left the default head under-confident
+    (docs/method.md). T is searched on a log-spaced grid of ``steps`` values (one dimension, deterministic, no
+    step size to tune); for each T the loss is convex in eps (the confidence is affine in it), so its best eps
+    is 0 where the loss rises from there, else the root of the derivative, found by bisection.
     """
     logits = logits.detach().float()
     if not len(logits):
-        return 1.0
+        return 1.0, 0.0
     correct = (logits.argmax(-1) == labels).float()
     grid = torch.logspace(math.log10(TEMPERATURE_RANGE[0]), math.log10(TEMPERATURE_RANGE[1]), steps)
-    losses = torch.stack(
-        [F.binary_cross_entropy((logits / t).softmax(-1).max(-1).values.clamp(1e-6, 1 - 1e-6), correct) for t in grid]
-    )
-    return min(max(float(grid[int(losses.argmin())]), TEMPERATURE_RANGE[0]), TEMPERATURE_RANGE[1])  # float32 ends
+    best = (math.inf, 1.0, 0.0)
+    for t in grid.tolist():
+        top = (logits / t).softmax(-1).max(-1).values
+        mix = _best_mix(top, correct, 1.0 / logits.shape[-1], max_mix)
+        loss = F.binary_cross_entropy(((1 - mix) * top + mix / logits.shape[-1]).clamp(1e-6, 1 - 1e-6), correct)
+        if float(loss) < best[0]:
+            best = (float(loss), t, mix)
+    temperature = min(max(best[1], TEMPERATURE_RANGE[0]), TEMPERATURE_RANGE[1])  # float32 ends
+    return temperature, best[2]
+
+
+def _best_mix(top: torch.Tensor, correct: torch.Tensor, uniform: float, max_mix: float, iters: int = 30) -> float:
+    """The eps in [0, ``max_mix``] minimising the binary cross-entropy of ``top + eps (uniform - top)``."""
+    step = uniform - top  # d confidence / d eps (<= 0)
+
+    def slope(eps: float) -> float:  # d loss / d eps, increasing in eps
+        conf = (top + eps * step).clamp(1e-6, 1 - 1e-6)
+        return float((step * ((1 - correct) / (1 - conf) - correct / conf)).mean())
+
+    if max_mix <= 0 or slope(0.0) >= 0:
+        return 0.0
+    if slope(max_mix) <= 0:
+        return max_mix
+    lo, hi = 0.0, max_mix
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if slope(mid) < 0 else (lo, mid)
+    return (lo + hi) / 2
 
 
 def shot_index(labels: torch.Tensor) -> torch.Tensor:
@@ -162,7 +212,7 @@ def fit_head(
     lam: float | None = None,
     references: dict[str, torch.Tensor] | None = None,
 ) -> ResidualHead:
-    """Fit the residual and its temperature on the support set.
+    """Fit the residual, its temperature and the weight of the uniform distribution on the support set.
 
     Args:
         z: (n, V, d) global features of n images, V cached views each.
@@ -182,9 +232,9 @@ def fit_head(
     if folds == 0:  # one shot: nothing to hold out; the support's own views
         lam = DEFAULT_LAMBDA if lam is None else lam
         weights = fit_residual(flat_z, flat_y, flat_base, logit_scale, lam)
-        temperature = fit_temperature(flat_base + residual_logits(flat_z, weights, logit_scale), flat_y)
+        temperature, mix = fit_calibration(flat_base + residual_logits(flat_z, weights, logit_scale), flat_y)
         cv.update(residual=None, head=None)
-        return ResidualHead(weights, temperature, lam, 0, cv)
+        return ResidualHead(weights, temperature, lam, 0, cv, mix=mix)
     fold = (shot_index(labels) % folds).repeat_interleave(V)
     grid = LAMBDA_GRID if lam is None else (lam,)
     oof_residual = {g: out_of_fold(flat_z, flat_y, flat_base, logit_scale, g, fold) for g in grid}
@@ -194,4 +244,5 @@ def fit_head(
     oof = flat_base + oof_residual[lam]
     cv.update(residual=_acc(oof_residual[lam], flat_y), head=_acc(oof, flat_y))
     lambda_cv = {f"{g:g}": a for g, a in searched.items()} if len(grid) > 1 else {}
-    return ResidualHead(weights, fit_temperature(oof, flat_y), lam, folds, cv, lambda_cv)
+    temperature, mix = fit_calibration(oof, flat_y)
+    return ResidualHead(weights, temperature, lam, folds, cv, lambda_cv, mix)

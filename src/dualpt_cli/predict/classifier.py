@@ -4,7 +4,8 @@ The class prompt features w_k (K, M, d) are stored in the prompt file, and the D
 training ones, ``exp(logit_scale) * sum_ij T_ij cos(z_i, w_kj)`` (Eq. 8) with the graph-matching plan T,
 computed by the same :class:`~dualpt_cli.model.matcher.Matcher` as in training, then blended with the stored
 zero-shot prior as the prompt file's ``dual_weight`` / ``prior_weight`` say (:mod:`dualpt_cli.model.head`), plus
-the residual head where the file has one, all divided by the file's temperature (:mod:`dualpt_cli.model.residual`).
+the residual head where the file has one, all divided by the file's temperature and, where the file has a
+``uniform_mix`` eps > 0, turned into the log of ``(1 - eps) softmax + eps / K`` (:mod:`dualpt_cli.model.residual`).
 New classes (base-to-new) are encoded from the learned context and their names; no LLM is involved.
 
 The prompt file's ``method`` says how its first term scores an image (:meth:`Classifier.dual_logits`, by the
@@ -68,6 +69,7 @@ class Classifier:
         self.prior_weight = meta.prior_weight if prior is not None else 0.0
         self.residual: torch.Tensor | None = None  # (K, d) the residual head's weights (model/residual.py)
         self.temperature = meta.temperature
+        self.mix = meta.uniform_mix  # eps of (1 - eps) softmax + eps / K; files before version 5: 0
         self.classes = classes
         self.trained = trained  # per class: True when its features come from the prompt file
         self.source = source
@@ -154,12 +156,12 @@ class Classifier:
 
     def logits_from_features(self, z: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
         """(B, K) final logits from global (B, d) and local (B, N, d) features: DUAL-PT blended with the prior
-        as the prompt file says (:func:`head.blend_logits`), plus the residual head, over the temperature
-        (:func:`residual.head_logits`)."""
+        as the prompt file says (:func:`head.blend_logits`), plus the residual head, over the temperature, mixed
+        with the uniform distribution where the file says so (:func:`residual.head_logits`)."""
         dual = self.dual_logits(z, Z) if self.dual_weight else None
         z = z.to(self.bb.device)
         blend = blend_logits(dual, z, self.prior, self.matcher.logit_scale, self.dual_weight, self.prior_weight)
-        return head_logits(blend, z, self.residual, self.matcher.logit_scale, self.temperature)
+        return head_logits(blend, z, self.residual, self.matcher.logit_scale, self.temperature, self.mix)
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """(B, K) logits for preprocessed images (B, 3, H, W)."""

@@ -24,18 +24,22 @@ from ..model.matcher import Matcher
 from ..model.matching import ALIGNS, SolverSettings
 from ..model.prompts import NAME_TEMPLATE, PLACEHOLDER
 
-META_VERSION = 4  # 1: before PromptMeta; 2: adds format_version, placeholder, name_template; 3: adds method
+META_VERSION = 5  # 1: before PromptMeta; 2: adds format_version, placeholder, name_template; 3: adds method
 #   and align (an older dualpt would score a coop or an "attn" file as DUAL-PT with graph matching: it must refuse it);
-#   4: adds the residual head and temperature (an older dualpt would drop them and predict something else)
+#   4: adds the residual head and temperature (an older dualpt would drop them and predict something else);
+#   5: adds uniform_mix > 0 (an older dualpt would ignore it and give other probabilities)
 DUALPT_VERSION = 2  # what plain dualpt files (graph matching) keep writing: an older dualpt reads them alike
+HEAD_VERSION = 4  # what files with the residual head and no uniform share (uniform_mix 0) keep writing
 
 
-def version_for(method: str, align: str = "graph", head: bool = False) -> int:
+def version_for(method: str, align: str = "graph", head: bool = False, mix: bool = False) -> int:
     """The format version a file is written with: 2 for dualpt with graph matching and no head (unchanged since),
-    3 for the other methods and plans, 4 with the residual head, so that an older dualpt refuses a file it would
-    score differently."""
-    if head:
+    3 for the other methods and plans, 4 with the residual head, 5 when its probabilities mix in the uniform
+    distribution (``mix``), so that an older dualpt refuses a file it would score differently."""
+    if mix:
         return META_VERSION
+    if head:
+        return HEAD_VERSION
     return DUALPT_VERSION if method == "dualpt" and align == "graph" else 3
 
 
@@ -87,6 +91,7 @@ class PromptMeta:
     method: str = "dualpt"  # how the file scores an image (TrainConfig.method); files before version 3: dualpt
     probe_normalize: bool | None = None  # linear-probe: cosine classifier (normalised weights) or plain
     temperature: float = 1.0  # the final logits are divided by it (model/residual.py; files before version 4: 1)
+    uniform_mix: float = 0.0  # eps: probabilities (1 - eps) softmax + eps / K (residual.py; before version 5: 0)
     head: dict[str, Any] | None = None  # the residual head: penalty, folds, cross-validated accuracies
     tip_alpha: float | None = None  # tip-adapter(-f): the cache's weight alpha (model/tip_adapter.py) ...
     tip_beta: float | None = None  # ... and its sharpness beta
@@ -226,6 +231,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "method": (lambda v: v in METHODS, f"one of {', '.join(METHODS)} (a newer dualpt's method?)"),
     "probe_normalize": (lambda v: isinstance(v, bool), "true or false"),
     "temperature": _POSITIVE,
+    "uniform_mix": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     "head": (lambda v: isinstance(v, dict), "a JSON object"),
     "tip_alpha": _WEIGHT,
     "tip_beta": _WEIGHT,

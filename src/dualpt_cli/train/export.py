@@ -84,7 +84,9 @@ def save_prompts(
         prior=decision.prior, guard=decision.to_json(), method=cfg.method,
         align=s.align, base_classes=cfg.base_classes, new_class_names=[c.name for c in data.new_classes] or None,
         new_class_folders=[c.folder for c in data.new_classes] or None,
-        format_version=version_for(cfg.method, s.align, "residual_weights" in extras.tensors), **extras.meta,
+        format_version=version_for(
+            cfg.method, s.align, "residual_weights" in extras.tensors, bool(extras.meta.get("uniform_mix"))
+        ), **extras.meta,
     )  # fmt: skip
     tensors = extras.tensors
     if isinstance(learner, ConditionalPromptLearner):

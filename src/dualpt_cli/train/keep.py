@@ -27,11 +27,12 @@ from .methods import batched_logits
 def describe_head(head: ResidualHead) -> str:
     """One line on the fitted head: its cross-validated gain, or what it was fitted on at one shot."""
     cv = head.cv_acc
+    calibration = f"temperature {head.temperature:.2f}" + (f", uniform share {head.mix:.2f}" if head.mix else "")
     if head.folds == 0:
-        return f"head: residual fitted on 1 shot per class, temperature {head.temperature:.2f} (no folds at 1 shot)"
+        return f"head: residual fitted on 1 shot per class, {calibration} (no folds at 1 shot)"
     return (
         f"head: cross-validated accuracy {cv['head']:.1%} ({head.folds} folds; zero-shot {cv['zero-shot']:.1%}, "
-        f"blend {cv['blend']:.1%}), temperature {head.temperature:.2f}"
+        f"blend {cv['blend']:.1%}), {calibration}"
     )
 
 
@@ -60,7 +61,7 @@ def finish(
         )
     extras = None
     if head is not None:
-        meta = {"temperature": head.temperature, "head": head.to_json()}
+        meta = {"temperature": head.temperature, "uniform_mix": head.mix, "head": head.to_json()}
         extras = MethodExtras({"residual_weights": head.weights}, meta)
     save_prompts(project, learner, run, kept, extras)
     return decision

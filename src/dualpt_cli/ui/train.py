@@ -183,3 +183,5 @@ def head_rows(table: Table, head: ResidualHead) -> None:
     if head.lambda_cv:
         penalty += " chosen by cross-validation among " + ", ".join(head.lambda_cv)
     table.add_row("temperature", f"{head.temperature:.2f} ({penalty})")
+    if head.mix:
+        table.add_row("uniform share of the probabilities", f"{head.mix:.2f} (fitted with the temperature)")
