@@ -110,6 +110,10 @@ def test_predict_reproduces_training_logits(kind, tmp_path_factory, tiny_rn, tin
     # and the default recipe's residual head, over its temperature (model/residual.py)
     residual = torch.nn.functional.normalize(z, dim=-1) @ tensors["residual_weights"].T
     expected = (expected + bb.logit_scale * residual) / meta["temperature"]
+    # and its uniform share, where one was fitted: log((1 - eps) softmax + eps / K) (model/residual.py)
+    eps = float(meta.get("uniform_mix", 0.0))
+    if eps > 0:
+        expected = torch.log((1 - eps) * expected.softmax(-1) + eps / expected.shape[-1])
 
     clf = Classifier.from_prompt_file(root / "proj" / "prompts.safetensors", device="cpu", precision="fp32")
     assert clf.class_names == TRAINED_CLASSES or sorted(clf.class_names) == sorted(TRAINED_CLASSES)
