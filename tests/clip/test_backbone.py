@@ -131,6 +131,79 @@ def test_prefixed_text_equals_plain(tiny_model):
     assert_close(g_fast, g_plain, rtol=1e-4, atol=1e-5)
 
 
+def _per_stream_block(block, hp, hs, C, mask):
+    """One block of the prefix cache with each stream run on its own (before the streams became rows of one
+    tensor): the reference the merged block must equal bit for bit."""
+    import torch.nn.functional as F
+
+    from dualpt_cli.clip.surgery import attention
+
+    attn = block.attn
+    G, Lp, W = hp.shape
+    H = attn.num_heads
+    Dh, Ls = W // H, hs.shape[1]
+
+    def heads(t):
+        return t.unflatten(-1, (H, Dh)).transpose(1, 2)
+
+    qp, kp, vp = (heads(t) for t in F.linear(block.ln_1(hp), attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1))
+    qs, ks, vs = (heads(t) for t in F.linear(block.ln_1(hs), attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1))
+    out_p = attention(qp, kp, vp, torch.ones(Lp, Lp, dtype=torch.bool).tril())
+    k = torch.cat([kp.unsqueeze(1).expand(G, C, H, Lp, Dh).reshape(G * C, H, Lp, Dh), ks], dim=2)
+    v = torch.cat([vp.unsqueeze(1).expand(G, C, H, Lp, Dh).reshape(G * C, H, Lp, Dh), vs], dim=2)
+    out_s = attention(qs, k, v, mask)
+    out_p = F.linear(out_p.transpose(1, 2).reshape(G, Lp, W), attn.out_proj.weight, attn.out_proj.bias)
+    out_s = F.linear(out_s.transpose(1, 2).reshape(G * C, Ls, W), attn.out_proj.weight, attn.out_proj.bias)
+    hp, hs = hp + block.ls_1(out_p), hs + block.ls_1(out_s)
+    return hp + block.ls_2(block.mlp(block.ln_2(hp))), hs + block.ls_2(block.mlp(block.ln_2(hs)))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_prefix_streams_as_rows_equal_per_stream_blocks(tiny_model, precision):
+    """The prefix cache runs the row-wise parts of a block once over both streams: the same bits as running
+    each stream on its own, forward and backward."""
+    bb = _bb(tiny_model, precision)
+    G, n_ctx, W = 3, 4, bb.text_width
+    names = ["cat", "golden retriever", "red circle", "x"]
+    tokens = bb.tokenize(["X " * n_ctx + n + "." for n in names])
+    emb, eot = bb.token_embeds(tokens), bb.eot_positions(tokens)
+    Lp, L = 1 + n_ctx, int(eot.max()) + 1
+    suffix = emb[:, Lp:L].unsqueeze(0).expand(G, -1, -1, -1)  # (G, C, Ls, W)
+    C, Ls = suffix.shape[1], suffix.shape[2]
+    ctx = torch.randn(G, n_ctx, W, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    prefix = torch.cat([emb[:1, :1].expand(G, 1, W), ctx], dim=1)
+    fast = bb.encode_text_prefixed(prefix, suffix, eot.expand(G, -1))
+    (g_fast,) = torch.autograd.grad(fast.square().sum(), ctx)
+
+    pos = bb.model.positional_embedding
+    mask = torch.ones(Ls, Lp + Ls, dtype=torch.bool)
+    mask[:, Lp:] = torch.ones(Ls, Ls, dtype=torch.bool).tril()
+    with bb.autocast():
+        hp, hs = prefix + pos[:Lp], (suffix + pos[Lp:L]).reshape(G * C, Ls, W)
+        for block in bb.text_transformer.resblocks:
+            hp, hs = _per_stream_block(block, hp, hs, C, mask)
+        h = bb.model.ln_final(hs)[torch.arange(G * C), (eot - Lp).repeat(G)]
+        plain = bb._project(h).float().reshape(G, C, -1)
+    (g_plain,) = torch.autograd.grad(plain.square().sum(), ctx)
+    assert torch.equal(fast, plain)
+    assert torch.equal(g_fast, g_plain)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_image_chunks_equal_one_batch(tiny_rn, precision, monkeypatch):
+    """A ResNet on CPU encodes a batch a few images at a time (faster): the same bits as the whole batch."""
+    from dualpt_cli.clip import backbone
+
+    bb = _bb(tiny_rn, precision)
+    assert bb.image_chunk == backbone.IMAGE_CHUNK_CPU
+    x = _images(bb, n=2 * backbone.IMAGE_CHUNK_CPU + 3)
+    z, local = bb.encode_images(x)
+    monkeypatch.setattr(backbone, "IMAGE_CHUNK_CPU", None)
+    assert bb.image_chunk is None
+    z_all, local_all = bb.encode_images(x)
+    assert torch.equal(z, z_all) and torch.equal(local, local_all)
+
+
 def test_bf16_features_close_to_fp32(tiny_rn):
     x = torch.randn(2, 3, 96, 96)
     z32, _ = _bb(tiny_rn).encode_images(x)

@@ -29,6 +29,7 @@ from . import surgery
 from .pixels import fuse_to_tensor_normalize
 from .spec import ModelSpec
 
+IMAGE_CHUNK_CPU = 8  # images per image-tower pass of a ResNet on CPU (Backbone.image_chunk)
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -207,6 +208,10 @@ class Backbone:
             z: (B, d) global feature, equal to ``model.encode_image(images)``;
             Z: (B, N, d) local features.
         """
+        chunk = self.image_chunk
+        if chunk and len(images) > chunk:  # the same numbers: every image is computed by itself
+            parts = [self.encode_images(images[i : i + chunk]) for i in range(0, len(images), chunk)]
+            return torch.cat([z for z, _ in parts]), torch.cat([local for _, local in parts])
         images = images.to(self.device, non_blocking=True)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -216,6 +221,15 @@ class Backbone:
             else:
                 z, local = surgery.vit_features(self.model.visual, images)
         return z.float(), local.float()
+
+    @property
+    def image_chunk(self) -> int | None:
+        """Images per forward pass of the image tower, whatever batch the caller hands over (None: all).
+
+        On CPU a ResNet's activations for a batch of 64 crops outgrow the caches: 8 at a time ran 1.5-1.7x
+        faster per image on RN50 (bf16; fp32 alike) with the same bits (benchmarks/bench_e2e.py,
+        docs/performance.md). ViTs and GPUs take the batch whole."""
+        return IMAGE_CHUNK_CPU if self.device.type == "cpu" and self.family == "resnet" else None
 
     # -- text -----------------------------------------------------------------------------------------------
 
@@ -284,13 +298,17 @@ class Backbone:
             suffix = suffix.unsqueeze(0).expand(G, -1, -1, -1)
         C, Ls = suffix.shape[1], suffix.shape[2]
         pos = self.model.positional_embedding
+        causal = torch.ones(Lp, Lp, dtype=torch.bool, device=prefix.device).tril()  # True = attend
         mask = torch.ones(Ls, Lp + Ls, dtype=torch.bool, device=prefix.device)
-        mask[:, Lp:] = torch.ones(Ls, Ls, dtype=torch.bool, device=prefix.device).tril()  # True = attend
+        mask[:, Lp:] = torch.ones(Ls, Ls, dtype=torch.bool, device=prefix.device).tril()
         with self.autocast():
             hp = prefix + pos[:Lp].to(prefix.dtype)  # (G, Lp, W)
-            hs = (suffix + pos[Lp : Lp + Ls].to(suffix.dtype)).reshape(G * C, Ls, W)  # (G*C, Ls, W)
+            hs = suffix + pos[Lp : Lp + Ls].to(suffix.dtype)  # (G, C, Ls, W)
+            # both streams as the rows of one (G*Lp + G*C*Ls, W) tensor: the row-wise parts of a block run once
+            x = torch.cat([hp.reshape(G * Lp, W), hs.reshape(G * C * Ls, W)])
             for block in self.text_transformer.resblocks:
-                hp, hs = surgery.prefixed_block(block, hp, hs, C, mask)
+                x = surgery.prefixed_block(block, x, (G, Lp, C, Ls), causal, mask)
+            hs = x[G * Lp :].view(G * C, Ls, W)
             hs = self.model.ln_final(hs)  # (G*C, Ls, W)
             idx = (eot - Lp).expand(G, C).reshape(G * C)  # (G*C,)
             h = hs[torch.arange(G * C, device=hs.device), idx]  # (G*C, W)

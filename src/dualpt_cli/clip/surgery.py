@@ -127,37 +127,35 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
 
 
 def prefixed_block(
-    block: Any, hp: torch.Tensor, hs: torch.Tensor, C: int, mask: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+    block: Any, x: torch.Tensor, shape: tuple[int, int, int, int], causal: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
     """One ResidualAttentionBlock over a shared prefix stream and a per-class suffix stream.
 
-    hp: (G, Lp, W) prefix hidden states; hs: (G*C, Ls, W) suffix hidden states; mask: (Ls, Lp+Ls) bool.
+    x: (G*Lp + G*C*Ls, W), the G prefixes' Lp hidden states, then the G*C suffixes' Ls hidden states, as rows;
+    shape: (G, Lp, C, Ls); causal: (Lp, Lp) and mask: (Ls, Lp+Ls) bool, True = attend. The layer norms, the
+    projections and the MLP act on each row alone, so they run once over both streams (the same numbers as
+    per stream: every row is computed by itself); only the attention tells the streams apart.
     """
     attn = block.attn
-    G, Lp, W = hp.shape
+    G, Lp, C, Ls = shape
+    W = x.shape[-1]
     H: int = attn.num_heads
     Dh = W // H
-    Ls = hs.shape[1]
+    n_p = G * Lp
 
-    def heads(t: torch.Tensor) -> torch.Tensor:  # (P, L, W) -> (P, H, L, Dh)
-        split: torch.Tensor = t.unflatten(-1, (H, Dh))
+    def heads(t: torch.Tensor, n: int, length: int) -> torch.Tensor:  # (n*length, W) -> (n, H, length, Dh)
+        split: torch.Tensor = t.view(n, length, H, Dh)
         return split.transpose(1, 2)
 
-    qkv_p = F.linear(block.ln_1(hp), attn.in_proj_weight, attn.in_proj_bias)  # (G, Lp, 3W)
-    qkv_s = F.linear(block.ln_1(hs), attn.in_proj_weight, attn.in_proj_bias)  # (G*C, Ls, 3W)
-    qp, kp, vp = (heads(t) for t in qkv_p.chunk(3, dim=-1))  # (G, H, Lp, Dh)
-    qs, ks, vs = (heads(t) for t in qkv_s.chunk(3, dim=-1))  # (G*C, H, Ls, Dh)
-    causal = torch.ones(Lp, Lp, dtype=torch.bool, device=hp.device).tril()
+    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)  # (rows, 3W)
+    qp, kp, vp = (heads(t, G, Lp) for t in qkv[:n_p].chunk(3, dim=-1))  # (G, H, Lp, Dh)
+    qs, ks, vs = (heads(t, G * C, Ls) for t in qkv[n_p:].chunk(3, dim=-1))  # (G*C, H, Ls, Dh)
     out_p = attention(qp, kp, vp, causal)  # (G, H, Lp, Dh)
-    kp_s = kp.unsqueeze(1).expand(G, C, H, Lp, Dh).reshape(G * C, H, Lp, Dh)
-    vp_s = vp.unsqueeze(1).expand(G, C, H, Lp, Dh).reshape(G * C, H, Lp, Dh)
-    k = torch.cat([kp_s, ks.to(kp_s.dtype)], dim=2)  # (G*C, H, Lp+Ls, Dh)
-    v = torch.cat([vp_s, vs.to(vp_s.dtype)], dim=2)
-    out_s = attention(qs, k, v, mask)  # (G*C, H, Ls, Dh)
-    out_p = F.linear(out_p.transpose(1, 2).reshape(G, Lp, W), attn.out_proj.weight, attn.out_proj.bias)
-    out_s = F.linear(out_s.transpose(1, 2).reshape(G * C, Ls, W), attn.out_proj.weight, attn.out_proj.bias)
-    hp = hp + block.ls_1(out_p)
-    hs = hs + block.ls_1(out_s)
-    hp = hp + block.ls_2(block.mlp(block.ln_2(hp)))
-    hs = hs + block.ls_2(block.mlp(block.ln_2(hs)))
-    return hp, hs
+    # each suffix attends to its prefix's keys/values, then its own: one copy of the expanded prefix
+    k = torch.cat([kp.unsqueeze(1).expand(G, C, H, Lp, Dh), ks.unflatten(0, (G, C))], dim=3)
+    v = torch.cat([vp.unsqueeze(1).expand(G, C, H, Lp, Dh), vs.unflatten(0, (G, C))], dim=3)
+    out_s = attention(qs, k.flatten(0, 1), v.flatten(0, 1), mask)  # (G*C, H, Ls, Dh)
+    out = torch.cat([out_p.transpose(1, 2).reshape(n_p, W), out_s.transpose(1, 2).reshape(-1, W)])
+    x = x + block.ls_1(F.linear(out, attn.out_proj.weight, attn.out_proj.bias))
+    x = x + block.ls_2(block.mlp(block.ln_2(x)))
+    return x
