@@ -47,11 +47,12 @@ def main(argv: list[str] | None = None) -> dict:
             same[chunk] = torch.equal(z, whole[0]) and torch.equal(local, whole[1])
     base = statistics.median(times[args.chunks[0]])
     rows = [
-        {"chunk": c, "ms_per_image": statistics.median(t), "speed_vs_first": base / statistics.median(t), "same": same[c]}
-        for c, t in times.items()
+        {"chunk": c, "ms_per_image": ms, "speed_vs_first": base / ms, "same": same[c]}
+        for c, ms in ((c, statistics.median(t)) for c, t in times.items())
     ]
     for r in rows:
-        print(f"chunk {r['chunk']:3}: {r['ms_per_image']:6.1f} ms/image, {r['speed_vs_first']:.2f}x, same bits: {r['same']}")
+        speed = f"{r['ms_per_image']:6.1f} ms/image, {r['speed_vs_first']:.2f}x"
+        print(f"chunk {r['chunk']:3}: {speed}, same bits: {r['same']}")
     out = {"model": args.model, "precision": bb.precision, "images": args.images, "rows": rows}
     if args.save:
         with open(args.save, "w") as f:
