@@ -274,6 +274,48 @@ def test_corrupt_weights_clean_error(tiny_rn, tmp_path):
     assert "cannot load model" in result.output and "Traceback" not in result.output
 
 
+def test_loaded_weights_are_the_files_and_random_init_is_restored(tiny_model, tmp_path):
+    """A model whose weights come from a file is built without drawing its random init (NaN fills the file
+    overwrites): every tensor equals the file's, none is NaN, and torch.nn.init is itself again afterwards."""
+    from safetensors.torch import load_file
+
+    from dualpt_cli.clip.load import _RANDOM_INITS
+
+    originals = {fn: getattr(torch.nn.init, fn) for fn in _RANDOM_INITS}
+    folder = tiny_model.removeprefix("local-dir:")
+    stored = load_file(f"{folder}/open_clip_model.safetensors")
+    for spec in (tiny_model, f"{folder}/open_clip_model.safetensors"):  # the folder, and the weights file
+        state = _bb(spec).model.state_dict()
+        for key, value in stored.items():
+            assert torch.equal(state[key], value.to(state[key].dtype)), key
+        assert not any(t.is_floating_point() and torch.isnan(t).any() for t in state.values())
+        assert all(getattr(torch.nn.init, fn) is f for fn, f in originals.items())
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    (broken / "open_clip_model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelLoadError):
+        _bb(f"local-dir:{broken}")
+    assert all(getattr(torch.nn.init, fn) is f for fn, f in originals.items())
+
+
+def test_a_model_built_without_its_weights_falls_back_to_the_random_init(tiny_rn, monkeypatch):
+    """Should a file leave a NaN-filled tensor behind, the model is built again with open_clip's own init."""
+    from dualpt_cli.clip import load as loading
+
+    builds, build = [], loading._build
+
+    def counted_build(*args):
+        builds.append(torch.nn.init.normal_ is original_normal)  # True: built with open_clip's own init
+        return build(*args)
+
+    original_normal = torch.nn.init.normal_
+    monkeypatch.setattr(loading, "_all_filled", lambda model: False)
+    monkeypatch.setattr(loading, "_build", counted_build)
+    bb = _bb(tiny_rn)
+    assert builds == [False, True]
+    assert not any(torch.isnan(p).any() for p in bb.model.parameters())
+
+
 def test_missing_weights_in_local_dir(tiny_rn, tmp_path):
     folder = tmp_path / "noweights"
     folder.mkdir()
