@@ -226,9 +226,9 @@ class Backbone:
     def image_chunk(self) -> int | None:
         """Images per forward pass of the image tower, whatever batch the caller hands over (None: all).
 
-        On CPU a ResNet's activations for a batch of 64 crops outgrow the caches: 8 at a time ran 1.5-1.7x
-        faster per image on RN50 (bf16; fp32 alike) with the same bits (benchmarks/bench_e2e.py,
-        docs/performance.md). ViTs and GPUs take the batch whole."""
+        On CPU a ResNet's activations for a batch of 64 crops outgrow the caches: 8 at a time ran 1.5x faster
+        per image on RN50 in bf16 with the same bits (benchmarks/bench_image_chunk.py, docs/performance.md;
+        fp32 was checked for the bits, not timed). ViTs and GPUs take the batch whole."""
         return IMAGE_CHUNK_CPU if self.device.type == "cpu" and self.family == "resnet" else None
 
     # -- text -----------------------------------------------------------------------------------------------
