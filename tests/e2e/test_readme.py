@@ -13,7 +13,18 @@ import re
 
 import pytest
 
-from readme_session import README, differences, elide, first_session, mask, run_session, with_blocks
+from readme_session import (
+    README,
+    auto_precision,
+    differences,
+    elide,
+    first_session,
+    mask,
+    near,
+    recorded_precision,
+    run_session,
+    with_blocks,
+)
 
 
 def _readme() -> str:
@@ -60,8 +71,36 @@ def test_only_volatile_fields_may_differ():
     assert mask(["acc 95.8%"]) != mask(["acc 95.9%"])
 
 
+def test_another_precision_may_move_numbers_not_words():
+    """Where --precision auto runs another precision than the recorded one, numbers may move a little (an
+    image or two flips between bf16 and fp32); words, and numbers that move far, still count."""
+    readme = _readme()
+    blocks = first_session(readme)
+    recorded = recorded_precision(readme)
+    other = {"bf16": "fp32", "fp32": "bf16"}[recorded]
+    train = next(i for i, block in enumerate(blocks) if block[0][0].startswith("dualpt train"))
+    cmd = blocks[train][0][0]
+
+    def fresh_with(pattern: str, repl) -> list:
+        return [[(c, [re.sub(pattern, repl, x) for x in s]) if c == cmd else (c, s) for c, s in b] for b in blocks]
+
+    def moved(by: float):  # every percentage of the train step moved by ``by`` points
+        return fresh_with(r"(\d+\.\d)%", lambda m: f"{float(m.group(1)) + by:.1f}%")
+
+    loss = fresh_with(r"loss (\d\.\d+)", lambda m: f"loss {float(m.group(1)) * 1.01:.4f}")
+    for near_enough in (moved(2.5), loss):
+        assert near_enough != blocks
+        assert len(differences(readme, near_enough, recorded)) == 1  # the recorded precision: exact
+        assert not differences(readme, near_enough, other)
+    worded = fresh_with(r"classifier kept", "classifier held")
+    for far in (moved(5.0), fresh_with(r"loss (\d\.\d+)", lambda m: f"loss {float(m.group(1)) * 1.1:.4f}"), worded):
+        assert len(differences(readme, far, other)) == 1
+    assert near(["acc 95.8%", "x 2.06"], ["acc 93.4%", "x 2.09"])
+    assert not near(["acc 95.8%"], ["acc 95.8%", "more"])
+
+
 @pytest.mark.slow
 def test_first_session_prints_what_the_readme_shows(tmp_path):
     readme = _readme()
-    found = differences(readme, run_session(tmp_path, readme))
+    found = differences(readme, run_session(tmp_path, readme), auto_precision())
     assert not found, "\n\n".join(found) + "\n\n(python tests/readme_session.py --write writes the fresh output)"
