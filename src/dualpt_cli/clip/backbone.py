@@ -306,13 +306,13 @@ class Backbone:
             hs = suffix + pos[Lp : Lp + Ls].to(suffix.dtype)  # (G, C, Ls, W)
             # both streams as the rows of one (G*Lp + G*C*Ls, W) tensor: the row-wise parts of a block run once
             x = torch.cat([hp.reshape(G * Lp, W), hs.reshape(G * C * Ls, W)])
-            for block in self.text_transformer.resblocks:
+            *blocks, last = self.text_transformer.resblocks
+            for block in blocks:
                 x = surgery.prefixed_block(block, x, (G, Lp, C, Ls), causal, mask)
-            hs = x[G * Lp :].view(G * C, Ls, W)
-            hs = self.model.ln_final(hs)  # (G*C, Ls, W)
+            # the last block computes only the rows pooled at (each suffix's EOT): nothing reads the others
             idx = (eot - Lp).expand(G, C).reshape(G * C)  # (G*C,)
-            h = hs[torch.arange(G * C, device=hs.device), idx]  # (G*C, W)
-            out = self._project(h)
+            h = surgery.prefixed_block(last, x, (G, Lp, C, Ls), causal, mask, pool=idx)  # (G*C, W)
+            out = self._project(self.model.ln_final(h))
         return out.float().reshape(G, C, -1)
 
     def _project(self, h: torch.Tensor) -> torch.Tensor:

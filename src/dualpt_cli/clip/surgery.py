@@ -127,7 +127,12 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
 
 
 def prefixed_block(
-    block: Any, x: torch.Tensor, shape: tuple[int, int, int, int], causal: torch.Tensor, mask: torch.Tensor
+    block: Any,
+    x: torch.Tensor,
+    shape: tuple[int, int, int, int],
+    causal: torch.Tensor,
+    mask: torch.Tensor,
+    pool: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One ResidualAttentionBlock over a shared prefix stream and a per-class suffix stream.
 
@@ -135,6 +140,10 @@ def prefixed_block(
     shape: (G, Lp, C, Ls); causal: (Lp, Lp) and mask: (Ls, Lp+Ls) bool, True = attend. The layer norms, the
     projections and the MLP act on each row alone, so they run once over both streams (the same numbers as
     per stream: every row is computed by itself); only the attention tells the streams apart.
+
+    pool: (G*C,) a position in each suffix. Given (the last block, whose other positions nothing reads), the
+    prefix's attention is skipped and only those rows go through the output projection and the MLP; the result
+    is (G*C, W), the same numbers as those rows of the whole block (every row is computed by itself).
     """
     attn = block.attn
     G, Lp, C, Ls = shape
@@ -150,12 +159,18 @@ def prefixed_block(
     qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)  # (rows, 3W)
     qp, kp, vp = (heads(t, G, Lp) for t in qkv[:n_p].chunk(3, dim=-1))  # (G, H, Lp, Dh)
     qs, ks, vs = (heads(t, G * C, Ls) for t in qkv[n_p:].chunk(3, dim=-1))  # (G*C, H, Ls, Dh)
-    out_p = attention(qp, kp, vp, causal)  # (G, H, Lp, Dh)
     # each suffix attends to its prefix's keys/values, then its own: one copy of the expanded prefix
-    k = torch.cat([kp.unsqueeze(1).expand(G, C, H, Lp, Dh), ks.unflatten(0, (G, C))], dim=3)
-    v = torch.cat([vp.unsqueeze(1).expand(G, C, H, Lp, Dh), vs.unflatten(0, (G, C))], dim=3)
-    out_s = attention(qs, k.flatten(0, 1), v.flatten(0, 1), mask)  # (G*C, H, Ls, Dh)
-    out = torch.cat([out_p.transpose(1, 2).reshape(n_p, W), out_s.transpose(1, 2).reshape(-1, W)])
+    k = torch.cat([kp.unsqueeze(1).expand(G, C, H, Lp, Dh), ks.unflatten(0, (G, C))], dim=3).flatten(0, 1)
+    v = torch.cat([vp.unsqueeze(1).expand(G, C, H, Lp, Dh), vs.unflatten(0, (G, C))], dim=3).flatten(0, 1)
+    out_s = attention(qs, k, v, mask)  # (G*C, H, Ls, Dh)
+    if pool is not None:  # the pooled row of each suffix alone (the attention itself is cheap, and a lone
+        seq = torch.arange(G * C, device=x.device)  # query row would take another matmul kernel: other bits)
+        out = out_s[seq, :, pool]  # (G*C, H, Dh)
+        x = x[n_p + seq * Ls + pool]  # (G*C, W)
+    else:
+        out_p = attention(qp, kp, vp, causal)  # (G, H, Lp, Dh)
+        out = torch.cat([out_p.transpose(1, 2).reshape(n_p, W), out_s.transpose(1, 2).reshape(-1, W)])
+    out = out.reshape(-1, W)
     x = x + block.ls_1(F.linear(out, attn.out_proj.weight, attn.out_proj.bias))
     x = x + block.ls_2(block.mlp(block.ln_2(x)))
     return x
