@@ -196,12 +196,15 @@ def test_image_chunks_equal_one_batch(tiny_rn, precision, monkeypatch):
 
     bb = _bb(tiny_rn, precision)
     assert bb.image_chunk == backbone.IMAGE_CHUNK_CPU
-    x = _images(bb, n=2 * backbone.IMAGE_CHUNK_CPU + 3)
-    z, local = bb.encode_images(x)
-    monkeypatch.setattr(backbone, "IMAGE_CHUNK_CPU", None)
-    assert bb.image_chunk is None
-    z_all, local_all = bb.encode_images(x)
-    assert torch.equal(z, z_all) and torch.equal(local, local_all)
+    chunk = backbone.IMAGE_CHUNK_CPU
+    for n in (2 * chunk + 3, 2 * chunk + 1):  # the second ends with a lone image
+        monkeypatch.setattr(backbone, "IMAGE_CHUNK_CPU", chunk)
+        x = _images(bb, n=n)
+        z, local = bb.encode_images(x)
+        monkeypatch.setattr(backbone, "IMAGE_CHUNK_CPU", None)
+        assert bb.image_chunk is None
+        z_all, local_all = bb.encode_images(x)
+        assert torch.equal(z, z_all) and torch.equal(local, local_all), n
 
 
 def test_bf16_features_close_to_fp32(tiny_rn):

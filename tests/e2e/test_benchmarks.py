@@ -315,3 +315,25 @@ def test_bench_e2e_reads_prompt_tensors_and_plain_predict_writes_rows(tiny_rn, t
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [Path(r["image"]).name for r in rows] == ["0.jpg", "1.jpg", "2.jpg"]
     assert all(len(r["top"]) == 2 and math.isclose(sum(t["prob"] for t in r["top"]), 1.0, rel_tol=1e-5) for r in rows)
+
+
+def test_bench_text_step_times_the_pooled_last_block_and_checks_its_bits(tiny_model, capsys):
+    bench = load_script("bench_text_step")
+    out = bench.main(
+        ["--model", tiny_model, "--precision", "fp32", "--classes", "3", "--context", "4", "--rounds", "2"]
+    )
+    assert out["same_bits"] is True
+    assert set(out["ms"]) == {"whole last block", "pooled rows"} and all(ms > 0 for ms in out["ms"].values())
+    assert "same features and gradients: True" in capsys.readouterr().out
+
+
+def test_bench_image_chunk_checks_every_chunk_size_bit_for_bit(tiny_rn, tmp_path):
+    from dualpt_cli.clip import backbone
+
+    bench = load_script("bench_image_chunk")
+    kept = backbone.IMAGE_CHUNK_CPU
+    try:
+        out = bench.main(["--model", tiny_rn, "--images", "5", "--chunks", "5", "2", "--repeats", "1"])
+    finally:
+        backbone.IMAGE_CHUNK_CPU = kept  # the script sets the module's chunk size
+    assert [r["chunk"] for r in out["rows"]] == [5, 2] and all(r["same"] for r in out["rows"])

@@ -210,8 +210,16 @@ class Backbone:
         """
         chunk = self.image_chunk
         if chunk and len(images) > chunk:  # the same numbers: every image is computed by itself
-            parts = [self.encode_images(images[i : i + chunk]) for i in range(0, len(images), chunk)]
+            starts = list(range(0, len(images), chunk))
+            if chunk > 1 and len(images) - starts[-1] == 1:  # no pass of one image: it joins the one before
+                starts.pop()
+            ends = starts[1:] + [len(images)]
+            parts = [self._encode_pass(images[i:j]) for i, j in zip(starts, ends)]
             return torch.cat([z for z, _ in parts]), torch.cat([local for _, local in parts])
+        return self._encode_pass(images)
+
+    def _encode_pass(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`encode_images` of ``images`` in one pass of the image tower."""
         images = images.to(self.device, non_blocking=True)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -227,8 +235,10 @@ class Backbone:
         """Images per forward pass of the image tower, whatever batch the caller hands over (None: all).
 
         On CPU a ResNet's activations for a batch of 64 crops outgrow the caches: 8 at a time ran 1.5x faster
-        per image on RN50 in bf16 with the same bits (benchmarks/bench_image_chunk.py, docs/performance.md;
-        fp32 was checked for the bits, not timed). ViTs and GPUs take the batch whole."""
+        per image on RN50 in bf16 (AMX) and 1.64x in fp32 (AVX2), with the same bits
+        (benchmarks/bench_image_chunk.py, docs/performance.md). A lone last image joins the pass before it:
+        a pass of one image can take other convolution kernels (the tests' tiny ResNet then differed in the
+        last bit on an AVX2 CPU). ViTs and GPUs take the batch whole."""
         return IMAGE_CHUNK_CPU if self.device.type == "cpu" and self.family == "resnet" else None
 
     # -- text -----------------------------------------------------------------------------------------------
