@@ -14,15 +14,19 @@ be equal bit for bit. Rounds alternate the two; the ratio is of the medians.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 from dualpt_cli.clip import surgery
 from dualpt_cli.clip.backbone import Backbone
 from dualpt_cli.clip.load import ModelSpec, load_backbone
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import environment, finish  # noqa: E402
 
 
 def whole_last_block(bb: Backbone, prefix: torch.Tensor, suffix: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
@@ -84,17 +88,15 @@ def main(argv: list[str] | None = None) -> dict:
             times[name].append(step(fn)[0])
     ms = {name: statistics.median(t) * 1e3 for name, t in times.items()}
     ratio = ms["whole last block"] / ms["pooled rows"]
-    print(
-        f"{args.model} {bb.precision}, {G} prompts x {C} classes: "
-        + ", ".join(f"{k} {v:.1f} ms" for k, v in ms.items())
-    )
-    print(f"pooled over whole: {ratio:.3f}x faster; same features and gradients: {same}")
-    out = {"model": args.model, "precision": bb.precision, "shape": [G, Lp, C, Ls], "ms": ms, "ratio": ratio}
-    out["same_bits"] = same
-    if args.save:
-        with open(args.save, "w") as f:
-            json.dump(out, f, indent=1)
-    return out
+    out = {"model": args.model, "shape": [G, Lp, C, Ls], "ms": ms, "ratio": ratio, "same_bits": same}
+    out["environment"] = environment("cpu", args.precision)  # the CPU decides the kernels (AVX2, AMX)
+
+    def show(r: dict) -> None:
+        times = ", ".join(f"{k} {v:.1f} ms" for k, v in r["ms"].items())
+        print(f"{r['model']} {r['environment']['precision']}, {G} prompts x {C} classes: {times}")
+        print(f"pooled over whole: {r['ratio']:.3f}x faster; same features and gradients: {r['same_bits']}")
+
+    return finish(out, args.save, False, show)
 
 
 if __name__ == "__main__":
