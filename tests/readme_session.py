@@ -46,7 +46,7 @@ VOLATILE = (
 
 Step = tuple[str, list[str]]  # (command, shown output lines)
 
-RECORDED = re.compile(r"recorded on a CPU where\s+`--precision auto` runs (\w+)")
+RECORDED = re.compile(r"(recorded on a CPU where\s+`--precision auto` runs )(\w+)")
 NUMBER = re.compile(r"(\d+(?:\.\d+)?)")
 # another precision (bf16 against fp32), measured on the demo session: losses and probabilities moved by up to
 # 0.5% past their last digit, and borderline images flipped: one of a class's 40 moves its accuracy 2.5 points
@@ -179,7 +179,7 @@ def recorded_precision(readme: str) -> str:
     found = RECORDED.search(readme[start:end])
     if found is None:
         raise ValueError(f"{README.name}: the first session does not say which precision recorded it")
-    return found.group(1)
+    return found.group(2)
 
 
 def auto_precision() -> str:
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = README.with_name(README.name + ".tmp")
         written = with_blocks(readme, fresh)
         start, end = section_span(written)
-        section = RECORDED.sub(lambda m: m.group(0)[: -len(m.group(1))] + auto_precision(), written[start:end])
+        section = RECORDED.sub(r"\g<1>" + auto_precision(), written[start:end])
         tmp.write_text(written[:start] + section + written[end:], encoding="utf-8")
         tmp.replace(README)
         print(f"wrote the output of {sum(map(len, fresh))} commands into {README}")

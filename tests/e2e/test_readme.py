@@ -51,14 +51,18 @@ def test_long_runs_of_epoch_lines_are_elided():
     assert elide(epochs[:2]) == epochs[:2]
 
 
+def _train_output_edited(blocks: list, pattern: str, repl) -> list:
+    """``blocks`` with ``re.sub(pattern, repl)`` applied to the shown output of the session's first train."""
+    cmd = next(block[0][0] for block in blocks if block[0][0].startswith("dualpt train"))
+    return [[(c, [re.sub(pattern, repl, x) for x in s]) if c == cmd else (c, s) for c, s in b] for b in blocks]
+
+
 def test_only_volatile_fields_may_differ():
     readme = _readme()
     blocks = first_session(readme)
-    train = next(i for i, block in enumerate(blocks) if block[0][0].startswith("dualpt train"))
-    cmd = blocks[train][0][0]
 
     def fresh_with(pattern: str, repl: str) -> list:
-        return [[(c, [re.sub(pattern, repl, x) for x in s]) if c == cmd else (c, s) for c, s in b] for b in blocks]
+        return _train_output_edited(blocks, pattern, repl)
 
     assert not differences(readme, blocks)
     slower = fresh_with(r"(\d+\.\d) s\b", r"10\1 s")  # longer times: wider cells
@@ -78,11 +82,9 @@ def test_another_precision_may_move_numbers_not_words():
     blocks = first_session(readme)
     recorded = recorded_precision(readme)
     other = {"bf16": "fp32", "fp32": "bf16"}[recorded]
-    train = next(i for i, block in enumerate(blocks) if block[0][0].startswith("dualpt train"))
-    cmd = blocks[train][0][0]
 
     def fresh_with(pattern: str, repl) -> list:
-        return [[(c, [re.sub(pattern, repl, x) for x in s]) if c == cmd else (c, s) for c, s in b] for b in blocks]
+        return _train_output_edited(blocks, pattern, repl)
 
     def moved(by: float):  # every percentage of the train step moved by ``by`` points
         return fresh_with(r"(\d+\.\d)%", lambda m: f"{float(m.group(1)) + by:.1f}%")
